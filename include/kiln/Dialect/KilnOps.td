@@ -1,0 +1,216 @@
+// The kiln dialect: graph-level tensor ops imported from ONNX.
+//
+// Ops carry ONNX semantics with every attribute normalised at import
+// (auto_pad resolved into explicit pads, negative axes made positive, shape
+// inputs folded into result types), so passes never see opset differences.
+#ifndef KILN_OPS
+#define KILN_OPS
+
+include "mlir/IR/OpBase.td"
+include "mlir/IR/BuiltinAttributes.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "kiln/Dialect/KilnInterfaces.td"
+
+def Kiln_Dialect : Dialect {
+  let name = "kiln";
+  let summary = "Graph-level neural network ops imported from ONNX";
+  let cppNamespace = "::kiln";
+  let dependentDialects = ["::mlir::arith::ArithDialect"];
+}
+
+// Mapping type names are those of kiln::MappingType (KilnDialect.h).
+class Kiln_Op<string mnemonic, string mapping, list<Trait> traits = []>
+    : Op<Kiln_Dialect, mnemonic,
+         !listconcat(traits, [Pure, DeclareOpInterfaceMethods<Kiln_MappingTypeOpInterface>])> {
+  string mappingType = mapping;
+  let extraClassDefinition = [{
+    ::kiln::MappingType $cppClass::getMappingType() {
+      return ::kiln::MappingType::}] # mapping # [{;
+    }
+  }];
+}
+
+def Kiln_ConstantOp : Kiln_Op<"constant", "OneToOne", [ConstantLike]> {
+  let summary = "A constant tensor (weights and folded shape values)";
+  let arguments = (ins ElementsAttr:$value);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "attr-dict $value `:` type($result)";
+  let hasFolder = 1;
+  let builders = [OpBuilder<(ins "::mlir::ElementsAttr":$value), [{
+    build($_builder, $_state, ::mlir::cast<::mlir::Type>(value.getShapedType()), value);
+  }]>];
+}
+
+//===-- Many-to-Many: windows and contractions ----------------------------===//
+
+def Kiln_ConvOp : Kiln_Op<"conv", "ManyToMany"> {
+  let summary = "N-d convolution (NCHW), explicit pads [begin..., end...]";
+  let arguments = (ins AnyRankedTensor:$input, AnyRankedTensor:$weight,
+                   Optional<AnyRankedTensor>:$bias,
+                   DenseI64ArrayAttr:$strides, DenseI64ArrayAttr:$dilations,
+                   DenseI64ArrayAttr:$pads, I64Attr:$group);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Kiln_ConvTransposeOp : Kiln_Op<"conv_transpose", "ManyToMany"> {
+  let summary = "2-d transposed convolution (NCHW), explicit pads";
+  let arguments = (ins AnyRankedTensor:$input, AnyRankedTensor:$weight,
+                   Optional<AnyRankedTensor>:$bias,
+                   DenseI64ArrayAttr:$strides, DenseI64ArrayAttr:$dilations,
+                   DenseI64ArrayAttr:$pads, I64Attr:$group);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_GemmOp : Kiln_Op<"gemm", "ManyToMany"> {
+  let summary = "Y = alpha * op(A) * op(B) + beta * C";
+  let arguments = (ins AnyRankedTensor:$a, AnyRankedTensor:$b,
+                   Optional<AnyRankedTensor>:$c, F32Attr:$alpha, F32Attr:$beta,
+                   BoolAttr:$transA, BoolAttr:$transB);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$a `,` $b (`,` $c^)? attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_MatMulOp : Kiln_Op<"matmul", "ManyToMany"> {
+  let summary = "numpy-style (batched, broadcasting) matrix product";
+  let arguments = (ins AnyRankedTensor:$a, AnyRankedTensor:$b);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$a `,` $b attr-dict `:` functional-type(operands, results)";
+}
+
+class Kiln_PoolOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany"> {
+  let arguments = (ins AnyRankedTensor:$input, DenseI64ArrayAttr:$kernel_shape,
+                   DenseI64ArrayAttr:$strides, DenseI64ArrayAttr:$dilations,
+                   DenseI64ArrayAttr:$pads, BoolAttr:$count_include_pad);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+def Kiln_MaxPoolOp : Kiln_PoolOp<"max_pool"> { let summary = "2-d max pooling"; }
+def Kiln_AveragePoolOp : Kiln_PoolOp<"average_pool"> { let summary = "2-d average pooling"; }
+
+class Kiln_ReduceOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany"> {
+  let arguments = (ins AnyRankedTensor:$input, DenseI64ArrayAttr:$axes, BoolAttr:$keepdims);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+def Kiln_ReduceSumOp : Kiln_ReduceOp<"reduce_sum"> { let summary = "sum over axes"; }
+def Kiln_ReduceMeanOp : Kiln_ReduceOp<"reduce_mean"> { let summary = "mean over axes"; }
+def Kiln_ReduceMaxOp : Kiln_ReduceOp<"reduce_max"> { let summary = "max over axes"; }
+
+def Kiln_SoftmaxOp : Kiln_Op<"softmax", "ManyToMany"> {
+  let summary = "softmax along one axis (opset 13 semantics)";
+  let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+//===-- One-to-One (One-to-Many when inputs broadcast) --------------------===//
+
+class Kiln_UnaryOp<string mnemonic, list<Trait> traits = []>
+    : Kiln_Op<mnemonic, "OneToOne", !listconcat(traits, [SameOperandsAndResultType])> {
+  let arguments = (ins AnyRankedTensor:$input);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+def Kiln_SqrtOp : Kiln_UnaryOp<"sqrt">;
+def Kiln_ExpOp : Kiln_UnaryOp<"exp">;
+def Kiln_LogOp : Kiln_UnaryOp<"log">;
+def Kiln_NegOp : Kiln_UnaryOp<"neg">;
+def Kiln_AbsOp : Kiln_UnaryOp<"abs">;
+def Kiln_ReciprocalOp : Kiln_UnaryOp<"reciprocal">;
+def Kiln_ReluOp : Kiln_UnaryOp<"relu">;
+def Kiln_SigmoidOp : Kiln_UnaryOp<"sigmoid">;
+def Kiln_TanhOp : Kiln_UnaryOp<"tanh">;
+def Kiln_ErfOp : Kiln_UnaryOp<"erf">;
+def Kiln_HardSwishOp : Kiln_UnaryOp<"hard_swish">;
+
+def Kiln_LeakyReluOp : Kiln_UnaryOp<"leaky_relu"> {
+  let arguments = (ins AnyRankedTensor:$input, F32Attr:$alpha);
+}
+def Kiln_HardSigmoidOp : Kiln_UnaryOp<"hard_sigmoid"> {
+  let arguments = (ins AnyRankedTensor:$input, F32Attr:$alpha, F32Attr:$beta);
+}
+def Kiln_ClipOp : Kiln_UnaryOp<"clip"> {
+  let summary = "clamp to [min, max] (bounds folded from inputs/attributes)";
+  let arguments = (ins AnyRankedTensor:$input, F32Attr:$min, F32Attr:$max);
+}
+
+class Kiln_BinaryOp<string mnemonic> : Kiln_Op<mnemonic, "OneToOne"> {
+  let summary = "elementwise with numpy broadcasting";
+  let arguments = (ins AnyRankedTensor:$lhs, AnyRankedTensor:$rhs);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+  // Broadcasting makes the op One-to-Many (an input element feeds many outputs).
+  let extraClassDefinition = [{
+    ::kiln::MappingType $cppClass::getMappingType() {
+      return ::kiln::binaryMappingType(getOperation());
+    }
+    ::mlir::LogicalResult $cppClass::verify() {
+      return ::kiln::verifyBroadcast(getOperation());
+    }
+  }];
+}
+def Kiln_AddOp : Kiln_BinaryOp<"add">;
+def Kiln_SubOp : Kiln_BinaryOp<"sub">;
+def Kiln_MulOp : Kiln_BinaryOp<"mul">;
+def Kiln_DivOp : Kiln_BinaryOp<"div">;
+def Kiln_PowOp : Kiln_BinaryOp<"pow">;
+def Kiln_PReluOp : Kiln_BinaryOp<"prelu">;
+
+def Kiln_BatchNormOp : Kiln_Op<"batch_norm", "OneToOne"> {
+  let summary = "inference BatchNormalization over axis 1";
+  let arguments = (ins AnyRankedTensor:$input, AnyRankedTensor:$scale,
+                   AnyRankedTensor:$bias, AnyRankedTensor:$mean,
+                   AnyRankedTensor:$var, F32Attr:$epsilon);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input `,` $scale `,` $bias `,` $mean `,` $var attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_ConcatOp : Kiln_Op<"concat", "OneToOne"> {
+  let summary = "concatenate along an axis";
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$axis);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$inputs attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Kiln_SliceOp : Kiln_Op<"slice", "OneToOne"> {
+  let summary = "strided slice; starts/steps given for every dim, normalised";
+  let arguments = (ins AnyRankedTensor:$input, DenseI64ArrayAttr:$starts,
+                   DenseI64ArrayAttr:$steps);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_PadOp : Kiln_Op<"pad", "OneToOne"> {
+  let summary = "pad with constant, edge or reflect mode; pads [begin..., end...]";
+  let arguments = (ins AnyRankedTensor:$input, DenseI64ArrayAttr:$pads,
+                   StrAttr:$mode, F32Attr:$value);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+//===-- Reorganize and Shuffle --------------------------------------------===//
+
+def Kiln_ReshapeOp : Kiln_Op<"reshape", "Reorganize"> {
+  let summary = "Reshape/Flatten/Squeeze/Unsqueeze: same elements, new static shape";
+  let arguments = (ins AnyRankedTensor:$input);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def Kiln_TransposeOp : Kiln_Op<"transpose", "Shuffle"> {
+  let summary = "permute dimensions";
+  let arguments = (ins AnyRankedTensor:$input, DenseI64ArrayAttr:$perm);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+#endif

@@ -1,0 +1,43 @@
+// ONNX importer: ModelProto -> a func.func of kiln ops.
+#ifndef KILN_IMPORT_ONNXIMPORTER_H
+#define KILN_IMPORT_ONNXIMPORTER_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+struct ImportOptions {
+  /// Pins symbolic (or overrides) input dims: name -> full static shape.
+  std::map<std::string, std::vector<int64_t>> inputShapes;
+};
+
+/// Keeps the parsed protobuf alive: weights are referenced, not copied, by
+/// the module's dense resource attributes.
+struct ImportedModel {
+  std::shared_ptr<void> storage;
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  int onnxNodes = 0;
+  int64_t opset = 0;
+};
+
+/// Imports an ONNX file. On failure, every problem has been reported through
+/// the context's diagnostic engine (one error per node) and null is returned.
+/// The entry function is `@main`; input/output names are recorded in its
+/// `kiln.input_names` / `kiln.output_names` attributes.
+ImportedModel importOnnxFile(mlir::MLIRContext &ctx, const std::string &path,
+                             const ImportOptions &options);
+
+/// Oldest and newest default-domain opsets accepted.
+constexpr int64_t kMinOpset = 7;
+constexpr int64_t kMaxOpset = 21;
+
+} // namespace kiln
+
+#endif

@@ -1,0 +1,33 @@
+// The whole compiler pipeline, .onnx -> .so, assembled in one place.
+#ifndef KILN_PIPELINE_H
+#define KILN_PIPELINE_H
+
+#include "kiln/Import/OnnxImporter.h"
+#include "kiln/Target/Target.h"
+
+#include <string>
+
+namespace kiln {
+
+struct CompileOptions {
+  std::string input;
+  std::string output;
+  std::string target = "x86_64";
+  EmitKind emit = EmitKind::SharedLib;
+  int optLevel = 3;
+  bool verbose = false;        // -v: stage timings and op counts
+  bool stats = false;          // --stats: op counts per stage, arena size
+  bool printIRAfterAll = false;
+  ImportOptions import;
+};
+
+/// Registers the dialects the pipeline uses (and only those).
+void registerKilnDialects(mlir::DialectRegistry &registry);
+
+/// Runs the pipeline; diagnostics go to the context's handler. Writes the
+/// output atomically (nothing is left behind on failure).
+mlir::LogicalResult compileModel(mlir::MLIRContext &ctx, const CompileOptions &opts);
+
+} // namespace kiln
+
+#endif

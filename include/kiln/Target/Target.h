@@ -1,0 +1,46 @@
+// The target interface: everything below the buffer-level IR (linalg on
+// memrefs + kiln_rt_* calls) is a target's business. The CPU/LLVM target
+// implements it now; OpenCL and CUDA implement the same interface later.
+#ifndef KILN_TARGET_TARGET_H
+#define KILN_TARGET_TARGET_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/PassManager.h"
+
+#include <memory>
+#include <string>
+
+namespace kiln {
+
+enum class EmitKind { MLIR, LLVM, Object, SharedLib };
+
+/// What the runtime needs to know about a compiled model; serialised into
+/// the library as `kiln_model_meta` (format in runtime/src/model.cpp).
+struct ModelSummary {
+  struct Tensor {
+    std::string name;
+    std::vector<int64_t> shape;
+  };
+  std::vector<Tensor> inputs, outputs;
+  int64_t arenaBytes = 0;
+};
+
+class Target {
+public:
+  virtual ~Target() = default;
+  virtual llvm::StringRef name() const = 0;
+  /// Passes lowering the buffer-level module to the target's own IR.
+  virtual void addLoweringPasses(mlir::OpPassManager &pm) const = 0;
+  /// Writes the lowered module as `kind` to `path` (LLVM IR text, an object
+  /// or a shared library). Errors are reported through the module's context.
+  virtual mlir::LogicalResult emit(mlir::ModuleOp module, const ModelSummary &summary,
+                                   EmitKind kind, int optLevel, const std::string &path,
+                                   bool verbose) const = 0;
+};
+
+/// "x86_64" (host, AVX2/FMA) or "aarch64" (NEON); null if unknown.
+std::unique_ptr<Target> createCpuTarget(llvm::StringRef arch);
+
+} // namespace kiln
+
+#endif

@@ -1,0 +1,35 @@
+// Passes of the kiln pipeline (assembled in lib/Pipeline/Pipeline.cpp).
+#ifndef KILN_PASSES
+#define KILN_PASSES
+
+include "mlir/Pass/PassBase.td"
+
+def LowerKilnToLinalg : Pass<"kiln-lower-to-linalg", "mlir::ModuleOp"> {
+  let summary = "Lower kiln graph ops to buffers: linalg on memrefs and runtime kernel calls";
+  let description = [{
+    Rewrites the tensor-level entry function `@main` into `@kiln_main`, whose
+    arguments are the input buffers followed by the output buffers. Every
+    intermediate tensor gets a `memref.alloc` (later placed in the arena by
+    kiln-plan-arena); Reorganize ops become views; elementwise, pooling,
+    reduction and data-movement ops become linalg ops on memrefs; Conv,
+    ConvTranspose, Gemm and MatMul call the runtime's microkernels
+    (`kiln_rt_*`), which are tuned per target and use its thread pool.
+  }];
+  let dependentDialects = ["mlir::linalg::LinalgDialect", "mlir::memref::MemRefDialect",
+                           "mlir::arith::ArithDialect", "mlir::math::MathDialect",
+                           "mlir::func::FuncDialect"];
+}
+
+def PlanArena : Pass<"kiln-plan-arena", "mlir::ModuleOp"> {
+  let summary = "Place intermediate buffers in one arena, reusing memory by liveness";
+  let description = [{
+    Replaces every top-level `memref.alloc` of `@kiln_main` with a
+    `memref.view` into a new first argument, the arena (an i8 buffer the
+    runtime allocates per context). Offsets are assigned first-fit in op
+    order, so buffers whose live ranges do not overlap share memory. The
+    arena size is recorded as the `kiln.arena_bytes` attribute.
+  }];
+  let dependentDialects = ["mlir::memref::MemRefDialect", "mlir::arith::ArithDialect"];
+}
+
+#endif

@@ -1,0 +1,135 @@
+// kiln dialect: registration, verifiers and folders of the ODS-declared ops.
+#include "kiln/Dialect/KilnDialect.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+
+using namespace mlir;
+using namespace kiln;
+
+#include "kiln/Dialect/KilnDialect.cpp.inc"
+#include "kiln/Dialect/KilnInterfaces.cpp.inc"
+
+void KilnDialect::initialize() {
+  addOperations<
+#define GET_OP_LIST
+#include "kiln/Dialect/KilnOps.cpp.inc"
+      >();
+}
+
+llvm::StringRef kiln::stringifyMappingType(MappingType t) {
+  switch (t) {
+  case MappingType::OneToOne: return "One-to-One";
+  case MappingType::Reorganize: return "Reorganize";
+  case MappingType::Shuffle: return "Shuffle";
+  case MappingType::OneToMany: return "One-to-Many";
+  case MappingType::ManyToMany: return "Many-to-Many";
+  }
+  return "?";
+}
+
+FailureOr<SmallVector<int64_t>> kiln::broadcastShapes(ArrayRef<int64_t> a,
+                                                      ArrayRef<int64_t> b) {
+  size_t rank = std::max(a.size(), b.size());
+  SmallVector<int64_t> out(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    int64_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
+    int64_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
+    if (da != db && da != 1 && db != 1)
+      return failure();
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+MappingType kiln::binaryMappingType(Operation *op) {
+  auto res = cast<ShapedType>(op->getResult(0).getType());
+  for (Value v : op->getOperands())
+    if (cast<ShapedType>(v.getType()).getShape() != res.getShape())
+      return MappingType::OneToMany;
+  return MappingType::OneToOne;
+}
+
+LogicalResult kiln::verifyBroadcast(Operation *op) {
+  auto a = cast<ShapedType>(op->getOperand(0).getType());
+  auto b = cast<ShapedType>(op->getOperand(1).getType());
+  auto res = cast<ShapedType>(op->getResult(0).getType());
+  auto shape = broadcastShapes(a.getShape(), b.getShape());
+  if (failed(shape))
+    return op->emitOpError("operand shapes cannot broadcast");
+  if (ArrayRef<int64_t>(*shape) != res.getShape())
+    return op->emitOpError("result shape does not match the broadcast shape");
+  return success();
+}
+
+OpFoldResult ConstantOp::fold(FoldAdaptor) { return getValue(); }
+
+LogicalResult ConvOp::verify() {
+  auto in = cast<ShapedType>(getInput().getType());
+  auto w = cast<ShapedType>(getWeight().getType());
+  if (in.getRank() != w.getRank())
+    return emitOpError("input and weight ranks differ");
+  int64_t spatial = in.getRank() - 2;
+  if ((int64_t)getStrides().size() != spatial ||
+      (int64_t)getDilations().size() != spatial ||
+      (int64_t)getPads().size() != 2 * spatial)
+    return emitOpError("strides/dilations/pads do not match spatial rank");
+  if (getGroup() <= 0 || in.getDimSize(1) % getGroup() != 0 ||
+      w.getDimSize(0) % getGroup() != 0)
+    return emitOpError("group must divide input and output channels");
+  if (in.getDimSize(1) / getGroup() != w.getDimSize(1))
+    return emitOpError("weight channels do not match input channels / group");
+  return success();
+}
+
+LogicalResult ConcatOp::verify() {
+  auto res = cast<ShapedType>(getType());
+  int64_t axis = getAxis();
+  if (axis < 0 || axis >= res.getRank())
+    return emitOpError("axis out of range");
+  int64_t total = 0;
+  for (Value v : getInputs()) {
+    auto t = cast<ShapedType>(v.getType());
+    if (t.getRank() != res.getRank())
+      return emitOpError("inputs must have the result's rank");
+    total += t.getDimSize(axis);
+  }
+  if (total != res.getDimSize(axis))
+    return emitOpError("result size along axis is not the sum of the inputs'");
+  return success();
+}
+
+LogicalResult ReshapeOp::verify() {
+  auto in = cast<ShapedType>(getInput().getType());
+  auto out = cast<ShapedType>(getType());
+  if (in.hasStaticShape() && out.hasStaticShape() &&
+      in.getNumElements() != out.getNumElements())
+    return emitOpError("element count changes: ") << in.getNumElements()
+                                                   << " vs " << out.getNumElements();
+  return success();
+}
+
+OpFoldResult ReshapeOp::fold(FoldAdaptor adaptor) {
+  if (getInput().getType() == getType())
+    return getInput();
+  if (auto c = llvm::dyn_cast_if_present<DenseElementsAttr>(adaptor.getInput()))
+    return c.reshape(cast<ShapedType>(getType()));
+  return {};
+}
+
+LogicalResult TransposeOp::verify() {
+  auto in = cast<ShapedType>(getInput().getType());
+  auto perm = getPerm();
+  if ((int64_t)perm.size() != in.getRank())
+    return emitOpError("perm size must equal rank");
+  llvm::SmallVector<bool> seen(perm.size(), false);
+  for (int64_t p : perm) {
+    if (p < 0 || p >= (int64_t)perm.size() || seen[p])
+      return emitOpError("perm is not a permutation");
+    seen[p] = true;
+  }
+  return success();
+}
+
+#define GET_OP_CLASSES
+#include "kiln/Dialect/KilnOps.cpp.inc"

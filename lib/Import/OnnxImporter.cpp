@@ -1,0 +1,1497 @@
+// ONNX importer: reads a ModelProto with Debian's libonnx protobuf classes and
+// builds a func.func of kiln ops with fully static shapes.
+//
+// - Every node's location is loc(fused["node_name"] : "OpType") so any later
+//   diagnostic names the ONNX node and its op.
+// - Shapes are inferred here, per op, from the operand types (the ONNX 1.12
+//   checker is not used: it does not know newer opsets).
+// - Integer tensors (shapes, axes, indices) are folded at import time:
+//   Shape -> Gather -> Concat -> Reshape chains become static result types.
+// - Float initializers become dense resource attributes that point into the
+//   protobuf's own buffer, so weights are not copied a second time.
+#include "kiln/Import/OnnxImporter.h"
+#include "kiln/Dialect/KilnDialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/AsmState.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+using namespace mlir;
+
+namespace kiln {
+namespace {
+
+/// A compile-time integer tensor (shape arithmetic).
+struct IntConst {
+  std::vector<int64_t> shape;
+  std::vector<int64_t> data;
+};
+
+/// Thrown inside a node converter to report a problem with that node.
+struct NodeError {
+  std::string msg;
+};
+
+[[noreturn]] void fail(const std::string &msg) { throw NodeError{msg}; }
+
+std::string joinDims(ArrayRef<int64_t> dims) {
+  std::string s;
+  for (size_t i = 0; i < dims.size(); ++i)
+    s += (i ? "x" : "") + std::to_string(dims[i]);
+  return s.empty() ? "scalar" : s;
+}
+
+int64_t product(ArrayRef<int64_t> d) {
+  int64_t p = 1;
+  for (int64_t x : d) {
+    if (x != 0 && p > std::numeric_limits<int64_t>::max() / std::max<int64_t>(x, 1))
+      fail("tensor size overflows int64");
+    p *= x;
+  }
+  return p;
+}
+
+const char *dtypeName(int t) {
+  switch (t) {
+  case onnx::TensorProto::FLOAT: return "float32";
+  case onnx::TensorProto::UINT8: return "uint8";
+  case onnx::TensorProto::INT8: return "int8";
+  case onnx::TensorProto::UINT16: return "uint16";
+  case onnx::TensorProto::INT16: return "int16";
+  case onnx::TensorProto::INT32: return "int32";
+  case onnx::TensorProto::INT64: return "int64";
+  case onnx::TensorProto::STRING: return "string";
+  case onnx::TensorProto::BOOL: return "bool";
+  case onnx::TensorProto::FLOAT16: return "float16";
+  case onnx::TensorProto::DOUBLE: return "float64";
+  case onnx::TensorProto::UINT32: return "uint32";
+  case onnx::TensorProto::UINT64: return "uint64";
+  case onnx::TensorProto::BFLOAT16: return "bfloat16";
+  default: return "unknown";
+  }
+}
+
+class Importer {
+public:
+  Importer(MLIRContext &ctx, std::string path, const ImportOptions &opts)
+      : ctx(ctx), b(&ctx), path(std::move(path)), opts(opts) {}
+
+  ImportedModel run();
+
+private:
+  MLIRContext &ctx;
+  OpBuilder b;
+  std::string path;
+  const ImportOptions &opts;
+  std::shared_ptr<onnx::ModelProto> model;
+  int64_t opset = 0;
+  bool hadError = false;
+
+  std::unordered_map<std::string, Value> values;
+  std::unordered_map<std::string, IntConst> ints;
+  std::set<std::string> poisoned; // outputs of nodes that failed
+
+  // State of the node being converted.
+  const onnx::NodeProto *node = nullptr;
+  Location loc = UnknownLoc::get(&ctx);
+
+  // -- diagnostics -------------------------------------------------------
+  Location fileLoc() { return FileLineColLoc::get(&ctx, path, 0, 0); }
+  void error(Location l, const Twine &msg) {
+    hadError = true;
+    emitError(l) << msg;
+  }
+  Location nodeLoc(const onnx::NodeProto &n, int index) {
+    std::string name = n.name().empty() ? (n.op_type() + "_" + std::to_string(index)) : n.name();
+    return FusedLoc::get(&ctx, {NameLoc::get(StringAttr::get(&ctx, name), fileLoc())},
+                         StringAttr::get(&ctx, n.op_type()));
+  }
+
+  // -- attributes --------------------------------------------------------
+  const onnx::AttributeProto *attr(StringRef name) {
+    for (const auto &a : node->attribute())
+      if (a.name() == name)
+        return &a;
+    return nullptr;
+  }
+  int64_t attrInt(StringRef name, int64_t def) {
+    auto *a = attr(name);
+    if (!a) return def;
+    if (a->type() != onnx::AttributeProto::INT)
+      fail("attribute '" + name.str() + "' must be an int");
+    return a->i();
+  }
+  float attrFloat(StringRef name, float def) {
+    auto *a = attr(name);
+    if (!a) return def;
+    if (a->type() != onnx::AttributeProto::FLOAT)
+      fail("attribute '" + name.str() + "' must be a float");
+    return a->f();
+  }
+  std::string attrString(StringRef name, std::string def) {
+    auto *a = attr(name);
+    if (!a) return def;
+    if (a->type() != onnx::AttributeProto::STRING)
+      fail("attribute '" + name.str() + "' must be a string");
+    return a->s();
+  }
+  std::optional<std::vector<int64_t>> attrInts(StringRef name) {
+    auto *a = attr(name);
+    if (!a) return std::nullopt;
+    if (a->type() != onnx::AttributeProto::INTS)
+      fail("attribute '" + name.str() + "' must be a list of ints");
+    return std::vector<int64_t>(a->ints().begin(), a->ints().end());
+  }
+
+  // -- operands ----------------------------------------------------------
+  int numInputs() { return node->input_size(); }
+  bool hasInput(int i) { return i < node->input_size() && !node->input(i).empty(); }
+  bool isIntConst(int i) { return hasInput(i) && ints.count(node->input(i)); }
+  const IntConst &intInput(int i, StringRef what) {
+    if (!hasInput(i))
+      fail(("missing input '" + what + "'").str());
+    auto it = ints.find(node->input(i));
+    if (it == ints.end())
+      fail(("input '" + what + "' must be a compile-time constant").str());
+    return it->second;
+  }
+  Value input(int i) {
+    if (!hasInput(i))
+      fail("missing required input " + std::to_string(i));
+    const std::string &name = node->input(i);
+    auto it = values.find(name);
+    if (it != values.end())
+      return it->second;
+    auto ic = ints.find(name);
+    if (ic != ints.end()) // materialise an integer constant as float data
+      return materializeIntAsFloat(ic->second);
+    fail("input '" + name + "' is not produced by any node, initializer or graph input");
+  }
+  std::optional<Value> optInput(int i) {
+    if (!hasInput(i)) return std::nullopt;
+    return input(i);
+  }
+  static RankedTensorType ttype(Value v) { return cast<RankedTensorType>(v.getType()); }
+  static ArrayRef<int64_t> shapeOf(Value v) { return ttype(v).getShape(); }
+  RankedTensorType f32(ArrayRef<int64_t> shape) {
+    return RankedTensorType::get(shape, b.getF32Type());
+  }
+  /// Returns the float constant behind a value, if it is one.
+  std::optional<ElementsAttr> constantOf(Value v) {
+    if (auto c = v.getDefiningOp<ConstantOp>())
+      return c.getValue();
+    return std::nullopt;
+  }
+  Value materializeIntAsFloat(const IntConst &c) {
+    std::vector<float> f(c.data.begin(), c.data.end());
+    auto t = f32(c.shape);
+    return b.create<ConstantOp>(loc, DenseElementsAttr::get(t, ArrayRef<float>(f)));
+  }
+  int64_t normAxis(int64_t axis, int64_t rank) {
+    if (axis < -rank || axis >= rank)
+      fail("axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
+    return axis < 0 ? axis + rank : axis;
+  }
+  void setOutput(int i, Value v) {
+    if (i < node->output_size() && !node->output(i).empty())
+      values[node->output(i)] = v;
+  }
+  void setIntOutput(int i, IntConst c) {
+    if (i < node->output_size() && !node->output(i).empty())
+      ints[node->output(i)] = std::move(c);
+  }
+  void requireNoOutput(int i, StringRef what) {
+    if (i < node->output_size() && !node->output(i).empty())
+      fail(("output '" + what + "' is not supported (inference only)").str());
+  }
+  void requireF32(Value v, StringRef what) {
+    if (!ttype(v).getElementType().isF32())
+      fail(("input '" + what + "' must be float32").str());
+  }
+
+  // -- graph -------------------------------------------------------------
+  bool loadModel();
+  bool importGraph(func::FuncOp &fn, ModuleOp module);
+  std::optional<Type> valueInfoType(const onnx::ValueInfoProto &vi, bool isInput);
+  void importInitializer(const onnx::TensorProto &t);
+  bool tensorToInt(const onnx::TensorProto &t, IntConst &out);
+  Value tensorToFloat(const onnx::TensorProto &t);
+  void convertNode();
+  bool tryFoldInts();
+
+  // -- op converters -----------------------------------------------------
+  using Converter = std::function<void(Importer &)>;
+  static const std::unordered_map<std::string, Converter> &converters();
+
+  void convConv();
+  void convConvTranspose();
+  void convGemm();
+  void convMatMul();
+  template <typename OpT> void convBinary();
+  template <typename OpT> void convUnary();
+  void convLeakyRelu();
+  void convHardSigmoid();
+  void convClip();
+  void convSoftmax();
+  template <typename OpT> void convPool();
+  template <typename OpT> void convGlobalPool();
+  template <typename OpT> void convReduce();
+  void convBatchNorm();
+  void convConcat();
+  void convReshape();
+  void convFlatten();
+  void convTranspose();
+  void convSqueeze();
+  void convUnsqueeze();
+  void convSlice();
+  void convPad();
+  void convIdentity();
+  void convConstant();
+
+  Value reshape(Value v, ArrayRef<int64_t> shape) {
+    if (shapeOf(v) == shape)
+      return v;
+    return b.create<ReshapeOp>(loc, f32(shape), v);
+  }
+  std::vector<int64_t> spatialPads(int64_t spatial, ArrayRef<int64_t> inSpatial,
+                                   ArrayRef<int64_t> kernel, ArrayRef<int64_t> strides,
+                                   ArrayRef<int64_t> dilations);
+};
+
+//===----------------------------------------------------------------------===//
+// Loading
+//===----------------------------------------------------------------------===//
+
+bool Importer::loadModel() {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    error(fileLoc(), "cannot open file");
+    return false;
+  }
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  model = std::make_shared<onnx::ModelProto>();
+  if (bytes.empty() || !model->ParseFromString(bytes)) {
+    error(fileLoc(), "not a valid ONNX model (protobuf parse failed: truncated, corrupted or not ONNX)");
+    return false;
+  }
+  if (!model->has_graph()) {
+    error(fileLoc(), "ONNX model has no graph");
+    return false;
+  }
+  for (const auto &o : model->opset_import()) {
+    if (o.domain().empty() || o.domain() == "ai.onnx")
+      opset = o.version();
+  }
+  if (opset == 0 && model->opset_import_size() == 0)
+    opset = 1;
+  if (opset < kMinOpset || opset > kMaxOpset) {
+    error(fileLoc(), "default-domain opset " + std::to_string(opset) +
+                         " is not supported (supported: " + std::to_string(kMinOpset) +
+                         " to " + std::to_string(kMaxOpset) + ")");
+    return false;
+  }
+  return true;
+}
+
+std::optional<Type> Importer::valueInfoType(const onnx::ValueInfoProto &vi, bool isInput) {
+  if (!vi.type().has_tensor_type()) {
+    error(fileLoc(), "graph value '" + vi.name() +
+                         "' is not a tensor (sequences, maps and optionals are not supported)");
+    return std::nullopt;
+  }
+  const auto &tt = vi.type().tensor_type();
+  if (tt.elem_type() != onnx::TensorProto::FLOAT) {
+    error(fileLoc(), "graph value '" + vi.name() + "' has dtype " + dtypeName(tt.elem_type()) +
+                         "; only float32 graph inputs and outputs are supported");
+    return std::nullopt;
+  }
+  SmallVector<int64_t> shape;
+  auto pinned = opts.inputShapes.find(vi.name());
+  if (isInput && pinned != opts.inputShapes.end()) {
+    if (tt.has_shape() && tt.shape().dim_size() != (int)pinned->second.size()) {
+      error(fileLoc(), "--input-shape for '" + vi.name() + "' has rank " +
+                           std::to_string(pinned->second.size()) + " but the model says " +
+                           std::to_string(tt.shape().dim_size()));
+      return std::nullopt;
+    }
+    shape.assign(pinned->second.begin(), pinned->second.end());
+  } else {
+    if (!tt.has_shape()) {
+      error(fileLoc(), "graph input '" + vi.name() + "' has no shape; pin it with --input-shape " +
+                           vi.name() + "=d0,d1,...");
+      return std::nullopt;
+    }
+    for (const auto &d : tt.shape().dim()) {
+      if (d.has_dim_value() && d.dim_value() >= 0) {
+        shape.push_back(d.dim_value());
+        continue;
+      }
+      if (!isInput)
+        return Type(); // output shapes are inferred
+      error(fileLoc(), "input '" + vi.name() + "' has symbolic dimension '" + d.dim_param() +
+                           "'; pin it with --input-shape " + vi.name() + "=d0,d1,...");
+      return std::nullopt;
+    }
+  }
+  return Type(f32(shape));
+}
+
+bool Importer::tensorToInt(const onnx::TensorProto &t, IntConst &out) {
+  out.shape.assign(t.dims().begin(), t.dims().end());
+  int64_t n = product(out.shape);
+  out.data.clear();
+  switch (t.data_type()) {
+  case onnx::TensorProto::INT64:
+    if (t.has_raw_data()) {
+      if ((int64_t)t.raw_data().size() != n * 8) fail("initializer '" + t.name() + "': raw_data size disagrees with its shape");
+      out.data.resize(n);
+      memcpy(out.data.data(), t.raw_data().data(), n * 8);
+    } else {
+      out.data.assign(t.int64_data().begin(), t.int64_data().end());
+    }
+    break;
+  case onnx::TensorProto::INT32:
+  case onnx::TensorProto::INT8:
+  case onnx::TensorProto::UINT8:
+  case onnx::TensorProto::BOOL:
+    if (t.has_raw_data()) {
+      size_t es = t.data_type() == onnx::TensorProto::INT32 ? 4 : 1;
+      if ((int64_t)t.raw_data().size() != n * (int64_t)es) fail("initializer '" + t.name() + "': raw_data size disagrees with its shape");
+      for (int64_t i = 0; i < n; ++i) {
+        if (es == 4) { int32_t v; memcpy(&v, t.raw_data().data() + 4 * i, 4); out.data.push_back(v); }
+        else if (t.data_type() == onnx::TensorProto::INT8) out.data.push_back((int8_t)t.raw_data()[i]);
+        else out.data.push_back((uint8_t)t.raw_data()[i]);
+      }
+    } else {
+      out.data.assign(t.int32_data().begin(), t.int32_data().end());
+    }
+    break;
+  default:
+    return false;
+  }
+  if ((int64_t)out.data.size() != n)
+    fail("tensor '" + t.name() + "': data has " + std::to_string(out.data.size()) +
+         " elements but its shape " + joinDims(out.shape) + " needs " + std::to_string(n));
+  return true;
+}
+
+Value Importer::tensorToFloat(const onnx::TensorProto &t) {
+  SmallVector<int64_t> shape(t.dims().begin(), t.dims().end());
+  for (int64_t d : shape)
+    if (d < 0) fail("tensor '" + t.name() + "' has a negative dimension");
+  int64_t n = product(shape);
+  if (n > (int64_t(1) << 33))
+    fail("tensor '" + t.name() + "' is larger than 32 GiB");
+  if (t.data_location() == onnx::TensorProto::EXTERNAL)
+    fail("tensor '" + t.name() + "' uses external data, which is not supported yet");
+  if (t.data_type() == onnx::TensorProto::DOUBLE) {
+    std::vector<float> f;
+    if (t.has_raw_data()) {
+      if ((int64_t)t.raw_data().size() != n * 8) fail("tensor '" + t.name() + "': raw_data size disagrees with its shape");
+      for (int64_t i = 0; i < n; ++i) { double d; memcpy(&d, t.raw_data().data() + 8 * i, 8); f.push_back((float)d); }
+    } else {
+      f.assign(t.double_data().begin(), t.double_data().end());
+    }
+    if ((int64_t)f.size() != n) fail("tensor '" + t.name() + "': data size disagrees with its shape");
+    return b.create<ConstantOp>(loc, DenseElementsAttr::get(f32(shape), ArrayRef<float>(f)));
+  }
+  if (t.data_type() != onnx::TensorProto::FLOAT)
+    fail("tensor '" + t.name() + "' has unsupported dtype " + dtypeName(t.data_type()));
+  auto type = f32(shape);
+  if (t.has_raw_data()) {
+    if ((int64_t)t.raw_data().size() != n * 4)
+      fail("tensor '" + t.name() + "': raw_data has " + std::to_string(t.raw_data().size()) +
+           " bytes but shape " + joinDims(shape) + " needs " + std::to_string(n * 4));
+    ArrayRef<char> raw(t.raw_data().data(), t.raw_data().size());
+    if (n >= 64 && reinterpret_cast<uintptr_t>(raw.data()) % alignof(float) == 0) {
+      // Large weights: reference the protobuf's buffer (kept alive by the
+      // ImportedModel) instead of copying it.
+      auto blob = UnmanagedAsmResourceBlob::allocateWithAlign(raw, alignof(float));
+      auto attr = DenseResourceElementsAttr::get(type, t.name().empty() ? "weight" : t.name(),
+                                                 std::move(blob));
+      return b.create<ConstantOp>(loc, attr);
+    }
+    std::vector<float> f(n);
+    memcpy(f.data(), raw.data(), n * 4);
+    return b.create<ConstantOp>(loc, DenseElementsAttr::get(type, ArrayRef<float>(f)));
+  }
+  if (t.float_data_size() != n)
+    fail("tensor '" + t.name() + "': float_data has " + std::to_string(t.float_data_size()) +
+         " elements but shape " + joinDims(shape) + " needs " + std::to_string(n));
+  ArrayRef<float> data(t.float_data().data(), t.float_data_size());
+  return b.create<ConstantOp>(loc, DenseElementsAttr::get(type, data));
+}
+
+void Importer::importInitializer(const onnx::TensorProto &t) {
+  IntConst ic;
+  if (t.data_type() != onnx::TensorProto::FLOAT && t.data_type() != onnx::TensorProto::DOUBLE &&
+      tensorToInt(t, ic)) {
+    ints[t.name()] = std::move(ic);
+    return;
+  }
+  values[t.name()] = tensorToFloat(t);
+}
+
+ImportedModel Importer::run() {
+  ImportedModel result;
+  if (!loadModel())
+    return result;
+  result.storage = model;
+  result.opset = opset;
+  const onnx::GraphProto &g = model->graph();
+  result.onnxNodes = g.node_size();
+
+  auto module = ModuleOp::create(fileLoc());
+  b.setInsertionPointToEnd(module.getBody());
+  func::FuncOp fn;
+  if (!importGraph(fn, module) || hadError) {
+    module.erase();
+    return result;
+  }
+  module->setAttr("kiln.onnx_nodes", b.getI64IntegerAttr(g.node_size()));
+  module->setAttr("kiln.opset", b.getI64IntegerAttr(opset));
+  result.module = module;
+  return result;
+}
+
+bool Importer::importGraph(func::FuncOp &fn, ModuleOp module) {
+  const onnx::GraphProto &g = model->graph();
+  if (g.node_size() == 0 && g.output_size() == 0) {
+    error(fileLoc(), "graph is empty (no nodes and no outputs)");
+    return false;
+  }
+  if (g.output_size() == 0) {
+    error(fileLoc(), "graph has no outputs");
+    return false;
+  }
+
+  // Check every node's domain and op first, so all unsupported ops are
+  // listed at once before any conversion work.
+  const auto &table = converters();
+  bool unsupported = false;
+  for (int i = 0; i < g.node_size(); ++i) {
+    const auto &n = g.node(i);
+    if (!n.domain().empty() && n.domain() != "ai.onnx") {
+      error(nodeLoc(n, i), "unsupported domain '" + n.domain() + "'");
+      unsupported = true;
+    } else if (!table.count(n.op_type())) {
+      error(nodeLoc(n, i), "unsupported op");
+      unsupported = true;
+    }
+  }
+  if (unsupported)
+    return false;
+
+  std::set<std::string> initNames;
+  for (const auto &t : g.initializer()) {
+    if (!initNames.insert(t.name()).second) {
+      error(fileLoc(), "duplicate initializer name '" + t.name() + "'");
+      return false;
+    }
+  }
+
+  SmallVector<Type> argTypes;
+  SmallVector<Attribute> inNames;
+  SmallVector<std::string> argNames;
+  for (const auto &vi : g.input()) {
+    if (initNames.count(vi.name()))
+      continue; // an initializer with a default value; treat as constant
+    auto t = valueInfoType(vi, /*isInput=*/true);
+    if (!t)
+      continue;
+    argTypes.push_back(*t);
+    argNames.push_back(vi.name());
+    inNames.push_back(b.getStringAttr(vi.name()));
+  }
+  for (auto &kv : opts.inputShapes) {
+    if (std::find(argNames.begin(), argNames.end(), kv.first) == argNames.end())
+      error(fileLoc(), "--input-shape names '" + kv.first + "', which is not a graph input");
+  }
+  if (hadError)
+    return false;
+
+  fn = b.create<func::FuncOp>(fileLoc(), "main", b.getFunctionType(argTypes, {}));
+  Block *entry = fn.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  for (size_t i = 0; i < argNames.size(); ++i) {
+    if (values.count(argNames[i])) {
+      error(fileLoc(), "duplicate graph input name '" + argNames[i] + "'");
+      return false;
+    }
+    values[argNames[i]] = entry->getArgument(i);
+  }
+
+  loc = fileLoc();
+  for (const auto &t : g.initializer()) {
+    try {
+      importInitializer(t);
+    } catch (NodeError &e) {
+      error(fileLoc(), e.msg);
+    }
+  }
+  if (hadError)
+    return false;
+
+  for (int i = 0; i < g.node_size(); ++i) {
+    node = &g.node(i);
+    loc = nodeLoc(*node, i);
+    bool skip = false;
+    for (const auto &in : node->input())
+      if (poisoned.count(in))
+        skip = true;
+    for (const auto &out : node->output()) {
+      if (!out.empty() && (values.count(out) || ints.count(out))) {
+        error(loc, "output name '" + out + "' is already defined (duplicate tensor name)");
+        skip = true;
+      }
+    }
+    if (!skip) {
+      try {
+        convertNode();
+        continue;
+      } catch (NodeError &e) {
+        error(loc, e.msg);
+      }
+    }
+    for (const auto &out : node->output())
+      poisoned.insert(out);
+  }
+  if (hadError)
+    return false;
+
+  SmallVector<Value> results;
+  SmallVector<Attribute> outNames;
+  for (const auto &vo : g.output()) {
+    auto it = values.find(vo.name());
+    Value v;
+    if (it != values.end()) {
+      v = it->second;
+    } else if (ints.count(vo.name())) {
+      error(fileLoc(), "graph output '" + vo.name() +
+                           "' is an integer tensor; only float32 outputs are supported");
+      continue;
+    } else {
+      error(fileLoc(), "graph output '" + vo.name() + "' is not produced by any node");
+      continue;
+    }
+    results.push_back(v);
+    outNames.push_back(b.getStringAttr(vo.name()));
+  }
+  if (hadError)
+    return false;
+  b.create<func::ReturnOp>(fileLoc(), results);
+  fn.setType(b.getFunctionType(argTypes, ValueRange(results).getTypes()));
+  fn->setAttr("kiln.input_names", b.getArrayAttr(inNames));
+  fn->setAttr("kiln.output_names", b.getArrayAttr(outNames));
+  (void)module;
+  return true;
+}
+
+//===----------------------------------------------------------------------===//
+// Integer constant folding (shape arithmetic)
+//===----------------------------------------------------------------------===//
+
+/// Folds nodes whose inputs are all compile-time integer tensors (or, for
+/// Shape, any tensor with a static shape). Returns true if folded.
+bool Importer::tryFoldInts() {
+  const std::string &op = node->op_type();
+  auto allInt = [&]() {
+    for (int i = 0; i < numInputs(); ++i)
+      if (hasInput(i) && !isIntConst(i))
+        return false;
+    return numInputs() > 0;
+  };
+  if (op == "Shape") {
+    std::vector<int64_t> dims;
+    if (isIntConst(0))
+      dims = intInput(0, "data").shape;
+    else {
+      auto s = shapeOf(input(0));
+      dims.assign(s.begin(), s.end());
+    }
+    int64_t r = dims.size();
+    int64_t start = attrInt("start", 0), end = attrInt("end", r);
+    if (start < 0) start += r;
+    if (end < 0) end += r;
+    start = std::clamp<int64_t>(start, 0, r);
+    end = std::clamp<int64_t>(end, start, r);
+    IntConst c;
+    c.data.assign(dims.begin() + start, dims.begin() + end);
+    c.shape = {(int64_t)c.data.size()};
+    setIntOutput(0, c);
+    return true;
+  }
+  if (op == "Size") {
+    auto s = isIntConst(0) ? ArrayRef<int64_t>(intInput(0, "data").shape) : shapeOf(input(0));
+    setIntOutput(0, IntConst{{}, {product(s)}});
+    return true;
+  }
+  if (op == "Constant") {
+    if (auto *a = attr("value")) {
+      IntConst c;
+      if (a->has_t() && a->t().data_type() != onnx::TensorProto::FLOAT &&
+          a->t().data_type() != onnx::TensorProto::DOUBLE && tensorToInt(a->t(), c)) {
+        setIntOutput(0, c);
+        return true;
+      }
+    }
+    if (auto *a = attr("value_int")) { setIntOutput(0, IntConst{{}, {a->i()}}); return true; }
+    if (auto *a = attr("value_ints")) {
+      IntConst c; c.data.assign(a->ints().begin(), a->ints().end());
+      c.shape = {(int64_t)c.data.size()};
+      setIntOutput(0, c);
+      return true;
+    }
+    return false;
+  }
+  if (op == "ConstantOfShape") {
+    const IntConst &s = intInput(0, "shape");
+    auto *a = attr("value");
+    if (!a || !a->has_t() || a->t().data_type() == onnx::TensorProto::FLOAT) {
+      float v = 0;
+      if (a && a->has_t()) {
+        auto t = a->t();
+        if (t.has_raw_data() && t.raw_data().size() >= 4) memcpy(&v, t.raw_data().data(), 4);
+        else if (t.float_data_size()) v = t.float_data(0);
+      }
+      for (int64_t d : s.data) if (d < 0) fail("negative dimension in shape");
+      auto type = f32(s.data);
+      setOutput(0, b.create<ConstantOp>(loc, DenseElementsAttr::get(type, v)));
+      return true;
+    }
+    IntConst val;
+    if (!tensorToInt(a->t(), val) || val.data.size() != 1) fail("'value' must hold one element");
+    IntConst c{s.data, std::vector<int64_t>(product(s.data), val.data[0])};
+    setIntOutput(0, c);
+    return true;
+  }
+  if (!allInt())
+    return false;
+  if (op == "Identity" || op == "Cast") {
+    if (op == "Cast") {
+      int64_t to = attrInt("to", 0);
+      if (to == onnx::TensorProto::FLOAT) {
+        setOutput(0, materializeIntAsFloat(intInput(0, "input")));
+        return true;
+      }
+    }
+    setIntOutput(0, intInput(0, "input"));
+    return true;
+  }
+  if (op == "Unsqueeze" || op == "Squeeze" || op == "Reshape" || op == "Flatten") {
+    // Shape-only ops on integer tensors: reuse the float shape logic on a
+    // scratch value, then copy the data through.
+    IntConst in = intInput(0, "data");
+    Value tmp = materializeIntAsFloat(in);
+    values["__kiln_int_tmp"] = tmp;
+    std::string saved = node->input(0);
+    const_cast<onnx::NodeProto *>(node)->set_input(0, "__kiln_int_tmp");
+    std::string out = node->output(0);
+    try {
+      converters().at(op)(*this);
+    } catch (...) {
+      const_cast<onnx::NodeProto *>(node)->set_input(0, saved);
+      throw;
+    }
+    const_cast<onnx::NodeProto *>(node)->set_input(0, saved);
+    Value res = values[out];
+    values.erase(out);
+    values.erase("__kiln_int_tmp");
+    auto s = shapeOf(res);
+    if (res.use_empty() && res.getDefiningOp()) res.getDefiningOp()->erase();
+    if (tmp.use_empty()) tmp.getDefiningOp()->erase();
+    setIntOutput(0, IntConst{{s.begin(), s.end()}, in.data});
+    return true;
+  }
+  if (op == "Concat") {
+    IntConst c;
+    for (int i = 0; i < numInputs(); ++i) {
+      const IntConst &x = intInput(i, "input");
+      if (x.shape.size() > 1) return false;
+      c.data.insert(c.data.end(), x.data.begin(), x.data.end());
+    }
+    c.shape = {(int64_t)c.data.size()};
+    setIntOutput(0, c);
+    return true;
+  }
+  if (op == "Gather") {
+    const IntConst &d = intInput(0, "data");
+    const IntConst &idx = intInput(1, "indices");
+    if (d.shape.size() != 1) return false;
+    int64_t n = d.data.size();
+    IntConst c{idx.shape, {}};
+    for (int64_t i : idx.data) {
+      if (i < -n || i >= n) fail("gather index out of range");
+      c.data.push_back(d.data[i < 0 ? i + n : i]);
+    }
+    setIntOutput(0, c);
+    return true;
+  }
+  if (op == "Slice") {
+    const IntConst &d = intInput(0, "data");
+    if (d.shape.size() != 1 || opset < 10) return false;
+    int64_t n = d.data.size();
+    int64_t s = intInput(1, "starts").data.at(0), e = intInput(2, "ends").data.at(0);
+    int64_t st = hasInput(4) ? intInput(4, "steps").data.at(0) : 1;
+    if (st != 1) return false;
+    if (s < 0) s += n;
+    if (e < 0) e += n;
+    s = std::clamp<int64_t>(s, 0, n);
+    e = std::clamp<int64_t>(e, s, n);
+    IntConst c{{e - s}, std::vector<int64_t>(d.data.begin() + s, d.data.begin() + e)};
+    setIntOutput(0, c);
+    return true;
+  }
+  if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Equal" ||
+      op == "Max" || op == "Min") {
+    if (numInputs() != 2) return false;
+    const IntConst &x = intInput(0, "A"), &y = intInput(1, "B");
+    const IntConst *big = x.data.size() >= y.data.size() ? &x : &y;
+    if (x.data.size() != y.data.size() && x.data.size() != 1 && y.data.size() != 1)
+      return false;
+    IntConst c{big->shape, {}};
+    for (size_t i = 0; i < big->data.size(); ++i) {
+      int64_t a = x.data[x.data.size() == 1 ? 0 : i], bb = y.data[y.data.size() == 1 ? 0 : i];
+      if (op == "Add") c.data.push_back(a + bb);
+      else if (op == "Sub") c.data.push_back(a - bb);
+      else if (op == "Mul") c.data.push_back(a * bb);
+      else if (op == "Max") c.data.push_back(std::max(a, bb));
+      else if (op == "Min") c.data.push_back(std::min(a, bb));
+      else if (op == "Equal") c.data.push_back(a == bb);
+      else {
+        if (bb == 0) fail("integer division by zero in a constant expression");
+        int64_t q = a / bb;
+        if ((a % bb != 0) && ((a < 0) != (bb < 0))) --q; // numpy floor division
+        c.data.push_back(q);
+      }
+    }
+    setIntOutput(0, c);
+    return true;
+  }
+  return false;
+}
+
+void Importer::convertNode() {
+  if (tryFoldInts())
+    return;
+  for (int i = 0; i < numInputs(); ++i) {
+    if (!hasInput(i)) continue;
+    const std::string &n = node->input(i);
+    if (!values.count(n) && !ints.count(n))
+      fail("input '" + n + "' is not produced by any node, initializer or graph input"
+           " (or the graph is not in topological order / has a cycle)");
+  }
+  converters().at(node->op_type())(*this);
+}
+
+//===----------------------------------------------------------------------===//
+// Op converters
+//===----------------------------------------------------------------------===//
+
+std::vector<int64_t> Importer::spatialPads(int64_t spatial, ArrayRef<int64_t> in,
+                                           ArrayRef<int64_t> kernel, ArrayRef<int64_t> strides,
+                                           ArrayRef<int64_t> dil) {
+  std::string autoPad = attrString("auto_pad", "NOTSET");
+  std::vector<int64_t> pads(2 * spatial, 0);
+  if (autoPad == "NOTSET") {
+    if (auto p = attrInts("pads")) {
+      if ((int64_t)p->size() != 2 * spatial)
+        fail("'pads' must have " + std::to_string(2 * spatial) + " values");
+      pads = *p;
+    }
+  } else if (autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER") {
+    for (int64_t i = 0; i < spatial; ++i) {
+      int64_t out = (in[i] + strides[i] - 1) / strides[i];
+      int64_t total = std::max<int64_t>(0, (out - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - in[i]);
+      int64_t small = total / 2, large = total - small;
+      pads[i] = autoPad == "SAME_UPPER" ? small : large;
+      pads[i + spatial] = autoPad == "SAME_UPPER" ? large : small;
+    }
+  } else if (autoPad != "VALID") {
+    fail("unknown auto_pad '" + autoPad + "'");
+  }
+  for (int64_t p : pads)
+    if (p < 0) fail("negative pads are not allowed");
+  return pads;
+}
+
+static std::vector<int64_t> defaults(std::optional<std::vector<int64_t>> v, size_t n, int64_t d) {
+  return v ? *v : std::vector<int64_t>(n, d);
+}
+
+void Importer::convConv() {
+  Value x = input(0), w = input(1);
+  requireF32(x, "X");
+  requireF32(w, "W");
+  auto xs = shapeOf(x), ws = shapeOf(w);
+  if (xs.size() < 3 || xs.size() > 4)
+    fail("only 1-d and 2-d convolutions are supported (input rank " + std::to_string(xs.size()) + ")");
+  if (ws.size() != xs.size())
+    fail("weight rank " + std::to_string(ws.size()) + " does not match input rank " + std::to_string(xs.size()));
+  int64_t spatial = xs.size() - 2;
+  int64_t group = attrInt("group", 1);
+  if (group <= 0) fail("group must be positive");
+  if (xs[1] % group || ws[0] % group)
+    fail("group " + std::to_string(group) + " does not divide channels (" + std::to_string(xs[1]) +
+         " in, " + std::to_string(ws[0]) + " out)");
+  if (xs[1] / group != ws[1])
+    fail("weight expects " + std::to_string(ws[1] * group) + " input channels but input has " +
+         std::to_string(xs[1]));
+  std::vector<int64_t> kernel(ws.begin() + 2, ws.end());
+  if (auto k = attrInts("kernel_shape"); k && std::vector<int64_t>(*k) != kernel)
+    fail("kernel_shape disagrees with the weight shape");
+  auto strides = defaults(attrInts("strides"), spatial, 1);
+  auto dil = defaults(attrInts("dilations"), spatial, 1);
+  if ((int64_t)strides.size() != spatial || (int64_t)dil.size() != spatial)
+    fail("strides/dilations must have one value per spatial dim");
+  for (int64_t i = 0; i < spatial; ++i)
+    if (strides[i] <= 0 || dil[i] <= 0) fail("strides and dilations must be positive");
+  auto pads = spatialPads(spatial, xs.drop_front(2), kernel, strides, dil);
+  std::optional<Value> bias = optInput(2);
+  if (bias && (shapeOf(*bias).size() != 1 || shapeOf(*bias)[0] != ws[0]))
+    fail("bias must have shape [" + std::to_string(ws[0]) + "]");
+
+  // 1-d convolution runs as 2-d with a unit height.
+  if (spatial == 1) {
+    x = reshape(x, {xs[0], xs[1], 1, xs[2]});
+    w = reshape(w, {ws[0], ws[1], 1, ws[2]});
+    kernel.insert(kernel.begin(), 1);
+    strides.insert(strides.begin(), 1);
+    dil.insert(dil.begin(), 1);
+    pads = {0, pads[0], 0, pads[1]};
+  }
+  auto x4 = shapeOf(x);
+  SmallVector<int64_t> out{x4[0], ws[0]};
+  for (int i = 0; i < 2; ++i) {
+    int64_t eff = (kernel[i] - 1) * dil[i] + 1;
+    int64_t o = (x4[2 + i] + pads[i] + pads[i + 2] - eff) / strides[i] + 1;
+    if (x4[2 + i] + pads[i] + pads[i + 2] < eff || o <= 0)
+      fail("kernel is larger than the padded input");
+    out.push_back(o);
+  }
+  Value r = b.create<ConvOp>(loc, f32(out), x, w, bias.value_or(Value()),
+                             b.getDenseI64ArrayAttr(strides), b.getDenseI64ArrayAttr(dil),
+                             b.getDenseI64ArrayAttr(pads), b.getI64IntegerAttr(group));
+  if (spatial == 1)
+    r = reshape(r, {out[0], out[1], out[3]});
+  setOutput(0, r);
+}
+
+void Importer::convConvTranspose() {
+  Value x = input(0), w = input(1);
+  requireF32(x, "X");
+  auto xs = shapeOf(x), ws = shapeOf(w);
+  if (xs.size() != 4 || ws.size() != 4)
+    fail("only 2-d transposed convolution is supported");
+  int64_t group = attrInt("group", 1);
+  if (group <= 0 || xs[1] % group) fail("group must divide input channels");
+  if (ws[0] != xs[1]) fail("weight's first dim must equal input channels");
+  std::vector<int64_t> kernel(ws.begin() + 2, ws.end());
+  auto strides = defaults(attrInts("strides"), 2, 1);
+  auto dil = defaults(attrInts("dilations"), 2, 1);
+  auto outPad = defaults(attrInts("output_padding"), 2, 0);
+  std::vector<int64_t> pads = defaults(attrInts("pads"), 4, 0);
+  if (strides.size() != 2 || dil.size() != 2 || outPad.size() != 2 || pads.size() != 4)
+    fail("attribute lengths do not match 2 spatial dims");
+  for (int i = 0; i < 2; ++i)
+    if (strides[i] <= 0 || dil[i] <= 0) fail("strides and dilations must be positive");
+  std::string autoPad = attrString("auto_pad", "NOTSET");
+  auto outShape = attrInts("output_shape");
+  SmallVector<int64_t> out{xs[0], ws[1] * group};
+  for (int i = 0; i < 2; ++i) {
+    int64_t full = strides[i] * (xs[2 + i] - 1) + outPad[i] + (kernel[i] - 1) * dil[i] + 1;
+    if (outShape || autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER") {
+      int64_t target = outShape ? (*outShape)[outShape->size() - 2 + i] : xs[2 + i] * strides[i];
+      int64_t total = full - target;
+      if (total < 0) fail("output_shape is larger than the transposed convolution can produce");
+      bool lower = autoPad == "SAME_LOWER";
+      pads[i] = lower ? total - total / 2 : total / 2;
+      pads[i + 2] = total - pads[i];
+    } else if (autoPad == "VALID") {
+      pads[i] = pads[i + 2] = 0;
+    }
+    out.push_back(full - pads[i] - pads[i + 2]);
+  }
+  std::optional<Value> bias = optInput(2);
+  setOutput(0, b.create<ConvTransposeOp>(loc, f32(out), x, w, bias.value_or(Value()),
+                                         b.getDenseI64ArrayAttr(strides),
+                                         b.getDenseI64ArrayAttr(dil),
+                                         b.getDenseI64ArrayAttr(pads), b.getI64IntegerAttr(group)));
+}
+
+void Importer::convGemm() {
+  Value a = input(0), bb = input(1);
+  requireF32(a, "A");
+  requireF32(bb, "B");
+  auto as = shapeOf(a), bs = shapeOf(bb);
+  if (as.size() != 2 || bs.size() != 2) fail("A and B must be 2-d");
+  bool ta = attrInt("transA", 0), tb = attrInt("transB", 0);
+  int64_t M = ta ? as[1] : as[0], K = ta ? as[0] : as[1];
+  int64_t K2 = tb ? bs[1] : bs[0], N = tb ? bs[0] : bs[1];
+  if (K != K2) fail("inner dimensions differ: " + std::to_string(K) + " vs " + std::to_string(K2));
+  std::optional<Value> c = optInput(2);
+  if (c && failed(broadcastShapes(shapeOf(*c), {M, N})))
+    fail("C of shape " + joinDims(shapeOf(*c)) + " cannot broadcast to " + joinDims({M, N}));
+  if (c && ArrayRef<int64_t>(*broadcastShapes(shapeOf(*c), {M, N})) != ArrayRef<int64_t>{M, N})
+    fail("C must broadcast to [M, N]");
+  setOutput(0, b.create<GemmOp>(loc, f32({M, N}), a, bb, c.value_or(Value()),
+                                b.getF32FloatAttr(attrFloat("alpha", 1.0f)),
+                                b.getF32FloatAttr(attrFloat("beta", 1.0f)), b.getBoolAttr(ta),
+                                b.getBoolAttr(tb)));
+}
+
+void Importer::convMatMul() {
+  Value a = input(0), bb = input(1);
+  requireF32(a, "A");
+  requireF32(bb, "B");
+  SmallVector<int64_t> as(shapeOf(a)), bs(shapeOf(bb));
+  if (as.empty() || bs.empty()) fail("MatMul operands must have rank >= 1");
+  bool vecA = as.size() == 1, vecB = bs.size() == 1;
+  if (vecA) { as.insert(as.begin(), 1); a = reshape(a, as); }
+  if (vecB) { bs.push_back(1); bb = reshape(bb, bs); }
+  if (as.back() != bs[bs.size() - 2])
+    fail("inner dimensions differ: " + joinDims(shapeOf(a)) + " x " + joinDims(shapeOf(bb)));
+  auto batch = broadcastShapes(ArrayRef<int64_t>(as).drop_back(2), ArrayRef<int64_t>(bs).drop_back(2));
+  if (failed(batch)) fail("batch dimensions cannot broadcast");
+  SmallVector<int64_t> out(*batch);
+  out.push_back(as[as.size() - 2]);
+  out.push_back(bs.back());
+  Value r = b.create<MatMulOp>(loc, f32(out), a, bb);
+  SmallVector<int64_t> fin(*batch);
+  if (!vecA) fin.push_back(out[out.size() - 2]);
+  if (!vecB) fin.push_back(out.back());
+  setOutput(0, reshape(r, fin));
+}
+
+template <typename OpT> void Importer::convBinary() {
+  if (std::is_same_v<OpT, PReluOp> ? false : numInputs() != 2)
+    fail("expects 2 inputs");
+  Value x = input(0), y = input(1);
+  requireF32(x, "A");
+  requireF32(y, "B");
+  if (opset < 7 && attr("broadcast"))
+    fail("legacy 'broadcast' attribute is not supported");
+  auto s = broadcastShapes(shapeOf(x), shapeOf(y));
+  if (failed(s))
+    fail("shapes " + joinDims(shapeOf(x)) + " and " + joinDims(shapeOf(y)) + " cannot broadcast");
+  if (std::is_same_v<OpT, PReluOp> && ArrayRef<int64_t>(*s) != shapeOf(x))
+    fail("slope must broadcast to the input's shape");
+  setOutput(0, b.create<OpT>(loc, f32(*s), x, y));
+}
+
+template <typename OpT> void Importer::convUnary() {
+  Value x = input(0);
+  requireF32(x, "X");
+  setOutput(0, b.create<OpT>(loc, x.getType(), x));
+}
+
+void Importer::convLeakyRelu() {
+  Value x = input(0);
+  requireF32(x, "X");
+  setOutput(0, b.create<LeakyReluOp>(loc, x.getType(), x, b.getF32FloatAttr(attrFloat("alpha", 0.01f))));
+}
+
+void Importer::convHardSigmoid() {
+  Value x = input(0);
+  requireF32(x, "X");
+  setOutput(0, b.create<HardSigmoidOp>(loc, x.getType(), x,
+                                       b.getF32FloatAttr(attrFloat("alpha", 0.2f)),
+                                       b.getF32FloatAttr(attrFloat("beta", 0.5f))));
+}
+
+void Importer::convClip() {
+  Value x = input(0);
+  requireF32(x, "X");
+  float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
+  if (opset < 11) {
+    lo = attrFloat("min", lo);
+    hi = attrFloat("max", hi);
+  } else {
+    auto bound = [&](int i, float &v) {
+      if (!hasInput(i)) return;
+      auto c = constantOf(input(i));
+      if (!c) fail("min/max inputs must be compile-time constants");
+      auto vals = c->getValues<float>();
+      if (c->getNumElements() != 1) fail("min/max must be scalars");
+      v = *vals.begin();
+    };
+    bound(1, lo);
+    bound(2, hi);
+  }
+  setOutput(0, b.create<ClipOp>(loc, x.getType(), x, b.getF32FloatAttr(lo), b.getF32FloatAttr(hi)));
+}
+
+void Importer::convSoftmax() {
+  Value x = input(0);
+  requireF32(x, "input");
+  auto s = shapeOf(x);
+  int64_t rank = s.size();
+  if (rank == 0) fail("input must have rank >= 1");
+  int64_t axis = normAxis(attrInt("axis", opset < 13 ? 1 : -1), rank);
+  if (opset < 13 && axis != rank - 1) {
+    // Legacy semantics: softmax over the flattened trailing dims.
+    int64_t outer = product(s.take_front(axis)), inner = product(s.drop_front(axis));
+    Value flat = reshape(x, {outer, inner});
+    Value r = b.create<SoftmaxOp>(loc, flat.getType(), flat, b.getI64IntegerAttr(1));
+    setOutput(0, reshape(r, s));
+    return;
+  }
+  setOutput(0, b.create<SoftmaxOp>(loc, x.getType(), x, b.getI64IntegerAttr(axis)));
+}
+
+template <typename OpT> void Importer::convPool() {
+  Value x = input(0);
+  requireF32(x, "X");
+  auto xs = shapeOf(x);
+  if (xs.size() != 4 && xs.size() != 3)
+    fail("only 1-d and 2-d pooling is supported (input rank " + std::to_string(xs.size()) + ")");
+  if (std::is_same_v<OpT, MaxPoolOp>) {
+    requireNoOutput(1, "Indices");
+    if (attrInt("storage_order", 0) != 0) fail("storage_order=1 is not supported");
+  }
+  int64_t spatial = xs.size() - 2;
+  auto k = attrInts("kernel_shape");
+  if (!k || (int64_t)k->size() != spatial) fail("kernel_shape is required, one value per spatial dim");
+  std::vector<int64_t> kernel = *k;
+  auto strides = defaults(attrInts("strides"), spatial, 1);
+  auto dil = defaults(attrInts("dilations"), spatial, 1);
+  if ((int64_t)strides.size() != spatial || (int64_t)dil.size() != spatial)
+    fail("strides/dilations must have one value per spatial dim");
+  for (int64_t i = 0; i < spatial; ++i)
+    if (strides[i] <= 0 || dil[i] <= 0 || kernel[i] <= 0)
+      fail("kernel, strides and dilations must be positive");
+  auto pads = spatialPads(spatial, xs.drop_front(2), kernel, strides, dil);
+  bool ceil = attrInt("ceil_mode", 0);
+  bool includePad = attrInt("count_include_pad", 0);
+  if (spatial == 1) {
+    x = reshape(x, {xs[0], xs[1], 1, xs[2]});
+    kernel.insert(kernel.begin(), 1);
+    strides.insert(strides.begin(), 1);
+    dil.insert(dil.begin(), 1);
+    pads = {0, pads[0], 0, pads[1]};
+  }
+  auto x4 = shapeOf(x);
+  SmallVector<int64_t> out{x4[0], x4[1]};
+  for (int i = 0; i < 2; ++i) {
+    int64_t eff = (kernel[i] - 1) * dil[i] + 1;
+    int64_t span = x4[2 + i] + pads[i] + pads[i + 2] - eff;
+    if (span < 0) fail("kernel is larger than the padded input");
+    int64_t o = (ceil ? (span + strides[i] - 1) / strides[i] : span / strides[i]) + 1;
+    // The last window must start inside the input or its begin padding.
+    if (ceil && (o - 1) * strides[i] >= x4[2 + i] + pads[i]) --o;
+    out.push_back(o);
+  }
+  Value r = b.create<OpT>(loc, f32(out), x, b.getDenseI64ArrayAttr(kernel),
+                          b.getDenseI64ArrayAttr(strides), b.getDenseI64ArrayAttr(dil),
+                          b.getDenseI64ArrayAttr(pads), b.getBoolAttr(includePad));
+  if (spatial == 1)
+    r = reshape(r, {out[0], out[1], out[3]});
+  setOutput(0, r);
+}
+
+template <typename OpT> void Importer::convGlobalPool() {
+  Value x = input(0);
+  requireF32(x, "X");
+  auto xs = shapeOf(x);
+  if (xs.size() < 3) fail("input must have rank >= 3");
+  SmallVector<int64_t> axes, out{xs[0], xs[1]};
+  for (size_t i = 2; i < xs.size(); ++i) {
+    axes.push_back(i);
+    out.push_back(1);
+  }
+  setOutput(0, b.create<OpT>(loc, f32(out), x, b.getDenseI64ArrayAttr(axes), b.getBoolAttr(true)));
+}
+
+template <typename OpT> void Importer::convReduce() {
+  Value x = input(0);
+  requireF32(x, "data");
+  auto xs = shapeOf(x);
+  int64_t rank = xs.size();
+  std::optional<std::vector<int64_t>> axes;
+  bool axesAsInput = (std::is_same_v<OpT, ReduceSumOp> && opset >= 13) || opset >= 18;
+  if (axesAsInput) {
+    if (hasInput(1)) axes = intInput(1, "axes").data;
+  } else {
+    axes = attrInts("axes");
+  }
+  bool keep = attrInt("keepdims", 1);
+  if ((!axes || axes->empty()) && attrInt("noop_with_empty_axes", 0)) {
+    setOutput(0, x);
+    return;
+  }
+  std::vector<int64_t> ax;
+  if (!axes || axes->empty())
+    for (int64_t i = 0; i < rank; ++i) ax.push_back(i);
+  else
+    for (int64_t a : *axes) ax.push_back(normAxis(a, rank));
+  std::sort(ax.begin(), ax.end());
+  ax.erase(std::unique(ax.begin(), ax.end()), ax.end());
+  SmallVector<int64_t> out;
+  for (int64_t i = 0; i < rank; ++i) {
+    bool red = std::binary_search(ax.begin(), ax.end(), i);
+    if (!red) out.push_back(xs[i]);
+    else if (keep) out.push_back(1);
+  }
+  setOutput(0, b.create<OpT>(loc, f32(out), x, b.getDenseI64ArrayAttr(ax), b.getBoolAttr(keep)));
+}
+
+void Importer::convBatchNorm() {
+  Value x = input(0);
+  requireF32(x, "X");
+  if (attrInt("training_mode", 0)) fail("training_mode=1 is not supported (inference only)");
+  for (int i = 1; i < node->output_size(); ++i)
+    requireNoOutput(i, "running statistics");
+  auto xs = shapeOf(x);
+  if (xs.size() < 2) fail("input must have rank >= 2");
+  for (int i = 1; i <= 4; ++i) {
+    auto s = shapeOf(input(i));
+    if (s.size() != 1 || s[0] != xs[1])
+      fail("scale, B, mean and var must have shape [" + std::to_string(xs[1]) + "]");
+  }
+  setOutput(0, b.create<BatchNormOp>(loc, x.getType(), x, input(1), input(2), input(3), input(4),
+                                     b.getF32FloatAttr(attrFloat("epsilon", 1e-5f))));
+}
+
+void Importer::convConcat() {
+  SmallVector<Value> ins;
+  for (int i = 0; i < numInputs(); ++i)
+    if (hasInput(i)) ins.push_back(input(i));
+  if (ins.empty()) fail("needs at least one input");
+  int64_t rank = shapeOf(ins[0]).size();
+  auto *a = attr("axis");
+  if (!a) fail("attribute 'axis' is required");
+  int64_t axis = normAxis(a->i(), rank);
+  SmallVector<int64_t> out(shapeOf(ins[0]));
+  out[axis] = 0;
+  for (Value v : ins) {
+    requireF32(v, "inputs");
+    auto s = shapeOf(v);
+    if ((int64_t)s.size() != rank) fail("inputs have different ranks");
+    for (int64_t d = 0; d < rank; ++d)
+      if (d != axis && s[d] != shapeOf(ins[0])[d])
+        fail("input shapes " + joinDims(shapeOf(ins[0])) + " and " + joinDims(s) +
+             " differ outside the concat axis");
+    out[axis] += s[axis];
+  }
+  if (ins.size() == 1) { setOutput(0, ins[0]); return; }
+  setOutput(0, b.create<ConcatOp>(loc, f32(out), ins, b.getI64IntegerAttr(axis)));
+}
+
+void Importer::convReshape() {
+  Value x = input(0);
+  auto xs = shapeOf(x);
+  std::vector<int64_t> shape;
+  if (opset < 5) {
+    auto s = attrInts("shape");
+    if (!s) fail("attribute 'shape' is required");
+    shape = *s;
+  } else {
+    shape = intInput(1, "shape").data;
+  }
+  bool allowZero = attrInt("allowzero", 0);
+  int64_t infer = -1, known = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == 0 && !allowZero) {
+      if (i >= xs.size()) fail("shape has 0 at a dim the input does not have");
+      shape[i] = xs[i];
+    }
+    if (shape[i] == -1) {
+      if (infer >= 0) fail("shape has more than one -1");
+      infer = i;
+    } else if (shape[i] < 0) {
+      fail("shape has a negative dimension");
+    } else {
+      known *= shape[i];
+    }
+  }
+  int64_t total = product(xs);
+  if (infer >= 0) {
+    if (known == 0 || total % known) fail("cannot infer the -1 dimension");
+    shape[infer] = total / known;
+  }
+  if (product(shape) != total)
+    fail("cannot reshape " + joinDims(xs) + " to " + joinDims(shape));
+  setOutput(0, reshape(x, shape));
+}
+
+void Importer::convFlatten() {
+  Value x = input(0);
+  auto xs = shapeOf(x);
+  int64_t rank = xs.size();
+  int64_t axis = attrInt("axis", 1);
+  if (axis < -rank || axis > rank) fail("axis out of range");
+  if (axis < 0) axis += rank;
+  setOutput(0, reshape(x, {product(xs.take_front(axis)), product(xs.drop_front(axis))}));
+}
+
+void Importer::convTranspose() {
+  Value x = input(0);
+  auto xs = shapeOf(x);
+  int64_t rank = xs.size();
+  std::vector<int64_t> perm;
+  if (auto p = attrInts("perm")) perm = *p;
+  else for (int64_t i = rank - 1; i >= 0; --i) perm.push_back(i);
+  if ((int64_t)perm.size() != rank) fail("perm has the wrong length");
+  SmallVector<int64_t> out;
+  std::vector<bool> seen(rank);
+  for (int64_t p : perm) {
+    if (p < 0 || p >= rank || seen[p]) fail("perm is not a permutation");
+    seen[p] = true;
+    out.push_back(xs[p]);
+  }
+  bool identity = true;
+  for (int64_t i = 0; i < rank; ++i) identity &= perm[i] == i;
+  if (identity) { setOutput(0, x); return; }
+  setOutput(0, b.create<TransposeOp>(loc, f32(out), x, b.getDenseI64ArrayAttr(perm)));
+}
+
+void Importer::convSqueeze() {
+  Value x = input(0);
+  auto xs = shapeOf(x);
+  int64_t rank = xs.size();
+  std::optional<std::vector<int64_t>> axes;
+  if (opset >= 13) { if (hasInput(1)) axes = intInput(1, "axes").data; }
+  else axes = attrInts("axes");
+  std::vector<bool> drop(rank, false);
+  if (!axes) {
+    for (int64_t i = 0; i < rank; ++i) drop[i] = xs[i] == 1;
+  } else {
+    for (int64_t a : *axes) {
+      int64_t n = normAxis(a, rank);
+      if (xs[n] != 1) fail("cannot squeeze axis " + std::to_string(a) + " of size " + std::to_string(xs[n]));
+      drop[n] = true;
+    }
+  }
+  SmallVector<int64_t> out;
+  for (int64_t i = 0; i < rank; ++i) if (!drop[i]) out.push_back(xs[i]);
+  setOutput(0, reshape(x, out));
+}
+
+void Importer::convUnsqueeze() {
+  Value x = input(0);
+  auto xs = shapeOf(x);
+  std::vector<int64_t> axes;
+  if (opset >= 13) axes = intInput(1, "axes").data;
+  else if (auto a = attrInts("axes")) axes = *a;
+  else fail("attribute 'axes' is required");
+  int64_t outRank = xs.size() + axes.size();
+  std::vector<bool> isNew(outRank, false);
+  for (int64_t a : axes) {
+    int64_t n = normAxis(a, outRank);
+    if (isNew[n]) fail("duplicate axis");
+    isNew[n] = true;
+  }
+  SmallVector<int64_t> out;
+  size_t j = 0;
+  for (int64_t i = 0; i < outRank; ++i) out.push_back(isNew[i] ? 1 : xs[j++]);
+  setOutput(0, reshape(x, out));
+}
+
+void Importer::convSlice() {
+  Value x = input(0);
+  auto xs = shapeOf(x);
+  int64_t rank = xs.size();
+  std::vector<int64_t> starts, ends, axes, steps;
+  if (opset < 10) {
+    starts = attrInts("starts").value_or(std::vector<int64_t>{});
+    ends = attrInts("ends").value_or(std::vector<int64_t>{});
+    axes = attrInts("axes").value_or(std::vector<int64_t>{});
+  } else {
+    starts = intInput(1, "starts").data;
+    ends = intInput(2, "ends").data;
+    if (hasInput(3)) axes = intInput(3, "axes").data;
+    if (hasInput(4)) steps = intInput(4, "steps").data;
+  }
+  if (starts.size() != ends.size()) fail("starts and ends differ in length");
+  if (axes.empty()) for (size_t i = 0; i < starts.size(); ++i) axes.push_back(i);
+  if (steps.empty()) steps.assign(starts.size(), 1);
+  if (axes.size() != starts.size() || steps.size() != starts.size())
+    fail("axes/steps must match starts in length");
+  SmallVector<int64_t> st(rank, 0), sp(rank, 1), out(xs);
+  std::vector<bool> seen(rank, false);
+  for (size_t i = 0; i < starts.size(); ++i) {
+    int64_t a = normAxis(axes[i], rank);
+    if (seen[a]) fail("axis repeated");
+    seen[a] = true;
+    int64_t d = xs[a], s = starts[i], e = ends[i], step = steps[i];
+    if (step == 0) fail("steps must be non-zero");
+    if (s < 0) s += d;
+    if (e < 0) e += d;
+    int64_t n;
+    if (step > 0) {
+      s = std::clamp<int64_t>(s, 0, d);
+      e = std::clamp<int64_t>(e, 0, d);
+      n = e > s ? (e - s + step - 1) / step : 0;
+    } else {
+      s = std::clamp<int64_t>(s, 0, d - 1);
+      e = std::clamp<int64_t>(e, -1, d - 1);
+      n = s > e ? (s - e + (-step) - 1) / (-step) : 0;
+    }
+    if (n == 0) fail("slice produces an empty tensor, which is not supported");
+    st[a] = s;
+    sp[a] = step;
+    out[a] = n;
+  }
+  setOutput(0, b.create<SliceOp>(loc, f32(out), x, b.getDenseI64ArrayAttr(st),
+                                 b.getDenseI64ArrayAttr(sp)));
+}
+
+void Importer::convPad() {
+  Value x = input(0);
+  requireF32(x, "data");
+  auto xs = shapeOf(x);
+  int64_t rank = xs.size();
+  std::string mode = attrString("mode", "constant");
+  if (mode != "constant" && mode != "reflect" && mode != "edge")
+    fail("mode '" + mode + "' is not supported");
+  std::vector<int64_t> pads;
+  float value = 0;
+  if (opset < 11) {
+    pads = attrInts("pads").value_or(std::vector<int64_t>{});
+    value = attrFloat("value", 0);
+  } else {
+    pads = intInput(1, "pads").data;
+    if (hasInput(2)) {
+      auto c = constantOf(input(2));
+      if (!c) fail("constant_value must be a compile-time constant");
+      value = *c->getValues<float>().begin();
+    }
+    if (hasInput(3)) {
+      auto axes = intInput(3, "axes").data;
+      std::vector<int64_t> full(2 * rank, 0);
+      if (pads.size() != 2 * axes.size()) fail("pads must have 2 values per axis");
+      for (size_t i = 0; i < axes.size(); ++i) {
+        int64_t a = normAxis(axes[i], rank);
+        full[a] = pads[i];
+        full[a + rank] = pads[i + axes.size()];
+      }
+      pads = full;
+    }
+  }
+  if ((int64_t)pads.size() != 2 * rank) fail("pads must have 2 * rank values");
+  SmallVector<int64_t> out;
+  for (int64_t i = 0; i < rank; ++i) {
+    if (pads[i] < 0 || pads[i + rank] < 0) fail("negative pads (cropping) are not supported");
+    if (mode == "reflect" && (pads[i] >= xs[i] || pads[i + rank] >= xs[i]))
+      fail("reflect pads must be smaller than the dimension");
+    out.push_back(xs[i] + pads[i] + pads[i + rank]);
+  }
+  setOutput(0, b.create<PadOp>(loc, f32(out), x, b.getDenseI64ArrayAttr(pads),
+                               b.getStringAttr(mode), b.getF32FloatAttr(value)));
+}
+
+void Importer::convIdentity() {
+  if (node->op_type() == "Dropout") {
+    requireNoOutput(1, "mask");
+    if (hasInput(2) && isIntConst(2) && intInput(2, "training_mode").data.at(0))
+      fail("training_mode=true is not supported");
+  }
+  setOutput(0, input(0));
+}
+
+void Importer::convConstant() {
+  if (auto *a = attr("value")) {
+    if (!a->has_t()) fail("'value' must be a tensor");
+    setOutput(0, tensorToFloat(a->t()));
+    return;
+  }
+  if (auto *a = attr("value_float")) {
+    setOutput(0, b.create<ConstantOp>(loc, DenseElementsAttr::get(f32({}), a->f())));
+    return;
+  }
+  if (auto *a = attr("value_floats")) {
+    std::vector<float> v(a->floats().begin(), a->floats().end());
+    setOutput(0, b.create<ConstantOp>(loc, DenseElementsAttr::get(f32({(int64_t)v.size()}), ArrayRef<float>(v))));
+    return;
+  }
+  fail("unsupported Constant form (sparse or string values)");
+}
+
+// Integer-only ops (shape arithmetic) that are valid only when folded.
+static void foldOnly(Importer &) {
+  throw NodeError{"only supported on compile-time constant integer inputs (shape arithmetic)"};
+}
+
+const std::unordered_map<std::string, Importer::Converter> &Importer::converters() {
+  static const std::unordered_map<std::string, Converter> table = {
+      {"Conv", &Importer::convConv},
+      {"ConvTranspose", &Importer::convConvTranspose},
+      {"Gemm", &Importer::convGemm},
+      {"MatMul", &Importer::convMatMul},
+      {"Add", &Importer::convBinary<AddOp>},
+      {"Sub", &Importer::convBinary<SubOp>},
+      {"Mul", &Importer::convBinary<MulOp>},
+      {"Div", &Importer::convBinary<DivOp>},
+      {"Pow", &Importer::convBinary<PowOp>},
+      {"PRelu", &Importer::convBinary<PReluOp>},
+      {"Sqrt", &Importer::convUnary<SqrtOp>},
+      {"Exp", &Importer::convUnary<ExpOp>},
+      {"Log", &Importer::convUnary<LogOp>},
+      {"Neg", &Importer::convUnary<NegOp>},
+      {"Abs", &Importer::convUnary<AbsOp>},
+      {"Reciprocal", &Importer::convUnary<ReciprocalOp>},
+      {"Relu", &Importer::convUnary<ReluOp>},
+      {"Sigmoid", &Importer::convUnary<SigmoidOp>},
+      {"Tanh", &Importer::convUnary<TanhOp>},
+      {"Erf", &Importer::convUnary<ErfOp>},
+      {"HardSwish", &Importer::convUnary<HardSwishOp>},
+      {"LeakyRelu", &Importer::convLeakyRelu},
+      {"HardSigmoid", &Importer::convHardSigmoid},
+      {"Clip", &Importer::convClip},
+      {"Softmax", &Importer::convSoftmax},
+      {"MaxPool", &Importer::convPool<MaxPoolOp>},
+      {"AveragePool", &Importer::convPool<AveragePoolOp>},
+      {"GlobalAveragePool", &Importer::convGlobalPool<ReduceMeanOp>},
+      {"GlobalMaxPool", &Importer::convGlobalPool<ReduceMaxOp>},
+      {"ReduceMean", &Importer::convReduce<ReduceMeanOp>},
+      {"ReduceSum", &Importer::convReduce<ReduceSumOp>},
+      {"ReduceMax", &Importer::convReduce<ReduceMaxOp>},
+      {"BatchNormalization", &Importer::convBatchNorm},
+      {"Concat", &Importer::convConcat},
+      {"Reshape", &Importer::convReshape},
+      {"Flatten", &Importer::convFlatten},
+      {"Transpose", &Importer::convTranspose},
+      {"Squeeze", &Importer::convSqueeze},
+      {"Unsqueeze", &Importer::convUnsqueeze},
+      {"Slice", &Importer::convSlice},
+      {"Pad", &Importer::convPad},
+      {"Identity", &Importer::convIdentity},
+      {"Dropout", &Importer::convIdentity},
+      {"Constant", &Importer::convConstant},
+      // Folded at import when their inputs are compile-time integers.
+      {"Shape", foldOnly},
+      {"Size", foldOnly},
+      {"Gather", foldOnly},
+      {"Cast", foldOnly},
+      {"ConstantOfShape", foldOnly},
+      {"Equal", foldOnly},
+      {"Min", foldOnly},
+      {"Max", foldOnly},
+  };
+  return table;
+}
+
+} // namespace
+
+ImportedModel importOnnxFile(MLIRContext &ctx, const std::string &path,
+                             const ImportOptions &options) {
+  ctx.loadDialect<KilnDialect, func::FuncDialect>();
+  Importer imp(ctx, path, options);
+  return imp.run();
+}
+
+} // namespace kiln

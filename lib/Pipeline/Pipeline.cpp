@@ -1,0 +1,224 @@
+// The kiln pipeline, in order (docs/architecture.md describes each stage):
+//
+//   import      .onnx -> kiln dialect (lib/Import/OnnxImporter.cpp)
+//   graph       canonicalize + CSE on kiln ops (folds views, dead code)
+//   lower       kiln -> linalg/memref + kiln_rt_* calls (passes/LowerKilnToLinalg.cpp)
+//   arena       static memory plan (passes/PlanArena.cpp)
+//   target      target lowering + emission (lib/Target/*: CPU via LLVM)
+#include "kiln/Pipeline.h"
+#include "kiln/Dialect/KilnDialect.h"
+#include "kiln/Transforms/Passes.h"
+
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Transforms/Passes.h"
+#include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
+#include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
+#include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVM.h"
+#include "mlir/Conversion/MemRefToLLVM/MemRefToLLVM.h"
+#include "mlir/Conversion/MathToLLVM/MathToLLVM.h"
+#include "mlir/Conversion/IndexToLLVM/IndexToLLVM.h"
+#include "mlir/Dialect/Index/IR/IndexDialect.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <map>
+
+using namespace mlir;
+
+namespace kiln {
+
+void registerKilnDialects(DialectRegistry &registry) {
+  registry.insert<KilnDialect, func::FuncDialect, arith::ArithDialect, math::MathDialect,
+                  memref::MemRefDialect, linalg::LinalgDialect, affine::AffineDialect,
+                  scf::SCFDialect, cf::ControlFlowDialect, LLVM::LLVMDialect,
+                  index::IndexDialect>();
+  // Conversion interfaces used by the LLVM lowering passes.
+  arith::registerConvertArithToLLVMInterface(registry);
+  cf::registerConvertControlFlowToLLVMInterface(registry);
+  registerConvertFuncToLLVMInterface(registry);
+  registerConvertMemRefToLLVMInterface(registry);
+  registerConvertMathToLLVMInterface(registry);
+  index::registerConvertIndexToLLVMInterface(registry);
+}
+
+namespace {
+
+int64_t countOps(ModuleOp m) {
+  int64_t n = 0;
+  m.walk([&](Operation *op) {
+    if (!isa<ModuleOp>(op)) ++n;
+  });
+  return n;
+}
+
+std::map<std::string, int64_t> opHistogram(ModuleOp m) {
+  std::map<std::string, int64_t> h;
+  m.walk([&](Operation *op) {
+    if (!isa<ModuleOp>(op)) ++h[op->getName().getStringRef().str()];
+  });
+  return h;
+}
+
+class StageRunner {
+public:
+  StageRunner(const CompileOptions &o) : opts(o) {}
+  template <typename Fn> LogicalResult stage(const char *name, ModuleOp m, Fn &&fn) {
+    if (opts.verbose)
+      llvm::errs() << fmt::format("[kiln] {:<10} ...", name);
+    auto t0 = std::chrono::steady_clock::now();
+    LogicalResult r = fn();
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (opts.verbose)
+      llvm::errs() << fmt::format(" {:8.1f} ms  {} ops{}\n", ms, m ? countOps(m) : 0,
+                                  succeeded(r) ? "" : "  FAILED");
+    if (opts.stats && succeeded(r) && m)
+      counts.push_back({name, countOps(m)});
+    return r;
+  }
+  void printStats() {
+    llvm::outs() << "stage        ops\n";
+    for (auto &[n, c] : counts)
+      llvm::outs() << fmt::format("{:<12} {}\n", n, c);
+  }
+
+private:
+  const CompileOptions &opts;
+  std::vector<std::pair<std::string, int64_t>> counts;
+};
+
+ModelSummary summarize(func::FuncOp fn, ModuleOp m) {
+  ModelSummary s;
+  auto names = [&](const char *attr) {
+    std::vector<std::string> out;
+    if (auto a = fn->getAttrOfType<ArrayAttr>(attr))
+      for (auto n : a.getAsValueRange<StringAttr>()) out.push_back(n.str());
+    return out;
+  };
+  auto in = names("kiln.input_names"), out = names("kiln.output_names");
+  auto ft = fn.getFunctionType();
+  for (size_t i = 0; i < ft.getNumInputs(); ++i) {
+    auto t = cast<ShapedType>(ft.getInput(i));
+    s.inputs.push_back({i < in.size() ? in[i] : "input_" + std::to_string(i),
+                        std::vector<int64_t>(t.getShape().begin(), t.getShape().end())});
+  }
+  for (size_t i = 0; i < ft.getNumResults(); ++i) {
+    auto t = cast<ShapedType>(ft.getResult(i));
+    s.outputs.push_back({i < out.size() ? out[i] : "output_" + std::to_string(i),
+                         std::vector<int64_t>(t.getShape().begin(), t.getShape().end())});
+  }
+  (void)m;
+  return s;
+}
+
+LogicalResult writeText(ModuleOp m, const std::string &path) {
+  std::string tmp = path + ".kiln-tmp";
+  std::error_code ec;
+  {
+    llvm::raw_fd_ostream os(tmp, ec);
+    if (ec)
+      return emitError(m.getLoc()) << "cannot write '" << path << "': " << ec.message();
+    OpPrintingFlags flags;
+    flags.elideLargeElementsAttrs(16);
+    flags.elideLargeResourceString(64);
+    m->print(os, flags);
+  }
+  if (auto e = llvm::sys::fs::rename(tmp, path))
+    return emitError(m.getLoc()) << "cannot write '" << path << "': " << e.message();
+  return success();
+}
+
+} // namespace
+
+LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
+  std::unique_ptr<Target> target = createCpuTarget(opts.target);
+  if (!target)
+    return emitError(UnknownLoc::get(&ctx))
+           << "unknown target '" << opts.target << "' (supported: x86_64, aarch64)";
+  StageRunner runner(opts);
+  auto configure = [&](PassManager &pm) {
+    if (opts.printIRAfterAll) {
+      ctx.disableMultithreading();
+      pm.enableIRPrinting([](Pass *, Operation *) { return false; },
+                          [](Pass *, Operation *) { return true; }, true, false);
+    }
+  };
+
+  ImportedModel model;
+  ModuleOp m;
+  if (failed(runner.stage("import", nullptr, [&] {
+        model = importOnnxFile(ctx, opts.input, opts.import);
+        return success(bool(model.module));
+      })))
+    return failure();
+  m = *model.module;
+
+  if (failed(runner.stage("graph", m, [&] {
+        PassManager pm(&ctx);
+        configure(pm);
+        pm.addPass(createCanonicalizerPass());
+        pm.addPass(createCSEPass());
+        return pm.run(m);
+      })))
+    return failure();
+  auto mainFn = m.lookupSymbol<func::FuncOp>("main");
+  ModelSummary summary = summarize(mainFn, m);
+  std::map<std::string, int64_t> graphOps = opHistogram(m);
+  if (opts.emit == EmitKind::MLIR) {
+    if (opts.stats) runner.printStats();
+    return writeText(m, opts.output);
+  }
+
+  if (failed(runner.stage("lower", m, [&] {
+        PassManager pm(&ctx);
+        configure(pm);
+        pm.addPass(createLowerKilnToLinalg());
+        pm.addPass(createCSEPass());
+        return pm.run(m);
+      })))
+    return failure();
+  if (failed(runner.stage("arena", m, [&] {
+        PassManager pm(&ctx);
+        configure(pm);
+        pm.addPass(createPlanArena());
+        return pm.run(m);
+      })))
+    return failure();
+  auto kmain = m.lookupSymbol<func::FuncOp>("kiln_main");
+  summary.arenaBytes = kmain->getAttrOfType<IntegerAttr>("kiln.arena_bytes").getInt();
+  int64_t unplanned = kmain->getAttrOfType<IntegerAttr>("kiln.arena_unplanned_bytes").getInt();
+
+  if (failed(runner.stage("to-llvm", m, [&] {
+        PassManager pm(&ctx);
+        configure(pm);
+        target->addLoweringPasses(pm);
+        return pm.run(m);
+      })))
+    return failure();
+  if (failed(runner.stage("emit", m, [&] {
+        return target->emit(m, summary, opts.emit, opts.optLevel, opts.output, opts.verbose);
+      })))
+    return failure();
+
+  if (opts.stats) {
+    runner.printStats();
+    llvm::outs() << "kiln ops after graph passes:\n";
+    for (auto &[n, c] : graphOps)
+      if (llvm::StringRef(n).starts_with("kiln."))
+        llvm::outs() << fmt::format("  {:<22} {}\n", n, c);
+    llvm::outs() << fmt::format("onnx nodes            {}\n", model.onnxNodes);
+    llvm::outs() << fmt::format("arena bytes           {} (unplanned sum {})\n", summary.arenaBytes,
+                                unplanned);
+  }
+  return success();
+}
+
+} // namespace kiln

@@ -1,0 +1,678 @@
+// kiln-lower-to-linalg: kiln graph ops (tensors) -> buffers.
+//
+// The graph is static-shaped, so buffer assignment is done directly rather
+// than through one-shot bufferization: every kiln value gets one memref (an
+// alloc, a function argument, a global constant or a view), and each op
+// writes its result into its buffer with linalg ops on memrefs, or with a call
+// to a runtime microkernel (`kiln_rt_*`, runtime/src/kernels.cpp) for the
+// dense contractions. The arena planner then places the allocs.
+#include "kiln/Dialect/KilnDialect.h"
+#include "kiln/Transforms/Passes.h"
+
+#include "mlir/IR/AffineMap.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+#include <limits>
+
+namespace kiln {
+#define GEN_PASS_DEF_LOWERKILNTOLINALG
+#include "kiln/Transforms/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+using namespace kiln;
+
+namespace {
+
+using IterTy = utils::IteratorType;
+
+class BufferLowering {
+public:
+  BufferLowering(ModuleOp module) : module(module), b(module.getContext()) {}
+  LogicalResult run();
+
+private:
+  ModuleOp module;
+  OpBuilder b;
+  func::FuncOp newFn;
+  DenseMap<Value, Value> buffers;   // kiln tensor value -> memref
+  DenseMap<Value, Value> outBuffer; // kiln value returned -> output argument
+  int globalCounter = 0;
+
+  Location loc = b.getUnknownLoc();
+  Type f32() { return b.getF32Type(); }
+  MemRefType memrefOf(Value v) {
+    auto t = cast<RankedTensorType>(v.getType());
+    return MemRefType::get(t.getShape(), t.getElementType());
+  }
+  Value buf(Value v) { return buffers.lookup(v); }
+  /// The buffer an op writes its result into: the output argument when the
+  /// value is returned, a fresh alloc otherwise.
+  Value dest(Value result) {
+    if (Value o = outBuffer.lookup(result)) {
+      outBuffer.erase(result); // only the first producer writes in place
+      buffers[result] = o;
+      return o;
+    }
+    Value a = b.create<memref::AllocOp>(loc, memrefOf(result));
+    buffers[result] = a;
+    return a;
+  }
+  Value alloc(ArrayRef<int64_t> shape) {
+    return b.create<memref::AllocOp>(loc, MemRefType::get(shape, f32()));
+  }
+  Value cf(double v) { return b.create<arith::ConstantOp>(loc, b.getF32FloatAttr(v)); }
+  Value ci(int64_t v) { return b.create<arith::ConstantOp>(loc, b.getI64IntegerAttr(v)); }
+  Value ptr(Value memref) {
+    return b.create<memref::ExtractAlignedPointerAsIndexOp>(loc, memref);
+  }
+  Value globalConstant(ElementsAttr value);
+  void call(StringRef name, ArrayRef<Value> args);
+
+  /// Elementwise generic over `out`'s shape with numpy broadcasting of `ins`.
+  void elementwise(ValueRange ins, Value out,
+                   function_ref<Value(OpBuilder &, Location, ValueRange)> fn);
+  AffineMap broadcastMap(ArrayRef<int64_t> inShape, ArrayRef<int64_t> outShape);
+  /// Reduction of `in` over `axes` into `out` (keepdims shape or not).
+  void reduce(Value in, Value out, ArrayRef<int64_t> axes, bool isMax);
+  void copyInto(Value src, Value dst, ArrayRef<int64_t> offsets);
+  /// Pads `in` into a new buffer, filling with `value`.
+  Value padded(Value in, ArrayRef<int64_t> lo, ArrayRef<int64_t> hi, double value);
+
+  LogicalResult lowerOp(Operation *op);
+  Value unaryScalar(Operation *op, OpBuilder &nb, Location l, Value x);
+  Value binaryScalar(Operation *op, OpBuilder &nb, Location l, Value x, Value y);
+  LogicalResult lowerConv(ConvOp op);
+  LogicalResult lowerConvTranspose(ConvTransposeOp op);
+  LogicalResult lowerGemm(GemmOp op);
+  LogicalResult lowerMatMul(MatMulOp op);
+  LogicalResult lowerPool(Operation *op, bool isMax);
+  LogicalResult lowerReduce(Operation *op, ArrayRef<int64_t> axes, bool keep, int kind);
+  LogicalResult lowerSoftmax(SoftmaxOp op);
+  LogicalResult lowerBatchNorm(BatchNormOp op);
+  LogicalResult lowerConcat(ConcatOp op);
+  LogicalResult lowerSlice(SliceOp op);
+  LogicalResult lowerPad(PadOp op);
+};
+
+Value BufferLowering::globalConstant(ElementsAttr value) {
+  auto type = cast<ShapedType>(value.getType());
+  auto mt = MemRefType::get(type.getShape(), type.getElementType());
+  std::string name = "__kiln_const_" + std::to_string(globalCounter++);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPoint(newFn);
+    b.create<memref::GlobalOp>(loc, name, b.getStringAttr("private"), mt, value,
+                               /*constant=*/true, b.getI64IntegerAttr(64));
+  }
+  return b.create<memref::GetGlobalOp>(loc, mt, name);
+}
+
+void BufferLowering::call(StringRef name, ArrayRef<Value> args) {
+  if (!module.lookupSymbol<func::FuncOp>(name)) {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(module.getBody());
+    SmallVector<Type> types;
+    for (Value a : args) types.push_back(a.getType());
+    auto fn = b.create<func::FuncOp>(loc, name, b.getFunctionType(types, {}));
+    fn.setPrivate();
+  }
+  b.create<func::CallOp>(loc, name, TypeRange{}, args);
+}
+
+AffineMap BufferLowering::broadcastMap(ArrayRef<int64_t> in, ArrayRef<int64_t> out) {
+  SmallVector<AffineExpr> exprs;
+  size_t off = out.size() - in.size();
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == 1 && out[i + off] != 1)
+      exprs.push_back(b.getAffineConstantExpr(0));
+    else
+      exprs.push_back(b.getAffineDimExpr(i + off));
+  }
+  return AffineMap::get(out.size(), 0, exprs, b.getContext());
+}
+
+void BufferLowering::elementwise(ValueRange ins, Value out,
+                                 function_ref<Value(OpBuilder &, Location, ValueRange)> fn) {
+  auto outShape = cast<MemRefType>(out.getType()).getShape();
+  SmallVector<AffineMap> maps;
+  for (Value in : ins)
+    maps.push_back(broadcastMap(cast<MemRefType>(in.getType()).getShape(), outShape));
+  maps.push_back(b.getMultiDimIdentityMap(outShape.size()));
+  SmallVector<IterTy> iters(outShape.size(), IterTy::parallel);
+  b.create<linalg::GenericOp>(loc, ins, ValueRange{out}, maps, iters,
+                              [&](OpBuilder &nb, Location l, ValueRange args) {
+                                Value v = fn(nb, l, args.drop_back());
+                                nb.create<linalg::YieldOp>(l, v);
+                              });
+}
+
+void BufferLowering::reduce(Value in, Value out, ArrayRef<int64_t> axes, bool isMax) {
+  auto inShape = cast<MemRefType>(in.getType()).getShape();
+  auto outShape = cast<MemRefType>(out.getType()).getShape();
+  bool keep = inShape.size() == outShape.size();
+  b.create<linalg::FillOp>(loc, ValueRange{cf(isMax ? -std::numeric_limits<float>::infinity() : 0.0)},
+                           ValueRange{out});
+  SmallVector<AffineExpr> outExprs;
+  SmallVector<IterTy> iters;
+  for (size_t i = 0; i < inShape.size(); ++i) {
+    bool red = llvm::is_contained(axes, (int64_t)i);
+    iters.push_back(red ? IterTy::reduction : IterTy::parallel);
+    if (!red)
+      outExprs.push_back(b.getAffineDimExpr(i));
+    else if (keep)
+      outExprs.push_back(b.getAffineConstantExpr(0));
+  }
+  SmallVector<AffineMap> maps{b.getMultiDimIdentityMap(inShape.size()),
+                              AffineMap::get(inShape.size(), 0, outExprs, b.getContext())};
+  b.create<linalg::GenericOp>(loc, ValueRange{in}, ValueRange{out}, maps, iters,
+                              [&](OpBuilder &nb, Location l, ValueRange a) {
+                                Value r = isMax ? nb.create<arith::MaximumFOp>(l, a[0], a[1]).getResult()
+                                                : nb.create<arith::AddFOp>(l, a[0], a[1]).getResult();
+                                nb.create<linalg::YieldOp>(l, r);
+                              });
+}
+
+void BufferLowering::copyInto(Value src, Value dst, ArrayRef<int64_t> offsets) {
+  auto shape = cast<MemRefType>(src.getType()).getShape();
+  SmallVector<int64_t> ones(shape.size(), 1);
+  Value view = b.create<memref::SubViewOp>(loc, dst, offsets, shape, ones);
+  b.create<linalg::CopyOp>(loc, src, view);
+}
+
+Value BufferLowering::padded(Value in, ArrayRef<int64_t> lo, ArrayRef<int64_t> hi, double value) {
+  auto shape = cast<MemRefType>(in.getType()).getShape();
+  SmallVector<int64_t> ps;
+  for (size_t i = 0; i < shape.size(); ++i) ps.push_back(shape[i] + lo[i] + hi[i]);
+  Value p = alloc(ps);
+  b.create<linalg::FillOp>(loc, ValueRange{cf(value)}, ValueRange{p});
+  copyInto(in, p, lo);
+  return p;
+}
+
+Value BufferLowering::unaryScalar(Operation *op, OpBuilder &nb, Location l, Value x) {
+  auto c = [&](double v) { return nb.create<arith::ConstantOp>(l, nb.getF32FloatAttr(v)).getResult(); };
+  return TypeSwitch<Operation *, Value>(op)
+      .Case([&](SqrtOp) { return nb.create<math::SqrtOp>(l, x); })
+      .Case([&](ExpOp) { return nb.create<math::ExpOp>(l, x); })
+      .Case([&](LogOp) { return nb.create<math::LogOp>(l, x); })
+      .Case([&](NegOp) { return nb.create<arith::NegFOp>(l, x); })
+      .Case([&](AbsOp) { return nb.create<math::AbsFOp>(l, x); })
+      .Case([&](ReciprocalOp) { return nb.create<arith::DivFOp>(l, c(1.0), x); })
+      .Case([&](ReluOp) { return nb.create<arith::MaximumFOp>(l, x, c(0.0)); })
+      .Case([&](SigmoidOp) {
+        Value e = nb.create<math::ExpOp>(l, nb.create<arith::NegFOp>(l, x));
+        return nb.create<arith::DivFOp>(l, c(1.0), nb.create<arith::AddFOp>(l, c(1.0), e));
+      })
+      .Case([&](TanhOp) { return nb.create<math::TanhOp>(l, x); })
+      .Case([&](ErfOp) { return nb.create<math::ErfOp>(l, x); })
+      .Case([&](HardSwishOp) {
+        Value t = nb.create<arith::AddFOp>(l, nb.create<arith::MulFOp>(l, x, c(1.0 / 6.0)), c(0.5));
+        t = nb.create<arith::MinimumFOp>(l, nb.create<arith::MaximumFOp>(l, t, c(0.0)), c(1.0));
+        return nb.create<arith::MulFOp>(l, x, t);
+      })
+      .Case([&](LeakyReluOp o) {
+        Value neg = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLT, x, c(0.0));
+        Value s = nb.create<arith::MulFOp>(l, x, c(o.getAlpha().convertToFloat()));
+        return nb.create<arith::SelectOp>(l, neg, s, x);
+      })
+      .Case([&](HardSigmoidOp o) {
+        Value t = nb.create<arith::AddFOp>(
+            l, nb.create<arith::MulFOp>(l, x, c(o.getAlpha().convertToFloat())),
+            c(o.getBeta().convertToFloat()));
+        return nb.create<arith::MinimumFOp>(l, nb.create<arith::MaximumFOp>(l, t, c(0.0)), c(1.0));
+      })
+      .Case([&](ClipOp o) {
+        Value t = nb.create<arith::MaximumFOp>(l, x, c(o.getMin().convertToFloat()));
+        return nb.create<arith::MinimumFOp>(l, t, c(o.getMax().convertToFloat()));
+      })
+      .Default([](Operation *) { return Value(); });
+}
+
+Value BufferLowering::binaryScalar(Operation *op, OpBuilder &nb, Location l, Value x, Value y) {
+  return TypeSwitch<Operation *, Value>(op)
+      .Case([&](AddOp) { return nb.create<arith::AddFOp>(l, x, y); })
+      .Case([&](SubOp) { return nb.create<arith::SubFOp>(l, x, y); })
+      .Case([&](MulOp) { return nb.create<arith::MulFOp>(l, x, y); })
+      .Case([&](DivOp) { return nb.create<arith::DivFOp>(l, x, y); })
+      .Case([&](PowOp) { return nb.create<math::PowFOp>(l, x, y); })
+      .Case([&](PReluOp) {
+        Value zero = nb.create<arith::ConstantOp>(l, nb.getF32FloatAttr(0.0));
+        Value neg = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLT, x, zero);
+        return nb.create<arith::SelectOp>(l, neg, nb.create<arith::MulFOp>(l, x, y), x);
+      })
+      .Default([](Operation *) { return Value(); });
+}
+
+LogicalResult BufferLowering::lowerConv(ConvOp op) {
+  auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
+  auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  if (xs.size() != 4)
+    return op.emitError("only 2-d convolution reaches codegen");
+  Value out = dest(op.getResult());
+  Value bias = op.getBias() ? ptr(buf(op.getBias())) : b.create<arith::ConstantIndexOp>(loc, 0).getResult();
+  auto s = op.getStrides(), d = op.getDilations(), p = op.getPads();
+  call("kiln_rt_conv2d",
+       {ptr(buf(op.getInput())), ptr(buf(op.getWeight())), bias, ptr(out), ci(xs[0]), ci(xs[1]),
+        ci(xs[2]), ci(xs[3]), ci(ws[0]), ci(ws[2]), ci(ws[3]), ci(ys[2]), ci(ys[3]), ci(s[0]),
+        ci(s[1]), ci(d[0]), ci(d[1]), ci(p[0]), ci(p[1]), ci(op.getGroup())});
+  return success();
+}
+
+LogicalResult BufferLowering::lowerConvTranspose(ConvTransposeOp op) {
+  auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
+  auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  Value out = dest(op.getResult());
+  Value bias = op.getBias() ? ptr(buf(op.getBias())) : b.create<arith::ConstantIndexOp>(loc, 0).getResult();
+  auto s = op.getStrides(), d = op.getDilations(), p = op.getPads();
+  call("kiln_rt_conv_transpose2d",
+       {ptr(buf(op.getInput())), ptr(buf(op.getWeight())), bias, ptr(out), ci(xs[0]), ci(xs[1]),
+        ci(xs[2]), ci(xs[3]), ci(ys[1]), ci(ws[2]), ci(ws[3]), ci(ys[2]), ci(ys[3]), ci(s[0]),
+        ci(s[1]), ci(d[0]), ci(d[1]), ci(p[0]), ci(p[1]), ci(op.getGroup())});
+  return success();
+}
+
+LogicalResult BufferLowering::lowerGemm(GemmOp op) {
+  auto as = cast<ShapedType>(op.getA().getType()).getShape();
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  int64_t M = ys[0], N = ys[1], K = op.getTransA() ? as[0] : as[1];
+  Value out = dest(op.getResult());
+  Value c = b.create<arith::ConstantIndexOp>(loc, 0);
+  int64_t cRows = 0, cCols = 0;
+  if (op.getC()) {
+    auto cs = cast<ShapedType>(op.getC().getType()).getShape();
+    c = ptr(buf(op.getC()));
+    cRows = cs.size() == 2 ? cs[0] : 1;
+    cCols = cs.empty() ? 1 : cs.back();
+  }
+  call("kiln_rt_gemm", {ptr(buf(op.getA())), ptr(buf(op.getB())), c, ptr(out), ci(M), ci(N),
+                        ci(K), ci(op.getTransA()), ci(op.getTransB()),
+                        cf(op.getAlpha().convertToFloat()), cf(op.getBeta().convertToFloat()),
+                        ci(cRows), ci(cCols)});
+  return success();
+}
+
+LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  int64_t rank = ys.size();
+  int64_t M = ys[rank - 2], N = ys[rank - 1];
+  auto batchShape = ys.drop_back(2);
+  int64_t batch = 1;
+  for (int64_t d : batchShape) batch *= d;
+  // Each operand either spans the full batch (stride = matrix size), is
+  // shared by every batch element (stride 0), or is broadcast into a full
+  // copy first.
+  auto operand = [&](Value v, int64_t rows, int64_t cols, int64_t &stride) -> Value {
+    auto s = cast<ShapedType>(v.getType()).getShape();
+    Value m = buf(v);
+    int64_t own = 1;
+    for (int64_t d : s.drop_back(2)) own *= d;
+    if (own == 1) { stride = 0; return m; }
+    SmallVector<int64_t> full(batchShape);
+    full.push_back(rows);
+    full.push_back(cols);
+    stride = rows * cols;
+    if (s.size() == full.size() && s.drop_back(2) == batchShape) return m;
+    Value copy = alloc(full);
+    elementwise(ValueRange{m}, copy, [](OpBuilder &, Location, ValueRange a) { return a[0]; });
+    return copy;
+  };
+  auto as = cast<ShapedType>(op.getA().getType()).getShape();
+  int64_t K = as.back();
+  int64_t sa, sb;
+  Value a = operand(op.getA(), M, K, sa);
+  Value bm = operand(op.getB(), K, N, sb);
+  Value out = dest(op.getResult());
+  call("kiln_rt_matmul", {ptr(a), ptr(bm), ptr(out), ci(batch), ci(M), ci(N), ci(K), ci(sa), ci(sb)});
+  return success();
+}
+
+LogicalResult BufferLowering::lowerPool(Operation *op, bool isMax) {
+  Value inV = op->getOperand(0);
+  auto xs = cast<ShapedType>(inV.getType()).getShape();
+  auto ys = cast<ShapedType>(op->getResult(0).getType()).getShape();
+  auto k = cast<DenseI64ArrayAttr>(op->getAttr("kernel_shape")).asArrayRef();
+  auto s = cast<DenseI64ArrayAttr>(op->getAttr("strides")).asArrayRef();
+  auto d = cast<DenseI64ArrayAttr>(op->getAttr("dilations")).asArrayRef();
+  auto p = cast<DenseI64ArrayAttr>(op->getAttr("pads")).asArrayRef();
+  bool includePad = cast<BoolAttr>(op->getAttr("count_include_pad")).getValue();
+  // Pad so every window (ceil_mode included) lies inside the buffer.
+  SmallVector<int64_t> lo{0, 0, p[0], p[1]}, hi{0, 0, 0, 0};
+  for (int i = 0; i < 2; ++i) {
+    int64_t need = (ys[2 + i] - 1) * s[i] + (k[i] - 1) * d[i] + 1;
+    hi[2 + i] = std::max<int64_t>(0, need - xs[2 + i] - p[i]);
+  }
+  double fill = isMax ? -std::numeric_limits<double>::infinity() : 0.0;
+  Value in = buf(inV);
+  if (llvm::any_of(lo, [](int64_t v) { return v; }) || llvm::any_of(hi, [](int64_t v) { return v; }))
+    in = padded(in, lo, hi, fill);
+  Value out = dest(op->getResult(0));
+  Value window = alloc({k[0], k[1]});
+  b.create<linalg::FillOp>(loc, ValueRange{cf(fill)}, ValueRange{out});
+  auto i64v = [&](ArrayRef<int64_t> v) {
+    return DenseIntElementsAttr::get(RankedTensorType::get({2}, b.getI64Type()), v);
+  };
+  if (isMax)
+    b.create<linalg::PoolingNchwMaxOp>(loc, TypeRange{}, ValueRange{in, window}, ValueRange{out},
+                                       i64v({s[0], s[1]}), i64v({d[0], d[1]}));
+  else
+    b.create<linalg::PoolingNchwSumOp>(loc, TypeRange{}, ValueRange{in, window}, ValueRange{out},
+                                       i64v({s[0], s[1]}), i64v({d[0], d[1]}));
+  if (isMax)
+    return success();
+  // Divisor per output position, computed now: the window clipped to the
+  // padded input (count_include_pad) or to the real input.
+  std::vector<float> inv(ys[2] * ys[3]);
+  bool uniform = true;
+  for (int64_t oh = 0; oh < ys[2]; ++oh)
+    for (int64_t ow = 0; ow < ys[3]; ++ow) {
+      int64_t cnt = 1;
+      for (int i = 0; i < 2; ++i) {
+        int64_t o = i == 0 ? oh : ow, n = 0;
+        for (int64_t t = 0; t < k[i]; ++t) {
+          int64_t pos = o * s[i] + t * d[i] - p[i];
+          bool inside = includePad ? (pos < xs[2 + i] + p[i + 2]) : (pos >= 0 && pos < xs[2 + i]);
+          n += inside;
+        }
+        cnt *= n;
+      }
+      inv[oh * ys[3] + ow] = cnt ? 1.0f / cnt : 0.0f;
+      uniform &= inv[oh * ys[3] + ow] == inv[0];
+    }
+  if (uniform) {
+    Value scale = cf(inv[0]);
+    elementwise(ValueRange{out}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
+      return nb.create<arith::MulFOp>(l, a[0], scale).getResult();
+    });
+  } else {
+    auto t = RankedTensorType::get({ys[2], ys[3]}, f32());
+    Value scales = globalConstant(DenseElementsAttr::get(t, ArrayRef<float>(inv)));
+    elementwise(ValueRange{out, scales}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
+      return nb.create<arith::MulFOp>(l, a[0], a[1]).getResult();
+    });
+  }
+  return success();
+}
+
+// kind: 0 sum, 1 mean, 2 max
+LogicalResult BufferLowering::lowerReduce(Operation *op, ArrayRef<int64_t> axes, bool keep, int kind) {
+  Value in = buf(op->getOperand(0));
+  Value out = dest(op->getResult(0));
+  reduce(in, out, axes, kind == 2);
+  if (kind == 1) {
+    auto xs = cast<ShapedType>(op->getOperand(0).getType()).getShape();
+    int64_t n = 1;
+    for (int64_t a : axes) n *= xs[a];
+    Value scale = cf(1.0 / n);
+    elementwise(ValueRange{out}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
+      return nb.create<arith::MulFOp>(l, a[0], scale).getResult();
+    });
+  }
+  (void)keep;
+  return success();
+}
+
+LogicalResult BufferLowering::lowerSoftmax(SoftmaxOp op) {
+  auto xs = cast<ShapedType>(op.getType()).getShape();
+  int64_t axis = op.getAxis();
+  SmallVector<int64_t> red(xs);
+  red[axis] = 1;
+  Value in = buf(op.getInput());
+  Value out = dest(op.getResult());
+  Value mx = alloc(red);
+  reduce(in, mx, {axis}, /*isMax=*/true);
+  elementwise(ValueRange{in, mx}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
+    return nb.create<math::ExpOp>(l, nb.create<arith::SubFOp>(l, a[0], a[1])).getResult();
+  });
+  Value sum = alloc(red);
+  reduce(out, sum, {axis}, /*isMax=*/false);
+  elementwise(ValueRange{out, sum}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
+    return nb.create<arith::DivFOp>(l, a[0], a[1]).getResult();
+  });
+  return success();
+}
+
+LogicalResult BufferLowering::lowerBatchNorm(BatchNormOp op) {
+  auto xs = cast<ShapedType>(op.getType()).getShape();
+  int64_t C = xs[1];
+  float eps = op.getEpsilon().convertToFloat();
+  SmallVector<int64_t> cshape(xs.size(), 1);
+  cshape[1] = C;
+  auto consts = [&](Value v) -> std::optional<std::vector<float>> {
+    auto c = v.getDefiningOp<ConstantOp>();
+    if (!c) return std::nullopt;
+    auto vals = c.getValue().tryGetValues<float>();
+    if (!vals) return std::nullopt;
+    return std::vector<float>(vals->begin(), vals->end());
+  };
+  auto sc = consts(op.getScale()), bi = consts(op.getBias()), mean = consts(op.getMean()),
+       var = consts(op.getVar());
+  Value in = buf(op.getInput());
+  Value out = dest(op.getResult());
+  if (sc && bi && mean && var) {
+    // Constant statistics: y = x * a + c with a, c computed now.
+    std::vector<float> a(C), c(C);
+    for (int64_t i = 0; i < C; ++i) {
+      a[i] = (*sc)[i] / std::sqrt((*var)[i] + eps);
+      c[i] = (*bi)[i] - (*mean)[i] * a[i];
+    }
+    auto t = RankedTensorType::get(cshape, f32());
+    Value ga = globalConstant(DenseElementsAttr::get(t, ArrayRef<float>(a)));
+    Value gc = globalConstant(DenseElementsAttr::get(t, ArrayRef<float>(c)));
+    elementwise(ValueRange{in, ga, gc}, out, [&](OpBuilder &nb, Location l, ValueRange v) {
+      return nb.create<arith::AddFOp>(l, nb.create<arith::MulFOp>(l, v[0], v[1]), v[2]).getResult();
+    });
+    return success();
+  }
+  auto view = [&](Value v) {
+    return b.create<memref::ReinterpretCastOp>(loc, MemRefType::get(cshape, f32()), buf(v), 0,
+                                               cshape, SmallVector<int64_t>(cshape.size(), 1)).getResult();
+  };
+  Value epsV = cf(eps);
+  elementwise(ValueRange{in, view(op.getScale()), view(op.getBias()), view(op.getMean()),
+                         view(op.getVar())},
+              out, [&](OpBuilder &nb, Location l, ValueRange v) {
+                Value den = nb.create<math::SqrtOp>(l, nb.create<arith::AddFOp>(l, v[4], epsV));
+                Value n = nb.create<arith::SubFOp>(l, v[0], v[3]);
+                Value r = nb.create<arith::MulFOp>(l, nb.create<arith::DivFOp>(l, n, den), v[1]);
+                return nb.create<arith::AddFOp>(l, r, v[2]).getResult();
+              });
+  return success();
+}
+
+LogicalResult BufferLowering::lowerConcat(ConcatOp op) {
+  Value out = dest(op.getResult());
+  int64_t axis = op.getAxis();
+  SmallVector<int64_t> offsets(cast<ShapedType>(op.getType()).getRank(), 0);
+  for (Value in : op.getInputs()) {
+    copyInto(buf(in), out, offsets);
+    offsets[axis] += cast<ShapedType>(in.getType()).getDimSize(axis);
+  }
+  return success();
+}
+
+LogicalResult BufferLowering::lowerSlice(SliceOp op) {
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  auto st = op.getStarts(), sp = op.getSteps();
+  SmallVector<AffineExpr> exprs;
+  for (size_t i = 0; i < ys.size(); ++i)
+    exprs.push_back(b.getAffineDimExpr(i) * sp[i] + st[i]);
+  Value out = dest(op.getResult());
+  SmallVector<AffineMap> maps{AffineMap::get(ys.size(), 0, exprs, b.getContext()),
+                              b.getMultiDimIdentityMap(ys.size())};
+  b.create<linalg::GenericOp>(loc, ValueRange{buf(op.getInput())}, ValueRange{out}, maps,
+                              SmallVector<IterTy>(ys.size(), IterTy::parallel),
+                              [](OpBuilder &nb, Location l, ValueRange a) {
+                                nb.create<linalg::YieldOp>(l, a[0]);
+                              });
+  return success();
+}
+
+LogicalResult BufferLowering::lowerPad(PadOp op) {
+  auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  int64_t rank = xs.size();
+  auto pads = op.getPads();
+  Value in = buf(op.getInput());
+  Value out = dest(op.getResult());
+  if (op.getMode() == "constant") {
+    b.create<linalg::FillOp>(loc, ValueRange{cf(op.getValue().convertToFloat())}, ValueRange{out});
+    copyInto(in, out, pads.take_front(rank));
+    return success();
+  }
+  bool reflect = op.getMode() == "reflect";
+  // Gather form: each output element loads the input element its index maps to.
+  b.create<linalg::GenericOp>(
+      loc, ValueRange{}, ValueRange{out}, SmallVector<AffineMap>{b.getMultiDimIdentityMap(rank)},
+      SmallVector<IterTy>(rank, IterTy::parallel), [&](OpBuilder &nb, Location l, ValueRange) {
+        SmallVector<Value> idx;
+        for (int64_t i = 0; i < rank; ++i) {
+          Value o = nb.create<linalg::IndexOp>(l, i);
+          Value lo = nb.create<arith::ConstantIndexOp>(l, pads[i]);
+          Value n = nb.create<arith::ConstantIndexOp>(l, xs[i]);
+          Value zero = nb.create<arith::ConstantIndexOp>(l, 0);
+          Value one = nb.create<arith::ConstantIndexOp>(l, 1);
+          Value j = nb.create<arith::SubIOp>(l, o, lo); // may be negative
+          Value last = nb.create<arith::SubIOp>(l, n, one);
+          if (reflect) {
+            // j < 0 -> -j ; j > last -> 2*last - j
+            Value negJ = nb.create<arith::SubIOp>(l, zero, j);
+            Value isNeg = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, j, zero);
+            j = nb.create<arith::SelectOp>(l, isNeg, negJ, j);
+            Value twoLast = nb.create<arith::AddIOp>(l, last, last);
+            Value over = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::sgt, j, last);
+            j = nb.create<arith::SelectOp>(l, over, nb.create<arith::SubIOp>(l, twoLast, j), j);
+          } else {
+            j = nb.create<arith::MaxSIOp>(l, j, zero);
+            j = nb.create<arith::MinSIOp>(l, j, last);
+          }
+          idx.push_back(j);
+        }
+        Value v = nb.create<memref::LoadOp>(l, in, idx);
+        nb.create<linalg::YieldOp>(l, v);
+      });
+  (void)ys;
+  return success();
+}
+
+LogicalResult BufferLowering::lowerOp(Operation *op) {
+  loc = op->getLoc();
+  if (auto c = dyn_cast<ConstantOp>(op)) {
+    buffers[c.getResult()] = globalConstant(c.getValue());
+    return success();
+  }
+  if (auto r = dyn_cast<ReshapeOp>(op)) {
+    auto t = memrefOf(r.getResult());
+    SmallVector<int64_t> strides(t.getRank(), 1);
+    for (int64_t i = t.getRank() - 2; i >= 0; --i) strides[i] = strides[i + 1] * t.getDimSize(i + 1);
+    buffers[r.getResult()] =
+        b.create<memref::ReinterpretCastOp>(loc, t, buf(r.getInput()), 0, t.getShape(), strides);
+    return success();
+  }
+  // Unary elementwise ops share one generic form.
+  if (isa<SqrtOp, ExpOp, LogOp, NegOp, AbsOp, ReciprocalOp, ReluOp, SigmoidOp, TanhOp, ErfOp,
+          HardSwishOp, LeakyReluOp, HardSigmoidOp, ClipOp>(op)) {
+    Value in = buf(op->getOperand(0));
+    Value out = dest(op->getResult(0));
+    elementwise(ValueRange{in}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
+      return unaryScalar(op, nb, l, a[0]);
+    });
+    return success();
+  }
+  if (isa<AddOp, SubOp, MulOp, DivOp, PowOp, PReluOp>(op)) {
+    Value x = buf(op->getOperand(0)), y = buf(op->getOperand(1));
+    Value out = dest(op->getResult(0));
+    elementwise(ValueRange{x, y}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
+      return binaryScalar(op, nb, l, a[0], a[1]);
+    });
+    return success();
+  }
+  return TypeSwitch<Operation *, LogicalResult>(op)
+      .Case([&](ConvOp o) { return lowerConv(o); })
+      .Case([&](ConvTransposeOp o) { return lowerConvTranspose(o); })
+      .Case([&](GemmOp o) { return lowerGemm(o); })
+      .Case([&](MatMulOp o) { return lowerMatMul(o); })
+      .Case([&](MaxPoolOp o) { return lowerPool(o, true); })
+      .Case([&](AveragePoolOp o) { return lowerPool(o, false); })
+      .Case([&](ReduceSumOp o) { return lowerReduce(o, o.getAxes(), o.getKeepdims(), 0); })
+      .Case([&](ReduceMeanOp o) { return lowerReduce(o, o.getAxes(), o.getKeepdims(), 1); })
+      .Case([&](ReduceMaxOp o) { return lowerReduce(o, o.getAxes(), o.getKeepdims(), 2); })
+      .Case([&](SoftmaxOp o) { return lowerSoftmax(o); })
+      .Case([&](BatchNormOp o) { return lowerBatchNorm(o); })
+      .Case([&](ConcatOp o) { return lowerConcat(o); })
+      .Case([&](SliceOp o) { return lowerSlice(o); })
+      .Case([&](PadOp o) { return lowerPad(o); })
+      .Case([&](TransposeOp o) {
+        Value out = dest(o.getResult());
+        b.create<linalg::TransposeOp>(loc, buf(o.getInput()), out, o.getPerm());
+        return success();
+      })
+      .Default([&](Operation *o) {
+        return o->emitError("no lowering for '") << o->getName() << "'";
+      });
+}
+
+LogicalResult BufferLowering::run() {
+  auto fn = module.lookupSymbol<func::FuncOp>("main");
+  if (!fn)
+    return module.emitError("no @main function to lower");
+  auto ftype = fn.getFunctionType();
+  SmallVector<Type> argTypes;
+  for (Type t : ftype.getInputs()) {
+    auto rt = cast<RankedTensorType>(t);
+    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+  }
+  for (Type t : ftype.getResults()) {
+    auto rt = cast<RankedTensorType>(t);
+    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+  }
+  b.setInsertionPoint(fn);
+  newFn = b.create<func::FuncOp>(fn.getLoc(), "kiln_main", b.getFunctionType(argTypes, {}));
+  for (auto attr : fn->getAttrs())
+    if (attr.getName().strref().starts_with("kiln."))
+      newFn->setAttr(attr.getName(), attr.getValue());
+  Block *entry = newFn.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+
+  Block &body = fn.getBody().front();
+  unsigned nIn = ftype.getNumInputs();
+  for (unsigned i = 0; i < nIn; ++i)
+    buffers[body.getArgument(i)] = entry->getArgument(i);
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  for (auto [i, v] : llvm::enumerate(ret.getOperands()))
+    if (!outBuffer.count(v) && !v.getDefiningOp<ConstantOp>() && !isa<BlockArgument>(v) &&
+        !v.getDefiningOp<ReshapeOp>())
+      outBuffer[v] = entry->getArgument(nIn + i);
+
+  for (Operation &op : body.without_terminator())
+    if (failed(lowerOp(&op)))
+      return failure();
+
+  // Results not written in place (inputs, constants, views, repeated
+  // outputs) are copied into their output buffer.
+  loc = ret.getLoc();
+  for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+    Value dst = entry->getArgument(nIn + i);
+    if (buf(v) != dst)
+      b.create<linalg::CopyOp>(loc, buf(v), dst);
+  }
+  b.create<func::ReturnOp>(loc);
+  fn.erase();
+  return success();
+}
+
+struct LowerKilnToLinalgPass : kiln::impl::LowerKilnToLinalgBase<LowerKilnToLinalgPass> {
+  void runOnOperation() override {
+    BufferLowering lowering(getOperation());
+    if (failed(lowering.run()))
+      signalPassFailure();
+  }
+};
+
+} // namespace

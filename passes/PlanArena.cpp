@@ -1,0 +1,131 @@
+// kiln-plan-arena: static memory planning of intermediate buffers.
+//
+// Every top-level memref.alloc in @kiln_main gets an offset in one arena
+// buffer (a new first argument). Live ranges are [defining op, last use of
+// the buffer or of any view derived from it] in op order; offsets are chosen
+// first-fit among the buffers live at the same time, 64-byte aligned.
+#include "kiln/Transforms/Passes.h"
+
+#include "mlir/IR/Builders.h"
+
+namespace kiln {
+#define GEN_PASS_DEF_PLANARENA
+#include "kiln/Transforms/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+
+namespace {
+
+constexpr int64_t kAlign = 64;
+
+struct Interval {
+  memref::AllocOp alloc;
+  int64_t start, end, size, offset = -1;
+};
+
+/// Last top-level op index at which `v` (or a value derived from it through
+/// views or pointer extraction) is used.
+int64_t lastUse(Value v, Block &block, const DenseMap<Operation *, int64_t> &order) {
+  int64_t last = -1;
+  SmallVector<Value> work{v};
+  while (!work.empty()) {
+    Value cur = work.pop_back_val();
+    for (Operation *user : cur.getUsers()) {
+      Operation *top = block.findAncestorOpInBlock(*user);
+      if (top)
+        last = std::max(last, order.lookup(top));
+      if (isa<ViewLikeOpInterface, memref::ExtractAlignedPointerAsIndexOp>(user))
+        for (Value r : user->getResults())
+          work.push_back(r);
+    }
+  }
+  return last;
+}
+
+struct PlanArenaPass : kiln::impl::PlanArenaBase<PlanArenaPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto fn = module.lookupSymbol<func::FuncOp>("kiln_main");
+    if (!fn) {
+      module.emitError("no @kiln_main to plan");
+      return signalPassFailure();
+    }
+    Block &block = fn.getBody().front();
+    DenseMap<Operation *, int64_t> order;
+    int64_t idx = 0;
+    for (Operation &op : block)
+      order[&op] = idx++;
+
+    std::vector<Interval> intervals;
+    for (Operation &op : block) {
+      auto alloc = dyn_cast<memref::AllocOp>(op);
+      if (!alloc)
+        continue;
+      MemRefType t = alloc.getType();
+      if (!t.hasStaticShape() || !t.getLayout().isIdentity()) {
+        alloc.emitError("arena planning needs static, identity-layout buffers");
+        return signalPassFailure();
+      }
+      int64_t bytes = t.getNumElements() * ((t.getElementTypeBitWidth() + 7) / 8);
+      bytes = (bytes + kAlign - 1) / kAlign * kAlign;
+      int64_t end = std::max(lastUse(alloc, block, order), order[alloc]);
+      intervals.push_back({alloc, order[alloc], end, bytes});
+    }
+    bool nested = false;
+    fn.walk([&](memref::AllocOp a) {
+      if (a->getBlock() != &block) nested = true;
+    });
+    if (nested) {
+      fn.emitError("arena planning found an allocation inside a loop");
+      return signalPassFailure();
+    }
+
+    // Largest buffers first gives tighter packing; placement is first-fit
+    // against already placed buffers whose live ranges overlap.
+    std::vector<Interval *> bySize;
+    for (auto &iv : intervals) bySize.push_back(&iv);
+    std::stable_sort(bySize.begin(), bySize.end(),
+                     [](Interval *a, Interval *b) { return a->size > b->size; });
+    std::vector<Interval *> placed;
+    int64_t total = 0;
+    for (Interval *iv : bySize) {
+      std::vector<std::pair<int64_t, int64_t>> busy;
+      for (Interval *p : placed)
+        if (p->start <= iv->end && iv->start <= p->end)
+          busy.push_back({p->offset, p->offset + p->size});
+      std::sort(busy.begin(), busy.end());
+      int64_t off = 0;
+      for (auto [lo, hi] : busy) {
+        if (off + iv->size <= lo) break;
+        off = std::max(off, hi);
+      }
+      iv->offset = off;
+      total = std::max(total, off + iv->size);
+      placed.push_back(iv);
+    }
+    int64_t naive = 0;
+    for (auto &iv : intervals) naive += iv.size;
+
+    // New first argument: the arena.
+    OpBuilder b(fn);
+    auto arenaType = MemRefType::get({std::max<int64_t>(total, kAlign)}, b.getI8Type());
+    auto ftype = fn.getFunctionType();
+    SmallVector<Type> inputs{arenaType};
+    llvm::append_range(inputs, ftype.getInputs());
+    fn.setType(b.getFunctionType(inputs, ftype.getResults()));
+    Value arena = block.insertArgument(0u, arenaType, fn.getLoc());
+    for (auto &iv : intervals) {
+      b.setInsertionPoint(iv.alloc);
+      Value off = b.create<arith::ConstantIndexOp>(iv.alloc.getLoc(), iv.offset);
+      Value view = b.create<memref::ViewOp>(iv.alloc.getLoc(), iv.alloc.getType(), arena, off,
+                                            ValueRange{});
+      iv.alloc.replaceAllUsesWith(view);
+      iv.alloc.erase();
+    }
+    fn->setAttr("kiln.arena_bytes", b.getI64IntegerAttr(arenaType.getNumElements()));
+    fn->setAttr("kiln.arena_unplanned_bytes", b.getI64IntegerAttr(naive));
+  }
+};
+
+} // namespace

@@ -1,0 +1,100 @@
+/* kiln runtime: the C API for running models compiled by kiln-compile.
+ *
+ * Plain C ABI, no dependency on LLVM, MLIR or protobuf; builds for x86-64
+ * and aarch64. Typical use:
+ *
+ *   kiln_model *m;   kiln_model_open("model.so", &m);
+ *   kiln_context *c; kiln_context_create(m, &c);
+ *   kiln_context_set_threads(c, 2);
+ *   kiln_tensor in = {data, bytes, KILN_F32, rank, shape}, out = {...};
+ *   if (kiln_run(c, &in, 1, &out, 1) != KILN_OK) puts(kiln_last_error());
+ *   kiln_context_destroy(c); kiln_model_close(m);
+ *
+ * Threading: a model may be shared by any number of contexts; a context
+ * holds the intermediate-buffer arena and the thread pool and must be used
+ * by one thread at a time (kiln_run returns KILN_ERR_BUSY otherwise). Use
+ * one context per calling thread to run one model concurrently.
+ *
+ * Symbols: compiled model libraries call the runtime's kernels (kiln_rt_*),
+ * resolved when the model is opened; link the runtime as a shared library
+ * (or export its symbols) in the application.
+ */
+#ifndef KILN_RUNTIME_H
+#define KILN_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Version of the contract between compiled libraries and this runtime. A
+ * library built for another version is refused at open. */
+#define KILN_MODEL_ABI_VERSION 1
+
+typedef enum {
+  KILN_OK = 0,
+  KILN_ERR_INVALID_ARGUMENT = 1, /* null pointer, bad index or count */
+  KILN_ERR_IO = 2,               /* cannot load the library */
+  KILN_ERR_ABI = 3,              /* library built for another runtime/target */
+  KILN_ERR_SHAPE = 4,            /* tensor shape/rank differs from the model's */
+  KILN_ERR_DTYPE = 5,            /* tensor dtype differs from the model's */
+  KILN_ERR_BUFFER = 6,           /* tensor buffer too small */
+  KILN_ERR_OUT_OF_MEMORY = 7,
+  KILN_ERR_BUSY = 8,             /* context already running on another thread */
+  KILN_ERR_INTERNAL = 9
+} kiln_status;
+
+/* Element types, numbered as ONNX's TensorProto.DataType. */
+typedef enum { KILN_F32 = 1, KILN_I32 = 6, KILN_I64 = 7, KILN_BOOL = 9 } kiln_dtype;
+
+typedef struct kiln_model kiln_model;
+typedef struct kiln_context kiln_context;
+
+/* A tensor on caller-owned memory (row-major, contiguous). */
+typedef struct {
+  void *data;
+  size_t size_bytes;     /* capacity of data in bytes */
+  kiln_dtype dtype;
+  int32_t rank;
+  const int64_t *shape;  /* rank entries */
+} kiln_tensor;
+
+/* Description of a model input or output; pointers live as long as the model. */
+typedef struct {
+  const char *name;
+  kiln_dtype dtype;
+  int32_t rank;
+  const int64_t *shape;
+  size_t size_bytes;
+} kiln_tensor_info;
+
+/* Last error message of the calling thread ("" if none). */
+const char *kiln_last_error(void);
+const char *kiln_status_string(kiln_status status);
+
+kiln_status kiln_model_open(const char *path, kiln_model **out);
+void kiln_model_close(kiln_model *model);
+int32_t kiln_model_num_inputs(const kiln_model *model);
+int32_t kiln_model_num_outputs(const kiln_model *model);
+kiln_status kiln_model_input_info(const kiln_model *model, int32_t index, kiln_tensor_info *info);
+kiln_status kiln_model_output_info(const kiln_model *model, int32_t index, kiln_tensor_info *info);
+/* Bytes of intermediate memory each context allocates (planned at compile time). */
+size_t kiln_model_arena_bytes(const kiln_model *model);
+/* The target the library was compiled for ("x86_64", "aarch64"). */
+const char *kiln_model_target(const kiln_model *model);
+
+kiln_status kiln_context_create(kiln_model *model, kiln_context **out);
+void kiln_context_destroy(kiln_context *ctx);
+/* Threads used by kernels of this context (>= 1; default 1). */
+kiln_status kiln_context_set_threads(kiln_context *ctx, int32_t threads);
+
+/* Runs the model: inputs and outputs in the model's order. */
+kiln_status kiln_run(kiln_context *ctx, const kiln_tensor *inputs, size_t num_inputs,
+                     kiln_tensor *outputs, size_t num_outputs);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

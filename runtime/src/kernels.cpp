@@ -1,0 +1,276 @@
+// Dense microkernels called from compiled models (kiln_rt_*).
+//
+// GEMM is packed and register-blocked: B is packed into panels of NR
+// columns, A into panels of MR rows, and an MR x NR tile of C lives in
+// vector registers across the K loop (GCC/Clang vector extensions: AVX2 on
+// x86-64, NEON on aarch64). Convolutions go through GEMM (1x1 directly,
+// others via im2col); depthwise convolutions have their own loop.
+// Tiles are spread over the current context's thread pool.
+#include "kernels.h"
+#include "thread_pool.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace kiln::rt {
+namespace {
+
+typedef float v8f __attribute__((vector_size(32)));
+constexpr int MR = 6, NR = 16;       // 12 accumulators of 8 floats
+constexpr int64_t KC = 256, MC = 96, NC = 512;
+
+inline v8f load8(const float *p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store8(float *p, v8f v) { std::memcpy(p, &v, sizeof v); }
+
+/// C[MR x NR] (+)= Apanel[kc x MR] * Bpanel[kc x NR]; packed panels.
+void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, bool accumulate,
+                 int m, int n) {
+  v8f acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = v8f{};
+  for (int64_t p = 0; p < kc; ++p) {
+    v8f b0 = load8(b + p * NR), b1 = load8(b + p * NR + 8);
+    const float *ap = a + p * MR;
+    for (int i = 0; i < MR; ++i) {
+      v8f ai = v8f{} + ap[i];
+      acc[i][0] += ai * b0;
+      acc[i][1] += ai * b1;
+    }
+  }
+  if (m == MR && n == NR) {
+    for (int i = 0; i < MR; ++i) {
+      float *ci = c + i * ldc;
+      if (accumulate) {
+        store8(ci, load8(ci) + acc[i][0]);
+        store8(ci + 8, load8(ci + 8) + acc[i][1]);
+      } else {
+        store8(ci, acc[i][0]);
+        store8(ci + 8, acc[i][1]);
+      }
+    }
+    return;
+  }
+  float tile[MR][NR];
+  for (int i = 0; i < MR; ++i) {
+    store8(tile[i], acc[i][0]);
+    store8(tile[i] + 8, acc[i][1]);
+  }
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j)
+      c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i][j] : tile[i][j];
+}
+
+/// Element (i, k) of op(A) with op(A) = A or A^T, A row-major with lda.
+inline float aAt(const float *A, int64_t lda, bool trans, int64_t i, int64_t k) {
+  return trans ? A[k * lda + i] : A[i * lda + k];
+}
+
+void packA(const float *A, int64_t lda, bool trans, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+           float *out) {
+  for (int64_t ip = 0; ip < mc; ip += MR) {
+    int m = (int)std::min<int64_t>(MR, mc - ip);
+    for (int64_t p = 0; p < kc; ++p)
+      for (int i = 0; i < MR; ++i)
+        *out++ = i < m ? aAt(A, lda, trans, i0 + ip + i, k0 + p) : 0.0f;
+  }
+}
+
+void packB(const float *B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
+           float *out) {
+  for (int64_t jp = 0; jp < nc; jp += NR) {
+    int n = (int)std::min<int64_t>(NR, nc - jp);
+    for (int64_t p = 0; p < kc; ++p) {
+      if (!trans && n == NR) {
+        std::memcpy(out, B + (k0 + p) * ldb + j0 + jp, NR * sizeof(float));
+        out += NR;
+        continue;
+      }
+      for (int j = 0; j < NR; ++j) {
+        float v = 0.0f;
+        if (j < n) v = trans ? B[(j0 + jp + j) * ldb + k0 + p] : B[(k0 + p) * ldb + j0 + jp + j];
+        *out++ = v;
+      }
+    }
+  }
+}
+
+std::vector<float> &scratch(int slot) {
+  static thread_local std::vector<float> bufs[3];
+  return bufs[slot];
+}
+
+} // namespace
+
+void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
+           const float *B, int64_t ldb, bool transB, float *C, int64_t ldc) {
+  if (K == 0) {
+    for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    return;
+  }
+  int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
+  // Each task owns one MC x NC block of C and runs the whole K loop on it.
+  parallelFor(mTiles * nTiles, [&](int64_t t) {
+    int64_t i0 = (t / nTiles) * MC, j0 = (t % nTiles) * NC;
+    int64_t mc = std::min(MC, M - i0), nc = std::min(NC, N - j0);
+    auto &pa = scratch(0), &pb = scratch(1);
+    pa.resize(((mc + MR - 1) / MR) * MR * KC);
+    pb.resize(((nc + NR - 1) / NR) * NR * KC);
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      int64_t kc = std::min(KC, K - k0);
+      packA(A, lda, transA, i0, mc, k0, kc, pa.data());
+      packB(B, ldb, transB, k0, kc, j0, nc, pb.data());
+      for (int64_t jp = 0; jp < nc; jp += NR)
+        for (int64_t ip = 0; ip < mc; ip += MR)
+          microKernel(kc, pa.data() + ip * kc, pb.data() + jp * kc,
+                      C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0,
+                      (int)std::min<int64_t>(MR, mc - ip), (int)std::min<int64_t>(NR, nc - jp));
+    }
+  });
+}
+
+} // namespace kiln::rt
+
+using namespace kiln::rt;
+
+extern "C" {
+
+void kiln_rt_gemm(intptr_t a, intptr_t b, intptr_t c, intptr_t y, int64_t M, int64_t N, int64_t K,
+                  int64_t transA, int64_t transB, float alpha, float beta, int64_t cRows,
+                  int64_t cCols) {
+  const float *A = (const float *)a, *B = (const float *)b, *Cb = (const float *)c;
+  float *Y = (float *)y;
+  sgemm(M, N, K, A, transA ? M : K, transA, B, transB ? K : N, transB, Y, N);
+  if (alpha == 1.0f && (!Cb || beta == 0.0f))
+    return;
+  parallelFor(M, [&](int64_t i) {
+    float *row = Y + i * N;
+    for (int64_t j = 0; j < N; ++j) {
+      float v = alpha * row[j];
+      if (Cb && beta != 0.0f)
+        v += beta * Cb[(cRows == 1 ? 0 : i) * cCols + (cCols == 1 ? 0 : j)];
+      row[j] = v;
+    }
+  });
+}
+
+void kiln_rt_matmul(intptr_t a, intptr_t b, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                    int64_t K, int64_t strideA, int64_t strideB) {
+  const float *A = (const float *)a, *B = (const float *)b;
+  float *Y = (float *)y;
+  for (int64_t i = 0; i < batch; ++i)
+    sgemm(M, N, K, A + i * strideA, K, false, B + i * strideB, N, false, Y + i * M * N, N);
+}
+
+void kiln_rt_conv2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N, int64_t C,
+                    int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW,
+                    int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,
+                    int64_t G) {
+  const float *X = (const float *)x, *Wt = (const float *)w, *Bs = (const float *)bias;
+  float *Y = (float *)y;
+  int64_t Cg = C / G, Fg = F / G, OHW = OH * OW, KK = KH * KW;
+  if (Cg == 1 && Fg == 1) {
+    // Depthwise: one filter per channel, parallel over (n, c).
+    parallelFor(N * C, [&](int64_t nc) {
+      int64_t c = nc % C;
+      const float *xc = X + nc * H * W, *wc = Wt + c * KK;
+      float *yc = Y + nc * OHW;
+      float b0 = Bs ? Bs[c] : 0.0f;
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          float acc = b0;
+          for (int64_t kh = 0; kh < KH; ++kh) {
+            int64_t ih = oh * SH + kh * DH - PT;
+            if (ih < 0 || ih >= H) continue;
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              int64_t iw = ow * SW + kw * DW - PL;
+              if (iw < 0 || iw >= W) continue;
+              acc += xc[ih * W + iw] * wc[kh * KW + kw];
+            }
+          }
+          yc[oh * OW + ow] = acc;
+        }
+      }
+    });
+    return;
+  }
+  bool direct = KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W;
+  std::vector<float> &col = scratch(2);
+  if (!direct) col.resize(Cg * KK * OHW);
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t g = 0; g < G; ++g) {
+      const float *xg = X + (n * C + g * Cg) * H * W;
+      const float *src = xg;
+      if (!direct) {
+        float *colp = col.data();
+        parallelFor(Cg * KK, [&](int64_t r) {
+          int64_t c = r / KK, kh = (r % KK) / KW, kw = r % KW;
+          float *dst = colp + r * OHW;
+          const float *xc = xg + c * H * W;
+          for (int64_t oh = 0; oh < OH; ++oh) {
+            int64_t ih = oh * SH + kh * DH - PT;
+            float *d = dst + oh * OW;
+            if (ih < 0 || ih >= H) {
+              std::fill(d, d + OW, 0.0f);
+              continue;
+            }
+            const float *row = xc + ih * W;
+            for (int64_t ow = 0; ow < OW; ++ow) {
+              int64_t iw = ow * SW + kw * DW - PL;
+              d[ow] = (iw >= 0 && iw < W) ? row[iw] : 0.0f;
+            }
+          }
+        });
+        src = colp;
+      }
+      float *yg = Y + (n * F + g * Fg) * OHW;
+      sgemm(Fg, OHW, Cg * KK, Wt + g * Fg * Cg * KK, Cg * KK, false, src, OHW, false, yg, OHW);
+      if (Bs)
+        parallelFor(Fg, [&](int64_t f) {
+          float b0 = Bs[g * Fg + f];
+          float *row = yg + f * OHW;
+          for (int64_t i = 0; i < OHW; ++i) row[i] += b0;
+        });
+    }
+  }
+}
+
+void kiln_rt_conv_transpose2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N,
+                              int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW,
+                              int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,
+                              int64_t DW, int64_t PT, int64_t PL, int64_t G) {
+  const float *X = (const float *)x, *Wt = (const float *)w, *Bs = (const float *)bias;
+  float *Y = (float *)y;
+  int64_t Cg = C / G, Fg = F / G, KK = KH * KW, HW = H * W;
+  std::vector<float> col(Fg * KK * HW);
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t g = 0; g < G; ++g) {
+      // col[Fg*KK, HW] = Wg^T[Fg*KK, Cg] * Xg[Cg, HW]
+      sgemm(Fg * KK, HW, Cg, Wt + g * Cg * Fg * KK, Fg * KK, true, X + (n * C + g * Cg) * HW, HW,
+            false, col.data(), HW);
+      // Scatter-add into the output (col2im), parallel over output channels.
+      parallelFor(Fg, [&](int64_t f) {
+        float *yf = Y + (n * F + g * Fg + f) * OH * OW;
+        float b0 = Bs ? Bs[g * Fg + f] : 0.0f;
+        std::fill(yf, yf + OH * OW, b0);
+        for (int64_t kh = 0; kh < KH; ++kh)
+          for (int64_t kw = 0; kw < KW; ++kw) {
+            const float *cr = col.data() + ((f * KH + kh) * KW + kw) * HW;
+            for (int64_t ih = 0; ih < H; ++ih) {
+              int64_t oh = ih * SH + kh * DH - PT;
+              if (oh < 0 || oh >= OH) continue;
+              for (int64_t iw = 0; iw < W; ++iw) {
+                int64_t ow = iw * SW + kw * DW - PL;
+                if (ow >= 0 && ow < OW) yf[oh * OW + ow] += cr[ih * W + iw];
+              }
+            }
+          }
+      });
+    }
+  }
+}
+
+} // extern "C"

@@ -1,0 +1,30 @@
+// Microkernels of the runtime. The kiln_rt_* entry points are called by
+// compiled models (signatures fixed by passes/LowerKilnToLinalg.cpp).
+#ifndef KILN_RUNTIME_KERNELS_H
+#define KILN_RUNTIME_KERNELS_H
+
+#include <cstdint>
+
+namespace kiln::rt {
+/// C[M,N] = op(A)[M,K] * op(B)[K,N], row-major, parallel on the current pool.
+void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
+           const float *B, int64_t ldb, bool transB, float *C, int64_t ldc);
+} // namespace kiln::rt
+
+extern "C" {
+void kiln_rt_gemm(intptr_t a, intptr_t b, intptr_t c, intptr_t y, int64_t M, int64_t N, int64_t K,
+                  int64_t transA, int64_t transB, float alpha, float beta, int64_t cRows,
+                  int64_t cCols);
+void kiln_rt_matmul(intptr_t a, intptr_t b, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                    int64_t K, int64_t strideA, int64_t strideB);
+void kiln_rt_conv2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N, int64_t C,
+                    int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW,
+                    int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,
+                    int64_t G);
+void kiln_rt_conv_transpose2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N,
+                              int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW,
+                              int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,
+                              int64_t DW, int64_t PT, int64_t PL, int64_t G);
+}
+
+#endif

@@ -1,0 +1,300 @@
+// The kiln runtime C API: opening compiled libraries, contexts, running.
+//
+// A compiled library exports:
+//   uint32_t kiln_model_abi_version;           must equal KILN_MODEL_ABI_VERSION
+//   const char kiln_model_meta[];              text, see parseMeta below
+//   void kiln_model_run(void **buffers);       {arena, inputs..., outputs...}
+#include "kiln/runtime.h"
+#include "thread_pool.h"
+
+#include <dlfcn.h>
+
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+thread_local std::string lastError;
+
+kiln_status setError(kiln_status s, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  lastError = buf;
+  return s;
+}
+
+struct TensorDesc {
+  std::string name;
+  std::vector<int64_t> shape;
+  kiln_dtype dtype = KILN_F32;
+  size_t bytes() const {
+    size_t n = 4;
+    for (int64_t d : shape) n *= (size_t)d;
+    return n;
+  }
+};
+
+std::string unescape(const std::string &s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() + 0 && i + 2 <= s.size() - 1) {
+      out += (char)std::strtol(s.substr(i + 1, 2).c_str(), nullptr, 16);
+      i += 2;
+    } else if (s[i] != '%') {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+#if defined(__x86_64__)
+const char *kHostArch = "x86_64";
+#elif defined(__aarch64__)
+const char *kHostArch = "aarch64";
+#else
+const char *kHostArch = "unknown";
+#endif
+
+} // namespace
+
+struct kiln_model {
+  void *handle = nullptr;
+  void (*run)(void **) = nullptr;
+  std::string target;
+  size_t arenaBytes = 0;
+  std::vector<TensorDesc> inputs, outputs;
+  ~kiln_model() {
+    if (handle) dlclose(handle);
+  }
+};
+
+struct kiln_context {
+  kiln_model *model = nullptr;
+  void *arena = nullptr;
+  std::unique_ptr<kiln::rt::ThreadPool> pool;
+  int threads = 1;
+  std::atomic<bool> busy{false};
+  ~kiln_context() { std::free(arena); }
+};
+
+static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
+  std::istringstream in(text);
+  std::string line;
+  if (!std::getline(in, line) || line != "kiln-model 1") {
+    err = "unknown metadata format";
+    return false;
+  }
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string kind;
+    ls >> kind;
+    if (kind == "target") {
+      ls >> m->target;
+    } else if (kind == "arena") {
+      ls >> m->arenaBytes;
+    } else if (kind == "input" || kind == "output") {
+      TensorDesc t;
+      std::string name, dtype;
+      int rank = -1;
+      ls >> name >> dtype >> rank;
+      if (dtype != "f32" || rank < 0 || rank > 16) {
+        err = "bad tensor line '" + line + "'";
+        return false;
+      }
+      t.name = unescape(name);
+      for (int i = 0; i < rank; ++i) {
+        int64_t d = -1;
+        ls >> d;
+        if (d < 0) {
+          err = "bad shape in '" + line + "'";
+          return false;
+        }
+        t.shape.push_back(d);
+      }
+      (kind == "input" ? m->inputs : m->outputs).push_back(t);
+    } else if (!kind.empty()) {
+      err = "unknown metadata key '" + kind + "'";
+      return false;
+    }
+  }
+  return true;
+}
+
+extern "C" {
+
+const char *kiln_last_error(void) { return lastError.c_str(); }
+
+const char *kiln_status_string(kiln_status s) {
+  switch (s) {
+  case KILN_OK: return "ok";
+  case KILN_ERR_INVALID_ARGUMENT: return "invalid argument";
+  case KILN_ERR_IO: return "I/O error";
+  case KILN_ERR_ABI: return "incompatible library";
+  case KILN_ERR_SHAPE: return "shape mismatch";
+  case KILN_ERR_DTYPE: return "dtype mismatch";
+  case KILN_ERR_BUFFER: return "buffer too small";
+  case KILN_ERR_OUT_OF_MEMORY: return "out of memory";
+  case KILN_ERR_BUSY: return "context busy";
+  case KILN_ERR_INTERNAL: return "internal error";
+  }
+  return "unknown status";
+}
+
+kiln_status kiln_model_open(const char *path, kiln_model **out) {
+  if (!path || !out) return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_model_open: null argument");
+  *out = nullptr;
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) return setError(KILN_ERR_IO, "cannot load '%s': %s", path, dlerror());
+  auto *abi = (const uint32_t *)dlsym(h, "kiln_model_abi_version");
+  auto *meta = (const char *)dlsym(h, "kiln_model_meta");
+  auto run = (void (*)(void **))dlsym(h, "kiln_model_run");
+  if (!abi || !meta || !run) {
+    dlclose(h);
+    return setError(KILN_ERR_ABI, "'%s' is not a kiln model library", path);
+  }
+  if (*abi != KILN_MODEL_ABI_VERSION) {
+    uint32_t v = *abi;
+    dlclose(h);
+    return setError(KILN_ERR_ABI, "'%s' was built for model ABI %u; this runtime supports %u",
+                    path, v, (unsigned)KILN_MODEL_ABI_VERSION);
+  }
+  auto *m = new (std::nothrow) kiln_model;
+  if (!m) {
+    dlclose(h);
+    return setError(KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  }
+  m->handle = h;
+  m->run = run;
+  std::string err;
+  if (!parseMeta(meta, m, err)) {
+    delete m;
+    return setError(KILN_ERR_ABI, "'%s': bad model metadata: %s", path, err.c_str());
+  }
+  if (m->target != kHostArch) {
+    std::string t = m->target;
+    delete m;
+    return setError(KILN_ERR_ABI, "'%s' was compiled for %s; this runtime is %s", path, t.c_str(),
+                    kHostArch);
+  }
+  *out = m;
+  return KILN_OK;
+}
+
+void kiln_model_close(kiln_model *m) { delete m; }
+
+int32_t kiln_model_num_inputs(const kiln_model *m) { return m ? (int32_t)m->inputs.size() : 0; }
+int32_t kiln_model_num_outputs(const kiln_model *m) { return m ? (int32_t)m->outputs.size() : 0; }
+size_t kiln_model_arena_bytes(const kiln_model *m) { return m ? m->arenaBytes : 0; }
+const char *kiln_model_target(const kiln_model *m) { return m ? m->target.c_str() : ""; }
+
+static kiln_status info(const std::vector<TensorDesc> *list, int32_t i, kiln_tensor_info *out) {
+  if (!list || !out) return setError(KILN_ERR_INVALID_ARGUMENT, "null argument");
+  if (i < 0 || i >= (int32_t)list->size())
+    return setError(KILN_ERR_INVALID_ARGUMENT, "index %d out of range (%zu)", i, list->size());
+  const TensorDesc &t = (*list)[i];
+  out->name = t.name.c_str();
+  out->dtype = t.dtype;
+  out->rank = (int32_t)t.shape.size();
+  out->shape = t.shape.data();
+  out->size_bytes = t.bytes();
+  return KILN_OK;
+}
+kiln_status kiln_model_input_info(const kiln_model *m, int32_t i, kiln_tensor_info *out) {
+  return info(m ? &m->inputs : nullptr, i, out);
+}
+kiln_status kiln_model_output_info(const kiln_model *m, int32_t i, kiln_tensor_info *out) {
+  return info(m ? &m->outputs : nullptr, i, out);
+}
+
+kiln_status kiln_context_create(kiln_model *m, kiln_context **out) {
+  if (!m || !out) return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_context_create: null argument");
+  *out = nullptr;
+  auto *c = new (std::nothrow) kiln_context;
+  if (!c) return setError(KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  c->model = m;
+  size_t bytes = (m->arenaBytes + 63) / 64 * 64;
+  c->arena = std::aligned_alloc(64, bytes ? bytes : 64);
+  if (!c->arena) {
+    delete c;
+    return setError(KILN_ERR_OUT_OF_MEMORY, "cannot allocate the %zu-byte arena", bytes);
+  }
+  *out = c;
+  return KILN_OK;
+}
+
+void kiln_context_destroy(kiln_context *c) { delete c; }
+
+kiln_status kiln_context_set_threads(kiln_context *c, int32_t threads) {
+  if (!c) return setError(KILN_ERR_INVALID_ARGUMENT, "null context");
+  if (threads < 1 || threads > 1024)
+    return setError(KILN_ERR_INVALID_ARGUMENT, "threads must be in 1..1024 (got %d)", threads);
+  if (c->busy.load()) return setError(KILN_ERR_BUSY, "context is running");
+  c->threads = threads;
+  c->pool.reset();
+  return KILN_OK;
+}
+
+static kiln_status checkTensor(const kiln_tensor &t, const TensorDesc &d, const char *kind, size_t i) {
+  if (!t.data) return setError(KILN_ERR_INVALID_ARGUMENT, "%s %zu ('%s'): null data", kind, i, d.name.c_str());
+  if (t.dtype != d.dtype)
+    return setError(KILN_ERR_DTYPE, "%s %zu ('%s'): dtype %d, expected %d", kind, i, d.name.c_str(),
+                    (int)t.dtype, (int)d.dtype);
+  bool same = t.rank == (int32_t)d.shape.size() && (t.rank == 0 || t.shape);
+  for (int32_t k = 0; same && k < t.rank; ++k) same = t.shape[k] == d.shape[k];
+  if (!same) {
+    std::string want, got;
+    for (int64_t x : d.shape) want += (want.empty() ? "" : "x") + std::to_string(x);
+    for (int32_t k = 0; t.shape && k < t.rank && k < 16; ++k)
+      got += (got.empty() ? "" : "x") + std::to_string(t.shape[k]);
+    return setError(KILN_ERR_SHAPE, "%s %zu ('%s'): shape [%s], expected [%s]", kind, i,
+                    d.name.c_str(), got.c_str(), want.c_str());
+  }
+  if (t.size_bytes < d.bytes())
+    return setError(KILN_ERR_BUFFER, "%s %zu ('%s'): buffer has %zu bytes, needs %zu", kind, i,
+                    d.name.c_str(), t.size_bytes, d.bytes());
+  return KILN_OK;
+}
+
+kiln_status kiln_run(kiln_context *c, const kiln_tensor *inputs, size_t nIn, kiln_tensor *outputs,
+                     size_t nOut) {
+  if (!c) return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_run: null context");
+  kiln_model *m = c->model;
+  if (nIn != m->inputs.size() || nOut != m->outputs.size())
+    return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_run: model has %zu inputs and %zu outputs, got %zu and %zu",
+                    m->inputs.size(), m->outputs.size(), nIn, nOut);
+  if ((nIn && !inputs) || (nOut && !outputs))
+    return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_run: null tensor array");
+  for (size_t i = 0; i < nIn; ++i)
+    if (kiln_status s = checkTensor(inputs[i], m->inputs[i], "input", i)) return s;
+  for (size_t i = 0; i < nOut; ++i)
+    if (kiln_status s = checkTensor(outputs[i], m->outputs[i], "output", i)) return s;
+  bool expected = false;
+  if (!c->busy.compare_exchange_strong(expected, true))
+    return setError(KILN_ERR_BUSY, "kiln_run: context is already running on another thread");
+  if (c->threads > 1 && !c->pool) {
+    c->pool.reset(new (std::nothrow) kiln::rt::ThreadPool(c->threads));
+  }
+  std::vector<void *> buffers;
+  buffers.push_back(c->arena);
+  for (size_t i = 0; i < nIn; ++i) buffers.push_back(inputs[i].data);
+  for (size_t i = 0; i < nOut; ++i) buffers.push_back(outputs[i].data);
+  kiln::rt::ThreadPool *prev = kiln::rt::currentPool();
+  kiln::rt::setCurrentPool(c->pool.get());
+  m->run(buffers.data());
+  kiln::rt::setCurrentPool(prev);
+  c->busy.store(false);
+  return KILN_OK;
+}
+
+} // extern "C"

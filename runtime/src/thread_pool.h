@@ -1,0 +1,49 @@
+// A small fixed-size thread pool: parallel_for over [0, n), caller included.
+#ifndef KILN_RUNTIME_THREAD_POOL_H
+#define KILN_RUNTIME_THREAD_POOL_H
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace kiln::rt {
+
+class ThreadPool {
+public:
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool &) = delete;
+  ThreadPool &operator=(const ThreadPool &) = delete;
+
+  int size() const { return (int)workers_.size() + 1; }
+  /// Runs fn(i) for i in [0, n); returns when all are done.
+  void parallelFor(int64_t n, const std::function<void(int64_t)> &fn);
+
+private:
+  void workerLoop();
+  void drain();
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t)> *job_ = nullptr;
+  int64_t jobSize_ = 0;
+  std::atomic<int64_t> next_{0};
+  int active_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+/// The pool of the context currently running on this thread (null: serial).
+ThreadPool *currentPool();
+void setCurrentPool(ThreadPool *pool);
+
+/// parallelFor on the current pool, or serially.
+void parallelFor(int64_t n, const std::function<void(int64_t)> &fn);
+
+} // namespace kiln::rt
+
+#endif

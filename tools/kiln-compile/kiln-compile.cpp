@@ -1,0 +1,114 @@
+// kiln-compile: ONNX model -> shared library (or MLIR / LLVM IR / object).
+#include "kiln/Pipeline.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/Location.h"
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace llvm;
+
+static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.onnx>"), cl::Required);
+static cl::opt<std::string> outputFile("o", cl::desc("Output file"), cl::value_desc("file"));
+static cl::opt<std::string> target("target", cl::desc("x86_64 (host, AVX2/FMA) or aarch64 (NEON)"),
+                                   cl::init("x86_64"));
+static cl::opt<std::string> emit("emit", cl::desc("Stop after a stage: mlir, llvm, obj, so"),
+                                 cl::init("so"));
+static cl::opt<char> optLevel("O", cl::desc("Optimisation level -O0..-O3 (default 3)"),
+                              cl::Prefix, cl::init('3'));
+static cl::list<std::string> inputShapes("input-shape",
+                                         cl::desc("Pin an input's shape: NAME=d0,d1,..."),
+                                         cl::value_desc("NAME=d0,d1,..."));
+// LLVM owns "-stats"; ours is spelled --stats on the command line and
+// renamed before parsing.
+static cl::opt<bool> stats("kiln-stats", cl::desc("(--stats) Print op counts per stage and the arena size"));
+static cl::opt<bool> verbose("v", cl::desc("Print each stage with its time and op count"));
+static cl::opt<bool> printIR("mlir-print-ir-after-all",
+                             cl::desc("Print the IR after every pass (to stderr)"));
+
+/// "node 'conv1' (Conv): " for node locations, "" otherwise.
+static std::string describe(mlir::Location loc) {
+  if (auto fused = dyn_cast<mlir::FusedLoc>(loc)) {
+    std::string op;
+    if (auto s = dyn_cast_or_null<mlir::StringAttr>(fused.getMetadata())) op = s.str();
+    for (auto l : fused.getLocations())
+      if (auto n = dyn_cast<mlir::NameLoc>(l))
+        return "node '" + n.getName().str() + "'" + (op.empty() ? "" : " (" + op + ")") + ": ";
+  }
+  if (auto n = dyn_cast<mlir::NameLoc>(loc))
+    return "node '" + n.getName().str() + "': ";
+  return "";
+}
+
+int main(int argc, char **argv) {
+  InitLLVM y(argc, argv);
+  std::vector<const char *> args(argv, argv + argc);
+  for (auto &a : args)
+    if (StringRef(a) == "--stats" || StringRef(a) == "-stats") a = "--kiln-stats";
+  cl::ParseCommandLineOptions((int)args.size(), args.data(), "kiln: ONNX model compiler\n");
+
+  kiln::CompileOptions opts;
+  opts.input = inputFile;
+  opts.target = target;
+  opts.verbose = verbose;
+  opts.stats = stats;
+  opts.printIRAfterAll = printIR;
+  if (optLevel < '0' || optLevel > '3') {
+    errs() << "kiln-compile: error: -O must be 0..3\n";
+    return 2;
+  }
+  opts.optLevel = optLevel - '0';
+  StringRef ext;
+  if (emit == "mlir") { opts.emit = kiln::EmitKind::MLIR; ext = ".mlir"; }
+  else if (emit == "llvm") { opts.emit = kiln::EmitKind::LLVM; ext = ".ll"; }
+  else if (emit == "obj") { opts.emit = kiln::EmitKind::Object; ext = ".o"; }
+  else if (emit == "so") { opts.emit = kiln::EmitKind::SharedLib; ext = ".so"; }
+  else {
+    errs() << "kiln-compile: error: --emit must be mlir, llvm, obj or so\n";
+    return 2;
+  }
+  for (const std::string &spec : inputShapes) {
+    auto [name, dims] = StringRef(spec).rsplit('=');
+    std::vector<int64_t> shape;
+    bool bad = name.empty() || dims.empty();
+    SmallVector<StringRef> parts;
+    dims.split(parts, ',');
+    for (StringRef p : parts) {
+      int64_t d;
+      if (p.trim().getAsInteger(10, d) || d <= 0) bad = true;
+      shape.push_back(d);
+    }
+    if (bad) {
+      errs() << "kiln-compile: error: bad --input-shape '" << spec << "' (want NAME=d0,d1,...)\n";
+      return 2;
+    }
+    opts.import.inputShapes[name.str()] = shape;
+  }
+  opts.output = outputFile.empty() ? (StringRef(inputFile).rsplit('.').first + ext).str()
+                                   : outputFile.getValue();
+
+  mlir::DialectRegistry registry;
+  kiln::registerKilnDialects(registry);
+  mlir::MLIRContext ctx(registry);
+  ctx.loadAllAvailableDialects();
+  int errors = 0;
+  mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
+    const char *sev = d.getSeverity() == mlir::DiagnosticSeverity::Error     ? "error"
+                      : d.getSeverity() == mlir::DiagnosticSeverity::Warning ? "warning"
+                                                                             : "note";
+    if (d.getSeverity() == mlir::DiagnosticSeverity::Error) ++errors;
+    errs() << inputFile << ": " << sev << ": " << describe(d.getLocation()) << d.str() << "\n";
+    return mlir::success();
+  });
+  if (mlir::failed(kiln::compileModel(ctx, opts))) {
+    if (errors == 0)
+      errs() << inputFile << ": error: compilation failed\n";
+    errs() << "kiln-compile: " << (errors ? errors : 1) << " error(s); no output written\n";
+    return 1;
+  }
+  if (verbose)
+    errs() << "[kiln] wrote " << opts.output << "\n";
+  return 0;
+}

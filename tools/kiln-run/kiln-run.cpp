@@ -1,0 +1,245 @@
+// kiln-run: runs a compiled model library on the runtime alone (no LLVM,
+// MLIR or protobuf), compares outputs, writes them, and benchmarks.
+//
+// Exit status: 0 all outputs match (or nothing compared), 1 mismatch, 2 error.
+#include "kiln/runtime.h"
+#include "tensor_pb.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <sys/stat.h>
+#include <vector>
+
+using kiln::tools::Tensor;
+
+namespace {
+
+void usage() {
+  fprintf(stderr,
+          "usage: kiln-run MODEL.so [options]\n"
+          "  --inputs DIR     read DIR/input_N.pb (ONNX TensorProto)\n"
+          "  --random         seeded random inputs in [-1, 1) (default when no --inputs)\n"
+          "  --seed S         random seed (default 0)\n"
+          "  --expect DIR     compare with DIR/output_N.pb\n"
+          "  --rtol R --atol A  tolerances (default 1e-3, 1e-4)\n"
+          "  --outputs DIR    write outputs as DIR/output_N.pb\n"
+          "  --bench N        time N runs (after --warmup W, default 3)\n"
+          "  --threads T      kernel threads (default 1)\n"
+          "  --json           print one JSON object instead of text\n");
+}
+
+int fail(const std::string &msg) {
+  fprintf(stderr, "kiln-run: error: %s\n", msg.c_str());
+  return 2;
+}
+
+std::string shapeStr(const std::vector<int64_t> &s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+std::string jsonStr(const std::string &s) {
+  std::string r = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') { r += '\\'; r += c; }
+    else if ((unsigned char)c < 0x20) { char b[8]; snprintf(b, sizeof b, "\\u%04x", c); r += b; }
+    else r += c;
+  }
+  return r + "\"";
+}
+
+std::string num(double v) {
+  if (std::isnan(v)) return "null";
+  if (std::isinf(v)) return v > 0 ? "1e308" : "-1e308";
+  char b[32];
+  snprintf(b, sizeof b, "%.6g", v);
+  return b;
+}
+
+struct Compare {
+  double maxAbs = 0, maxRel = 0;
+  bool ok = true;
+  bool done = false;
+};
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::string model, inputsDir, expectDir, outputsDir;
+  double rtol = 1e-3, atol = 1e-4;
+  int bench = 0, warmup = 3, threads = 1;
+  unsigned seed = 0;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) { fprintf(stderr, "kiln-run: error: %s needs a value\n", a.c_str()); exit(2); }
+      return argv[++i];
+    };
+    auto nextNum = [&](double lo) {
+      std::string v = next();
+      char *end = nullptr;
+      double d = strtod(v.c_str(), &end);
+      if (!end || *end || d < lo) { fprintf(stderr, "kiln-run: error: bad value '%s' for %s\n", v.c_str(), a.c_str()); exit(2); }
+      return d;
+    };
+    if (a == "--inputs") inputsDir = next();
+    else if (a == "--random") {}
+    else if (a == "--seed") seed = (unsigned)nextNum(0);
+    else if (a == "--expect") expectDir = next();
+    else if (a == "--outputs") outputsDir = next();
+    else if (a == "--rtol") rtol = nextNum(0);
+    else if (a == "--atol") atol = nextNum(0);
+    else if (a == "--bench") bench = (int)nextNum(1);
+    else if (a == "--warmup") warmup = (int)nextNum(0);
+    else if (a == "--threads") threads = (int)nextNum(1);
+    else if (a == "--json") json = true;
+    else if (a == "-h" || a == "--help") { usage(); return 0; }
+    else if (!a.empty() && a[0] == '-') { usage(); return fail("unknown option " + a); }
+    else if (model.empty()) model = a;
+    else return fail("more than one model given");
+  }
+  if (model.empty()) { usage(); return 2; }
+
+  kiln_model *m = nullptr;
+  if (kiln_model_open(model.c_str(), &m) != KILN_OK) return fail(kiln_last_error());
+  kiln_context *ctx = nullptr;
+  if (kiln_context_create(m, &ctx) != KILN_OK) return fail(kiln_last_error());
+  if (kiln_context_set_threads(ctx, threads) != KILN_OK) return fail(kiln_last_error());
+
+  int nIn = kiln_model_num_inputs(m), nOut = kiln_model_num_outputs(m);
+  std::vector<Tensor> ins(nIn), outs(nOut);
+  std::vector<kiln_tensor> inT(nIn), outT(nOut);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (int i = 0; i < nIn; ++i) {
+    kiln_tensor_info info;
+    kiln_model_input_info(m, i, &info);
+    std::vector<int64_t> shape(info.shape, info.shape + info.rank);
+    if (!inputsDir.empty()) {
+      std::string err;
+      if (!kiln::tools::readTensorFile(inputsDir + "/input_" + std::to_string(i) + ".pb", ins[i], err))
+        return fail(err);
+      if (ins[i].dims != shape)
+        return fail("input " + std::to_string(i) + " ('" + info.name + "') has shape " +
+                    shapeStr(ins[i].dims) + ", the model expects " + shapeStr(shape));
+    } else {
+      ins[i].dims = shape;
+      ins[i].data.resize(info.size_bytes / 4);
+      for (float &v : ins[i].data) v = dist(rng);
+    }
+    ins[i].name = info.name;
+    inT[i] = {ins[i].data.data(), ins[i].data.size() * 4, KILN_F32, info.rank, info.shape};
+  }
+  for (int i = 0; i < nOut; ++i) {
+    kiln_tensor_info info;
+    kiln_model_output_info(m, i, &info);
+    outs[i].name = info.name;
+    outs[i].dims.assign(info.shape, info.shape + info.rank);
+    outs[i].data.assign(info.size_bytes / 4, 0.0f);
+    outT[i] = {outs[i].data.data(), outs[i].data.size() * 4, KILN_F32, info.rank, info.shape};
+  }
+
+  auto runOnce = [&]() {
+    if (kiln_run(ctx, inT.data(), nIn, outT.data(), nOut) != KILN_OK) {
+      fprintf(stderr, "kiln-run: error: %s\n", kiln_last_error());
+      exit(2);
+    }
+  };
+  runOnce();
+
+  std::vector<double> times;
+  if (bench > 0) {
+    for (int i = 0; i < warmup; ++i) runOnce();
+    for (int i = 0; i < bench; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      runOnce();
+      times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(times.begin(), times.end());
+  }
+
+  std::vector<Compare> cmp(nOut);
+  bool allOk = true;
+  if (!expectDir.empty()) {
+    for (int i = 0; i < nOut; ++i) {
+      Tensor exp;
+      std::string err;
+      if (!kiln::tools::readTensorFile(expectDir + "/output_" + std::to_string(i) + ".pb", exp, err))
+        return fail(err);
+      Compare &c = cmp[i];
+      c.done = true;
+      if (exp.dims != outs[i].dims) {
+        if (exp.data.size() != outs[i].data.size())
+          return fail("expected output " + std::to_string(i) + " has shape " + shapeStr(exp.dims) +
+                      ", the model produces " + shapeStr(outs[i].dims));
+      }
+      for (size_t k = 0; k < exp.data.size(); ++k) {
+        double e = exp.data[k], g = outs[i].data[k];
+        if (std::isnan(e) && std::isnan(g)) continue;
+        if (std::isinf(e) && e == g) continue;
+        double ad = std::fabs(g - e);
+        if (std::isnan(ad)) ad = INFINITY;
+        double rd = ad / std::max(std::fabs(e), 1e-12);
+        c.maxAbs = std::max(c.maxAbs, ad);
+        if (std::fabs(e) > atol) c.maxRel = std::max(c.maxRel, rd);
+        if (!(ad <= atol + rtol * std::fabs(e))) c.ok = false;
+      }
+      allOk &= c.ok;
+    }
+  }
+
+  if (!outputsDir.empty()) {
+    mkdir(outputsDir.c_str(), 0755);
+    for (int i = 0; i < nOut; ++i) {
+      std::string err;
+      if (!kiln::tools::writeTensorFile(outputsDir + "/output_" + std::to_string(i) + ".pb", outs[i], err))
+        return fail(err);
+    }
+  }
+
+  auto pct = [&](double p) { return times[std::min(times.size() - 1, (size_t)(p * (times.size() - 1) + 0.5))]; };
+  if (json) {
+    std::string s = "{\"ok\": " + std::string(allOk ? "true" : "false") +
+                    ", \"model\": " + jsonStr(model) + ", \"threads\": " + std::to_string(threads) +
+                    ", \"arena_bytes\": " + std::to_string(kiln_model_arena_bytes(m)) + ", \"outputs\": [";
+    for (int i = 0; i < nOut; ++i) {
+      s += std::string(i ? ", " : "") + "{\"name\": " + jsonStr(outs[i].name) +
+           ", \"shape\": " + shapeStr(outs[i].dims);
+      if (cmp[i].done)
+        s += ", \"max_abs_err\": " + num(cmp[i].maxAbs) + ", \"max_rel_err\": " + num(cmp[i].maxRel) +
+             ", \"ok\": " + (cmp[i].ok ? "true" : "false");
+      s += "}";
+    }
+    s += "]";
+    if (!times.empty())
+      s += ", \"latency_ms\": {\"min\": " + num(times.front()) + ", \"median\": " + num(pct(0.5)) +
+           ", \"p90\": " + num(pct(0.9)) + ", \"runs\": " + std::to_string(times.size()) + "}";
+    s += "}";
+    printf("%s\n", s.c_str());
+  } else {
+    printf("model %s (%s), %d input(s), %d output(s), arena %zu bytes, %d thread(s)\n", model.c_str(),
+           kiln_model_target(m), nIn, nOut, kiln_model_arena_bytes(m), threads);
+    for (int i = 0; i < nOut; ++i) {
+      printf("output %d '%s' %s:", i, outs[i].name.c_str(), shapeStr(outs[i].dims).c_str());
+      for (size_t k = 0; k < std::min<size_t>(6, outs[i].data.size()); ++k) printf(" %.6g", outs[i].data[k]);
+      printf("%s\n", outs[i].data.size() > 6 ? " ..." : "");
+      if (cmp[i].done)
+        printf("  max_abs_err %.3g  max_rel_err %.3g  %s\n", cmp[i].maxAbs, cmp[i].maxRel,
+               cmp[i].ok ? "OK" : "MISMATCH");
+    }
+    if (!times.empty())
+      printf("latency over %zu runs: min %.3f ms  median %.3f ms  p90 %.3f ms\n", times.size(),
+             times.front(), pct(0.5), pct(0.9));
+  }
+  kiln_context_destroy(ctx);
+  kiln_model_close(m);
+  return allOk ? 0 : 1;
+}

@@ -1,0 +1,156 @@
+#include "tensor_pb.h"
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace kiln::tools {
+namespace {
+
+struct Reader {
+  const uint8_t *p, *end;
+  bool ok = true;
+  uint64_t varint() {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (p >= end) { ok = false; return 0; }
+      uint8_t b = *p++;
+      v |= uint64_t(b & 0x7f) << shift;
+      if (!(b & 0x80)) return v;
+    }
+    ok = false;
+    return 0;
+  }
+  bool bytes(uint64_t n, const uint8_t *&out) {
+    if ((uint64_t)(end - p) < n) { ok = false; return false; }
+    out = p;
+    p += n;
+    return true;
+  }
+};
+
+void putVarint(std::string &s, uint64_t v) {
+  while (v >= 0x80) {
+    s += char((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  s += char(v);
+}
+
+} // namespace
+
+bool parseTensor(const std::string &bytes, Tensor &out, std::string &err) {
+  Reader r{(const uint8_t *)bytes.data(), (const uint8_t *)bytes.data() + bytes.size()};
+  out = Tensor{};
+  std::string raw;
+  bool hasRaw = false;
+  std::vector<double> nums;
+  while (r.ok && r.p < r.end) {
+    uint64_t key = r.varint();
+    if (!r.ok) break;
+    uint32_t field = key >> 3, wire = key & 7;
+    if (wire == 0) {
+      uint64_t v = r.varint();
+      if (field == 1) out.dims.push_back((int64_t)v);
+      else if (field == 2) out.dtype = (int32_t)v;
+      else if (field == 5 || field == 7) nums.push_back(field == 5 ? (double)(int32_t)v : (double)(int64_t)v);
+    } else if (wire == 2) {
+      uint64_t n = r.varint();
+      const uint8_t *d;
+      if (!r.bytes(n, d)) break;
+      if (field == 8) out.name.assign((const char *)d, n);
+      else if (field == 9) { raw.assign((const char *)d, n); hasRaw = true; }
+      else if (field == 1 || field == 5 || field == 7) { // packed varints
+        Reader pr{d, d + n};
+        while (pr.ok && pr.p < pr.end) {
+          uint64_t v = pr.varint();
+          if (field == 1) out.dims.push_back((int64_t)v);
+          else nums.push_back(field == 5 ? (double)(int32_t)v : (double)(int64_t)v);
+        }
+        if (!pr.ok) r.ok = false;
+      } else if (field == 4) { // packed floats
+        for (uint64_t i = 0; i + 4 <= n; i += 4) { float f; memcpy(&f, d + i, 4); nums.push_back(f); }
+      } else if (field == 10) { // packed doubles
+        for (uint64_t i = 0; i + 8 <= n; i += 8) { double f; memcpy(&f, d + i, 8); nums.push_back(f); }
+      }
+    } else if (wire == 5) {
+      const uint8_t *d;
+      if (!r.bytes(4, d)) break;
+      if (field == 4) { float f; memcpy(&f, d, 4); nums.push_back(f); }
+    } else if (wire == 1) {
+      const uint8_t *d;
+      if (!r.bytes(8, d)) break;
+      if (field == 10) { double f; memcpy(&f, d, 8); nums.push_back(f); }
+    } else {
+      r.ok = false;
+    }
+  }
+  if (!r.ok) {
+    err = "malformed TensorProto";
+    return false;
+  }
+  int64_t n = 1;
+  for (int64_t d : out.dims) {
+    if (d < 0 || d > (int64_t(1) << 40)) { err = "bad dimension"; return false; }
+    n *= d;
+  }
+  if (hasRaw) {
+    size_t es = 0;
+    switch (out.dtype) {
+    case 1: case 6: es = 4; break;   // float, int32
+    case 7: case 11: es = 8; break;  // int64, double
+    case 9: case 2: case 3: es = 1; break; // bool, uint8, int8
+    default: err = "unsupported dtype " + std::to_string(out.dtype); return false;
+    }
+    if (raw.size() != (size_t)n * es) { err = "raw_data size does not match dims"; return false; }
+    out.data.resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const char *q = raw.data() + i * es;
+      switch (out.dtype) {
+      case 1: memcpy(&out.data[i], q, 4); break;
+      case 6: { int32_t v; memcpy(&v, q, 4); out.data[i] = (float)v; break; }
+      case 7: { int64_t v; memcpy(&v, q, 8); out.data[i] = (float)v; break; }
+      case 11: { double v; memcpy(&v, q, 8); out.data[i] = (float)v; break; }
+      case 3: out.data[i] = (float)(int8_t)q[0]; break;
+      default: out.data[i] = (float)(uint8_t)q[0]; break;
+      }
+    }
+  } else {
+    if ((int64_t)nums.size() != n) { err = "element count does not match dims"; return false; }
+    out.data.assign(nums.begin(), nums.end());
+  }
+  return true;
+}
+
+bool readTensorFile(const std::string &path, Tensor &out, std::string &err) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) { err = "cannot open " + path; return false; }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  if (!parseTensor(ss.str(), out, err)) { err = path + ": " + err; return false; }
+  return true;
+}
+
+std::string serializeTensor(const Tensor &t) {
+  std::string s;
+  for (int64_t d : t.dims) { s += char(1 << 3 | 0); putVarint(s, (uint64_t)d); }
+  s += char(2 << 3 | 0);
+  putVarint(s, 1); // float32
+  s += char(8 << 3 | 2);
+  putVarint(s, t.name.size());
+  s += t.name;
+  s += char(9 << 3 | 2);
+  putVarint(s, t.data.size() * 4);
+  s.append((const char *)t.data.data(), t.data.size() * 4);
+  return s;
+}
+
+bool writeTensorFile(const std::string &path, const Tensor &t, std::string &err) {
+  std::ofstream f(path, std::ios::binary);
+  std::string s = serializeTensor(t);
+  f.write(s.data(), s.size());
+  if (!f) { err = "cannot write " + path; return false; }
+  return true;
+}
+
+} // namespace kiln::tools

@@ -1,0 +1,27 @@
+// Reading and writing ONNX TensorProto files (input_N.pb / output_N.pb)
+// without protobuf: a minimal wire-format codec for the fields tensors use.
+#ifndef KILN_TOOLS_TENSOR_PB_H
+#define KILN_TOOLS_TENSOR_PB_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln::tools {
+
+struct Tensor {
+  std::string name;
+  int32_t dtype = 1; // ONNX TensorProto.DataType
+  std::vector<int64_t> dims;
+  std::vector<float> data; // float32 payload (other dtypes are converted when numeric)
+};
+
+/// Parses a serialized TensorProto. On failure returns false with `err` set.
+bool parseTensor(const std::string &bytes, Tensor &out, std::string &err);
+bool readTensorFile(const std::string &path, Tensor &out, std::string &err);
+std::string serializeTensor(const Tensor &t);
+bool writeTensorFile(const std::string &path, const Tensor &t, std::string &err);
+
+} // namespace kiln::tools
+
+#endif

@@ -123,6 +123,29 @@ struct PlanArenaPass : kiln::impl::PlanArenaBase<PlanArenaPass> {
       iv.alloc.replaceAllUsesWith(view);
       iv.alloc.erase();
     }
+    // Kernel calls take raw pointers. expand-strided-metadata folds
+    // extract_aligned_pointer_as_index through view-like ops to their source,
+    // which drops memref.view's byte shift; so make the shift explicit here:
+    // pointer(view(arena, off)) = pointer(arena) + off, also through the
+    // zero-offset reinterpret_casts that reshapes produce.
+    SmallVector<memref::ExtractAlignedPointerAsIndexOp> extracts;
+    fn.walk([&](memref::ExtractAlignedPointerAsIndexOp op) { extracts.push_back(op); });
+    for (auto ex : extracts) {
+      Value src = ex.getSource();
+      while (auto rc = src.getDefiningOp<memref::ReinterpretCastOp>()) {
+        if (rc.getStaticOffsets().size() != 1 || rc.getStaticOffsets()[0] != 0)
+          break;
+        src = rc.getSource();
+      }
+      auto view = src.getDefiningOp<memref::ViewOp>();
+      if (!view)
+        continue;
+      b.setInsertionPoint(ex);
+      Value base = b.create<memref::ExtractAlignedPointerAsIndexOp>(ex.getLoc(), view.getSource());
+      Value ptr = b.create<arith::AddIOp>(ex.getLoc(), base, view.getByteShift());
+      ex.replaceAllUsesWith(ptr);
+      ex.erase();
+    }
     fn->setAttr("kiln.arena_bytes", b.getI64IntegerAttr(arenaType.getNumElements()));
     fn->setAttr("kiln.arena_unplanned_bytes", b.getI64IntegerAttr(naive));
   }

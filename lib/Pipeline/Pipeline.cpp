@@ -181,6 +181,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
         PassManager pm(&ctx);
         configure(pm);
         pm.addPass(createLowerKilnToLinalg());
+        pm.addPass(createExtractWeights());
         pm.addPass(createCSEPass());
         return pm.run(m);
       })))

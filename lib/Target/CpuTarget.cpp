@@ -6,6 +6,8 @@
 #include "kiln/Target/Target.h"
 
 #include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
+#include "mlir/IR/BuiltinDialect.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
 #include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
 #include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVMPass.h"
@@ -152,6 +154,15 @@ LogicalResult CpuTarget::emit(ModuleOp module, const ModelSummary &summary, Emit
     return leftover->emitError("internal error: op was not lowered to LLVM: ")
            << leftover->getName();
 
+  // The weights blob (kiln-extract-weights) goes into a data section of its
+  // own, assembled from the raw bytes, never through LLVM IR.
+  ArrayRef<char> weights;
+  if (auto w = module->getAttrOfType<DenseResourceElementsAttr>("kiln.weights")) {
+    if (auto *blob = w.getRawHandle().getBlob())
+      weights = blob->getData();
+  }
+  module->removeAttr("kiln.weights");
+
   DialectRegistry registry;
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
@@ -234,13 +245,64 @@ LogicalResult CpuTarget::emit(ModuleOp module, const ModelSummary &summary, Emit
     return success();
   };
 
+  // Weights object: raw bytes written to a file and pulled in with .incbin.
+  llvm::SmallString<128> weightsBin, weightsAsm, weightsObj;
+  auto cleanupWeights = llvm::make_scope_exit([&] {
+    for (auto *f : {&weightsBin, &weightsAsm, &weightsObj})
+      if (!f->empty()) llvm::sys::fs::remove(*f);
+  });
+  auto findLinker = [&]() -> std::optional<std::string> {
+    auto prog = llvm::sys::findProgramByName(linker);
+    if (!prog) {
+      (void)fail("linker '" + linker + "' not found (install it; see scripts/setup.sh)");
+      return std::nullopt;
+    }
+    return *prog;
+  };
+  auto runTool = [&](llvm::ArrayRef<llvm::StringRef> argv) -> LogicalResult {
+    if (verbose) {
+      llvm::errs() << "[kiln] run:";
+      for (auto a : argv) llvm::errs() << " " << a;
+      llvm::errs() << "\n";
+    }
+    std::string msg;
+    int rc = llvm::sys::ExecuteAndWait(argv[0], argv, std::nullopt, {}, 0, 0, &msg);
+    if (rc != 0)
+      return fail("'" + argv[0] + "' failed (exit " + std::to_string(rc) + ") " + msg);
+    return success();
+  };
+  if (!weights.empty() && kind != EmitKind::LLVM) {
+    int fd;
+    if (llvm::sys::fs::createTemporaryFile("kiln-weights", "bin", fd, weightsBin) ||
+        llvm::sys::fs::createTemporaryFile("kiln-weights", "S", weightsAsm) ||
+        llvm::sys::fs::createTemporaryFile("kiln-weights", "o", weightsObj))
+      return fail("cannot create temporary files for the weights");
+    {
+      llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+      os.write(weights.data(), weights.size());
+    }
+    std::error_code ec;
+    llvm::raw_fd_ostream as(weightsAsm, ec);
+    if (ec)
+      return fail("cannot write the weights section: " + ec.message());
+    as << "\t.section .rodata.kiln_weights,\"a\"\n\t.balign 64\n\t.globl kiln_model_weights\n"
+       << "\t.hidden kiln_model_weights\nkiln_model_weights:\n\t.incbin \"" << weightsBin << "\"\n"
+       << "\t.section .note.GNU-stack,\"\",%progbits\n";
+    as.close();
+    auto prog = findLinker();
+    if (!prog)
+      return failure();
+    if (failed(runTool({*prog, "-c", "-o", weightsObj, weightsAsm})))
+      return failure();
+  }
+
   if (kind == EmitKind::LLVM) {
     if (failed(writeFile(tmp, [&](llvm::raw_fd_ostream &os) {
           llmod->print(os, nullptr);
           return success();
         })))
       return failure();
-  } else if (kind == EmitKind::Object) {
+  } else if (kind == EmitKind::Object && weightsObj.empty()) {
     if (failed(writeFile(tmp, emitObject)))
       return failure();
   } else {
@@ -250,21 +312,23 @@ LogicalResult CpuTarget::emit(ModuleOp module, const ModelSummary &summary, Emit
     auto cleanup = llvm::make_scope_exit([&] { llvm::sys::fs::remove(obj); });
     if (failed(writeFile(obj.str().str(), emitObject)))
       return failure();
-    auto prog = llvm::sys::findProgramByName(linker);
+    auto prog = findLinker();
     if (!prog)
-      return fail("linker '" + linker + "' not found (install it; see scripts/setup.sh)");
-    llvm::SmallVector<llvm::StringRef> argv{*prog, "-shared", "-o", tmp, obj, "-lm",
-                                            "-Wl,-z,noexecstack"};
-    if (verbose) {
-      llvm::errs() << "[kiln] link:";
-      for (auto a : argv) llvm::errs() << " " << a;
-      llvm::errs() << "\n";
-    }
-    std::string linkErr;
-    int rc = llvm::sys::ExecuteAndWait(*prog, argv, std::nullopt, {}, 0, 0, &linkErr);
-    if (rc != 0) {
+      return failure();
+    // A relocatable object (code + weights) for --emit=obj, else a shared library.
+    llvm::SmallVector<llvm::StringRef> argv{*prog};
+    if (kind == EmitKind::Object)
+      argv.append({"-r", "-nostdlib"});
+    else
+      argv.append({"-shared", "-Wl,-z,noexecstack"});
+    argv.append({"-o", tmp, obj});
+    if (!weightsObj.empty())
+      argv.push_back(weightsObj);
+    if (kind != EmitKind::Object)
+      argv.push_back("-lm");
+    if (failed(runTool(argv))) {
       llvm::sys::fs::remove(tmp);
-      return fail("linking with '" + linker + "' failed (exit " + std::to_string(rc) + ") " + linkErr);
+      return failure();
     }
   }
   if (auto ec = llvm::sys::fs::rename(tmp, path)) {

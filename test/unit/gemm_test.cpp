@@ -1,0 +1,105 @@
+// Tests of kiln_rt_gemm (ONNX Gemm: alpha, beta, transposes, C broadcast
+// from [1,1], [1,N], [M,1] or [M,N]) and kiln_rt_matmul (batched MatMul,
+// stride 0 broadcasting one operand) against naive loops.
+#include "kernels.h"
+#include "test_util.h"
+#include "thread_pool.h"
+
+#include <catch2/catch.hpp>
+
+using kiln::test::GuardedBuffer;
+using kiln::test::mismatches;
+using kiln::test::PoolScope;
+using kiln::test::randomFloats;
+using kiln::test::Reference;
+
+TEST_CASE("kiln_rt_gemm matches alpha * op(A) * op(B) + beta * C", "[gemm]") {
+  struct Shape {
+    int64_t M, N, K;
+  };
+  const Shape shapes[] = {{1, 1, 1}, {7, 19, 13}, {100, 33, 17}, {6, 16, 300}, {1, 40, 9}};
+  const float alphas[] = {1.0f, 0.5f}, betas[] = {0.0f, 1.0f, -2.0f};
+  kiln::rt::ThreadPool pool(3);
+  uint32_t seed = 2000;
+  for (const Shape &s : shapes) {
+    const int64_t M = s.M, N = s.N, K = s.K;
+    // C shapes as (rows, cols); (0, 0) is "no C" (null pointer).
+    const int64_t cShapes[][2] = {{0, 0}, {1, 1}, {1, N}, {M, 1}, {M, N}};
+    for (int t = 0; t < 4; ++t) {
+      bool transA = t & 1, transB = t & 2;
+      std::vector<float> A = randomFloats(M * K, seed++), B = randomFloats(K * N, seed++);
+      for (const auto &cs : cShapes) {
+        const int64_t cRows = cs[0], cCols = cs[1];
+        std::vector<float> C = randomFloats(cRows * cCols, seed++);
+        const float *cPtr = cRows ? C.data() : nullptr;
+        for (float alpha : alphas)
+          for (float beta : betas) {
+            Reference ref(M * N);
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = 0; j < N; ++j) {
+                for (int64_t k = 0; k < K; ++k) {
+                  double a = transA ? A[k * M + i] : A[i * K + k];
+                  double b = transB ? B[j * K + k] : B[k * N + j];
+                  ref.add(i * N + j, (double)alpha * a * b);
+                }
+                if (cPtr)
+                  ref.add(i * N + j, (double)beta * C[(cRows == 1 ? 0 : i) * cCols +
+                                                      (cCols == 1 ? 0 : j)]);
+              }
+            for (kiln::rt::ThreadPool *p : {(kiln::rt::ThreadPool *)nullptr, &pool}) {
+              INFO("M=" << M << " N=" << N << " K=" << K << " transA=" << transA
+                        << " transB=" << transB << " C=" << cRows << "x" << cCols
+                        << " alpha=" << alpha << " beta=" << beta
+                        << " threads=" << (p ? p->size() : 1));
+              GuardedBuffer Y(M * N);
+              {
+                PoolScope scope(p);
+                kiln_rt_gemm((intptr_t)A.data(), (intptr_t)B.data(), (intptr_t)cPtr, Y.addr(), M,
+                             N, K, transA, transB, alpha, beta, cRows, cCols);
+              }
+              CHECK(mismatches(Y.data(), ref) == "");
+              CHECK(Y.guardsIntact());
+            }
+          }
+      }
+    }
+  }
+}
+
+TEST_CASE("kiln_rt_matmul handles batches and broadcast operands", "[gemm]") {
+  struct Shape {
+    int64_t batch, M, N, K;
+  };
+  const Shape shapes[] = {{3, 5, 7, 9}, {4, 17, 33, 6}, {2, 100, 20, 300}, {5, 1, 1, 1}};
+  kiln::rt::ThreadPool pool(3);
+  uint32_t seed = 3000;
+  for (const Shape &s : shapes) {
+    const int64_t batch = s.batch, M = s.M, N = s.N, K = s.K;
+    for (bool broadcastA : {false, true})
+      for (bool broadcastB : {false, true}) {
+        int64_t strideA = broadcastA ? 0 : M * K, strideB = broadcastB ? 0 : K * N;
+        std::vector<float> A = randomFloats((broadcastA ? 1 : batch) * M * K, seed++);
+        std::vector<float> B = randomFloats((broadcastB ? 1 : batch) * K * N, seed++);
+        Reference ref(batch * M * N);
+        for (int64_t b = 0; b < batch; ++b)
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j)
+              for (int64_t k = 0; k < K; ++k)
+                ref.add((b * M + i) * N + j, (double)A[b * strideA + i * K + k] *
+                                                 (double)B[b * strideB + k * N + j]);
+        for (kiln::rt::ThreadPool *p : {(kiln::rt::ThreadPool *)nullptr, &pool}) {
+          INFO("batch=" << batch << " M=" << M << " N=" << N << " K=" << K
+                        << " strideA=" << strideA << " strideB=" << strideB
+                        << " threads=" << (p ? p->size() : 1));
+          GuardedBuffer Y(batch * M * N);
+          {
+            PoolScope scope(p);
+            kiln_rt_matmul((intptr_t)A.data(), (intptr_t)B.data(), Y.addr(), batch, M, N, K,
+                           strideA, strideB);
+          }
+          CHECK(mismatches(Y.data(), ref) == "");
+          CHECK(Y.guardsIntact());
+        }
+      }
+  }
+}

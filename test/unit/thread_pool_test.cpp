@@ -1,0 +1,146 @@
+// Tests of kiln::rt::ThreadPool and the current-pool parallelFor: every
+// index runs exactly once, under repetition (the pool is reused for
+// thousands of jobs, as a context's pool is across kernels), with pools
+// created and destroyed in a loop, and with pools used from several threads.
+#include "test_util.h"
+#include "thread_pool.h"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+
+using kiln::test::PoolScope;
+
+namespace {
+
+/// Runs parallelFor(n) on `pool` and returns the number of indices that did
+/// not run exactly once.
+int64_t missedOrRepeated(kiln::rt::ThreadPool &pool, int64_t n) {
+  std::unique_ptr<std::atomic<int>[]> hits(new std::atomic<int>[n ? n : 1]);
+  for (int64_t i = 0; i < n; ++i) hits[i] = 0;
+  std::atomic<int64_t> outOfRange{0};
+  pool.parallelFor(n, [&](int64_t i) {
+    if (i < 0 || i >= n) ++outOfRange;
+    else hits[i].fetch_add(1, std::memory_order_relaxed);
+  });
+  int64_t bad = outOfRange.load();
+  for (int64_t i = 0; i < n; ++i) bad += hits[i].load() != 1;
+  return bad;
+}
+
+} // namespace
+
+TEST_CASE("ThreadPool size counts the calling thread", "[thread_pool]") {
+  for (int threads = 1; threads <= 4; ++threads) {
+    kiln::rt::ThreadPool pool(threads);
+    CHECK(pool.size() == threads);
+  }
+}
+
+TEST_CASE("ThreadPool parallelFor runs every index exactly once", "[thread_pool]") {
+  const int64_t sizes[] = {0, 1, 7, 1000};
+  for (int threads = 1; threads <= 4; ++threads) {
+    kiln::rt::ThreadPool pool(threads);
+    int64_t bad = 0, jobs = 0;
+    for (int rep = 0; rep < 500; ++rep)
+      for (int64_t n : sizes) {
+        bad += missedOrRepeated(pool, n);
+        ++jobs;
+      }
+    INFO("threads=" << threads << ", " << jobs << " jobs");
+    CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("ThreadPool survives back-to-back tiny jobs", "[thread_pool]") {
+  // Jobs of one or two indices finish before the workers wake up, so
+  // workers join a job late, just as the next one starts.
+  for (int threads = 2; threads <= 4; ++threads) {
+    kiln::rt::ThreadPool pool(threads);
+    int64_t bad = 0;
+    for (int rep = 0; rep < 20000; ++rep) bad += missedOrRepeated(pool, 1 + rep % 2);
+    INFO("threads=" << threads);
+    CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("ThreadPool can be created and destroyed repeatedly", "[thread_pool]") {
+  int64_t bad = 0;
+  for (int rep = 0; rep < 300; ++rep) {
+    kiln::rt::ThreadPool pool(1 + rep % 4);
+    if (rep % 3) bad += missedOrRepeated(pool, rep % 50);
+  }
+  CHECK(bad == 0);
+}
+
+TEST_CASE("ThreadPool sums uneven work correctly", "[thread_pool]") {
+  kiln::rt::ThreadPool pool(4);
+  const int64_t n = 300;
+  std::vector<int64_t> partial(n, 0);
+  for (int rep = 0; rep < 20; ++rep) {
+    pool.parallelFor(n, [&](int64_t i) {
+      int64_t s = 0;
+      for (int64_t k = 0; k < (i % 17) * 1000; ++k) s += k % 7;
+      partial[i] = s;
+    });
+    int64_t expected = 0, got = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t s = 0;
+      for (int64_t k = 0; k < (i % 17) * 1000; ++k) s += k % 7;
+      expected += s;
+      got += partial[i];
+    }
+    REQUIRE(got == expected);
+  }
+}
+
+TEST_CASE("parallelFor without a current pool runs serially in order", "[thread_pool]") {
+  REQUIRE(kiln::rt::currentPool() == nullptr);
+  std::vector<int64_t> order;
+  std::thread::id self = std::this_thread::get_id();
+  bool sameThread = true;
+  kiln::rt::parallelFor(10, [&](int64_t i) {
+    order.push_back(i);
+    sameThread &= std::this_thread::get_id() == self;
+  });
+  CHECK(order == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK(sameThread);
+  kiln::rt::parallelFor(0, [&](int64_t) { order.push_back(-1); });
+  CHECK(order.size() == 10);
+}
+
+TEST_CASE("parallelFor uses the current pool which is per thread", "[thread_pool]") {
+  kiln::rt::ThreadPool pool(3);
+  {
+    PoolScope scope(&pool);
+    CHECK(kiln::rt::currentPool() == &pool);
+    kiln::rt::ThreadPool *seenByOther = &pool;
+    std::thread([&] { seenByOther = kiln::rt::currentPool(); }).join();
+    CHECK(seenByOther == nullptr);
+
+    for (int64_t n : {0, 1, 2, 7, 1000}) {
+      std::unique_ptr<std::atomic<int>[]> hits(new std::atomic<int>[n ? n : 1]);
+      for (int64_t i = 0; i < n; ++i) hits[i] = 0;
+      for (int rep = 0; rep < 50; ++rep) kiln::rt::parallelFor(n, [&](int64_t i) { ++hits[i]; });
+      int64_t bad = 0;
+      for (int64_t i = 0; i < n; ++i) bad += hits[i].load() != 50;
+      INFO("n=" << n);
+      CHECK(bad == 0);
+    }
+  }
+  CHECK(kiln::rt::currentPool() == nullptr);
+}
+
+TEST_CASE("separate pools run concurrently on separate threads", "[thread_pool]") {
+  std::atomic<int64_t> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t)
+    threads.emplace_back([&, t] {
+      kiln::rt::ThreadPool pool(2 + t % 2);
+      for (int rep = 0; rep < 300; ++rep) bad += missedOrRepeated(pool, (rep * 37) % 200);
+    });
+  for (std::thread &t : threads) t.join();
+  CHECK(bad.load() == 0);
+}

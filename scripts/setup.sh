@@ -35,7 +35,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
   echo "[setup] installing onnx, onnxruntime, numpy into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check "numpy<2" "onnx==1.16.2" "onnxruntime==1.19.2" "lit"
+  .venv/bin/pip install -q --disable-pip-version-check "numpy<2" "onnx==1.16.2" "onnxruntime==1.19.2"
 else
   echo "[setup] python venv ready"
 fi

@@ -120,15 +120,19 @@ ModelSummary summarize(func::FuncOp fn, ModuleOp m) {
 }
 
 LogicalResult writeText(ModuleOp m, const std::string &path) {
+  OpPrintingFlags flags;
+  flags.elideLargeElementsAttrs(16);
+  flags.elideLargeResourceString(64);
+  if (path == "-") {
+    m->print(llvm::outs(), flags);
+    return success();
+  }
   std::string tmp = path + ".kiln-tmp";
   std::error_code ec;
   {
     llvm::raw_fd_ostream os(tmp, ec);
     if (ec)
       return emitError(m.getLoc()) << "cannot write '" << path << "': " << ec.message();
-    OpPrintingFlags flags;
-    flags.elideLargeElementsAttrs(16);
-    flags.elideLargeResourceString(64);
     m->print(os, flags);
   }
   if (auto e = llvm::sys::fs::rename(tmp, path))

@@ -296,6 +296,10 @@ LogicalResult CpuTarget::emit(ModuleOp module, const ModelSummary &summary, Emit
       return failure();
   }
 
+  if (kind == EmitKind::LLVM && path == "-") {
+    llmod->print(llvm::outs(), nullptr);
+    return success();
+  }
   if (kind == EmitKind::LLVM) {
     if (failed(writeFile(tmp, [&](llvm::raw_fd_ostream &os) {
           llmod->print(os, nullptr);

@@ -34,6 +34,7 @@ def main():
     ap.add_argument("dir")
     ap.add_argument("--target", default="x86_64")
     ap.add_argument("--only", default="")
+    ap.add_argument("--exclude", default="", help="comma-separated case names to skip")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--build-aarch64", default=os.path.join(ROOT, "build-aarch64"))
     ap.add_argument("--rtol", default="1e-3")
@@ -43,7 +44,9 @@ def main():
     args = ap.parse_args()
 
     only = [s for s in args.only.split(",") if s]
-    names = only or sorted(d for d in os.listdir(args.dir) if os.path.isfile(os.path.join(args.dir, d, "model.onnx")))
+    exclude = set(s for s in args.exclude.split(",") if s)
+    names = only or sorted(d for d in os.listdir(args.dir)
+                           if os.path.isfile(os.path.join(args.dir, d, "model.onnx")) and d not in exclude)
     compiler = os.path.join(args.build, "bin", "kiln-compile")
     if args.target == "aarch64":
         runner = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", os.path.join(args.build_aarch64, "bin", "kiln-run")]

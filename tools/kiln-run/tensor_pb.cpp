@@ -69,8 +69,10 @@ bool parseTensor(const std::string &bytes, Tensor &out, std::string &err) {
         }
         if (!pr.ok) r.ok = false;
       } else if (field == 4) { // packed floats
+        if (n % 4) r.ok = false;
         for (uint64_t i = 0; i + 4 <= n; i += 4) { float f; memcpy(&f, d + i, 4); nums.push_back(f); }
       } else if (field == 10) { // packed doubles
+        if (n % 8) r.ok = false;
         for (uint64_t i = 0; i + 8 <= n; i += 8) { double f; memcpy(&f, d + i, 8); nums.push_back(f); }
       }
     } else if (wire == 5) {
@@ -89,9 +91,11 @@ bool parseTensor(const std::string &bytes, Tensor &out, std::string &err) {
     err = "malformed TensorProto";
     return false;
   }
+  // At most 2^40 elements; checked before multiplying so that n cannot wrap.
+  const int64_t maxElements = int64_t(1) << 40;
   int64_t n = 1;
   for (int64_t d : out.dims) {
-    if (d < 0 || d > (int64_t(1) << 40)) { err = "bad dimension"; return false; }
+    if (d < 0 || d > maxElements || (d > 0 && n > maxElements / d)) { err = "bad dimension"; return false; }
     n *= d;
   }
   if (hasRaw) {

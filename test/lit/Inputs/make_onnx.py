@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Writes one small ONNX model (valid or deliberately broken) for lit tests.
+
+usage: make_onnx.py CASE OUT.onnx
+"""
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+
+def vi(name, shape, dtype=T.FLOAT):
+    return h.make_tensor_value_info(name, dtype, shape)
+
+
+def graph(nodes, inputs, outputs, inits=(), opset=17, name="g"):
+    g = h.make_graph(nodes, name, inputs, outputs, list(inits))
+    return h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+
+
+def w(name, shape, value=0.5):
+    return nh.from_array(np.full(shape, value, np.float32), name)
+
+
+def i64(name, vals):
+    return nh.from_array(np.array(vals, np.int64), name)
+
+
+CASES = {}
+
+
+def case(fn):
+    CASES[fn.__name__] = fn
+    return fn
+
+
+@case
+def conv_same_upper():
+    return graph([h.make_node("Conv", ["x", "w"], ["y"], name="conv1", auto_pad="SAME_UPPER", strides=[2, 2])],
+                 [vi("x", [1, 3, 8, 8])], [vi("y", None)], [w("w", [4, 3, 3, 3])])
+
+
+@case
+def shape_chain():
+    nodes = [h.make_node("Shape", ["x"], ["s"], name="shape"),
+             h.make_node("Gather", ["s", "zero"], ["d0"], name="gather", axis=0),
+             h.make_node("Unsqueeze", ["d0", "ax"], ["d0u"], name="unsqueeze"),
+             h.make_node("Concat", ["d0u", "minus1"], ["newshape"], name="concat", axis=0),
+             h.make_node("Reshape", ["x", "newshape"], ["y"], name="reshape")]
+    return graph(nodes, [vi("x", [2, 3, 4])], [vi("y", None)],
+                 [i64("zero", 0), i64("ax", [0]), i64("minus1", [-1])])
+
+
+@case
+def clip_opset6():
+    return graph([h.make_node("Clip", ["x"], ["y"], name="clip", min=-1.0, max=2.0)],
+                 [vi("x", [4])], [vi("y", None)], opset=6 + 1)
+
+
+@case
+def clip_opset13():
+    return graph([h.make_node("Clip", ["x", "lo", ""], ["y"], name="clip")],
+                 [vi("x", [4])], [vi("y", None)], [nh.from_array(np.float32(0.0), "lo")], opset=13)
+
+
+@case
+def softmax_opset11():
+    return graph([h.make_node("Softmax", ["x"], ["y"], name="sm", axis=1)],
+                 [vi("x", [2, 3, 4])], [vi("y", None)], opset=11)
+
+
+@case
+def matmul_vec():
+    return graph([h.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+                 [vi("x", [5])], [vi("y", None)], [w("w", [2, 5, 3])])
+
+
+@case
+def symbolic_batch():
+    return graph([h.make_node("Relu", ["x"], ["y"], name="relu")],
+                 [vi("x", ["batch", 3])], [vi("y", None)])
+
+
+# ---- malformed or unsupported models ------------------------------------
+
+@case
+def unsupported_ops():
+    nodes = [h.make_node("Relu", ["x"], ["a"], name="ok"),
+             h.make_node("NonMaxSuppression", ["a"], ["b"], name="nms"),
+             h.make_node("Relu", ["b"], ["c"], name="ok2"),
+             h.make_node("StringNormalizer", ["c"], ["y"], name="strnorm")]
+    return graph(nodes, [vi("x", [4])], [vi("y", None)])
+
+
+@case
+def unknown_domain():
+    return graph([h.make_node("FancyOp", ["x"], ["y"], name="fancy", domain="com.example")],
+                 [vi("x", [4])], [vi("y", None)])
+
+
+@case
+def empty_graph():
+    return graph([], [], [])
+
+
+@case
+def undefined_input():
+    return graph([h.make_node("Add", ["x", "ghost"], ["y"], name="add1")],
+                 [vi("x", [4])], [vi("y", None)])
+
+
+@case
+def cycle():
+    return graph([h.make_node("Add", ["x", "b"], ["a"], name="n1"),
+                  h.make_node("Relu", ["a"], ["b"], name="n2")],
+                 [vi("x", [4])], [vi("b", None)])
+
+
+@case
+def duplicate_output():
+    return graph([h.make_node("Relu", ["x"], ["a"], name="first"),
+                  h.make_node("Sigmoid", ["x"], ["a"], name="second")],
+                 [vi("x", [4])], [vi("a", None)])
+
+
+@case
+def bad_group():
+    return graph([h.make_node("Conv", ["x", "w"], ["y"], name="conv_g", group=3)],
+                 [vi("x", [1, 4, 8, 8])], [vi("y", None)], [w("w", [6, 1, 3, 3])])
+
+
+@case
+def negative_pads():
+    return graph([h.make_node("Conv", ["x", "w"], ["y"], name="conv_p", pads=[-1, 0, 0, 0])],
+                 [vi("x", [1, 3, 8, 8])], [vi("y", None)], [w("w", [4, 3, 3, 3])])
+
+
+@case
+def zero_stride():
+    return graph([h.make_node("MaxPool", ["x"], ["y"], name="pool0", kernel_shape=[2, 2], strides=[0, 1])],
+                 [vi("x", [1, 3, 8, 8])], [vi("y", None)])
+
+
+@case
+def no_broadcast():
+    return graph([h.make_node("Add", ["x", "w"], ["y"], name="add_bad")],
+                 [vi("x", [2, 3])], [vi("y", None)], [w("w", [4])])
+
+
+@case
+def axis_out_of_range():
+    return graph([h.make_node("Softmax", ["x"], ["y"], name="sm_axis", axis=3)],
+                 [vi("x", [2, 3])], [vi("y", None)])
+
+
+@case
+def opset_too_new():
+    return graph([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", [4])], [vi("y", None)], opset=99)
+
+
+@case
+def initializer_size_mismatch():
+    t = nh.from_array(np.zeros(6, np.float32), "w")
+    del t.dims[:]
+    t.dims.extend([2, 4])
+    return graph([h.make_node("Add", ["x", "w"], ["y"], name="add")], [vi("x", [2, 4])], [vi("y", None)], [t])
+
+
+@case
+def external_data():
+    t = onnx.TensorProto(name="w", data_type=T.FLOAT, dims=[4])
+    t.data_location = T.EXTERNAL
+    t.external_data.add(key="location", value="missing_weights.bin")
+    return graph([h.make_node("Add", ["x", "w"], ["y"], name="add")], [vi("x", [4])], [vi("y", None)], [t])
+
+
+@case
+def int_input():
+    return graph([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", [4], T.INT64)], [vi("y", None)])
+
+
+@case
+def reshape_bad():
+    return graph([h.make_node("Reshape", ["x", "s"], ["y"], name="reshape_bad")],
+                 [vi("x", [2, 3])], [vi("y", None)], [i64("s", [4, -1, 5])])
+
+
+@case
+def shape_not_constant():
+    return graph([h.make_node("Reshape", ["x", "s"], ["y"], name="reshape_dyn")],
+                 [vi("x", [2, 3]), vi("s", [2])], [vi("y", None)])
+
+
+@case
+def wrong_attr_type():
+    return graph([h.make_node("Softmax", ["x"], ["y"], name="sm_attr", axis=1.5)],
+                 [vi("x", [2, 3])], [vi("y", None)])
+
+
+def main():
+    name, out = sys.argv[1], sys.argv[2]
+    if name == "not_onnx":
+        open(out, "wb").write(b"this is not an ONNX model\n" * 4)
+        return
+    if name == "relu_with_data":
+        # A model plus input/expected output computed independently (numpy),
+        # and a deliberately wrong expectation, in backend-test layout.
+        import os
+        onnx.save(graph([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", [2, 3])], [vi("y", None)]),
+                  os.path.join(out, "model.onnx"))
+        x = np.array([[-1.0, 0.5, 2.0], [3.0, -0.25, 0.0]], np.float32)
+        for d, y in [("good", np.maximum(x, 0)), ("wrong", np.maximum(x, 0) + np.float32(0.01))]:
+            os.makedirs(os.path.join(out, d), exist_ok=True)
+            open(os.path.join(out, d, "input_0.pb"), "wb").write(nh.from_array(x, "x").SerializeToString())
+            open(os.path.join(out, d, "output_0.pb"), "wb").write(nh.from_array(y, "y").SerializeToString())
+        return
+    if name == "truncated":
+        data = CASES["conv_same_upper"]().SerializeToString()
+        open(out, "wb").write(data[: len(data) // 2])
+        return
+    onnx.save(CASES[name](), out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+// RUN: kiln-opt %s -split-input-file -kiln-lower-to-linalg | FileCheck %s
+
+// Elementwise ops become linalg.generic with broadcasting maps; the returned
+// value is written straight into the output buffer (no copy).
+// CHECK-DAG: #[[BCAST:.*]] = affine_map<(d0, d1) -> (0, d1)>
+// CHECK-DAG: #[[ID:.*]] = affine_map<(d0, d1) -> (d0, d1)>
+// CHECK-LABEL: func @kiln_main(
+// CHECK-SAME: %[[A:.*]]: memref<4x3xf32>, %[[B:.*]]: memref<1x3xf32>, %[[OUT:.*]]: memref<4x3xf32>)
+// CHECK: %[[T:.*]] = memref.alloc() : memref<4x3xf32>
+// CHECK: linalg.generic {indexing_maps = [#[[ID]], #[[BCAST]], #[[ID]]]{{.*}} ins(%[[A]], %[[B]] : {{.*}}) outs(%[[T]] : memref<4x3xf32>)
+// CHECK: arith.addf
+// CHECK: linalg.generic {{.*}} ins(%[[T]] : memref<4x3xf32>) outs(%[[OUT]] : memref<4x3xf32>)
+// CHECK: arith.maximumf
+// CHECK-NOT: linalg.copy
+// CHECK: return
+func.func @main(%a: tensor<4x3xf32>, %b: tensor<1x3xf32>) -> tensor<4x3xf32> {
+  %0 = kiln.add %a, %b : (tensor<4x3xf32>, tensor<1x3xf32>) -> tensor<4x3xf32>
+  %1 = kiln.relu %0 : (tensor<4x3xf32>) -> tensor<4x3xf32>
+  return %1 : tensor<4x3xf32>
+}
+
+// -----
+
+// Conv calls the runtime microkernel with raw pointers and its geometry;
+// a reshape is a view (reinterpret_cast), and a returned view is copied.
+// CHECK: func.func private @kiln_rt_conv2d(index, index, index, index, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64)
+// CHECK-LABEL: func @kiln_main(
+// CHECK: memref.get_global @__kiln_const_0 : memref<2x3x3x3xf32>
+// CHECK: %[[Y:.*]] = memref.alloc() : memref<1x2x4x4xf32>
+// CHECK: call @kiln_rt_conv2d(
+// CHECK: %[[V:.*]] = memref.reinterpret_cast %[[Y]] to offset: [0], sizes: [1, 32], strides: [32, 1]
+// CHECK: linalg.copy ins(%[[V]] : memref<1x32xf32>) outs(%{{.*}} : memref<1x32xf32>)
+func.func @main(%x: tensor<1x3x4x4xf32>) -> tensor<1x32xf32> {
+  %w = kiln.constant dense<1.0> : tensor<2x3x3x3xf32> : tensor<2x3x3x3xf32>
+  %0 = kiln.conv %x, %w {dilations = array<i64: 1, 1>, group = 1 : i64, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 1, 1>} : (tensor<1x3x4x4xf32>, tensor<2x3x3x3xf32>) -> tensor<1x2x4x4xf32>
+  %1 = kiln.reshape %0 : (tensor<1x2x4x4xf32>) -> tensor<1x32xf32>
+  return %1 : tensor<1x32xf32>
+}
+
+// -----
+
+// Softmax: max-reduce, exp(x - max), sum-reduce, divide.
+// CHECK-LABEL: func @kiln_main(
+// CHECK: linalg.fill ins(%{{.*}} : f32)
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
+// CHECK: arith.maximumf
+// CHECK: math.exp
+// CHECK: iterator_types = ["parallel", "reduction"]
+// CHECK: arith.addf
+// CHECK: arith.divf
+func.func @main(%x: tensor<2x5xf32>) -> tensor<2x5xf32> {
+  %0 = kiln.softmax %x {axis = 1 : i64} : (tensor<2x5xf32>) -> tensor<2x5xf32>
+  return %0 : tensor<2x5xf32>
+}
+
+// -----
+
+// Strided slice is one generic whose input map carries start and step.
+// CHECK: #[[SL:.*]] = affine_map<(d0, d1) -> (d0 * 2 + 1, -d1 + 4)>
+// CHECK-LABEL: func @kiln_main(
+// CHECK: linalg.generic {indexing_maps = [#[[SL]],
+func.func @main(%x: tensor<6x5xf32>) -> tensor<3x5xf32> {
+  %0 = kiln.slice %x {starts = array<i64: 1, 4>, steps = array<i64: 2, -1>} : (tensor<6x5xf32>) -> tensor<3x5xf32>
+  return %0 : tensor<3x5xf32>
+}
+
+// -----
+
+// BatchNorm with constant statistics folds to x * a + c with precomputed a, c.
+// CHECK-LABEL: func @kiln_main(
+// CHECK-COUNT-2: memref.get_global
+// CHECK: linalg.generic
+// CHECK: arith.mulf
+// CHECK: arith.addf
+// CHECK-NOT: math.sqrt
+func.func @main(%x: tensor<1x2x3x3xf32>) -> tensor<1x2x3x3xf32> {
+  %s = kiln.constant dense<[1.0, 2.0]> : tensor<2xf32> : tensor<2xf32>
+  %b = kiln.constant dense<[0.5, 0.0]> : tensor<2xf32> : tensor<2xf32>
+  %m = kiln.constant dense<[0.1, 0.2]> : tensor<2xf32> : tensor<2xf32>
+  %v = kiln.constant dense<[1.0, 4.0]> : tensor<2xf32> : tensor<2xf32>
+  %0 = kiln.batch_norm %x, %s, %b, %m, %v {epsilon = 0.0 : f32} : (tensor<1x2x3x3xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>) -> tensor<1x2x3x3xf32>
+  return %0 : tensor<1x2x3x3xf32>
+}

@@ -1,0 +1,31 @@
+// RUN: kiln-opt %s -kiln-plan-arena | FileCheck %s
+
+// Three 4 KiB buffers in a chain: %a dies when %c is made, so %c reuses
+// %a's memory and the arena holds two buffers, not three. Pointers passed to
+// kernels are computed as arena base + offset.
+// CHECK-LABEL: func @kiln_main(
+// CHECK-SAME: %[[ARENA:.*]]: memref<8192xi8>
+// CHECK-SAME: kiln.arena_bytes = 8192 : i64, kiln.arena_unplanned_bytes = 12288 : i64
+// CHECK: %[[OA:.*]] = arith.constant [[OFFA:[0-9]+]] : index
+// CHECK: %[[A:.*]] = memref.view %[[ARENA]][%[[OA]]][] : memref<8192xi8> to memref<1024xf32>
+// CHECK: %[[OB:.*]] = arith.constant [[OFFB:[0-9]+]] : index
+// CHECK: memref.view %[[ARENA]][%[[OB]]][]
+// CHECK: %[[OC:.*]] = arith.constant [[OFFA]] : index
+// CHECK: %[[C:.*]] = memref.view %[[ARENA]][%[[OC]]][]
+// CHECK: %[[BASE:.*]] = memref.extract_aligned_pointer_as_index %[[ARENA]]
+// CHECK: %[[PTR:.*]] = arith.addi %[[BASE]], %[[OC]] : index
+// CHECK: call @use(%[[PTR]])
+// CHECK-NOT: memref.alloc
+func.func private @use(index)
+func.func @kiln_main(%in: memref<1024xf32>, %out: memref<1024xf32>) {
+  %a = memref.alloc() : memref<1024xf32>
+  linalg.copy ins(%in : memref<1024xf32>) outs(%a : memref<1024xf32>)
+  %b = memref.alloc() : memref<1024xf32>
+  linalg.copy ins(%a : memref<1024xf32>) outs(%b : memref<1024xf32>)
+  %c = memref.alloc() : memref<1024xf32>
+  linalg.copy ins(%b : memref<1024xf32>) outs(%c : memref<1024xf32>)
+  %p = memref.extract_aligned_pointer_as_index %c : memref<1024xf32> -> index
+  func.call @use(%p) : (index) -> ()
+  linalg.copy ins(%c : memref<1024xf32>) outs(%out : memref<1024xf32>)
+  return
+}

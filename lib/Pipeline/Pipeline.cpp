@@ -71,14 +71,12 @@ std::map<std::string, int64_t> opHistogram(ModuleOp m) {
 class StageRunner {
 public:
   StageRunner(const CompileOptions &o) : opts(o) {}
-  template <typename Fn> LogicalResult stage(const char *name, ModuleOp m, Fn &&fn) {
-    if (opts.verbose)
-      llvm::errs() << fmt::format("[kiln] {:<10} ...", name);
+  template <typename Fn> LogicalResult stage(const char *name, ModuleOp &m, Fn &&fn) {
     auto t0 = std::chrono::steady_clock::now();
     LogicalResult r = fn();
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (opts.verbose)
-      llvm::errs() << fmt::format(" {:8.1f} ms  {} ops{}\n", ms, m ? countOps(m) : 0,
+      llvm::errs() << fmt::format("[kiln] {:<8} {:8.1f} ms  {:6} ops{}\n", name, ms, m ? countOps(m) : 0,
                                   succeeded(r) ? "" : "  FAILED");
     if (opts.stats && succeeded(r) && m)
       counts.push_back({name, countOps(m)});
@@ -158,12 +156,13 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
 
   ImportedModel model;
   ModuleOp m;
-  if (failed(runner.stage("import", nullptr, [&] {
+  if (failed(runner.stage("import", m, [&] {
         model = importOnnxFile(ctx, opts.input, opts.import);
+        if (model.module)
+          m = *model.module;
         return success(bool(model.module));
       })))
     return failure();
-  m = *model.module;
 
   if (failed(runner.stage("graph", m, [&] {
         PassManager pm(&ctx);

@@ -175,7 +175,7 @@ def small_cnn():
     ]
     inits = [init("w1", rand(16, 3, 3, 3)), init("b1", rand(16)), init("s", rand(16)), init("bb", rand(16)),
              init("m", rand(16)), init("v", rand(16, lo=0.5, hi=1.5)), init("w2", rand(16, 1, 3, 3)),
-             init("lo", np.float32(0.0)), init("hi", np.float32(6.0)), init("wf", rand(10, 16)), init("bf", rand(10))]
+             init("lo", np.float32(0.0)), init("hi", np.float32(6.0)), init("wf", rand(10, 16, lo=-0.05, hi=0.05)), init("bf", rand(10, lo=-0.1, hi=0.1))]
     return model(nodes, [("x", rand(1, 3, 32, 32))], ["y"], inits, opset=13)
 
 

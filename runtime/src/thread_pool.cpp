@@ -29,25 +29,33 @@ ThreadPool::~ThreadPool() {
   for (auto &t : workers_) t.join();
 }
 
-void ThreadPool::drain() {
+void ThreadPool::drain(const std::function<void(int64_t)> &fn, int64_t n) {
   for (;;) {
     int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
-    if (i >= jobSize_) break;
-    (*job_)(i);
+    if (i >= n) break;
+    fn(i);
   }
 }
 
 void ThreadPool::workerLoop() {
   uint64_t seen = 0;
   for (;;) {
+    const std::function<void(int64_t)> *job;
+    int64_t n;
     {
       std::unique_lock<std::mutex> l(mu_);
       wake_.wait(l, [&] { return stop_ || generation_ != seen; });
       if (stop_) return;
       seen = generation_;
+      // A worker that wakes after its job has finished finds job_ null. One
+      // that joins (under the lock) holds parallelFor back until it leaves,
+      // so the next job cannot reset next_ or job_ while it drains.
+      if (!job_) continue;
+      job = job_;
+      n = jobSize_;
       ++active_;
     }
-    drain();
+    drain(*job, n);
     {
       std::lock_guard<std::mutex> l(mu_);
       if (--active_ == 0) done_.notify_all();
@@ -64,7 +72,7 @@ void ThreadPool::parallelFor(int64_t n, const std::function<void(int64_t)> &fn) 
     ++generation_;
   }
   wake_.notify_all();
-  drain();
+  drain(fn, n);
   std::unique_lock<std::mutex> l(mu_);
   done_.wait(l, [&] { return active_ == 0 && next_.load() >= jobSize_; });
   job_ = nullptr;

@@ -25,7 +25,7 @@ public:
 
 private:
   void workerLoop();
-  void drain();
+  void drain(const std::function<void(int64_t)> &fn, int64_t n);
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable wake_, done_;

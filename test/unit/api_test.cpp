@@ -58,13 +58,16 @@ struct FakeIo {
   FakeIo &operator=(const FakeIo &) = delete;
 
   void reset(float scale = 1.0f) {
-    for (int i = 0; i < 6; ++i) a[i] = scale * (float)(i + 1);
-    for (int i = 0; i < 12; ++i) w[i] = (float)(i % 5) - 2.0f;
+    for (int i = 0; i < 6; ++i)
+      a[i] = scale * (float)(i + 1);
+    for (int i = 0; i < 12; ++i)
+      w[i] = (float)(i % 5) - 2.0f;
     s = 0.25f;
     for (int i = 0; i < 2; ++i)
       for (int j = 0; j < 4; ++j) {
         float v = s;
-        for (int k = 0; k < 3; ++k) v += a[i * 3 + k] * w[k * 4 + j];
+        for (int k = 0; k < 3; ++k)
+          v += a[i * 3 + k] * w[k * 4 + j];
         expected[i * 4 + j] = v;
         y[i * 4 + j] = 0.0f;
       }
@@ -79,7 +82,8 @@ struct FakeIo {
   kiln_status run(kiln_context *ctx) { return kiln_run(ctx, inputs, 3, outputs, 1); }
   bool correct() const {
     for (int i = 0; i < 8; ++i)
-      if (y[i] != expected[i]) return false;
+      if (y[i] != expected[i])
+        return false;
     return true;
   }
 
@@ -117,7 +121,8 @@ TEST_CASE("kiln_status_string describes every status", "[api]") {
     REQUIRE(text != nullptr);
     CHECK(std::string(text) != "");
     CHECK(std::string(text) != "unknown status");
-    for (const std::string &other : seen) CHECK(other != text);
+    for (const std::string &other : seen)
+      CHECK(other != text);
     seen.push_back(text);
   }
   CHECK(std::string(kiln_status_string((kiln_status)42)) == "unknown status");
@@ -364,10 +369,12 @@ TEST_CASE("contexts of one model run concurrently", "[api]") {
       }
       for (int rep = 0; rep < 200; ++rep) {
         FakeIo io(1.0f + (float)((t * 7 + rep) % 11));
-        if (io.run(ctx) != KILN_OK || !io.correct()) ++failures[t];
+        if (io.run(ctx) != KILN_OK || !io.correct())
+          ++failures[t];
       }
       kiln_context_destroy(ctx);
     });
-  for (std::thread &t : threads) t.join();
+  for (std::thread &t : threads)
+    t.join();
   CHECK(failures == std::vector<int>(4, 0));
 }

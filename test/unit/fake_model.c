@@ -59,9 +59,11 @@ void kiln_model_run(void **buffers) {
   /* Contexts may run concurrently: the counters are updated atomically. */
   __atomic_store_n(&fake_model_arena_aligned, ((uintptr_t)arena % 64) == 0, __ATOMIC_RELAXED);
   memset(arena, 0, FAKE_ARENA_BYTES);
-  if (fake_model_hook) fake_model_hook(fake_model_hook_arg);
+  if (fake_model_hook)
+    fake_model_hook(fake_model_hook_arg);
   kiln_rt_matmul((intptr_t)a, (intptr_t)w, (intptr_t)y, 1, 2, 4, 3, 0, 0);
-  for (int i = 0; i < 8; ++i) y[i] += *s;
+  for (int i = 0; i < 8; ++i)
+    y[i] += *s;
   __atomic_fetch_add(&fake_model_runs, 1, __ATOMIC_RELAXED);
 }
 #endif

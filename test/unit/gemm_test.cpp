@@ -43,19 +43,18 @@ TEST_CASE("kiln_rt_gemm matches alpha * op(A) * op(B) + beta * C", "[gemm]") {
                   ref.add(i * N + j, (double)alpha * a * b);
                 }
                 if (cPtr)
-                  ref.add(i * N + j, (double)beta * C[(cRows == 1 ? 0 : i) * cCols +
-                                                      (cCols == 1 ? 0 : j)]);
+                  ref.add(i * N + j,
+                          (double)beta * C[(cRows == 1 ? 0 : i) * cCols + (cCols == 1 ? 0 : j)]);
               }
             for (kiln::rt::ThreadPool *p : {(kiln::rt::ThreadPool *)nullptr, &pool}) {
-              INFO("M=" << M << " N=" << N << " K=" << K << " transA=" << transA
-                        << " transB=" << transB << " C=" << cRows << "x" << cCols
-                        << " alpha=" << alpha << " beta=" << beta
-                        << " threads=" << (p ? p->size() : 1));
+              INFO("M=" << M << " N=" << N << " K=" << K << " transA=" << transA << " transB="
+                        << transB << " C=" << cRows << "x" << cCols << " alpha=" << alpha
+                        << " beta=" << beta << " threads=" << (p ? p->size() : 1));
               GuardedBuffer Y(M * N);
               {
                 PoolScope scope(p);
-                kiln_rt_gemm((intptr_t)A.data(), (intptr_t)B.data(), (intptr_t)cPtr, Y.addr(), M,
-                             N, K, transA, transB, alpha, beta, cRows, cCols);
+                kiln_rt_gemm((intptr_t)A.data(), (intptr_t)B.data(), (intptr_t)cPtr, Y.addr(), M, N,
+                             K, transA, transB, alpha, beta, cRows, cCols);
               }
               CHECK(mismatches(Y.data(), ref) == "");
               CHECK(Y.guardsIntact());
@@ -85,12 +84,11 @@ TEST_CASE("kiln_rt_matmul handles batches and broadcast operands", "[gemm]") {
           for (int64_t i = 0; i < M; ++i)
             for (int64_t j = 0; j < N; ++j)
               for (int64_t k = 0; k < K; ++k)
-                ref.add((b * M + i) * N + j, (double)A[b * strideA + i * K + k] *
-                                                 (double)B[b * strideB + k * N + j]);
+                ref.add((b * M + i) * N + j,
+                        (double)A[b * strideA + i * K + k] * (double)B[b * strideB + k * N + j]);
         for (kiln::rt::ThreadPool *p : {(kiln::rt::ThreadPool *)nullptr, &pool}) {
-          INFO("batch=" << batch << " M=" << M << " N=" << N << " K=" << K
-                        << " strideA=" << strideA << " strideB=" << strideB
-                        << " threads=" << (p ? p->size() : 1));
+          INFO("batch=" << batch << " M=" << M << " N=" << N << " K=" << K << " strideA=" << strideA
+                        << " strideB=" << strideB << " threads=" << (p ? p->size() : 1));
           GuardedBuffer Y(batch * M * N);
           {
             PoolScope scope(p);

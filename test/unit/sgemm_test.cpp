@@ -86,7 +86,8 @@ TEST_CASE("sgemm honours leading dimensions larger than the rows", "[sgemm]") {
       INFO("transA=" << transA << " transB=" << transB << " threads=" << (p ? p->size() : 1));
       GuardedBuffer C(M * ldc);
       for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = N; j < ldc; ++j) C.data()[i * ldc + j] = -3.5f;
+        for (int64_t j = N; j < ldc; ++j)
+          C.data()[i * ldc + j] = -3.5f;
       {
         PoolScope scope(p);
         kiln::rt::sgemm(M, N, K, A.data(), lda, transA, B.data(), ldb, transB, C.data(), ldc);
@@ -94,8 +95,10 @@ TEST_CASE("sgemm honours leading dimensions larger than the rows", "[sgemm]") {
       std::vector<float> packed(M * N);
       bool padKept = true;
       for (int64_t i = 0; i < M; ++i) {
-        for (int64_t j = 0; j < N; ++j) packed[i * N + j] = C.data()[i * ldc + j];
-        for (int64_t j = N; j < ldc; ++j) padKept &= C.data()[i * ldc + j] == -3.5f;
+        for (int64_t j = 0; j < N; ++j)
+          packed[i * N + j] = C.data()[i * ldc + j];
+        for (int64_t j = N; j < ldc; ++j)
+          padKept &= C.data()[i * ldc + j] == -3.5f;
       }
       CHECK(mismatches(packed.data(), ref) == "");
       CHECK(padKept);
@@ -109,7 +112,8 @@ TEST_CASE("sgemm with K = 0 writes zeros and with M or N = 0 writes nothing", "[
   GuardedBuffer C(5 * 7);
   kiln::rt::sgemm(5, 7, 0, A.data(), 1, false, B.data(), 7, false, C.data(), 7);
   bool zeros = true;
-  for (size_t i = 0; i < C.size(); ++i) zeros &= C.data()[i] == 0.0f;
+  for (size_t i = 0; i < C.size(); ++i)
+    zeros &= C.data()[i] == 0.0f;
   CHECK(zeros);
   CHECK(C.guardsIntact());
 

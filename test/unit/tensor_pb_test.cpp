@@ -12,10 +12,10 @@
 #include <cstring>
 #include <limits>
 
+using Catch::Matchers::Contains;
 using kiln::tools::parseTensor;
 using kiln::tools::serializeTensor;
 using kiln::tools::Tensor;
-using Catch::Matchers::Contains;
 
 namespace {
 
@@ -40,8 +40,8 @@ std::string lenField(int field, const std::string &payload) {
 template <typename T> std::string bytesOf(T v) { return std::string((const char *)&v, sizeof v); }
 
 // TensorProto field numbers.
-constexpr int kDims = 1, kDataType = 2, kFloatData = 4, kInt32Data = 5, kInt64Data = 7,
-              kName = 8, kRawData = 9, kDoubleData = 10;
+constexpr int kDims = 1, kDataType = 2, kFloatData = 4, kInt32Data = 5, kInt64Data = 7, kName = 8,
+              kRawData = 9, kDoubleData = 10;
 
 /// Parses `bytes`, which must succeed.
 Tensor parseOk(const std::string &bytes) {
@@ -71,7 +71,8 @@ TEST_CASE("serializeTensor and parseTensor round trip", "[tensor_pb]") {
   Tensor t;
   t.name = "input:0 with spaces";
   t.dims = {2, 3, 1, 2};
-  for (int i = 0; i < 12; ++i) t.data.push_back(0.5f * (float)i - 2.0f);
+  for (int i = 0; i < 12; ++i)
+    t.data.push_back(0.5f * (float)i - 2.0f);
   t.data[3] = -0.0f;
   t.data[4] = std::numeric_limits<float>::infinity();
   t.data[5] = std::numeric_limits<float>::quiet_NaN();
@@ -101,7 +102,8 @@ TEST_CASE("tensors without elements or without dims round trip", "[tensor_pb]") 
 
 TEST_CASE("parseTensor reads packed float_data with unpacked dims", "[tensor_pb]") {
   std::string floats;
-  for (float f : {1.0f, -2.5f, 3.25f, 0.0f, 1e-3f, 7.0f}) floats += bytesOf(f);
+  for (float f : {1.0f, -2.5f, 3.25f, 0.0f, 1e-3f, 7.0f})
+    floats += bytesOf(f);
   std::string msg = varintField(kDims, 2) + varintField(kDims, 3) + varintField(kDataType, 1) +
                     lenField(kFloatData, floats) + lenField(kName, "x");
   Tensor t = parseOk(msg);
@@ -113,7 +115,8 @@ TEST_CASE("parseTensor reads packed float_data with unpacked dims", "[tensor_pb]
 
 TEST_CASE("parseTensor reads unpacked float_data with packed dims", "[tensor_pb]") {
   std::string msg = lenField(kName, "y") + lenField(kDims, varint(1) + varint(3));
-  for (float f : {4.0f, 5.0f, 6.5f}) msg += key(kFloatData, Fixed32) + bytesOf(f);
+  for (float f : {4.0f, 5.0f, 6.5f})
+    msg += key(kFloatData, Fixed32) + bytesOf(f);
   msg += varintField(kDataType, 1);
   Tensor t = parseOk(msg);
   CHECK(t.dims == std::vector<int64_t>{1, 3});
@@ -123,8 +126,8 @@ TEST_CASE("parseTensor reads unpacked float_data with packed dims", "[tensor_pb]
 TEST_CASE("parseTensor converts int32 int64 and double data to float", "[tensor_pb]") {
   SECTION("int32_data, packed, negative values as 10-byte varints") {
     std::string packed = varint(7) + varint(uint64_t(int64_t(-3))) + varint(100000);
-    Tensor t = parseOk(varintField(kDims, 3) + varintField(kDataType, 6) +
-                       lenField(kInt32Data, packed));
+    Tensor t =
+        parseOk(varintField(kDims, 3) + varintField(kDataType, 6) + lenField(kInt32Data, packed));
     CHECK(t.dtype == 6);
     CHECK(t.data == std::vector<float>{7.0f, -3.0f, 100000.0f});
   }
@@ -150,7 +153,7 @@ TEST_CASE("parseTensor converts raw_data of every supported dtype", "[tensor_pb]
   };
   CHECK(raw(1, bytesOf(1.5f) + bytesOf(-2.0f), 2) == std::vector<float>{1.5f, -2.0f});
   CHECK(raw(6, bytesOf(int32_t(-5)) + bytesOf(int32_t(9)), 2) == std::vector<float>{-5, 9});
-  CHECK(raw(7, bytesOf(int64_t(-1) << 33), 1) == std::vector<float>{-8589934592.0f});
+  CHECK(raw(7, bytesOf(int64_t(-8589934592)), 1) == std::vector<float>{-8589934592.0f});
   CHECK(raw(11, bytesOf(0.125), 1) == std::vector<float>{0.125f});
   CHECK(raw(9, std::string("\x01\x00\x01", 3), 3) == std::vector<float>{1, 0, 1});
   CHECK(raw(2, "\xff\x02", 2) == std::vector<float>{255, 2});
@@ -158,11 +161,11 @@ TEST_CASE("parseTensor converts raw_data of every supported dtype", "[tensor_pb]
 }
 
 TEST_CASE("parseTensor skips fields it does not use", "[tensor_pb]") {
-  std::string msg = varintField(14, 1) +                     // data_location
-                    lenField(3, varintField(1, 0)) +         // segment
-                    lenField(13, lenField(1, "k")) +         // external_data
-                    key(15, Fixed32) + bytesOf(1.0f) +       // unknown fixed32
-                    key(16, Fixed64) + bytesOf(2.0) +        // unknown fixed64
+  std::string msg = varintField(14, 1) +               // data_location
+                    lenField(3, varintField(1, 0)) +   // segment
+                    lenField(13, lenField(1, "k")) +   // external_data
+                    key(15, Fixed32) + bytesOf(1.0f) + // unknown fixed32
+                    key(16, Fixed64) + bytesOf(2.0) +  // unknown fixed64
                     varintField(kDims, 1) + lenField(kRawData, bytesOf(3.0f));
   Tensor t = parseOk(msg);
   CHECK(t.dims == std::vector<int64_t>{1});
@@ -225,8 +228,7 @@ TEST_CASE("parseTensor rejects data that does not match the dims", "[tensor_pb]"
                "unsupported dtype 10");
   }
   SECTION("negative dimension") {
-    parseFails(varintField(kDims, uint64_t(int64_t(-2))) + lenField(kRawData, ""),
-               "bad dimension");
+    parseFails(varintField(kDims, uint64_t(int64_t(-2))) + lenField(kRawData, ""), "bad dimension");
   }
   SECTION("element count overflowing 64 bits") {
     // 2^32 * 2^32 wraps to 0 elements, which would match empty data.

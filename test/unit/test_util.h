@@ -21,7 +21,8 @@ namespace kiln::test {
 inline std::vector<float> randomFloats(size_t n, uint32_t seed) {
   std::mt19937 gen(seed);
   std::vector<float> v(n);
-  for (float &x : v) x = (float)((double)gen() / 2147483648.0 - 1.0);
+  for (float &x : v)
+    x = (float)((double)gen() / 2147483648.0 - 1.0);
   return v;
 }
 
@@ -31,7 +32,8 @@ class GuardedBuffer {
 public:
   explicit GuardedBuffer(size_t n)
       : n_(n), v_(n + 2 * kGuard, std::numeric_limits<float>::quiet_NaN()) {
-    for (size_t i = 0; i < kGuard; ++i) v_[i] = v_[kGuard + n + i] = kSentinel;
+    for (size_t i = 0; i < kGuard; ++i)
+      v_[i] = v_[kGuard + n + i] = kSentinel;
   }
   float *data() { return v_.data() + kGuard; }
   size_t size() const { return n_; }
@@ -39,7 +41,8 @@ public:
   /// True when nothing outside the payload was written.
   bool guardsIntact() const {
     for (size_t i = 0; i < kGuard; ++i)
-      if (v_[i] != kSentinel || v_[kGuard + n_ + i] != kSentinel) return false;
+      if (v_[i] != kSentinel || v_[kGuard + n_ + i] != kSentinel)
+        return false;
     return true;
   }
 
@@ -68,10 +71,12 @@ inline std::string mismatches(const float *got, const Reference &ref, double rel
   for (size_t i = 0; i < ref.value.size(); ++i) {
     double err = std::fabs((double)got[i] - ref.value[i]);
     if (!(err <= relTol * ref.scale[i])) {
-      if (bad++ == 0) first = i;
+      if (bad++ == 0)
+        first = i;
     }
   }
-  if (!bad) return "";
+  if (!bad)
+    return "";
   std::ostringstream os;
   os << bad << " of " << ref.value.size() << " elements differ; first at " << first << ": got "
      << got[first] << ", expected " << ref.value[first] << " (scale " << ref.scale[first] << ")";

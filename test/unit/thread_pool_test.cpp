@@ -19,14 +19,18 @@ namespace {
 /// not run exactly once.
 int64_t missedOrRepeated(kiln::rt::ThreadPool &pool, int64_t n) {
   std::unique_ptr<std::atomic<int>[]> hits(new std::atomic<int>[n ? n : 1]);
-  for (int64_t i = 0; i < n; ++i) hits[i] = 0;
+  for (int64_t i = 0; i < n; ++i)
+    hits[i] = 0;
   std::atomic<int64_t> outOfRange{0};
   pool.parallelFor(n, [&](int64_t i) {
-    if (i < 0 || i >= n) ++outOfRange;
-    else hits[i].fetch_add(1, std::memory_order_relaxed);
+    if (i < 0 || i >= n)
+      ++outOfRange;
+    else
+      hits[i].fetch_add(1, std::memory_order_relaxed);
   });
   int64_t bad = outOfRange.load();
-  for (int64_t i = 0; i < n; ++i) bad += hits[i].load() != 1;
+  for (int64_t i = 0; i < n; ++i)
+    bad += hits[i].load() != 1;
   return bad;
 }
 
@@ -55,12 +59,15 @@ TEST_CASE("ThreadPool parallelFor runs every index exactly once", "[thread_pool]
 }
 
 TEST_CASE("ThreadPool survives back-to-back tiny jobs", "[thread_pool]") {
-  // Jobs of one or two indices finish before the workers wake up, so
-  // workers join a job late, just as the next one starts.
+  // Tiny jobs finish before the workers wake up, so workers come late to a
+  // job while the next one starts: they must neither take indices of the
+  // next job against the size of the old one nor run one index twice.
+  const int64_t sizes[] = {0, 2, 64};
   for (int threads = 2; threads <= 4; ++threads) {
     kiln::rt::ThreadPool pool(threads);
     int64_t bad = 0;
-    for (int rep = 0; rep < 20000; ++rep) bad += missedOrRepeated(pool, 1 + rep % 2);
+    for (int rep = 0; rep < 100000; ++rep)
+      bad += missedOrRepeated(pool, sizes[rep % 3]);
     INFO("threads=" << threads);
     CHECK(bad == 0);
   }
@@ -70,7 +77,8 @@ TEST_CASE("ThreadPool can be created and destroyed repeatedly", "[thread_pool]")
   int64_t bad = 0;
   for (int rep = 0; rep < 300; ++rep) {
     kiln::rt::ThreadPool pool(1 + rep % 4);
-    if (rep % 3) bad += missedOrRepeated(pool, rep % 50);
+    if (rep % 3)
+      bad += missedOrRepeated(pool, rep % 50);
   }
   CHECK(bad == 0);
 }
@@ -82,13 +90,15 @@ TEST_CASE("ThreadPool sums uneven work correctly", "[thread_pool]") {
   for (int rep = 0; rep < 20; ++rep) {
     pool.parallelFor(n, [&](int64_t i) {
       int64_t s = 0;
-      for (int64_t k = 0; k < (i % 17) * 1000; ++k) s += k % 7;
+      for (int64_t k = 0; k < (i % 17) * 1000; ++k)
+        s += k % 7;
       partial[i] = s;
     });
     int64_t expected = 0, got = 0;
     for (int64_t i = 0; i < n; ++i) {
       int64_t s = 0;
-      for (int64_t k = 0; k < (i % 17) * 1000; ++k) s += k % 7;
+      for (int64_t k = 0; k < (i % 17) * 1000; ++k)
+        s += k % 7;
       expected += s;
       got += partial[i];
     }
@@ -122,10 +132,13 @@ TEST_CASE("parallelFor uses the current pool which is per thread", "[thread_pool
 
     for (int64_t n : {0, 1, 2, 7, 1000}) {
       std::unique_ptr<std::atomic<int>[]> hits(new std::atomic<int>[n ? n : 1]);
-      for (int64_t i = 0; i < n; ++i) hits[i] = 0;
-      for (int rep = 0; rep < 50; ++rep) kiln::rt::parallelFor(n, [&](int64_t i) { ++hits[i]; });
+      for (int64_t i = 0; i < n; ++i)
+        hits[i] = 0;
+      for (int rep = 0; rep < 50; ++rep)
+        kiln::rt::parallelFor(n, [&](int64_t i) { ++hits[i]; });
       int64_t bad = 0;
-      for (int64_t i = 0; i < n; ++i) bad += hits[i].load() != 50;
+      for (int64_t i = 0; i < n; ++i)
+        bad += hits[i].load() != 50;
       INFO("n=" << n);
       CHECK(bad == 0);
     }
@@ -139,8 +152,10 @@ TEST_CASE("separate pools run concurrently on separate threads", "[thread_pool]"
   for (int t = 0; t < 3; ++t)
     threads.emplace_back([&, t] {
       kiln::rt::ThreadPool pool(2 + t % 2);
-      for (int rep = 0; rep < 300; ++rep) bad += missedOrRepeated(pool, (rep * 37) % 200);
+      for (int rep = 0; rep < 300; ++rep)
+        bad += missedOrRepeated(pool, (rep * 37) % 200);
     });
-  for (std::thread &t : threads) t.join();
+  for (std::thread &t : threads)
+    t.join();
   CHECK(bad.load() == 0);
 }

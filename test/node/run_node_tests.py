@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Runs the ONNX backend node tests shipped in the `onnx` package through kiln.
+
+Every folder of onnx/backend/test/data/node is compiled with kiln-compile and
+each test_data_set_* is run with kiln-run --expect. A folder is classified as
+  pass           compiled, and every data set matches (rtol 1e-3, atol 1e-4)
+  wrong          compiled and ran, but an output differs       (a bug)
+  unsupported    kiln-compile refused it with a diagnostic     (honest)
+  run-error      kiln-run reported an error (exit 2)           (a bug)
+  crash          a signal, an exit code kiln never uses, or a timeout (a bug)
+Folders whose model uses sequences, optionals, strings or training ops are
+also counted separately (they may stay unsupported).
+
+Prints one line per non-passing folder, a summary table, and the line
+'N passed, N failed' where failed counts only bugs (wrong, run-error, crash).
+With --doc FILE writes the per-op coverage document (docs/op-coverage.md).
+Exit status 0 when there is no bug and the pass count is at least --min-pass.
+
+usage: run_node_tests.py [--build build] [--jobs 2] [--only substr] [--doc FILE] [--min-pass N]
+"""
+import argparse
+import collections
+import concurrent.futures
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import onnx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUGS = ("wrong", "run-error", "crash")
+TRAINING_OPS = {"Adagrad", "Adam", "Momentum", "Gradient", "NegativeLogLikelihoodLoss",
+                "SoftmaxCrossEntropyLoss"}
+
+
+def node_dir():
+    return os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "node")
+
+
+def special_kind(model):
+    """'sequence', 'optional', 'string', 'training' or None."""
+    def vtype(t):
+        if t.HasField("sequence_type"):
+            return "sequence"
+        if t.HasField("optional_type"):
+            return "optional"
+        if t.HasField("tensor_type") and t.tensor_type.elem_type == onnx.TensorProto.STRING:
+            return "string"
+        return None
+    for vi in list(model.graph.input) + list(model.graph.output):
+        k = vtype(vi.type)
+        if k:
+            return k
+    for n in model.graph.node:
+        if n.domain == "ai.onnx.preview.training" or n.op_type in TRAINING_OPS:
+            return "training"
+        if "Sequence" in n.op_type or n.op_type in ("SplitToSequence", "ConcatFromSequence"):
+            return "sequence"
+        if "Optional" in n.op_type:
+            return "optional"
+        if n.op_type.startswith("String") or n.op_type in ("RegexFullMatch", "TfIdfVectorizer"):
+            return "string"
+    return None
+
+
+def main_op(name, model):
+    ops = [n.op_type for n in model.graph.node]
+    if len(set(ops)) == 1:
+        return ops[0]
+    key = name[len("test_"):].replace("_", "").lower()
+    best = ""
+    for op in set(ops):
+        if key.startswith(op.lower()) and len(op) > len(best):
+            best = op
+    return best or (ops[0] if ops else "?")
+
+
+def run(cmd, timeout):
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        return p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired:
+        return None, "", f"timeout after {timeout}s"
+
+
+def first_error(text):
+    for line in text.splitlines():
+        if "error:" in line:
+            return line.split("error:", 1)[1].strip()
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def check(folder, build, workdir, timeout):
+    name = os.path.basename(folder)
+    try:
+        model = onnx.load(os.path.join(folder, "model.onnx"), load_external_data=False)
+        op, special = main_op(name, model), special_kind(model)
+    except Exception as e:  # noqa: BLE001 - a model onnx itself cannot read
+        op, special = "?", None
+    lib = os.path.join(workdir, name + ".so")
+    rc, out, err = run([os.path.join(build, "bin", "kiln-compile"), os.path.join(folder, "model.onnx"), "-o", lib],
+                       timeout)
+    if rc is None or rc < 0 or rc not in (0, 1):
+        return name, op, special, "crash", f"kiln-compile: {err.strip()[-300:]}"
+    if rc == 1:
+        return name, op, special, "unsupported", first_error(err)
+    for data in sorted(glob.glob(os.path.join(folder, "test_data_set_*"))):
+        rc, out, err = run([os.path.join(build, "bin", "kiln-run"), lib, "--inputs", data, "--expect", data],
+                           timeout)
+        if rc == 1:
+            bad = [l.strip() for l in out.splitlines() if "MISMATCH" in l]
+            return name, op, special, "wrong", f"{os.path.basename(data)}: {'; '.join(bad)}"
+        if rc == 2:
+            return name, op, special, "run-error", first_error(err)
+        if rc != 0:
+            return name, op, special, "crash", f"kiln-run: {err.strip()[-300:]}"
+    try:
+        os.remove(lib)
+    except OSError:
+        pass
+    return name, op, special, "pass", ""
+
+
+def write_doc(path, results, elapsed):
+    by_op = collections.defaultdict(list)
+    for r in results:
+        by_op[r[1]].append(r)
+    counts = collections.Counter(r[3] for r in results)
+    special = collections.Counter(r[2] for r in results if r[2])
+    total = len(results)
+    with open(path, "w") as f:
+        f.write("# ONNX backend node test coverage\n\n")
+        f.write("Generated by `test/node/run_node_tests.py --doc docs/op-coverage.md` from a real run "
+                f"over the node tests of onnx {onnx.__version__} (x86-64); do not edit by hand.\n\n")
+        f.write(f"**{counts['pass']} of {total} folders pass ({100.0 * counts['pass'] / total:.1f}%).** ")
+        f.write(", ".join(f"{k}: {counts[k]}" for k in ("unsupported", "wrong", "run-error", "crash")))
+        f.write(f". Suite time {elapsed:.0f} s.\n\n")
+        f.write("Folders using sequences, optionals, strings or training ops (may stay unsupported): "
+                + ", ".join(f"{k} {v}" for k, v in sorted(special.items())) + f" (total {sum(special.values())}).\n\n")
+        reasons = collections.Counter(r[4] for r in results if r[3] == "unsupported")
+        f.write("## Most common reasons for unsupported folders\n\n| count | diagnostic |\n|---|---|\n")
+        for reason, n in reasons.most_common(15):
+            f.write(f"| {n} | {reason.replace('|', '/')} |\n")
+        f.write("\n## Per op\n\n| op | pass | total | failing tests (status) |\n|---|---|---|---|\n")
+        for op in sorted(by_op):
+            rs = by_op[op]
+            npass = sum(1 for r in rs if r[3] == "pass")
+            failing = ", ".join(f"{r[0][5:]} ({r[3]})" for r in sorted(rs) if r[3] != "pass")
+            f.write(f"| {op} | {npass} | {len(rs)} | {failing} |\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--timeout", type=int, default=120)
+    ap.add_argument("--doc")
+    ap.add_argument("--min-pass", type=int, default=0)
+    args = ap.parse_args()
+
+    folders = sorted(d for d in glob.glob(os.path.join(node_dir(), "test_*")) if args.only in os.path.basename(d))
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as work, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda d: check(d, args.build, work, args.timeout), folders))
+    elapsed = time.time() - t0
+    for name, op, special, status, msg in results:
+        if status != "pass":
+            print(f"{status.upper():12} {name} [{op}] {msg}")
+    counts = collections.Counter(r[3] for r in results)
+    special = collections.Counter(r[2] for r in results if r[2])
+    print(f"\nnode tests (onnx {onnx.__version__}): {len(results)} folders in {elapsed:.0f} s")
+    for k in ("pass", "unsupported", "wrong", "run-error", "crash"):
+        print(f"  {k:12} {counts[k]}")
+    print("  using sequences/optionals/strings/training: " + ", ".join(f"{k} {v}" for k, v in sorted(special.items())))
+    if args.doc:
+        write_doc(args.doc, results, elapsed)
+    bugs = sum(counts[k] for k in BUGS)
+    print(f"{counts['pass']} passed, {bugs} failed, {counts['unsupported']} skipped")
+    ok = bugs == 0 and counts["pass"] >= args.min_pass
+    if counts["pass"] < args.min_pass:
+        print(f"pass count {counts['pass']} is below the floor {args.min_pass}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -79,6 +79,17 @@ private:
   AffineMap broadcastMap(ArrayRef<int64_t> inShape, ArrayRef<int64_t> outShape);
   /// Reduction of `in` over `axes` into `out` (keepdims shape or not).
   void reduce(Value in, Value out, ArrayRef<int64_t> axes, bool isMax);
+  enum class Combine { Sum, Max, Min, Prod };
+  /// acc (input shape with reduced dims = 1) = combine over axes of
+  /// pre(x, extras...), where extras broadcast like acc.
+  void reduceInto(Value in, Value acc, ArrayRef<int64_t> axes, Combine kind,
+                  function_ref<Value(OpBuilder &, Location, Value, ValueRange)> pre,
+                  ValueRange extras = {});
+  Value viewAs(Value buffer, ArrayRef<int64_t> shape);
+  LogicalResult lowerLayerNorm(LayerNormOp op);
+  LogicalResult lowerLogSoftmax(LogSoftmaxOp op);
+  LogicalResult lowerTrilu(TriluOp op);
+  LogicalResult lowerTile(TileOp op);
   void copyInto(Value src, Value dst, ArrayRef<int64_t> offsets);
   /// Pads `in` into a new buffer, filling with `value`.
   Value padded(Value in, ArrayRef<int64_t> lo, ArrayRef<int64_t> hi, double value);
@@ -177,6 +188,51 @@ void BufferLowering::reduce(Value in, Value out, ArrayRef<int64_t> axes, bool is
                               });
 }
 
+Value BufferLowering::viewAs(Value buffer, ArrayRef<int64_t> shape) {
+  auto t = cast<MemRefType>(buffer.getType());
+  if (t.getShape() == shape)
+    return buffer;
+  SmallVector<int64_t> strides(shape.size(), 1);
+  for (int64_t i = (int64_t)shape.size() - 2; i >= 0; --i) strides[i] = strides[i + 1] * shape[i + 1];
+  return b.create<memref::ReinterpretCastOp>(loc, MemRefType::get(shape, t.getElementType()), buffer,
+                                             0, shape, strides);
+}
+
+void BufferLowering::reduceInto(Value in, Value acc, ArrayRef<int64_t> axes, Combine kind,
+                                function_ref<Value(OpBuilder &, Location, Value, ValueRange)> pre,
+                                ValueRange extras) {
+  auto inShape = cast<MemRefType>(in.getType()).getShape();
+  double init = kind == Combine::Sum    ? 0.0
+                : kind == Combine::Prod ? 1.0
+                : kind == Combine::Max  ? -std::numeric_limits<double>::infinity()
+                                        : std::numeric_limits<double>::infinity();
+  b.create<linalg::FillOp>(loc, ValueRange{cf(init)}, ValueRange{acc});
+  SmallVector<AffineExpr> keepExprs;
+  SmallVector<IterTy> iters;
+  for (size_t i = 0; i < inShape.size(); ++i) {
+    bool red = llvm::is_contained(axes, (int64_t)i);
+    iters.push_back(red ? IterTy::reduction : IterTy::parallel);
+    keepExprs.push_back(red ? b.getAffineConstantExpr(0) : b.getAffineDimExpr(i));
+  }
+  AffineMap keep = AffineMap::get(inShape.size(), 0, keepExprs, b.getContext());
+  SmallVector<Value> ins{in};
+  llvm::append_range(ins, extras);
+  SmallVector<AffineMap> maps{b.getMultiDimIdentityMap(inShape.size())};
+  for (size_t i = 0; i <= extras.size(); ++i) maps.push_back(keep);
+  b.create<linalg::GenericOp>(loc, ins, ValueRange{acc}, maps, iters,
+                              [&](OpBuilder &nb, Location l, ValueRange a) {
+                                Value x = pre(nb, l, a[0], a.slice(1, extras.size()));
+                                Value r = a.back();
+                                switch (kind) {
+                                case Combine::Sum: r = nb.create<arith::AddFOp>(l, x, r); break;
+                                case Combine::Prod: r = nb.create<arith::MulFOp>(l, x, r); break;
+                                case Combine::Max: r = nb.create<arith::MaximumFOp>(l, x, r); break;
+                                case Combine::Min: r = nb.create<arith::MinimumFOp>(l, x, r); break;
+                                }
+                                nb.create<linalg::YieldOp>(l, r);
+                              });
+}
+
 void BufferLowering::copyInto(Value src, Value dst, ArrayRef<int64_t> offsets) {
   auto shape = cast<MemRefType>(src.getType()).getShape();
   SmallVector<int64_t> ones(shape.size(), 1);
@@ -215,6 +271,80 @@ Value BufferLowering::unaryScalar(Operation *op, OpBuilder &nb, Location l, Valu
         t = nb.create<arith::MinimumFOp>(l, nb.create<arith::MaximumFOp>(l, t, c(0.0)), c(1.0));
         return nb.create<arith::MulFOp>(l, x, t);
       })
+      .Case([&](SoftplusOp) { // max(x, 0) + log1p(exp(-|x|)), stable for large |x|
+        Value e = nb.create<math::ExpOp>(l, nb.create<arith::NegFOp>(l, nb.create<math::AbsFOp>(l, x)));
+        return nb.create<arith::AddFOp>(l, nb.create<arith::MaximumFOp>(l, x, c(0.0)),
+                                        nb.create<math::Log1pOp>(l, e));
+      })
+      .Case([&](SoftsignOp) {
+        return nb.create<arith::DivFOp>(l, x, nb.create<arith::AddFOp>(l, c(1.0), nb.create<math::AbsFOp>(l, x)));
+      })
+      .Case([&](MishOp) {
+        Value e = nb.create<math::ExpOp>(l, nb.create<arith::NegFOp>(l, nb.create<math::AbsFOp>(l, x)));
+        Value sp = nb.create<arith::AddFOp>(l, nb.create<arith::MaximumFOp>(l, x, c(0.0)),
+                                            nb.create<math::Log1pOp>(l, e));
+        return nb.create<arith::MulFOp>(l, x, nb.create<math::TanhOp>(l, sp));
+      })
+      .Case([&](FloorOp) { return nb.create<math::FloorOp>(l, x); })
+      .Case([&](CeilOp) { return nb.create<math::CeilOp>(l, x); })
+      .Case([&](RoundOp) { return nb.create<math::RoundEvenOp>(l, x); })
+      .Case([&](SignOp) {
+        Value pos = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OGT, x, c(0.0));
+        Value neg = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLT, x, c(0.0));
+        return nb.create<arith::SelectOp>(l, pos, c(1.0), nb.create<arith::SelectOp>(l, neg, c(-1.0), c(0.0)));
+      })
+      .Case([&](SinOp) { return nb.create<math::SinOp>(l, x); })
+      .Case([&](CosOp) { return nb.create<math::CosOp>(l, x); })
+      .Case([&](TanOp) { return nb.create<math::TanOp>(l, x); })
+      .Case([&](AsinOp) { return nb.create<math::AsinOp>(l, x); })
+      .Case([&](AcosOp) { return nb.create<math::AcosOp>(l, x); })
+      .Case([&](AtanOp) { return nb.create<math::AtanOp>(l, x); })
+      .Case([&](SinhOp) { return nb.create<math::SinhOp>(l, x); })
+      .Case([&](CoshOp) { return nb.create<math::CoshOp>(l, x); })
+      .Case([&](AsinhOp) { return nb.create<math::AsinhOp>(l, x); })
+      .Case([&](AcoshOp) { return nb.create<math::AcoshOp>(l, x); })
+      .Case([&](AtanhOp) { return nb.create<math::AtanhOp>(l, x); })
+      .Case([&](EluOp o) {
+        Value neg = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLT, x, c(0.0));
+        Value e = nb.create<arith::MulFOp>(l, nb.create<math::ExpM1Op>(l, x), c(o.getAlpha().convertToFloat()));
+        return nb.create<arith::SelectOp>(l, neg, e, x);
+      })
+      .Case([&](CeluOp o) {
+        float a = o.getAlpha().convertToFloat();
+        Value e = nb.create<arith::MulFOp>(
+            l, nb.create<math::ExpM1Op>(l, nb.create<arith::DivFOp>(l, x, c(a))), c(a));
+        return nb.create<arith::AddFOp>(l, nb.create<arith::MaximumFOp>(l, x, c(0.0)),
+                                        nb.create<arith::MinimumFOp>(l, e, c(0.0)));
+      })
+      .Case([&](ThresholdedReluOp o) {
+        Value gt = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OGT, x, c(o.getAlpha().convertToFloat()));
+        return nb.create<arith::SelectOp>(l, gt, x, c(0.0));
+      })
+      .Case([&](SeluOp o) {
+        float a = o.getAlpha().convertToFloat(), g = o.getGamma().convertToFloat();
+        Value le = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLE, x, c(0.0));
+        Value neg = nb.create<arith::MulFOp>(l, nb.create<math::ExpM1Op>(l, x), c(a * g));
+        return nb.create<arith::SelectOp>(l, le, neg, nb.create<arith::MulFOp>(l, x, c(g)));
+      })
+      .Case([&](ShrinkOp o) {
+        float bias = o.getBias().convertToFloat(), lambd = o.getLambd().convertToFloat();
+        Value lo = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLT, x, c(-lambd));
+        Value hi = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OGT, x, c(lambd));
+        Value r = nb.create<arith::SelectOp>(l, hi, nb.create<arith::SubFOp>(l, x, c(bias)), c(0.0));
+        return nb.create<arith::SelectOp>(l, lo, nb.create<arith::AddFOp>(l, x, c(bias)), r);
+      })
+      .Case([&](GeluOp o) {
+        Value inner;
+        if (o.getTanhApproximation()) {
+          Value x3 = nb.create<arith::MulFOp>(l, x, nb.create<arith::MulFOp>(l, x, x));
+          Value t = nb.create<arith::AddFOp>(l, x, nb.create<arith::MulFOp>(l, x3, c(0.044715)));
+          inner = nb.create<math::TanhOp>(l, nb.create<arith::MulFOp>(l, t, c(0.7978845608028654)));
+        } else {
+          inner = nb.create<math::ErfOp>(l, nb.create<arith::MulFOp>(l, x, c(0.7071067811865476)));
+        }
+        Value h = nb.create<arith::MulFOp>(l, x, c(0.5));
+        return nb.create<arith::MulFOp>(l, h, nb.create<arith::AddFOp>(l, inner, c(1.0)));
+      })
       .Case([&](LeakyReluOp o) {
         Value neg = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLT, x, c(0.0));
         Value s = nb.create<arith::MulFOp>(l, x, c(o.getAlpha().convertToFloat()));
@@ -240,6 +370,9 @@ Value BufferLowering::binaryScalar(Operation *op, OpBuilder &nb, Location l, Val
       .Case([&](MulOp) { return nb.create<arith::MulFOp>(l, x, y); })
       .Case([&](DivOp) { return nb.create<arith::DivFOp>(l, x, y); })
       .Case([&](PowOp) { return nb.create<math::PowFOp>(l, x, y); })
+      .Case([&](MaxOp) { return nb.create<arith::MaximumFOp>(l, x, y); })
+      .Case([&](MinOp) { return nb.create<arith::MinimumFOp>(l, x, y); })
+      .Case([&](ModOp) { return nb.create<arith::RemFOp>(l, x, y); })
       .Case([&](PReluOp) {
         Value zero = nb.create<arith::ConstantOp>(l, nb.getF32FloatAttr(0.0));
         Value neg = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLT, x, zero);
@@ -400,21 +533,162 @@ LogicalResult BufferLowering::lowerPool(Operation *op, bool isMax) {
   return success();
 }
 
-// kind: 0 sum, 1 mean, 2 max
-LogicalResult BufferLowering::lowerReduce(Operation *op, ArrayRef<int64_t> axes, bool keep, int kind) {
+LogicalResult BufferLowering::lowerReduce(Operation *op, ArrayRef<int64_t> axes, bool keep, int) {
+  auto xs = cast<ShapedType>(op->getOperand(0).getType()).getShape();
+  SmallVector<int64_t> keepShape(xs);
+  int64_t n = 1;
+  for (int64_t a : axes) {
+    n *= xs[a];
+    keepShape[a] = 1;
+  }
   Value in = buf(op->getOperand(0));
   Value out = dest(op->getResult(0));
-  reduce(in, out, axes, kind == 2);
-  if (kind == 1) {
-    auto xs = cast<ShapedType>(op->getOperand(0).getType()).getShape();
-    int64_t n = 1;
-    for (int64_t a : axes) n *= xs[a];
-    Value scale = cf(1.0 / n);
-    elementwise(ValueRange{out}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
-      return nb.create<arith::MulFOp>(l, a[0], scale).getResult();
+  // Without keepdims the result has the same elements in the same order.
+  Value acc = viewAs(out, keepShape);
+  auto id = [](OpBuilder &, Location, Value x, ValueRange) { return x; };
+  auto post = [&](function_ref<Value(OpBuilder &, Location, Value)> fn) {
+    elementwise(ValueRange{acc}, acc,
+                [&](OpBuilder &nb, Location l, ValueRange a) { return fn(nb, l, a[0]); });
+  };
+  if (isa<ReduceSumOp, ReduceMeanOp>(op)) {
+    reduceInto(in, acc, axes, Combine::Sum, id);
+    if (isa<ReduceMeanOp>(op)) {
+      Value scale = cf(1.0 / n);
+      post([&](OpBuilder &nb, Location l, Value v) { return nb.create<arith::MulFOp>(l, v, scale); });
+    }
+  } else if (isa<ReduceMaxOp>(op)) {
+    reduceInto(in, acc, axes, Combine::Max, id);
+  } else if (isa<ReduceMinOp>(op)) {
+    reduceInto(in, acc, axes, Combine::Min, id);
+  } else if (isa<ReduceProdOp>(op)) {
+    reduceInto(in, acc, axes, Combine::Prod, id);
+  } else if (isa<ReduceL1Op>(op)) {
+    reduceInto(in, acc, axes, Combine::Sum,
+               [](OpBuilder &nb, Location l, Value x, ValueRange) { return nb.create<math::AbsFOp>(l, x); });
+  } else if (isa<ReduceL2Op, ReduceSumSquareOp>(op)) {
+    reduceInto(in, acc, axes, Combine::Sum,
+               [](OpBuilder &nb, Location l, Value x, ValueRange) { return nb.create<arith::MulFOp>(l, x, x); });
+    if (isa<ReduceL2Op>(op))
+      post([](OpBuilder &nb, Location l, Value v) { return nb.create<math::SqrtOp>(l, v); });
+  } else if (isa<ReduceLogSumOp>(op)) {
+    reduceInto(in, acc, axes, Combine::Sum, id);
+    post([](OpBuilder &nb, Location l, Value v) { return nb.create<math::LogOp>(l, v); });
+  } else if (isa<ReduceLogSumExpOp>(op)) {
+    // log(sum(exp(x - m))) + m with m the max, so large inputs do not overflow.
+    Value mx = alloc(keepShape);
+    reduceInto(in, mx, axes, Combine::Max, id);
+    reduceInto(in, acc, axes, Combine::Sum,
+               [](OpBuilder &nb, Location l, Value x, ValueRange m) {
+                 return nb.create<math::ExpOp>(l, nb.create<arith::SubFOp>(l, x, m[0]));
+               },
+               ValueRange{mx});
+    elementwise(ValueRange{acc, mx}, acc, [](OpBuilder &nb, Location l, ValueRange a) {
+      return nb.create<arith::AddFOp>(l, nb.create<math::LogOp>(l, a[0]), a[1]).getResult();
     });
+  } else {
+    return op->emitError("no lowering for this reduction");
   }
   (void)keep;
+  return success();
+}
+
+LogicalResult BufferLowering::lowerLogSoftmax(LogSoftmaxOp op) {
+  auto xs = cast<ShapedType>(op.getType()).getShape();
+  int64_t axis = op.getAxis();
+  SmallVector<int64_t> red(xs);
+  red[axis] = 1;
+  Value in = buf(op.getInput());
+  Value out = dest(op.getResult());
+  Value mx = alloc(red);
+  reduce(in, mx, {axis}, /*isMax=*/true);
+  elementwise(ValueRange{in, mx}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
+    return nb.create<arith::SubFOp>(l, a[0], a[1]).getResult();
+  });
+  Value sum = alloc(red);
+  reduceInto(out, sum, {axis}, Combine::Sum, [](OpBuilder &nb, Location l, Value x, ValueRange) {
+    return nb.create<math::ExpOp>(l, x);
+  });
+  elementwise(ValueRange{out, sum}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
+    return nb.create<arith::SubFOp>(l, a[0], nb.create<math::LogOp>(l, a[1])).getResult();
+  });
+  return success();
+}
+
+LogicalResult BufferLowering::lowerLayerNorm(LayerNormOp op) {
+  auto xs = cast<ShapedType>(op.getType()).getShape();
+  SmallVector<int64_t> keepShape(xs);
+  int64_t n = 1;
+  for (int64_t a : op.getAxes()) {
+    n *= xs[a];
+    keepShape[a] = 1;
+  }
+  Value in = buf(op.getInput());
+  Value out = dest(op.getResult());
+  Value mean = alloc(keepShape), var = alloc(keepShape);
+  Value invN = cf(1.0 / n), eps = cf(op.getEpsilon().convertToFloat());
+  reduceInto(in, mean, op.getAxes(), Combine::Sum,
+             [](OpBuilder &, Location, Value x, ValueRange) { return x; });
+  elementwise(ValueRange{mean}, mean, [&](OpBuilder &nb, Location l, ValueRange a) {
+    return nb.create<arith::MulFOp>(l, a[0], invN).getResult();
+  });
+  reduceInto(in, var, op.getAxes(), Combine::Sum,
+             [](OpBuilder &nb, Location l, Value x, ValueRange m) {
+               Value d = nb.create<arith::SubFOp>(l, x, m[0]);
+               return nb.create<arith::MulFOp>(l, d, d);
+             },
+             ValueRange{mean});
+  // var <- 1 / sqrt(var / n + eps)
+  elementwise(ValueRange{var}, var, [&](OpBuilder &nb, Location l, ValueRange a) {
+    Value v = nb.create<arith::AddFOp>(l, nb.create<arith::MulFOp>(l, a[0], invN), eps);
+    return nb.create<math::RsqrtOp>(l, v).getResult();
+  });
+  SmallVector<Value> ins{in, mean, var, buf(op.getScale())};
+  if (op.getBias()) ins.push_back(buf(op.getBias()));
+  bool hasBias = (bool)op.getBias();
+  elementwise(ins, out, [&](OpBuilder &nb, Location l, ValueRange a) {
+    Value y = nb.create<arith::MulFOp>(l, nb.create<arith::SubFOp>(l, a[0], a[1]), a[2]);
+    y = nb.create<arith::MulFOp>(l, y, a[3]);
+    if (hasBias) y = nb.create<arith::AddFOp>(l, y, a[4]);
+    return y;
+  });
+  return success();
+}
+
+LogicalResult BufferLowering::lowerTrilu(TriluOp op) {
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  int64_t rank = ys.size();
+  Value in = buf(op.getInput());
+  Value out = dest(op.getResult());
+  bool upper = op.getUpper();
+  int64_t k = op.getK();
+  b.create<linalg::GenericOp>(
+      loc, ValueRange{in}, ValueRange{out},
+      SmallVector<AffineMap>{b.getMultiDimIdentityMap(rank), b.getMultiDimIdentityMap(rank)},
+      SmallVector<IterTy>(rank, IterTy::parallel), [&](OpBuilder &nb, Location l, ValueRange a) {
+        Value i = nb.create<linalg::IndexOp>(l, rank - 2), j = nb.create<linalg::IndexOp>(l, rank - 1);
+        Value d = nb.create<arith::SubIOp>(l, j, i);
+        Value kv = nb.create<arith::ConstantIndexOp>(l, k);
+        Value keep = nb.create<arith::CmpIOp>(l, upper ? arith::CmpIPredicate::sge : arith::CmpIPredicate::sle, d, kv);
+        Value zero = nb.create<arith::ConstantOp>(l, nb.getF32FloatAttr(0.0));
+        nb.create<linalg::YieldOp>(l, ValueRange{nb.create<arith::SelectOp>(l, keep, a[0], zero)});
+      });
+  return success();
+}
+
+LogicalResult BufferLowering::lowerTile(TileOp op) {
+  auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  SmallVector<AffineExpr> exprs;
+  for (size_t i = 0; i < ys.size(); ++i)
+    exprs.push_back(xs[i] == ys[i] ? b.getAffineDimExpr(i) : b.getAffineDimExpr(i) % xs[i]);
+  Value out = dest(op.getResult());
+  b.create<linalg::GenericOp>(loc, ValueRange{buf(op.getInput())}, ValueRange{out},
+                              SmallVector<AffineMap>{AffineMap::get(ys.size(), 0, exprs, b.getContext()),
+                                                     b.getMultiDimIdentityMap(ys.size())},
+                              SmallVector<IterTy>(ys.size(), IterTy::parallel),
+                              [](OpBuilder &nb, Location l, ValueRange a) {
+                                nb.create<linalg::YieldOp>(l, a[0]);
+                              });
   return success();
 }
 
@@ -577,7 +851,9 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
   }
   // Unary elementwise ops share one generic form.
   if (isa<SqrtOp, ExpOp, LogOp, NegOp, AbsOp, ReciprocalOp, ReluOp, SigmoidOp, TanhOp, ErfOp,
-          HardSwishOp, LeakyReluOp, HardSigmoidOp, ClipOp>(op)) {
+          HardSwishOp, LeakyReluOp, HardSigmoidOp, ClipOp, SoftplusOp, SoftsignOp, MishOp, FloorOp,
+          CeilOp, RoundOp, SignOp, SinOp, CosOp, TanOp, AsinOp, AcosOp, AtanOp, SinhOp, CoshOp,
+          AsinhOp, AcoshOp, AtanhOp, EluOp, CeluOp, ThresholdedReluOp, SeluOp, ShrinkOp, GeluOp>(op)) {
     Value in = buf(op->getOperand(0));
     Value out = dest(op->getResult(0));
     elementwise(ValueRange{in}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
@@ -585,7 +861,7 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
     });
     return success();
   }
-  if (isa<AddOp, SubOp, MulOp, DivOp, PowOp, PReluOp>(op)) {
+  if (isa<AddOp, SubOp, MulOp, DivOp, PowOp, PReluOp, MaxOp, MinOp, ModOp>(op)) {
     Value x = buf(op->getOperand(0)), y = buf(op->getOperand(1));
     Value out = dest(op->getResult(0));
     elementwise(ValueRange{x, y}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
@@ -603,6 +879,18 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
       .Case([&](ReduceSumOp o) { return lowerReduce(o, o.getAxes(), o.getKeepdims(), 0); })
       .Case([&](ReduceMeanOp o) { return lowerReduce(o, o.getAxes(), o.getKeepdims(), 1); })
       .Case([&](ReduceMaxOp o) { return lowerReduce(o, o.getAxes(), o.getKeepdims(), 2); })
+      .Case<ReduceMinOp, ReduceProdOp, ReduceL1Op, ReduceL2Op, ReduceSumSquareOp, ReduceLogSumOp,
+            ReduceLogSumExpOp>([&](auto o) { return lowerReduce(o, o.getAxes(), o.getKeepdims(), 0); })
+      .Case([&](LogSoftmaxOp o) { return lowerLogSoftmax(o); })
+      .Case([&](LayerNormOp o) { return lowerLayerNorm(o); })
+      .Case([&](TriluOp o) { return lowerTrilu(o); })
+      .Case([&](TileOp o) { return lowerTile(o); })
+      .Case([&](ExpandOp o) {
+        Value out = dest(o.getResult());
+        elementwise(ValueRange{buf(o.getInput())}, out,
+                    [](OpBuilder &, Location, ValueRange a) { return a[0]; });
+        return success();
+      })
       .Case([&](SoftmaxOp o) { return lowerSoftmax(o); })
       .Case([&](BatchNormOp o) { return lowerBatchNorm(o); })
       .Case([&](ConcatOp o) { return lowerConcat(o); })

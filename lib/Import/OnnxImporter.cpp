@@ -243,10 +243,26 @@ private:
   void convMatMul();
   template <typename OpT> void convBinary();
   template <typename OpT> void convUnary();
+  template <typename OpT> void convUnaryAlpha(float def);
+  void convSelu();
+  void convShrink();
+  void convGelu();
+  template <typename OpT> void convVariadic();
+  void convSum(bool mean);
+  void convMod();
+  void convLayerNorm();
+  void convInstanceNorm();
+  void convDepthToSpace();
+  void convSpaceToDepth();
+  void convExpand();
+  void convTile();
+  void convTrilu();
+  void convSplit();
+  void convCast();
   void convLeakyRelu();
   void convHardSigmoid();
   void convClip();
-  void convSoftmax();
+  template <typename OpT> void convSoftmax();
   template <typename OpT> void convPool();
   template <typename OpT> void convGlobalPool();
   template <typename OpT> void convReduce();
@@ -1035,7 +1051,7 @@ void Importer::convClip() {
   setOutput(0, b.create<ClipOp>(loc, x.getType(), x, b.getF32FloatAttr(lo), b.getF32FloatAttr(hi)));
 }
 
-void Importer::convSoftmax() {
+template <typename OpT> void Importer::convSoftmax() {
   Value x = input(0);
   requireF32(x, "input");
   auto s = shapeOf(x);
@@ -1046,11 +1062,11 @@ void Importer::convSoftmax() {
     // Legacy semantics: softmax over the flattened trailing dims.
     int64_t outer = product(s.take_front(axis)), inner = product(s.drop_front(axis));
     Value flat = reshape(x, {outer, inner});
-    Value r = b.create<SoftmaxOp>(loc, flat.getType(), flat, b.getI64IntegerAttr(1));
+    Value r = b.create<OpT>(loc, flat.getType(), flat, b.getI64IntegerAttr(1));
     setOutput(0, reshape(r, s));
     return;
   }
-  setOutput(0, b.create<SoftmaxOp>(loc, x.getType(), x, b.getI64IntegerAttr(axis)));
+  setOutput(0, b.create<OpT>(loc, x.getType(), x, b.getI64IntegerAttr(axis)));
 }
 
 template <typename OpT> void Importer::convPool() {
@@ -1421,6 +1437,216 @@ void Importer::convConstant() {
   fail("unsupported Constant form (sparse or string values)");
 }
 
+
+template <typename OpT> void Importer::convUnaryAlpha(float def) {
+  Value x = input(0);
+  requireF32(x, "X");
+  setOutput(0, b.create<OpT>(loc, x.getType(), x, b.getF32FloatAttr(attrFloat("alpha", def))));
+}
+
+void Importer::convSelu() {
+  Value x = input(0);
+  requireF32(x, "X");
+  setOutput(0, b.create<SeluOp>(loc, x.getType(), x,
+                                b.getF32FloatAttr(attrFloat("alpha", 1.67326319217681884765625f)),
+                                b.getF32FloatAttr(attrFloat("gamma", 1.05070102214813232421875f))));
+}
+
+void Importer::convShrink() {
+  Value x = input(0);
+  requireF32(x, "input");
+  setOutput(0, b.create<ShrinkOp>(loc, x.getType(), x, b.getF32FloatAttr(attrFloat("bias", 0.0f)),
+                                  b.getF32FloatAttr(attrFloat("lambd", 0.5f))));
+}
+
+void Importer::convGelu() {
+  Value x = input(0);
+  requireF32(x, "X");
+  std::string approx = attrString("approximate", "none");
+  if (approx != "none" && approx != "tanh") fail("unknown approximate '" + approx + "'");
+  setOutput(0, b.create<GeluOp>(loc, x.getType(), x, b.getBoolAttr(approx == "tanh")));
+}
+
+/// Max/Min over any number of inputs: a chain of broadcasting binary ops.
+template <typename OpT> void Importer::convVariadic() {
+  Value acc = input(0);
+  requireF32(acc, "data_0");
+  for (int i = 1; i < numInputs(); ++i) {
+    Value y = input(i);
+    requireF32(y, "data_" + std::to_string(i));
+    auto s = broadcastShapes(shapeOf(acc), shapeOf(y));
+    if (failed(s)) fail("inputs cannot broadcast");
+    acc = b.create<OpT>(loc, f32(*s), acc, y);
+  }
+  setOutput(0, acc);
+}
+
+void Importer::convSum(bool mean) {
+  convVariadic<AddOp>();
+  if (!mean || numInputs() == 1)
+    return;
+  Value acc = values[node->output(0)];
+  Value inv = b.create<ConstantOp>(loc, DenseElementsAttr::get(f32({}), 1.0f / numInputs()));
+  setOutput(0, b.create<MulOp>(loc, acc.getType(), acc, inv));
+}
+
+void Importer::convMod() {
+  if (!attrInt("fmod", 0))
+    fail("fmod=0 on float tensors is not defined by ONNX (integer Mod is not supported yet)");
+  convBinary<ModOp>();
+}
+
+void Importer::convLayerNorm() {
+  Value x = input(0), scale = input(1);
+  requireF32(x, "X");
+  for (int i = 1; i < node->output_size(); ++i) requireNoOutput(i, "Mean/InvStdDev");
+  int64_t rank = shapeOf(x).size();
+  int64_t axis = normAxis(attrInt("axis", -1), rank);
+  SmallVector<int64_t> axes;
+  for (int64_t i = axis; i < rank; ++i) axes.push_back(i);
+  auto bias = optInput(2);
+  for (std::optional<Value> v : {std::optional<Value>(scale), bias}) {
+    if (!v) continue;
+    auto s = broadcastShapes(shapeOf(*v), shapeOf(x));
+    if (failed(s) || ArrayRef<int64_t>(*s) != shapeOf(x)) fail("Scale/B must broadcast to X");
+  }
+  setOutput(0, b.create<LayerNormOp>(loc, x.getType(), x, scale, bias.value_or(Value()),
+                                     b.getDenseI64ArrayAttr(axes),
+                                     b.getF32FloatAttr(attrFloat("epsilon", 1e-5f))));
+}
+
+void Importer::convInstanceNorm() {
+  Value x = input(0);
+  requireF32(x, "input");
+  auto xs = shapeOf(x);
+  if (xs.size() < 3) fail("input must have rank >= 3");
+  SmallVector<int64_t> cshape(xs.size() - 1, 1), axes;
+  cshape[0] = xs[1];
+  for (size_t i = 2; i < xs.size(); ++i) axes.push_back(i);
+  for (int i = 1; i <= 2; ++i)
+    if (shapeOf(input(i)).size() != 1 || shapeOf(input(i))[0] != xs[1])
+      fail("scale and B must have shape [C]");
+  setOutput(0, b.create<LayerNormOp>(loc, x.getType(), x, reshape(input(1), cshape),
+                                     reshape(input(2), cshape), b.getDenseI64ArrayAttr(axes),
+                                     b.getF32FloatAttr(attrFloat("epsilon", 1e-5f))));
+}
+
+void Importer::convDepthToSpace() {
+  Value x = input(0);
+  auto xs = shapeOf(x);
+  if (xs.size() != 4) fail("input must be 4-d");
+  int64_t bs = attrInt("blocksize", 0);
+  if (bs <= 0 || xs[1] % (bs * bs)) fail("blocksize must be positive and divide C by blocksize^2");
+  int64_t n = xs[0], c = xs[1], h = xs[2], w = xs[3];
+  bool crd = attrString("mode", "DCR") == "CRD";
+  Value t;
+  if (crd) {
+    Value r = reshape(x, {n, c / (bs * bs), bs, bs, h, w});
+    t = b.create<TransposeOp>(loc, f32({n, c / (bs * bs), h, bs, w, bs}), r,
+                              b.getDenseI64ArrayAttr({0, 1, 4, 2, 5, 3}));
+  } else {
+    Value r = reshape(x, {n, bs, bs, c / (bs * bs), h, w});
+    t = b.create<TransposeOp>(loc, f32({n, c / (bs * bs), h, bs, w, bs}), r,
+                              b.getDenseI64ArrayAttr({0, 3, 4, 1, 5, 2}));
+  }
+  setOutput(0, reshape(t, {n, c / (bs * bs), h * bs, w * bs}));
+}
+
+void Importer::convSpaceToDepth() {
+  Value x = input(0);
+  auto xs = shapeOf(x);
+  if (xs.size() != 4) fail("input must be 4-d");
+  int64_t bs = attrInt("blocksize", 0);
+  if (bs <= 0 || xs[2] % bs || xs[3] % bs) fail("blocksize must divide H and W");
+  int64_t n = xs[0], c = xs[1], h = xs[2], w = xs[3];
+  Value r = reshape(x, {n, c, h / bs, bs, w / bs, bs});
+  Value t = b.create<TransposeOp>(loc, f32({n, bs, bs, c, h / bs, w / bs}), r,
+                                  b.getDenseI64ArrayAttr({0, 3, 5, 1, 2, 4}));
+  setOutput(0, reshape(t, {n, c * bs * bs, h / bs, w / bs}));
+}
+
+void Importer::convExpand() {
+  Value x = input(0);
+  requireF32(x, "input");
+  const auto &shape = intInput(1, "shape").data;
+  auto s = broadcastShapes(shapeOf(x), shape);
+  if (failed(s)) fail("input shape " + joinDims(shapeOf(x)) + " cannot expand to " + joinDims(shape));
+  if (ArrayRef<int64_t>(*s) == shapeOf(x)) { setOutput(0, x); return; }
+  setOutput(0, b.create<ExpandOp>(loc, f32(*s), x));
+}
+
+void Importer::convTile() {
+  Value x = input(0);
+  requireF32(x, "input");
+  const auto &rep = intInput(1, "repeats").data;
+  auto xs = shapeOf(x);
+  if (rep.size() != xs.size()) fail("repeats must have one value per dim");
+  SmallVector<int64_t> out;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (rep[i] < 1) fail("repeats must be positive");
+    out.push_back(xs[i] * rep[i]);
+  }
+  setOutput(0, b.create<TileOp>(loc, f32(out), x));
+}
+
+void Importer::convTrilu() {
+  Value x = input(0);
+  requireF32(x, "input");
+  if (shapeOf(x).size() < 2) fail("input must have rank >= 2");
+  int64_t k = hasInput(1) ? intInput(1, "k").data.at(0) : 0;
+  setOutput(0, b.create<TriluOp>(loc, x.getType(), x, b.getBoolAttr(attrInt("upper", 1)),
+                                 b.getI64IntegerAttr(k)));
+}
+
+void Importer::convSplit() {
+  Value x = input(0);
+  auto xs = shapeOf(x);
+  int64_t rank = xs.size();
+  int64_t axis = normAxis(attrInt("axis", 0), rank);
+  int64_t nOut = node->output_size();
+  std::vector<int64_t> sizes;
+  if (opset >= 13 && hasInput(1)) sizes = intInput(1, "split").data;
+  else if (auto a = attrInts("split")) sizes = *a;
+  if (sizes.empty()) {
+    int64_t parts = attr("num_outputs") ? attrInt("num_outputs", nOut) : nOut;
+    int64_t chunk = (xs[axis] + parts - 1) / parts;
+    for (int64_t i = 0, left = xs[axis]; i < parts; ++i, left -= chunk)
+      sizes.push_back(std::min(chunk, left));
+  }
+  if ((int64_t)sizes.size() != nOut) fail("split sizes do not match the number of outputs");
+  int64_t total = 0;
+  for (int64_t v : sizes) {
+    if (v <= 0) fail("split sizes must be positive (empty outputs are not supported)");
+    total += v;
+  }
+  if (total != xs[axis]) fail("split sizes do not add up to the axis length");
+  int64_t off = 0;
+  for (int64_t i = 0; i < nOut; ++i) {
+    SmallVector<int64_t> st(rank, 0), sp(rank, 1), out(xs);
+    st[axis] = off;
+    out[axis] = sizes[i];
+    off += sizes[i];
+    setOutput(i, b.create<SliceOp>(loc, f32(out), x, b.getDenseI64ArrayAttr(st), b.getDenseI64ArrayAttr(sp)));
+  }
+}
+
+/// Cast/CastLike between float32 values is the identity; integer casts are
+/// folded at import (tryFoldInts); other dtypes are not supported yet.
+void Importer::convCast() {
+  Value x = input(0);
+  requireF32(x, "input");
+  int64_t to = onnx::TensorProto::FLOAT;
+  if (node->op_type() == "Cast") {
+    to = attrInt("to", 0);
+  } else {
+    Value like = input(1);
+    if (!ttype(like).getElementType().isF32()) to = -1;
+  }
+  if (to != onnx::TensorProto::FLOAT)
+    fail(std::string("cast to ") + (to < 0 ? "non-float32" : dtypeName(to)) + " is not supported yet");
+  setOutput(0, x);
+}
+
 // Integer-only ops (shape arithmetic) that are valid only when folded.
 static void foldOnly(Importer &) {
   throw NodeError{"only supported on compile-time constant integer inputs (shape arithmetic)"};
@@ -1452,7 +1678,53 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"LeakyRelu", &Importer::convLeakyRelu},
       {"HardSigmoid", &Importer::convHardSigmoid},
       {"Clip", &Importer::convClip},
-      {"Softmax", &Importer::convSoftmax},
+      {"Softmax", &Importer::convSoftmax<SoftmaxOp>},
+      {"LogSoftmax", &Importer::convSoftmax<LogSoftmaxOp>},
+      {"Softplus", &Importer::convUnary<SoftplusOp>},
+      {"Softsign", &Importer::convUnary<SoftsignOp>},
+      {"Mish", &Importer::convUnary<MishOp>},
+      {"Floor", &Importer::convUnary<FloorOp>},
+      {"Ceil", &Importer::convUnary<CeilOp>},
+      {"Round", &Importer::convUnary<RoundOp>},
+      {"Sign", &Importer::convUnary<SignOp>},
+      {"Sin", &Importer::convUnary<SinOp>},
+      {"Cos", &Importer::convUnary<CosOp>},
+      {"Tan", &Importer::convUnary<TanOp>},
+      {"Asin", &Importer::convUnary<AsinOp>},
+      {"Acos", &Importer::convUnary<AcosOp>},
+      {"Atan", &Importer::convUnary<AtanOp>},
+      {"Sinh", &Importer::convUnary<SinhOp>},
+      {"Cosh", &Importer::convUnary<CoshOp>},
+      {"Asinh", &Importer::convUnary<AsinhOp>},
+      {"Acosh", &Importer::convUnary<AcoshOp>},
+      {"Atanh", &Importer::convUnary<AtanhOp>},
+      {"Elu", [](Importer &i) { i.convUnaryAlpha<EluOp>(1.0f); }},
+      {"Celu", [](Importer &i) { i.convUnaryAlpha<CeluOp>(1.0f); }},
+      {"ThresholdedRelu", [](Importer &i) { i.convUnaryAlpha<ThresholdedReluOp>(1.0f); }},
+      {"Selu", &Importer::convSelu},
+      {"Shrink", &Importer::convShrink},
+      {"Gelu", &Importer::convGelu},
+      {"Max", &Importer::convVariadic<MaxOp>},
+      {"Min", &Importer::convVariadic<MinOp>},
+      {"Sum", [](Importer &i) { i.convSum(false); }},
+      {"Mean", [](Importer &i) { i.convSum(true); }},
+      {"Mod", &Importer::convMod},
+      {"ReduceMin", &Importer::convReduce<ReduceMinOp>},
+      {"ReduceProd", &Importer::convReduce<ReduceProdOp>},
+      {"ReduceL1", &Importer::convReduce<ReduceL1Op>},
+      {"ReduceL2", &Importer::convReduce<ReduceL2Op>},
+      {"ReduceSumSquare", &Importer::convReduce<ReduceSumSquareOp>},
+      {"ReduceLogSum", &Importer::convReduce<ReduceLogSumOp>},
+      {"ReduceLogSumExp", &Importer::convReduce<ReduceLogSumExpOp>},
+      {"LayerNormalization", &Importer::convLayerNorm},
+      {"InstanceNormalization", &Importer::convInstanceNorm},
+      {"DepthToSpace", &Importer::convDepthToSpace},
+      {"SpaceToDepth", &Importer::convSpaceToDepth},
+      {"Expand", &Importer::convExpand},
+      {"Tile", &Importer::convTile},
+      {"Trilu", &Importer::convTrilu},
+      {"Split", &Importer::convSplit},
+      {"CastLike", &Importer::convCast},
       {"MaxPool", &Importer::convPool<MaxPoolOp>},
       {"AveragePool", &Importer::convPool<AveragePoolOp>},
       {"GlobalAveragePool", &Importer::convGlobalPool<ReduceMeanOp>},
@@ -1476,11 +1748,9 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"Shape", foldOnly},
       {"Size", foldOnly},
       {"Gather", foldOnly},
-      {"Cast", foldOnly},
+      {"Cast", &Importer::convCast},
       {"ConstantOfShape", foldOnly},
       {"Equal", foldOnly},
-      {"Min", foldOnly},
-      {"Max", foldOnly},
   };
   return table;
 }

@@ -99,12 +99,40 @@ class Kiln_ReduceOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany"> {
 def Kiln_ReduceSumOp : Kiln_ReduceOp<"reduce_sum"> { let summary = "sum over axes"; }
 def Kiln_ReduceMeanOp : Kiln_ReduceOp<"reduce_mean"> { let summary = "mean over axes"; }
 def Kiln_ReduceMaxOp : Kiln_ReduceOp<"reduce_max"> { let summary = "max over axes"; }
+def Kiln_ReduceMinOp : Kiln_ReduceOp<"reduce_min"> { let summary = "min over axes"; }
+def Kiln_ReduceProdOp : Kiln_ReduceOp<"reduce_prod"> { let summary = "product over axes"; }
+def Kiln_ReduceL1Op : Kiln_ReduceOp<"reduce_l1"> { let summary = "sum of |x| over axes"; }
+def Kiln_ReduceL2Op : Kiln_ReduceOp<"reduce_l2"> { let summary = "sqrt of the sum of x^2 over axes"; }
+def Kiln_ReduceSumSquareOp : Kiln_ReduceOp<"reduce_sum_square"> { let summary = "sum of x^2 over axes"; }
+def Kiln_ReduceLogSumOp : Kiln_ReduceOp<"reduce_log_sum"> { let summary = "log of the sum over axes"; }
+def Kiln_ReduceLogSumExpOp : Kiln_ReduceOp<"reduce_log_sum_exp"> { let summary = "log(sum(exp(x))) over axes, computed stably"; }
 
 def Kiln_SoftmaxOp : Kiln_Op<"softmax", "ManyToMany"> {
   let summary = "softmax along one axis (opset 13 semantics)";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_LogSoftmaxOp : Kiln_Op<"log_softmax", "ManyToMany"> {
+  let summary = "log of softmax along one axis (opset 13 semantics)";
+  let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_LayerNormOp : Kiln_Op<"layer_norm", "ManyToMany"> {
+  let summary = "normalise over the dims from `axis` on, then scale and shift";
+  let description = [{
+    LayerNormalization, and InstanceNormalization after the importer moves
+    the channel scale/bias into broadcastable shapes: y = (x - mean) /
+    sqrt(var + epsilon) * scale + bias with mean and var over `axes`.
+  }];
+  let arguments = (ins AnyRankedTensor:$input, AnyRankedTensor:$scale,
+                   Optional<AnyRankedTensor>:$bias, DenseI64ArrayAttr:$axes,
+                   F32Attr:$epsilon);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input `,` $scale (`,` $bias^)? attr-dict `:` functional-type(operands, results)";
 }
 
 //===-- One-to-One (One-to-Many when inputs broadcast) --------------------===//
@@ -126,6 +154,42 @@ def Kiln_SigmoidOp : Kiln_UnaryOp<"sigmoid">;
 def Kiln_TanhOp : Kiln_UnaryOp<"tanh">;
 def Kiln_ErfOp : Kiln_UnaryOp<"erf">;
 def Kiln_HardSwishOp : Kiln_UnaryOp<"hard_swish">;
+
+def Kiln_SoftplusOp : Kiln_UnaryOp<"softplus">;
+def Kiln_SoftsignOp : Kiln_UnaryOp<"softsign">;
+def Kiln_MishOp : Kiln_UnaryOp<"mish">;
+def Kiln_FloorOp : Kiln_UnaryOp<"floor">;
+def Kiln_CeilOp : Kiln_UnaryOp<"ceil">;
+def Kiln_RoundOp : Kiln_UnaryOp<"round"> { let summary = "round half to even"; }
+def Kiln_SignOp : Kiln_UnaryOp<"sign">;
+def Kiln_SinOp : Kiln_UnaryOp<"sin">;
+def Kiln_CosOp : Kiln_UnaryOp<"cos">;
+def Kiln_TanOp : Kiln_UnaryOp<"tan">;
+def Kiln_AsinOp : Kiln_UnaryOp<"asin">;
+def Kiln_AcosOp : Kiln_UnaryOp<"acos">;
+def Kiln_AtanOp : Kiln_UnaryOp<"atan">;
+def Kiln_SinhOp : Kiln_UnaryOp<"sinh">;
+def Kiln_CoshOp : Kiln_UnaryOp<"cosh">;
+def Kiln_AsinhOp : Kiln_UnaryOp<"asinh">;
+def Kiln_AcoshOp : Kiln_UnaryOp<"acosh">;
+def Kiln_AtanhOp : Kiln_UnaryOp<"atanh">;
+
+class Kiln_UnaryAlphaOp<string mnemonic> : Kiln_UnaryOp<mnemonic> {
+  let arguments = (ins AnyRankedTensor:$input, F32Attr:$alpha);
+}
+def Kiln_EluOp : Kiln_UnaryAlphaOp<"elu">;
+def Kiln_CeluOp : Kiln_UnaryAlphaOp<"celu">;
+def Kiln_ThresholdedReluOp : Kiln_UnaryAlphaOp<"thresholded_relu">;
+def Kiln_SeluOp : Kiln_UnaryOp<"selu"> {
+  let arguments = (ins AnyRankedTensor:$input, F32Attr:$alpha, F32Attr:$gamma);
+}
+def Kiln_ShrinkOp : Kiln_UnaryOp<"shrink"> {
+  let arguments = (ins AnyRankedTensor:$input, F32Attr:$bias, F32Attr:$lambd);
+}
+def Kiln_GeluOp : Kiln_UnaryOp<"gelu"> {
+  let summary = "GELU, exact (erf) or tanh approximation";
+  let arguments = (ins AnyRankedTensor:$input, BoolAttr:$tanh_approximation);
+}
 
 def Kiln_LeakyReluOp : Kiln_UnaryOp<"leaky_relu"> {
   let arguments = (ins AnyRankedTensor:$input, F32Attr:$alpha);
@@ -160,6 +224,9 @@ def Kiln_MulOp : Kiln_BinaryOp<"mul">;
 def Kiln_DivOp : Kiln_BinaryOp<"div">;
 def Kiln_PowOp : Kiln_BinaryOp<"pow">;
 def Kiln_PReluOp : Kiln_BinaryOp<"prelu">;
+def Kiln_MaxOp : Kiln_BinaryOp<"max">;
+def Kiln_MinOp : Kiln_BinaryOp<"min">;
+def Kiln_ModOp : Kiln_BinaryOp<"mod"> { let summary = "fmod (sign of the dividend)"; }
 
 def Kiln_BatchNormOp : Kiln_Op<"batch_norm", "OneToOne"> {
   let summary = "inference BatchNormalization over axis 1";
@@ -186,10 +253,31 @@ def Kiln_SliceOp : Kiln_Op<"slice", "OneToOne"> {
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
+def Kiln_TriluOp : Kiln_Op<"trilu", "OneToOne"> {
+  let summary = "keep the upper or lower triangle (offset k) of the last two dims";
+  let arguments = (ins AnyRankedTensor:$input, BoolAttr:$upper, I64Attr:$k);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
 def Kiln_PadOp : Kiln_Op<"pad", "OneToOne"> {
   let summary = "pad with constant, edge or reflect mode; pads [begin..., end...]";
   let arguments = (ins AnyRankedTensor:$input, DenseI64ArrayAttr:$pads,
                    StrAttr:$mode, F32Attr:$value);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_ExpandOp : Kiln_Op<"expand", "OneToMany"> {
+  let summary = "broadcast to the result shape (numpy rules)";
+  let arguments = (ins AnyRankedTensor:$input);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_TileOp : Kiln_Op<"tile", "OneToMany"> {
+  let summary = "repeat the input along every dim (repeats = result / input dims)";
+  let arguments = (ins AnyRankedTensor:$input);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }

@@ -93,6 +93,17 @@ private:
   std::vector<std::pair<std::string, int64_t>> counts;
 };
 
+std::string dtypeName(Type t) {
+  if (t.isF32()) return "f32";
+  if (t.isF64()) return "f64";
+  if (t.isInteger(1)) return "bool";
+  if (t.isSignlessInteger(64)) return "i64";
+  if (t.isSignlessInteger(32)) return "i32";
+  if (t.isSignlessInteger(8)) return "i8";
+  if (t.isUnsignedInteger(8)) return "u8";
+  return "unknown";
+}
+
 ModelSummary summarize(func::FuncOp fn, ModuleOp m) {
   ModelSummary s;
   auto names = [&](const char *attr) {
@@ -106,12 +117,14 @@ ModelSummary summarize(func::FuncOp fn, ModuleOp m) {
   for (size_t i = 0; i < ft.getNumInputs(); ++i) {
     auto t = cast<ShapedType>(ft.getInput(i));
     s.inputs.push_back({i < in.size() ? in[i] : "input_" + std::to_string(i),
-                        std::vector<int64_t>(t.getShape().begin(), t.getShape().end())});
+                        std::vector<int64_t>(t.getShape().begin(), t.getShape().end()),
+                        dtypeName(t.getElementType())});
   }
   for (size_t i = 0; i < ft.getNumResults(); ++i) {
     auto t = cast<ShapedType>(ft.getResult(i));
     s.outputs.push_back({i < out.size() ? out[i] : "output_" + std::to_string(i),
-                         std::vector<int64_t>(t.getShape().begin(), t.getShape().end())});
+                         std::vector<int64_t>(t.getShape().begin(), t.getShape().end()),
+                         dtypeName(t.getElementType())});
   }
   (void)m;
   return s;

@@ -67,7 +67,8 @@ std::string serialize(const ModelSummary &s, llvm::StringRef target) {
   std::string m = "kiln-model 1\ntarget " + target.str() + "\narena " +
                   std::to_string(s.arenaBytes) + "\n";
   auto add = [&](const char *kind, const ModelSummary::Tensor &t) {
-    m += std::string(kind) + " " + escapeName(t.name) + " f32 " + std::to_string(t.shape.size());
+    m += std::string(kind) + " " + escapeName(t.name) + " " + t.dtype + " " +
+         std::to_string(t.shape.size());
     for (int64_t d : t.shape) m += " " + std::to_string(d);
     m += "\n";
   };

@@ -39,7 +39,7 @@ struct TensorDesc {
   std::vector<int64_t> shape;
   kiln_dtype dtype = KILN_F32;
   size_t bytes() const {
-    size_t n = 4;
+    size_t n = kiln_dtype_size(dtype);
     for (int64_t d : shape) n *= (size_t)d;
     return n;
   }
@@ -108,7 +108,13 @@ static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
       std::string name, dtype;
       int rank = -1;
       ls >> name >> dtype >> rank;
-      if (dtype != "f32" || rank < 0 || rank > 16) {
+      static const std::pair<const char *, kiln_dtype> kDtypes[] = {
+          {"f32", KILN_F32}, {"f64", KILN_F64}, {"i64", KILN_I64}, {"i32", KILN_I32},
+          {"i8", KILN_I8},   {"u8", KILN_U8},   {"bool", KILN_BOOL}};
+      bool known = false;
+      for (auto &[n, d] : kDtypes)
+        if (dtype == n) { t.dtype = d; known = true; }
+      if (!known || rank < 0 || rank > 16) {
         err = "bad tensor line '" + line + "'";
         return false;
       }
@@ -134,6 +140,15 @@ static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
 extern "C" {
 
 const char *kiln_last_error(void) { return lastError.c_str(); }
+
+size_t kiln_dtype_size(kiln_dtype d) {
+  switch (d) {
+  case KILN_F32: case KILN_I32: return 4;
+  case KILN_F64: case KILN_I64: return 8;
+  case KILN_U8: case KILN_I8: case KILN_BOOL: return 1;
+  }
+  return 0;
+}
 
 const char *kiln_status_string(kiln_status s) {
   switch (s) {

@@ -130,21 +130,41 @@ int main(int argc, char **argv) {
       if (ins[i].dims != shape)
         return fail("input " + std::to_string(i) + " ('" + info.name + "') has shape " +
                     shapeStr(ins[i].dims) + ", the model expects " + shapeStr(shape));
+      if (ins[i].dtype != (int32_t)info.dtype)
+        return fail("input " + std::to_string(i) + " ('" + info.name + "') has dtype " +
+                    std::to_string(ins[i].dtype) + ", the model expects " +
+                    std::to_string((int)info.dtype) + " (ONNX TensorProto codes)");
     } else {
+      // Seeded random values: floats in [-1, 1), integers in [0, 4), bools 0/1.
       ins[i].dims = shape;
-      ins[i].data.resize(info.size_bytes / 4);
-      for (float &v : ins[i].data) v = dist(rng);
+      ins[i].dtype = info.dtype;
+      size_t es = kiln_dtype_size(info.dtype), n = info.size_bytes / es;
+      ins[i].raw.resize(info.size_bytes);
+      for (size_t k = 0; k < n; ++k) {
+        char *q = &ins[i].raw[k * es];
+        float f = dist(rng);
+        int64_t v = (int64_t)((f + 1.0f) * 2.0f);
+        switch (info.dtype) {
+        case KILN_F32: memcpy(q, &f, 4); break;
+        case KILN_F64: { double d = f; memcpy(q, &d, 8); break; }
+        case KILN_I64: memcpy(q, &v, 8); break;
+        case KILN_I32: { int32_t x = (int32_t)v; memcpy(q, &x, 4); break; }
+        case KILN_BOOL: *q = (char)(v & 1); break;
+        default: *q = (char)v; break;
+        }
+      }
     }
     ins[i].name = info.name;
-    inT[i] = {ins[i].data.data(), ins[i].data.size() * 4, KILN_F32, info.rank, info.shape};
+    inT[i] = {ins[i].raw.data(), ins[i].raw.size(), info.dtype, info.rank, info.shape};
   }
   for (int i = 0; i < nOut; ++i) {
     kiln_tensor_info info;
     kiln_model_output_info(m, i, &info);
     outs[i].name = info.name;
     outs[i].dims.assign(info.shape, info.shape + info.rank);
-    outs[i].data.assign(info.size_bytes / 4, 0.0f);
-    outT[i] = {outs[i].data.data(), outs[i].data.size() * 4, KILN_F32, info.rank, info.shape};
+    outs[i].dtype = info.dtype;
+    outs[i].raw.assign(info.size_bytes, '\0');
+    outT[i] = {outs[i].raw.data(), outs[i].raw.size(), info.dtype, info.rank, info.shape};
   }
 
   auto runOnce = [&]() {
@@ -176,13 +196,14 @@ int main(int argc, char **argv) {
         return fail(err);
       Compare &c = cmp[i];
       c.done = true;
+      size_t count = outs[i].raw.size() / kiln_dtype_size((kiln_dtype)outs[i].dtype);
       if (exp.dims != outs[i].dims) {
-        if (exp.data.size() != outs[i].data.size())
+        if (exp.data.size() != count)
           return fail("expected output " + std::to_string(i) + " has shape " + shapeStr(exp.dims) +
                       ", the model produces " + shapeStr(outs[i].dims));
       }
       for (size_t k = 0; k < exp.data.size(); ++k) {
-        double e = exp.data[k], g = outs[i].data[k];
+        double e = kiln::tools::valueAt(exp, k), g = kiln::tools::valueAt(outs[i], k);
         if (std::isnan(e) && std::isnan(g)) continue;
         if (std::isinf(e) && e == g) continue;
         double ad = std::fabs(g - e);
@@ -228,9 +249,11 @@ int main(int argc, char **argv) {
     printf("model %s (%s), %d input(s), %d output(s), arena %zu bytes, %d thread(s)\n", model.c_str(),
            kiln_model_target(m), nIn, nOut, kiln_model_arena_bytes(m), threads);
     for (int i = 0; i < nOut; ++i) {
+      size_t count = outs[i].raw.size() / kiln_dtype_size((kiln_dtype)outs[i].dtype);
       printf("output %d '%s' %s:", i, outs[i].name.c_str(), shapeStr(outs[i].dims).c_str());
-      for (size_t k = 0; k < std::min<size_t>(6, outs[i].data.size()); ++k) printf(" %.6g", outs[i].data[k]);
-      printf("%s\n", outs[i].data.size() > 6 ? " ..." : "");
+      for (size_t k = 0; k < std::min<size_t>(6, count); ++k)
+        printf(" %.6g", kiln::tools::valueAt(outs[i], k));
+      printf("%s\n", count > 6 ? " ..." : "");
       if (cmp[i].done)
         printf("  max_abs_err %.3g  max_rel_err %.3g  %s\n", cmp[i].maxAbs, cmp[i].maxRel,
                cmp[i].ok ? "OK" : "MISMATCH");

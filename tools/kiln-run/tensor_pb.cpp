@@ -39,6 +39,28 @@ void putVarint(std::string &s, uint64_t v) {
 
 } // namespace
 
+size_t dtypeSize(int32_t dtype) {
+  switch (dtype) {
+  case 1: case 6: return 4;          // float, int32
+  case 7: case 11: return 8;         // int64, double
+  case 2: case 3: case 9: return 1;  // uint8, int8, bool
+  default: return 0;
+  }
+}
+
+double valueAt(const Tensor &t, size_t i) {
+  if (t.raw.empty()) return t.data[i];
+  const char *q = t.raw.data() + i * dtypeSize(t.dtype);
+  switch (t.dtype) {
+  case 1: { float v; memcpy(&v, q, 4); return v; }
+  case 6: { int32_t v; memcpy(&v, q, 4); return v; }
+  case 7: { int64_t v; memcpy(&v, q, 8); return (double)v; }
+  case 11: { double v; memcpy(&v, q, 8); return v; }
+  case 3: return (int8_t)q[0];
+  default: return (uint8_t)q[0];
+  }
+}
+
 bool parseTensor(const std::string &bytes, Tensor &out, std::string &err) {
   Reader r{(const uint8_t *)bytes.data(), (const uint8_t *)bytes.data() + bytes.size()};
   out = Tensor{};
@@ -119,9 +141,25 @@ bool parseTensor(const std::string &bytes, Tensor &out, std::string &err) {
       default: out.data[i] = (float)(uint8_t)q[0]; break;
       }
     }
+    out.raw = raw;
   } else {
     if ((int64_t)nums.size() != n) { err = "element count does not match dims"; return false; }
     out.data.assign(nums.begin(), nums.end());
+    size_t es = dtypeSize(out.dtype);
+    if (es) {
+      out.raw.resize(n * es);
+      for (int64_t i = 0; i < n; ++i) {
+        char *q = &out.raw[i * es];
+        double v = nums[i];
+        switch (out.dtype) {
+        case 1: { float f = (float)v; memcpy(q, &f, 4); break; }
+        case 6: { int32_t x = (int32_t)v; memcpy(q, &x, 4); break; }
+        case 7: { int64_t x = (int64_t)v; memcpy(q, &x, 8); break; }
+        case 11: memcpy(q, &v, 8); break;
+        default: *q = (char)(int64_t)v; break;
+        }
+      }
+    }
   }
   return true;
 }
@@ -137,15 +175,21 @@ bool readTensorFile(const std::string &path, Tensor &out, std::string &err) {
 
 std::string serializeTensor(const Tensor &t) {
   std::string s;
+  bool useRaw = !t.raw.empty();
   for (int64_t d : t.dims) { s += char(1 << 3 | 0); putVarint(s, (uint64_t)d); }
   s += char(2 << 3 | 0);
-  putVarint(s, 1); // float32
+  putVarint(s, useRaw ? (uint64_t)t.dtype : 1); // float32 when only data is set
   s += char(8 << 3 | 2);
   putVarint(s, t.name.size());
   s += t.name;
   s += char(9 << 3 | 2);
-  putVarint(s, t.data.size() * 4);
-  s.append((const char *)t.data.data(), t.data.size() * 4);
+  if (useRaw) {
+    putVarint(s, t.raw.size());
+    s += t.raw;
+  } else {
+    putVarint(s, t.data.size() * 4);
+    s.append((const char *)t.data.data(), t.data.size() * 4);
+  }
   return s;
 }
 

@@ -13,8 +13,14 @@ struct Tensor {
   std::string name;
   int32_t dtype = 1; // ONNX TensorProto.DataType
   std::vector<int64_t> dims;
-  std::vector<float> data; // float32 payload (other dtypes are converted when numeric)
+  std::vector<float> data; // the values converted to float32 (for printing and tests)
+  std::string raw;         // the values in their own dtype, little-endian (what the model reads)
 };
+
+/// Bytes per element of an ONNX dtype kiln-run handles (0 if unsupported).
+size_t dtypeSize(int32_t dtype);
+/// Element i of `t` (from raw when set, else data) as a double.
+double valueAt(const Tensor &t, size_t i);
 
 /// Parses a serialized TensorProto. On failure returns false with `err` set.
 bool parseTensor(const std::string &bytes, Tensor &out, std::string &err);

@@ -47,7 +47,18 @@ typedef enum {
 } kiln_status;
 
 /* Element types, numbered as ONNX's TensorProto.DataType. */
-typedef enum { KILN_F32 = 1, KILN_I32 = 6, KILN_I64 = 7, KILN_BOOL = 9 } kiln_dtype;
+typedef enum {
+  KILN_F32 = 1,
+  KILN_U8 = 2,
+  KILN_I8 = 3,
+  KILN_I32 = 6,
+  KILN_I64 = 7,
+  KILN_BOOL = 9, /* one byte per element, 0 or 1 */
+  KILN_F64 = 11
+} kiln_dtype;
+
+/* Bytes per element of a dtype (0 for an unknown value). */
+size_t kiln_dtype_size(kiln_dtype dtype);
 
 typedef struct kiln_model kiln_model;
 typedef struct kiln_context kiln_context;

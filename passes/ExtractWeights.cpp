@@ -51,7 +51,8 @@ struct ExtractWeightsPass : kiln::impl::ExtractWeightsBase<ExtractWeightsPass> {
       if (!global.getConstant() || !global.getInitialValue())
         continue;
       MemRefType t = global.getType();
-      if (!t.hasStaticShape() || !t.getElementType().isIntOrFloat())
+      // i1 constants are bit-packed in their attribute: leave them to LLVM.
+      if (!t.hasStaticShape() || !t.getElementType().isIntOrFloat() || t.getElementType().isInteger(1))
         continue;
       int64_t bytes = t.getNumElements() * ((t.getElementTypeBitWidth() + 7) / 8);
       if (bytes < minBytes)

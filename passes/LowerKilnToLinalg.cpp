@@ -30,6 +30,13 @@ namespace {
 
 using IterTy = utils::IteratorType;
 
+/// A scalar constant of any int or float type.
+Value typedConst(OpBuilder &b, Location l, Type t, double v) {
+  if (auto ft = dyn_cast<FloatType>(t))
+    return b.create<arith::ConstantOp>(l, FloatAttr::get(ft, v));
+  return b.create<arith::ConstantOp>(l, IntegerAttr::get(t, (int64_t)v));
+}
+
 class BufferLowering {
 public:
   BufferLowering(ModuleOp module) : module(module), b(module.getContext()) {}
@@ -62,9 +69,13 @@ private:
     buffers[result] = a;
     return a;
   }
-  Value alloc(ArrayRef<int64_t> shape) {
-    return b.create<memref::AllocOp>(loc, MemRefType::get(shape, f32()));
+  Value alloc(ArrayRef<int64_t> shape, Type elt = {}) {
+    return b.create<memref::AllocOp>(loc, MemRefType::get(shape, elt ? elt : f32()));
   }
+  static Type eltOf(Value v) { return cast<ShapedType>(v.getType()).getElementType(); }
+  LogicalResult lowerCast(CastOp op);
+  LogicalResult lowerGather(GatherOp op);
+  LogicalResult lowerArg(Operation *op, int64_t axis, bool selectLast, bool isMax);
   Value cf(double v) { return b.create<arith::ConstantOp>(loc, b.getF32FloatAttr(v)); }
   Value ci(int64_t v) { return b.create<arith::ConstantOp>(loc, b.getI64IntegerAttr(v)); }
   Value ptr(Value memref) {
@@ -251,7 +262,23 @@ Value BufferLowering::padded(Value in, ArrayRef<int64_t> lo, ArrayRef<int64_t> h
 }
 
 Value BufferLowering::unaryScalar(Operation *op, OpBuilder &nb, Location l, Value x) {
-  auto c = [&](double v) { return nb.create<arith::ConstantOp>(l, nb.getF32FloatAttr(v)).getResult(); };
+  if (isa<IntegerType>(x.getType())) {
+    Value zero = typedConst(nb, l, x.getType(), 0);
+    return TypeSwitch<Operation *, Value>(op)
+        .Case([&](NegOp) { return nb.create<arith::SubIOp>(l, zero, x); })
+        .Case([&](AbsOp) { return nb.create<math::AbsIOp>(l, x); })
+        .Case([&](ReluOp) { return nb.create<arith::MaxSIOp>(l, x, zero); })
+        .Case([&](SignOp) {
+          Value one = typedConst(nb, l, x.getType(), 1), m1 = typedConst(nb, l, x.getType(), -1);
+          Value pos = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::sgt, x, zero);
+          Value neg = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, x, zero);
+          return nb.create<arith::SelectOp>(l, pos, one, nb.create<arith::SelectOp>(l, neg, m1, zero));
+        })
+        .Case([&](NotOp) { return nb.create<arith::XOrIOp>(l, x, typedConst(nb, l, x.getType(), 1)); })
+        .Default([](Operation *) { return Value(); });
+  }
+  Type ft = x.getType();
+  auto c = [&](double v) { return typedConst(nb, l, ft, v); };
   return TypeSwitch<Operation *, Value>(op)
       .Case([&](SqrtOp) { return nb.create<math::SqrtOp>(l, x); })
       .Case([&](ExpOp) { return nb.create<math::ExpOp>(l, x); })
@@ -345,6 +372,15 @@ Value BufferLowering::unaryScalar(Operation *op, OpBuilder &nb, Location l, Valu
         Value h = nb.create<arith::MulFOp>(l, x, c(0.5));
         return nb.create<arith::MulFOp>(l, h, nb.create<arith::AddFOp>(l, inner, c(1.0)));
       })
+      .Case([&](IsNaNOp) { return nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::UNO, x, x); })
+      .Case([&](IsInfOp o) -> Value {
+        Value inf = c(std::numeric_limits<double>::infinity());
+        Value pos = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OEQ, x, inf);
+        Value neg = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OEQ, x, nb.create<arith::NegFOp>(l, inf));
+        Value f = nb.create<arith::ConstantOp>(l, nb.getBoolAttr(false));
+        Value r = o.getDetectPositive() ? pos : f;
+        return o.getDetectNegative() ? nb.create<arith::OrIOp>(l, r, neg).getResult() : r;
+      })
       .Case([&](LeakyReluOp o) {
         Value neg = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLT, x, c(0.0));
         Value s = nb.create<arith::MulFOp>(l, x, c(o.getAlpha().convertToFloat()));
@@ -364,7 +400,43 @@ Value BufferLowering::unaryScalar(Operation *op, OpBuilder &nb, Location l, Valu
 }
 
 Value BufferLowering::binaryScalar(Operation *op, OpBuilder &nb, Location l, Value x, Value y) {
+  if (isa<IntegerType>(x.getType())) {
+    // Integer (and bool) forms.
+    return TypeSwitch<Operation *, Value>(op)
+        .Case([&](AddOp) { return nb.create<arith::AddIOp>(l, x, y); })
+        .Case([&](SubOp) { return nb.create<arith::SubIOp>(l, x, y); })
+        .Case([&](MulOp) { return nb.create<arith::MulIOp>(l, x, y); })
+        .Case([&](DivOp) { return nb.create<arith::DivSIOp>(l, x, y); })
+        .Case([&](MaxOp) { return nb.create<arith::MaxSIOp>(l, x, y); })
+        .Case([&](MinOp) { return nb.create<arith::MinSIOp>(l, x, y); })
+        .Case([&](ModOp o) -> Value {
+          Value r = nb.create<arith::RemSIOp>(l, x, y);
+          if (o.getFmod())
+            return r;
+          // Python %: the result takes the divisor's sign.
+          Value zero = typedConst(nb, l, x.getType(), 0);
+          Value rNeg = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, r, zero);
+          Value yNeg = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, y, zero);
+          Value rNz = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ne, r, zero);
+          Value fix = nb.create<arith::AndIOp>(l, rNz, nb.create<arith::XOrIOp>(l, rNeg, yNeg));
+          return nb.create<arith::SelectOp>(l, fix, nb.create<arith::AddIOp>(l, r, y), r);
+        })
+        .Case([&](EqualOp) { return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::eq, x, y); })
+        .Case([&](LessOp) { return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, x, y); })
+        .Case([&](LessOrEqualOp) { return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::sle, x, y); })
+        .Case([&](GreaterOp) { return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::sgt, x, y); })
+        .Case([&](GreaterOrEqualOp) { return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::sge, x, y); })
+        .Case([&](AndOp) { return nb.create<arith::AndIOp>(l, x, y); })
+        .Case([&](OrOp) { return nb.create<arith::OrIOp>(l, x, y); })
+        .Case([&](XorOp) { return nb.create<arith::XOrIOp>(l, x, y); })
+        .Default([](Operation *) { return Value(); });
+  }
   return TypeSwitch<Operation *, Value>(op)
+      .Case([&](EqualOp) { return nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OEQ, x, y); })
+      .Case([&](LessOp) { return nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLT, x, y); })
+      .Case([&](LessOrEqualOp) { return nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLE, x, y); })
+      .Case([&](GreaterOp) { return nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OGT, x, y); })
+      .Case([&](GreaterOrEqualOp) { return nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OGE, x, y); })
       .Case([&](AddOp) { return nb.create<arith::AddFOp>(l, x, y); })
       .Case([&](SubOp) { return nb.create<arith::SubFOp>(l, x, y); })
       .Case([&](MulOp) { return nb.create<arith::MulFOp>(l, x, y); })
@@ -372,7 +444,7 @@ Value BufferLowering::binaryScalar(Operation *op, OpBuilder &nb, Location l, Val
       .Case([&](PowOp) { return nb.create<math::PowFOp>(l, x, y); })
       .Case([&](MaxOp) { return nb.create<arith::MaximumFOp>(l, x, y); })
       .Case([&](MinOp) { return nb.create<arith::MinimumFOp>(l, x, y); })
-      .Case([&](ModOp) { return nb.create<arith::RemFOp>(l, x, y); })
+      .Case([&](ModOp) { return nb.create<arith::RemFOp>(l, x, y); }) // fmod
       .Case([&](PReluOp) {
         Value zero = nb.create<arith::ConstantOp>(l, nb.getF32FloatAttr(0.0));
         Value neg = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLT, x, zero);
@@ -669,8 +741,114 @@ LogicalResult BufferLowering::lowerTrilu(TriluOp op) {
         Value d = nb.create<arith::SubIOp>(l, j, i);
         Value kv = nb.create<arith::ConstantIndexOp>(l, k);
         Value keep = nb.create<arith::CmpIOp>(l, upper ? arith::CmpIPredicate::sge : arith::CmpIPredicate::sle, d, kv);
-        Value zero = nb.create<arith::ConstantOp>(l, nb.getF32FloatAttr(0.0));
+        Value zero = typedConst(nb, l, a[0].getType(), 0.0);
         nb.create<linalg::YieldOp>(l, ValueRange{nb.create<arith::SelectOp>(l, keep, a[0], zero)});
+      });
+  return success();
+}
+
+LogicalResult BufferLowering::lowerCast(CastOp op) {
+  Value out = dest(op.getResult());
+  Type to = eltOf(out);
+  elementwise(ValueRange{buf(op.getInput())}, out, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+    Value x = a[0];
+    Type from = x.getType();
+    auto fromF = dyn_cast<FloatType>(from), toF = dyn_cast<FloatType>(to);
+    if (to.isInteger(1)) { // anything -> bool: x != 0
+      Value zero = typedConst(nb, l, from, 0);
+      if (fromF) return nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::UNE, x, zero);
+      return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ne, x, zero);
+    }
+    if (fromF && toF)
+      return fromF.getWidth() < toF.getWidth() ? nb.create<arith::ExtFOp>(l, to, x).getResult()
+                                               : nb.create<arith::TruncFOp>(l, to, x).getResult();
+    if (fromF) return nb.create<arith::FPToSIOp>(l, to, x);
+    if (toF) return from.isInteger(1) ? nb.create<arith::UIToFPOp>(l, to, x).getResult()
+                                      : nb.create<arith::SIToFPOp>(l, to, x).getResult();
+    unsigned fw = from.getIntOrFloatBitWidth(), tw = to.getIntOrFloatBitWidth();
+    if (fw < tw) return from.isInteger(1) ? nb.create<arith::ExtUIOp>(l, to, x).getResult()
+                                          : nb.create<arith::ExtSIOp>(l, to, x).getResult();
+    return nb.create<arith::TruncIOp>(l, to, x);
+  });
+  return success();
+}
+
+LogicalResult BufferLowering::lowerGather(GatherOp op) {
+  auto ds = cast<ShapedType>(op.getData().getType()).getShape();
+  auto is = cast<ShapedType>(op.getIndices().getType()).getShape();
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  int64_t axis = op.getAxis(), r = ys.size(), ir = is.size();
+  Value data = buf(op.getData());
+  Value out = dest(op.getResult());
+  SmallVector<AffineExpr> idxExprs;
+  for (int64_t i = 0; i < ir; ++i) idxExprs.push_back(b.getAffineDimExpr(axis + i));
+  SmallVector<AffineMap> maps{AffineMap::get(r, 0, idxExprs, b.getContext()), b.getMultiDimIdentityMap(r)};
+  b.create<linalg::GenericOp>(
+      loc, ValueRange{buf(op.getIndices())}, ValueRange{out}, maps, SmallVector<IterTy>(r, IterTy::parallel),
+      [&](OpBuilder &nb, Location l, ValueRange a) {
+        // Negative indices count from the end; others are clamped into range
+        // so a bad index can never read outside the buffer.
+        Value i = nb.create<arith::IndexCastOp>(l, nb.getIndexType(), a[0]);
+        Value n = nb.create<arith::ConstantIndexOp>(l, ds[axis]);
+        Value zero = nb.create<arith::ConstantIndexOp>(l, 0);
+        Value isNeg = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, i, zero);
+        i = nb.create<arith::SelectOp>(l, isNeg, nb.create<arith::AddIOp>(l, i, n), i);
+        i = nb.create<arith::MaxSIOp>(l, i, zero);
+        i = nb.create<arith::MinSIOp>(l, i, nb.create<arith::ConstantIndexOp>(l, ds[axis] - 1));
+        SmallVector<Value> at;
+        for (int64_t d = 0; d < axis; ++d) at.push_back(nb.create<linalg::IndexOp>(l, d));
+        at.push_back(i);
+        for (int64_t d = axis + 1; d < (int64_t)ds.size(); ++d)
+          at.push_back(nb.create<linalg::IndexOp>(l, d - 1 + ir));
+        nb.create<linalg::YieldOp>(l, ValueRange{nb.create<memref::LoadOp>(l, data, at)});
+      });
+  return success();
+}
+
+LogicalResult BufferLowering::lowerArg(Operation *op, int64_t axis, bool selectLast, bool isMax) {
+  Value inV = op->getOperand(0);
+  auto xs = cast<ShapedType>(inV.getType()).getShape();
+  SmallVector<int64_t> keepShape(xs);
+  keepShape[axis] = 1;
+  Value in = buf(inV);
+  Value out = dest(op->getResult(0));
+  Value acc = viewAs(out, keepShape);
+  Type et = eltOf(in);
+  // Pass 1: the extreme value along the axis.
+  Value ext = alloc(keepShape, et);
+  double lim = isa<FloatType>(et) ? std::numeric_limits<double>::infinity()
+                                  : (double)(et.getIntOrFloatBitWidth() == 64 ? INT64_MAX : INT32_MAX);
+  b.create<linalg::FillOp>(loc, ValueRange{typedConst(b, loc, et, isMax ? -lim : lim)}, ValueRange{ext});
+  SmallVector<AffineExpr> keepExprs;
+  SmallVector<IterTy> iters;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    keepExprs.push_back((int64_t)i == axis ? b.getAffineConstantExpr(0) : b.getAffineDimExpr(i));
+    iters.push_back((int64_t)i == axis ? IterTy::reduction : IterTy::parallel);
+  }
+  AffineMap keep = AffineMap::get(xs.size(), 0, keepExprs, b.getContext());
+  AffineMap id = b.getMultiDimIdentityMap(xs.size());
+  bool isF = isa<FloatType>(et);
+  b.create<linalg::GenericOp>(loc, ValueRange{in}, ValueRange{ext}, SmallVector<AffineMap>{id, keep}, iters,
+                              [&](OpBuilder &nb, Location l, ValueRange a) {
+                                Value r;
+                                if (isF) r = isMax ? nb.create<arith::MaxNumFOp>(l, a[0], a[1]).getResult()
+                                                   : nb.create<arith::MinNumFOp>(l, a[0], a[1]).getResult();
+                                else r = isMax ? nb.create<arith::MaxSIOp>(l, a[0], a[1]).getResult()
+                                               : nb.create<arith::MinSIOp>(l, a[0], a[1]).getResult();
+                                nb.create<linalg::YieldOp>(l, r);
+                              });
+  // Pass 2: the first (or last) index holding it.
+  b.create<linalg::FillOp>(loc, ValueRange{typedConst(b, loc, b.getI64Type(), selectLast ? -1 : xs[axis])},
+                           ValueRange{acc});
+  b.create<linalg::GenericOp>(
+      loc, ValueRange{in, ext}, ValueRange{acc}, SmallVector<AffineMap>{id, keep, keep}, iters,
+      [&](OpBuilder &nb, Location l, ValueRange a) {
+        Value eq = isF ? nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OEQ, a[0], a[1]).getResult()
+                       : nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::eq, a[0], a[1]).getResult();
+        Value i = nb.create<arith::IndexCastOp>(l, nb.getI64Type(), nb.create<linalg::IndexOp>(l, axis));
+        Value best = selectLast ? nb.create<arith::MaxSIOp>(l, a[2], i).getResult()
+                                : nb.create<arith::MinSIOp>(l, a[2], i).getResult();
+        nb.create<linalg::YieldOp>(l, ValueRange{nb.create<arith::SelectOp>(l, eq, best, a[2])});
       });
   return success();
 }
@@ -796,7 +974,8 @@ LogicalResult BufferLowering::lowerPad(PadOp op) {
   Value in = buf(op.getInput());
   Value out = dest(op.getResult());
   if (op.getMode() == "constant") {
-    b.create<linalg::FillOp>(loc, ValueRange{cf(op.getValue().convertToFloat())}, ValueRange{out});
+    b.create<linalg::FillOp>(loc, ValueRange{typedConst(b, loc, eltOf(out), op.getValue().convertToFloat())},
+                             ValueRange{out});
     copyInto(in, out, pads.take_front(rank));
     return success();
   }
@@ -853,7 +1032,8 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
   if (isa<SqrtOp, ExpOp, LogOp, NegOp, AbsOp, ReciprocalOp, ReluOp, SigmoidOp, TanhOp, ErfOp,
           HardSwishOp, LeakyReluOp, HardSigmoidOp, ClipOp, SoftplusOp, SoftsignOp, MishOp, FloorOp,
           CeilOp, RoundOp, SignOp, SinOp, CosOp, TanOp, AsinOp, AcosOp, AtanOp, SinhOp, CoshOp,
-          AsinhOp, AcoshOp, AtanhOp, EluOp, CeluOp, ThresholdedReluOp, SeluOp, ShrinkOp, GeluOp>(op)) {
+          AsinhOp, AcoshOp, AtanhOp, EluOp, CeluOp, ThresholdedReluOp, SeluOp, ShrinkOp, GeluOp,
+          NotOp, IsNaNOp, IsInfOp>(op)) {
     Value in = buf(op->getOperand(0));
     Value out = dest(op->getResult(0));
     elementwise(ValueRange{in}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
@@ -861,7 +1041,8 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
     });
     return success();
   }
-  if (isa<AddOp, SubOp, MulOp, DivOp, PowOp, PReluOp, MaxOp, MinOp, ModOp>(op)) {
+  if (isa<AddOp, SubOp, MulOp, DivOp, PowOp, PReluOp, MaxOp, MinOp, ModOp, EqualOp, LessOp,
+          LessOrEqualOp, GreaterOp, GreaterOrEqualOp, AndOp, OrOp, XorOp>(op)) {
     Value x = buf(op->getOperand(0)), y = buf(op->getOperand(1));
     Value out = dest(op->getResult(0));
     elementwise(ValueRange{x, y}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
@@ -885,6 +1066,18 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
       .Case([&](LayerNormOp o) { return lowerLayerNorm(o); })
       .Case([&](TriluOp o) { return lowerTrilu(o); })
       .Case([&](TileOp o) { return lowerTile(o); })
+      .Case([&](CastOp o) { return lowerCast(o); })
+      .Case([&](GatherOp o) { return lowerGather(o); })
+      .Case([&](ArgMaxOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), true); })
+      .Case([&](ArgMinOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), false); })
+      .Case([&](WhereOp o) {
+        Value out = dest(o.getResult());
+        elementwise(ValueRange{buf(o.getCond()), buf(o.getX()), buf(o.getY())}, out,
+                    [](OpBuilder &nb, Location l, ValueRange a) {
+                      return nb.create<arith::SelectOp>(l, a[0], a[1], a[2]).getResult();
+                    });
+        return success();
+      })
       .Case([&](ExpandOp o) {
         Value out = dest(o.getResult());
         elementwise(ValueRange{buf(o.getInput())}, out,

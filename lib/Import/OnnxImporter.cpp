@@ -39,6 +39,7 @@ namespace {
 struct IntConst {
   std::vector<int64_t> shape;
   std::vector<int64_t> data;
+  int32_t dtype = 7; // ONNX TensorProto dtype (INT64 unless known otherwise)
 };
 
 /// Thrown inside a node converter to report a problem with that node.
@@ -177,8 +178,8 @@ private:
     if (it != values.end())
       return it->second;
     auto ic = ints.find(name);
-    if (ic != ints.end()) // materialise an integer constant as float data
-      return materializeIntAsFloat(ic->second);
+    if (ic != ints.end()) // an integer constant used as a tensor
+      return materializeInt(ic->second);
     fail("input '" + name + "' is not produced by any node, initializer or graph input");
   }
   std::optional<Value> optInput(int i) {
@@ -190,11 +191,43 @@ private:
   RankedTensorType f32(ArrayRef<int64_t> shape) {
     return RankedTensorType::get(shape, b.getF32Type());
   }
+  /// A tensor type with `v`'s element type and a new shape.
+  RankedTensorType like(Value v, ArrayRef<int64_t> shape) {
+    return RankedTensorType::get(shape, ttype(v).getElementType());
+  }
+  RankedTensorType boolType(ArrayRef<int64_t> shape) {
+    return RankedTensorType::get(shape, b.getI1Type());
+  }
+  /// MLIR element type of an ONNX dtype kiln supports, else null.
+  Type elementType(int dtype) {
+    switch (dtype) {
+    case onnx::TensorProto::FLOAT: return b.getF32Type();
+    case onnx::TensorProto::DOUBLE: return b.getF64Type();
+    case onnx::TensorProto::INT64: return b.getI64Type();
+    case onnx::TensorProto::INT32: return b.getI32Type();
+    case onnx::TensorProto::BOOL: return b.getI1Type();
+    default: return Type();
+    }
+  }
+  bool isFloat(Value v) { return isa<FloatType>(ttype(v).getElementType()); }
+  void requireSameType(Value a, Value c, StringRef what) {
+    if (ttype(a).getElementType() != ttype(c).getElementType())
+      fail(("inputs of different dtypes (" + what + ")").str());
+  }
   /// Returns the float constant behind a value, if it is one.
   std::optional<ElementsAttr> constantOf(Value v) {
     if (auto c = v.getDefiningOp<ConstantOp>())
       return c.getValue();
     return std::nullopt;
+  }
+  Value materializeInt(const IntConst &c) {
+    Type et = elementType(c.dtype);
+    if (!et || isa<FloatType>(et))
+      fail(std::string("integer tensor of dtype ") + dtypeName(c.dtype) + " is not supported");
+    auto t = RankedTensorType::get(c.shape, et);
+    SmallVector<APInt> vals;
+    for (int64_t v : c.data) vals.push_back(APInt(et.getIntOrFloatBitWidth(), v, /*isSigned=*/true));
+    return b.create<ConstantOp>(loc, DenseElementsAttr::get(t, vals));
   }
   Value materializeIntAsFloat(const IntConst &c) {
     std::vector<float> f(c.data.begin(), c.data.end());
@@ -259,6 +292,15 @@ private:
   void convTrilu();
   void convSplit();
   void convCast();
+  template <typename OpT> void convCompare();
+  template <typename OpT> void convLogic();
+  void convNot();
+  void convWhere();
+  void convIsNaN();
+  void convIsInf();
+  void convGather();
+  template <typename OpT> void convArg();
+  void convRange();
   void convLeakyRelu();
   void convHardSigmoid();
   void convClip();
@@ -281,7 +323,7 @@ private:
   Value reshape(Value v, ArrayRef<int64_t> shape) {
     if (shapeOf(v) == shape)
       return v;
-    return b.create<ReshapeOp>(loc, f32(shape), v);
+    return b.create<ReshapeOp>(loc, like(v, shape), v);
   }
   std::vector<int64_t> spatialPads(int64_t spatial, ArrayRef<int64_t> inSpatial,
                                    ArrayRef<int64_t> kernel, ArrayRef<int64_t> strides,
@@ -330,9 +372,10 @@ std::optional<Type> Importer::valueInfoType(const onnx::ValueInfoProto &vi, bool
     return std::nullopt;
   }
   const auto &tt = vi.type().tensor_type();
-  if (tt.elem_type() != onnx::TensorProto::FLOAT) {
+  Type elt = elementType(tt.elem_type());
+  if (!elt) {
     error(fileLoc(), "graph value '" + vi.name() + "' has dtype " + dtypeName(tt.elem_type()) +
-                         "; only float32 graph inputs and outputs are supported");
+                         "; supported: float32, float64, int64, int32, bool");
     return std::nullopt;
   }
   SmallVector<int64_t> shape;
@@ -363,13 +406,14 @@ std::optional<Type> Importer::valueInfoType(const onnx::ValueInfoProto &vi, bool
       return std::nullopt;
     }
   }
-  return Type(f32(shape));
+  return Type(RankedTensorType::get(shape, elt));
 }
 
 bool Importer::tensorToInt(const onnx::TensorProto &t, IntConst &out) {
   out.shape.assign(t.dims().begin(), t.dims().end());
   int64_t n = product(out.shape);
   out.data.clear();
+  out.dtype = t.data_type();
   switch (t.data_type()) {
   case onnx::TensorProto::INT64:
     if (t.has_raw_data()) {
@@ -597,9 +641,12 @@ bool Importer::importGraph(func::FuncOp &fn, ModuleOp module) {
     if (it != values.end()) {
       v = it->second;
     } else if (ints.count(vo.name())) {
-      error(fileLoc(), "graph output '" + vo.name() +
-                           "' is an integer tensor; only float32 outputs are supported");
-      continue;
+      try {
+        v = materializeInt(ints[vo.name()]);
+      } catch (NodeError &e) {
+        error(fileLoc(), "graph output '" + vo.name() + "': " + e.msg);
+        continue;
+      }
     } else {
       error(fileLoc(), "graph output '" + vo.name() + "' is not produced by any node");
       continue;
@@ -698,14 +745,23 @@ bool Importer::tryFoldInts() {
   if (!allInt())
     return false;
   if (op == "Identity" || op == "Cast") {
+    IntConst c = intInput(0, "input");
     if (op == "Cast") {
       int64_t to = attrInt("to", 0);
       if (to == onnx::TensorProto::FLOAT) {
-        setOutput(0, materializeIntAsFloat(intInput(0, "input")));
+        setOutput(0, materializeIntAsFloat(c));
         return true;
       }
+      if (to != onnx::TensorProto::INT64 && to != onnx::TensorProto::INT32 &&
+          to != onnx::TensorProto::BOOL)
+        return false;
+      for (int64_t &v : c.data) {
+        if (to == onnx::TensorProto::BOOL) v = v != 0;
+        else if (to == onnx::TensorProto::INT32) v = (int32_t)v;
+      }
+      c.dtype = (int32_t)to;
     }
-    setIntOutput(0, intInput(0, "input"));
+    setIntOutput(0, c);
     return true;
   }
   if (op == "Unsqueeze" || op == "Squeeze" || op == "Reshape" || op == "Flatten") {
@@ -730,13 +786,14 @@ bool Importer::tryFoldInts() {
     auto s = shapeOf(res);
     if (res.use_empty() && res.getDefiningOp()) res.getDefiningOp()->erase();
     if (tmp.use_empty()) tmp.getDefiningOp()->erase();
-    setIntOutput(0, IntConst{{s.begin(), s.end()}, in.data});
+    setIntOutput(0, IntConst{{s.begin(), s.end()}, in.data, in.dtype});
     return true;
   }
   if (op == "Concat") {
     IntConst c;
     for (int i = 0; i < numInputs(); ++i) {
       const IntConst &x = intInput(i, "input");
+      c.dtype = x.dtype;
       if (x.shape.size() > 1) return false;
       c.data.insert(c.data.end(), x.data.begin(), x.data.end());
     }
@@ -749,7 +806,7 @@ bool Importer::tryFoldInts() {
     const IntConst &idx = intInput(1, "indices");
     if (d.shape.size() != 1) return false;
     int64_t n = d.data.size();
-    IntConst c{idx.shape, {}};
+    IntConst c{idx.shape, {}, d.dtype};
     for (int64_t i : idx.data) {
       if (i < -n || i >= n) fail("gather index out of range");
       c.data.push_back(d.data[i < 0 ? i + n : i]);
@@ -768,7 +825,7 @@ bool Importer::tryFoldInts() {
     if (e < 0) e += n;
     s = std::clamp<int64_t>(s, 0, n);
     e = std::clamp<int64_t>(e, s, n);
-    IntConst c{{e - s}, std::vector<int64_t>(d.data.begin() + s, d.data.begin() + e)};
+    IntConst c{{e - s}, std::vector<int64_t>(d.data.begin() + s, d.data.begin() + e), d.dtype};
     setIntOutput(0, c);
     return true;
   }
@@ -779,7 +836,7 @@ bool Importer::tryFoldInts() {
     const IntConst *big = x.data.size() >= y.data.size() ? &x : &y;
     if (x.data.size() != y.data.size() && x.data.size() != 1 && y.data.size() != 1)
       return false;
-    IntConst c{big->shape, {}};
+    IntConst c{big->shape, {}, op == "Equal" ? (int32_t)onnx::TensorProto::BOOL : x.dtype};
     for (size_t i = 0; i < big->data.size(); ++i) {
       int64_t a = x.data[x.data.size() == 1 ? 0 : i], bb = y.data[y.data.size() == 1 ? 0 : i];
       if (op == "Add") c.data.push_back(a + bb);
@@ -997,8 +1054,14 @@ template <typename OpT> void Importer::convBinary() {
   if (std::is_same_v<OpT, PReluOp> ? false : numInputs() != 2)
     fail("expects 2 inputs");
   Value x = input(0), y = input(1);
-  requireF32(x, "A");
-  requireF32(y, "B");
+  constexpr bool intOk = std::is_same_v<OpT, AddOp> || std::is_same_v<OpT, SubOp> ||
+                         std::is_same_v<OpT, MulOp> || std::is_same_v<OpT, DivOp>;
+  if (!intOk || isFloat(x)) {
+    requireF32(x, "A");
+    requireF32(y, "B");
+  }
+  requireSameType(x, y, "A and B");
+  if (ttype(x).getElementType().isInteger(1)) fail("arithmetic on bool tensors is not defined");
   if (opset < 7 && attr("broadcast"))
     fail("legacy 'broadcast' attribute is not supported");
   auto s = broadcastShapes(shapeOf(x), shapeOf(y));
@@ -1006,12 +1069,15 @@ template <typename OpT> void Importer::convBinary() {
     fail("shapes " + joinDims(shapeOf(x)) + " and " + joinDims(shapeOf(y)) + " cannot broadcast");
   if (std::is_same_v<OpT, PReluOp> && ArrayRef<int64_t>(*s) != shapeOf(x))
     fail("slope must broadcast to the input's shape");
-  setOutput(0, b.create<OpT>(loc, f32(*s), x, y));
+  setOutput(0, b.create<OpT>(loc, like(x, *s), x, y));
 }
 
 template <typename OpT> void Importer::convUnary() {
   Value x = input(0);
-  requireF32(x, "X");
+  constexpr bool intOk = std::is_same_v<OpT, NegOp> || std::is_same_v<OpT, AbsOp> ||
+                         std::is_same_v<OpT, SignOp> || std::is_same_v<OpT, ReluOp>;
+  if (!intOk || isFloat(x) || ttype(x).getElementType().isInteger(1))
+    requireF32(x, "X");
   setOutput(0, b.create<OpT>(loc, x.getType(), x));
 }
 
@@ -1194,7 +1260,7 @@ void Importer::convConcat() {
   SmallVector<int64_t> out(shapeOf(ins[0]));
   out[axis] = 0;
   for (Value v : ins) {
-    requireF32(v, "inputs");
+    requireSameType(ins[0], v, "inputs");
     auto s = shapeOf(v);
     if ((int64_t)s.size() != rank) fail("inputs have different ranks");
     for (int64_t d = 0; d < rank; ++d)
@@ -1204,7 +1270,7 @@ void Importer::convConcat() {
     out[axis] += s[axis];
   }
   if (ins.size() == 1) { setOutput(0, ins[0]); return; }
-  setOutput(0, b.create<ConcatOp>(loc, f32(out), ins, b.getI64IntegerAttr(axis)));
+  setOutput(0, b.create<ConcatOp>(loc, like(ins[0], out), ins, b.getI64IntegerAttr(axis)));
 }
 
 void Importer::convReshape() {
@@ -1272,7 +1338,7 @@ void Importer::convTranspose() {
   bool identity = true;
   for (int64_t i = 0; i < rank; ++i) identity &= perm[i] == i;
   if (identity) { setOutput(0, x); return; }
-  setOutput(0, b.create<TransposeOp>(loc, f32(out), x, b.getDenseI64ArrayAttr(perm)));
+  setOutput(0, b.create<TransposeOp>(loc, like(x, out), x, b.getDenseI64ArrayAttr(perm)));
 }
 
 void Importer::convSqueeze() {
@@ -1362,13 +1428,13 @@ void Importer::convSlice() {
     sp[a] = step;
     out[a] = n;
   }
-  setOutput(0, b.create<SliceOp>(loc, f32(out), x, b.getDenseI64ArrayAttr(st),
+  setOutput(0, b.create<SliceOp>(loc, like(x, out), x, b.getDenseI64ArrayAttr(st),
                                  b.getDenseI64ArrayAttr(sp)));
 }
 
 void Importer::convPad() {
   Value x = input(0);
-  requireF32(x, "data");
+  if (ttype(x).getElementType().isInteger(1)) fail("bool tensors are not supported");
   auto xs = shapeOf(x);
   int64_t rank = xs.size();
   std::string mode = attrString("mode", "constant");
@@ -1382,9 +1448,13 @@ void Importer::convPad() {
   } else {
     pads = intInput(1, "pads").data;
     if (hasInput(2)) {
-      auto c = constantOf(input(2));
-      if (!c) fail("constant_value must be a compile-time constant");
-      value = *c->getValues<float>().begin();
+      if (isIntConst(2)) {
+        value = (float)intInput(2, "constant_value").data.at(0);
+      } else {
+        auto c = constantOf(input(2));
+        if (!c) fail("constant_value must be a compile-time constant");
+        value = *c->getValues<float>().begin();
+      }
     }
     if (hasInput(3)) {
       auto axes = intInput(3, "axes").data;
@@ -1406,15 +1476,16 @@ void Importer::convPad() {
       fail("reflect pads must be smaller than the dimension");
     out.push_back(xs[i] + pads[i] + pads[i + rank]);
   }
-  setOutput(0, b.create<PadOp>(loc, f32(out), x, b.getDenseI64ArrayAttr(pads),
+  setOutput(0, b.create<PadOp>(loc, like(x, out), x, b.getDenseI64ArrayAttr(pads),
                                b.getStringAttr(mode), b.getF32FloatAttr(value)));
 }
 
 void Importer::convIdentity() {
   if (node->op_type() == "Dropout") {
     requireNoOutput(1, "mask");
-    if (hasInput(2) && isIntConst(2) && intInput(2, "training_mode").data.at(0))
-      fail("training_mode=true is not supported");
+    // training_mode must be known to be false at compile time.
+    if (hasInput(2) && (!isIntConst(2) || intInput(2, "training_mode").data.at(0)))
+      fail("training_mode must be a constant false (training is not supported)");
   }
   setOutput(0, input(0));
 }
@@ -1470,13 +1541,13 @@ void Importer::convGelu() {
 /// Max/Min over any number of inputs: a chain of broadcasting binary ops.
 template <typename OpT> void Importer::convVariadic() {
   Value acc = input(0);
-  requireF32(acc, "data_0");
+  if (ttype(acc).getElementType().isInteger(1)) fail("bool inputs are not supported");
   for (int i = 1; i < numInputs(); ++i) {
     Value y = input(i);
-    requireF32(y, "data_" + std::to_string(i));
+    requireSameType(acc, y, "data_0 and data_" + std::to_string(i));
     auto s = broadcastShapes(shapeOf(acc), shapeOf(y));
     if (failed(s)) fail("inputs cannot broadcast");
-    acc = b.create<OpT>(loc, f32(*s), acc, y);
+    acc = b.create<OpT>(loc, like(acc, *s), acc, y);
   }
   setOutput(0, acc);
 }
@@ -1491,9 +1562,14 @@ void Importer::convSum(bool mean) {
 }
 
 void Importer::convMod() {
-  if (!attrInt("fmod", 0))
-    fail("fmod=0 on float tensors is not defined by ONNX (integer Mod is not supported yet)");
-  convBinary<ModOp>();
+  Value x = input(0), y = input(1);
+  requireSameType(x, y, "A and B");
+  bool fmod = attrInt("fmod", 0);
+  if (isFloat(x) && !fmod) fail("fmod=0 is not defined for float tensors");
+  if (ttype(x).getElementType().isInteger(1)) fail("Mod on bool tensors is not defined");
+  auto s = broadcastShapes(shapeOf(x), shapeOf(y));
+  if (failed(s)) fail("shapes cannot broadcast");
+  setOutput(0, b.create<ModOp>(loc, like(x, *s), x, y, b.getBoolAttr(fmod)));
 }
 
 void Importer::convLayerNorm() {
@@ -1567,17 +1643,15 @@ void Importer::convSpaceToDepth() {
 
 void Importer::convExpand() {
   Value x = input(0);
-  requireF32(x, "input");
   const auto &shape = intInput(1, "shape").data;
   auto s = broadcastShapes(shapeOf(x), shape);
   if (failed(s)) fail("input shape " + joinDims(shapeOf(x)) + " cannot expand to " + joinDims(shape));
   if (ArrayRef<int64_t>(*s) == shapeOf(x)) { setOutput(0, x); return; }
-  setOutput(0, b.create<ExpandOp>(loc, f32(*s), x));
+  setOutput(0, b.create<ExpandOp>(loc, like(x, *s), x));
 }
 
 void Importer::convTile() {
   Value x = input(0);
-  requireF32(x, "input");
   const auto &rep = intInput(1, "repeats").data;
   auto xs = shapeOf(x);
   if (rep.size() != xs.size()) fail("repeats must have one value per dim");
@@ -1586,12 +1660,11 @@ void Importer::convTile() {
     if (rep[i] < 1) fail("repeats must be positive");
     out.push_back(xs[i] * rep[i]);
   }
-  setOutput(0, b.create<TileOp>(loc, f32(out), x));
+  setOutput(0, b.create<TileOp>(loc, like(x, out), x));
 }
 
 void Importer::convTrilu() {
   Value x = input(0);
-  requireF32(x, "input");
   if (shapeOf(x).size() < 2) fail("input must have rank >= 2");
   int64_t k = hasInput(1) ? intInput(1, "k").data.at(0) : 0;
   setOutput(0, b.create<TriluOp>(loc, x.getType(), x, b.getBoolAttr(attrInt("upper", 1)),
@@ -1626,25 +1699,136 @@ void Importer::convSplit() {
     st[axis] = off;
     out[axis] = sizes[i];
     off += sizes[i];
-    setOutput(i, b.create<SliceOp>(loc, f32(out), x, b.getDenseI64ArrayAttr(st), b.getDenseI64ArrayAttr(sp)));
+    setOutput(i, b.create<SliceOp>(loc, like(x, out), x, b.getDenseI64ArrayAttr(st), b.getDenseI64ArrayAttr(sp)));
   }
 }
 
-/// Cast/CastLike between float32 values is the identity; integer casts are
-/// folded at import (tryFoldInts); other dtypes are not supported yet.
+/// Cast and CastLike between the supported dtypes (integer constants are
+/// folded at import by tryFoldInts).
 void Importer::convCast() {
   Value x = input(0);
-  requireF32(x, "input");
-  int64_t to = onnx::TensorProto::FLOAT;
+  Type to;
   if (node->op_type() == "Cast") {
-    to = attrInt("to", 0);
+    int64_t code = attrInt("to", 0);
+    to = elementType(code);
+    if (!to) fail(std::string("cast to ") + dtypeName(code) + " is not supported");
   } else {
-    Value like = input(1);
-    if (!ttype(like).getElementType().isF32()) to = -1;
+    to = ttype(input(1)).getElementType();
   }
-  if (to != onnx::TensorProto::FLOAT)
-    fail(std::string("cast to ") + (to < 0 ? "non-float32" : dtypeName(to)) + " is not supported yet");
-  setOutput(0, x);
+  if (to == ttype(x).getElementType()) {
+    setOutput(0, x);
+    return;
+  }
+  setOutput(0, b.create<CastOp>(loc, RankedTensorType::get(shapeOf(x), to), x));
+}
+
+template <typename OpT> void Importer::convCompare() {
+  Value x = input(0), y = input(1);
+  requireSameType(x, y, "A and B");
+  auto s = broadcastShapes(shapeOf(x), shapeOf(y));
+  if (failed(s)) fail("shapes " + joinDims(shapeOf(x)) + " and " + joinDims(shapeOf(y)) + " cannot broadcast");
+  setOutput(0, b.create<OpT>(loc, boolType(*s), x, y));
+}
+
+template <typename OpT> void Importer::convLogic() {
+  Value x = input(0), y = input(1);
+  if (!ttype(x).getElementType().isInteger(1) || !ttype(y).getElementType().isInteger(1))
+    fail("inputs must be bool tensors");
+  auto s = broadcastShapes(shapeOf(x), shapeOf(y));
+  if (failed(s)) fail("shapes cannot broadcast");
+  setOutput(0, b.create<OpT>(loc, boolType(*s), x, y));
+}
+
+void Importer::convNot() {
+  Value x = input(0);
+  if (!ttype(x).getElementType().isInteger(1)) fail("input must be a bool tensor");
+  setOutput(0, b.create<NotOp>(loc, x.getType(), x));
+}
+
+void Importer::convWhere() {
+  Value c = input(0), x = input(1), y = input(2);
+  if (!ttype(c).getElementType().isInteger(1)) fail("condition must be a bool tensor");
+  requireSameType(x, y, "X and Y");
+  auto s1 = broadcastShapes(shapeOf(c), shapeOf(x));
+  if (failed(s1)) fail("shapes cannot broadcast");
+  auto s = broadcastShapes(*s1, shapeOf(y));
+  if (failed(s)) fail("shapes cannot broadcast");
+  setOutput(0, b.create<WhereOp>(loc, like(x, *s), c, x, y));
+}
+
+void Importer::convIsNaN() {
+  Value x = input(0);
+  requireF32(x, "X");
+  setOutput(0, b.create<IsNaNOp>(loc, boolType(shapeOf(x)), x));
+}
+
+void Importer::convIsInf() {
+  Value x = input(0);
+  requireF32(x, "X");
+  setOutput(0, b.create<IsInfOp>(loc, boolType(shapeOf(x)), x,
+                                 b.getBoolAttr(attrInt("detect_positive", 1)),
+                                 b.getBoolAttr(attrInt("detect_negative", 1))));
+}
+
+void Importer::convGather() {
+  Value data = input(0), idx = input(1);
+  auto it = ttype(idx).getElementType();
+  if (!it.isSignlessInteger(64) && !it.isSignlessInteger(32)) fail("indices must be int32 or int64");
+  auto ds = shapeOf(data);
+  if (ds.empty()) fail("data must have rank >= 1");
+  int64_t axis = normAxis(attrInt("axis", 0), ds.size());
+  if (auto c = constantOf(idx)) {
+    for (APInt v : c->getValues<APInt>()) {
+      int64_t i = v.getSExtValue();
+      if (i < -ds[axis] || i >= ds[axis])
+        fail("index " + std::to_string(i) + " is out of range for a dimension of " + std::to_string(ds[axis]));
+    }
+  }
+  SmallVector<int64_t> out(ds.begin(), ds.begin() + axis);
+  llvm::append_range(out, shapeOf(idx));
+  out.append(ds.begin() + axis + 1, ds.end());
+  setOutput(0, b.create<GatherOp>(loc, like(data, out), data, idx, b.getI64IntegerAttr(axis)));
+}
+
+template <typename OpT> void Importer::convArg() {
+  Value x = input(0);
+  if (ttype(x).getElementType().isInteger(1)) fail("bool input is not supported");
+  auto xs = shapeOf(x);
+  int64_t axis = normAxis(attrInt("axis", 0), xs.size());
+  bool keep = attrInt("keepdims", 1);
+  SmallVector<int64_t> out;
+  for (int64_t i = 0; i < (int64_t)xs.size(); ++i) {
+    if (i != axis) out.push_back(xs[i]);
+    else if (keep) out.push_back(1);
+  }
+  Value r = b.create<OpT>(loc, RankedTensorType::get(out, b.getI64Type()), x, b.getI64IntegerAttr(axis),
+                          b.getBoolAttr(attrInt("select_last_index", 0)));
+  setOutput(0, r);
+}
+
+/// Range with constant inputs becomes a constant (integer or float).
+void Importer::convRange() {
+  if (isIntConst(0) && isIntConst(1) && isIntConst(2)) {
+    int64_t st = intInput(0, "start").data.at(0), lim = intInput(1, "limit").data.at(0),
+            d = intInput(2, "delta").data.at(0);
+    if (d == 0) fail("delta must be non-zero");
+    IntConst c{{}, {}, intInput(0, "start").dtype};
+    for (int64_t v = st; d > 0 ? v < lim : v > lim; v += d) c.data.push_back(v);
+    c.shape = {(int64_t)c.data.size()};
+    if (c.data.empty()) fail("empty range is not supported");
+    setIntOutput(0, c);
+    return;
+  }
+  auto cs = constantOf(input(0)), cl = constantOf(input(1)), cd = constantOf(input(2));
+  if (!cs || !cl || !cd) fail("start, limit and delta must be compile-time constants");
+  float st = *cs->getValues<float>().begin(), lim = *cl->getValues<float>().begin(),
+        d = *cd->getValues<float>().begin();
+  if (d == 0) fail("delta must be non-zero");
+  int64_t n = std::max<int64_t>(0, (int64_t)std::ceil((lim - st) / d));
+  if (n == 0) fail("empty range is not supported");
+  std::vector<float> v(n);
+  for (int64_t i = 0; i < n; ++i) v[i] = st + i * d;
+  setOutput(0, b.create<ConstantOp>(loc, DenseElementsAttr::get(f32({n}), ArrayRef<float>(v))));
 }
 
 // Integer-only ops (shape arithmetic) that are valid only when folded.
@@ -1747,10 +1931,24 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       // Folded at import when their inputs are compile-time integers.
       {"Shape", foldOnly},
       {"Size", foldOnly},
-      {"Gather", foldOnly},
+      {"Gather", &Importer::convGather},
+      {"Equal", &Importer::convCompare<EqualOp>},
+      {"Less", &Importer::convCompare<LessOp>},
+      {"LessOrEqual", &Importer::convCompare<LessOrEqualOp>},
+      {"Greater", &Importer::convCompare<GreaterOp>},
+      {"GreaterOrEqual", &Importer::convCompare<GreaterOrEqualOp>},
+      {"And", &Importer::convLogic<AndOp>},
+      {"Or", &Importer::convLogic<OrOp>},
+      {"Xor", &Importer::convLogic<XorOp>},
+      {"Not", &Importer::convNot},
+      {"Where", &Importer::convWhere},
+      {"IsNaN", &Importer::convIsNaN},
+      {"IsInf", &Importer::convIsInf},
+      {"ArgMax", &Importer::convArg<ArgMaxOp>},
+      {"ArgMin", &Importer::convArg<ArgMinOp>},
+      {"Range", &Importer::convRange},
       {"Cast", &Importer::convCast},
       {"ConstantOfShape", foldOnly},
-      {"Equal", foldOnly},
   };
   return table;
 }

@@ -226,7 +226,70 @@ def Kiln_PowOp : Kiln_BinaryOp<"pow">;
 def Kiln_PReluOp : Kiln_BinaryOp<"prelu">;
 def Kiln_MaxOp : Kiln_BinaryOp<"max">;
 def Kiln_MinOp : Kiln_BinaryOp<"min">;
-def Kiln_ModOp : Kiln_BinaryOp<"mod"> { let summary = "fmod (sign of the dividend)"; }
+def Kiln_ModOp : Kiln_BinaryOp<"mod"> {
+  let summary = "remainder: sign of the dividend if fmod (C fmod), else of the divisor (Python %)";
+  let arguments = (ins AnyRankedTensor:$lhs, AnyRankedTensor:$rhs, BoolAttr:$fmod);
+}
+
+// Comparisons and logic produce i1 (bool) tensors; operands broadcast.
+class Kiln_CompareOp<string mnemonic> : Kiln_BinaryOp<mnemonic> {
+  let summary = "elementwise comparison with numpy broadcasting, i1 result";
+}
+def Kiln_EqualOp : Kiln_CompareOp<"equal">;
+def Kiln_LessOp : Kiln_CompareOp<"less">;
+def Kiln_LessOrEqualOp : Kiln_CompareOp<"less_or_equal">;
+def Kiln_GreaterOp : Kiln_CompareOp<"greater">;
+def Kiln_GreaterOrEqualOp : Kiln_CompareOp<"greater_or_equal">;
+def Kiln_AndOp : Kiln_BinaryOp<"and">;
+def Kiln_OrOp : Kiln_BinaryOp<"or">;
+def Kiln_XorOp : Kiln_BinaryOp<"xor">;
+def Kiln_NotOp : Kiln_UnaryOp<"not">;
+
+def Kiln_IsNaNOp : Kiln_Op<"is_nan", "OneToOne"> {
+  let arguments = (ins AnyRankedTensor:$input);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+def Kiln_IsInfOp : Kiln_Op<"is_inf", "OneToOne"> {
+  let arguments = (ins AnyRankedTensor:$input, BoolAttr:$detect_positive, BoolAttr:$detect_negative);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_CastOp : Kiln_Op<"cast", "OneToOne"> {
+  let summary = "convert elements to the result's element type (ONNX Cast semantics)";
+  let arguments = (ins AnyRankedTensor:$input);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_WhereOp : Kiln_Op<"where", "OneToOne"> {
+  let summary = "select x where cond else y, numpy broadcasting";
+  let arguments = (ins AnyRankedTensor:$cond, AnyRankedTensor:$x, AnyRankedTensor:$y);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$cond `,` $x `,` $y attr-dict `:` functional-type(operands, results)";
+  let extraClassDefinition = [{
+    ::kiln::MappingType $cppClass::getMappingType() {
+      return ::kiln::binaryMappingType(getOperation());
+    }
+  }];
+}
+
+def Kiln_GatherOp : Kiln_Op<"gather", "OneToMany"> {
+  let summary = "take slices of data along axis at integer indices (negative from the end)";
+  let arguments = (ins AnyRankedTensor:$data, AnyRankedTensor:$indices, I64Attr:$axis);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$data `,` $indices attr-dict `:` functional-type(operands, results)";
+}
+
+class Kiln_ArgOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany"> {
+  let summary = "index (i64) of the extreme value along axis";
+  let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis, BoolAttr:$select_last_index);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+def Kiln_ArgMaxOp : Kiln_ArgOp<"arg_max">;
+def Kiln_ArgMinOp : Kiln_ArgOp<"arg_min">;
 
 def Kiln_BatchNormOp : Kiln_Op<"batch_norm", "OneToOne"> {
   let summary = "inference BatchNormalization over axis 1";

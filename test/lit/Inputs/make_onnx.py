@@ -179,7 +179,7 @@ def external_data():
 
 @case
 def int_input():
-    return graph([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", [4], T.INT64)], [vi("y", None)])
+    return graph([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", [4], T.FLOAT16)], [vi("y", None)])
 
 
 @case

@@ -952,17 +952,28 @@ LogicalResult BufferLowering::lowerConcat(ConcatOp op) {
 LogicalResult BufferLowering::lowerSlice(SliceOp op) {
   auto ys = cast<ShapedType>(op.getType()).getShape();
   auto st = op.getStarts(), sp = op.getSteps();
-  SmallVector<AffineExpr> exprs;
-  for (size_t i = 0; i < ys.size(); ++i)
-    exprs.push_back(b.getAffineDimExpr(i) * sp[i] + st[i]);
+  Value in = buf(op.getInput());
   Value out = dest(op.getResult());
-  SmallVector<AffineMap> maps{AffineMap::get(ys.size(), 0, exprs, b.getContext()),
-                              b.getMultiDimIdentityMap(ys.size())};
-  b.create<linalg::GenericOp>(loc, ValueRange{buf(op.getInput())}, ValueRange{out}, maps,
-                              SmallVector<IterTy>(ys.size(), IterTy::parallel),
-                              [](OpBuilder &nb, Location l, ValueRange a) {
-                                nb.create<linalg::YieldOp>(l, a[0]);
-                              });
+  if (llvm::all_of(sp, [](int64_t s) { return s > 0; })) {
+    // Positive steps: a strided view of the input, copied.
+    Value view = b.create<memref::SubViewOp>(loc, in, st, ys, sp);
+    b.create<linalg::CopyOp>(loc, view, out);
+    return success();
+  }
+  // Negative steps: each output element loads input[start + i * step]
+  // (loop bounds come from the output alone).
+  int64_t rank = ys.size();
+  b.create<linalg::GenericOp>(
+      loc, ValueRange{}, ValueRange{out}, SmallVector<AffineMap>{b.getMultiDimIdentityMap(rank)},
+      SmallVector<IterTy>(rank, IterTy::parallel), [&](OpBuilder &nb, Location l, ValueRange) {
+        SmallVector<Value> at;
+        for (int64_t d = 0; d < rank; ++d) {
+          Value i = nb.create<linalg::IndexOp>(l, d);
+          Value scaled = nb.create<arith::MulIOp>(l, i, nb.create<arith::ConstantIndexOp>(l, sp[d]));
+          at.push_back(nb.create<arith::AddIOp>(l, scaled, nb.create<arith::ConstantIndexOp>(l, st[d])));
+        }
+        nb.create<linalg::YieldOp>(l, ValueRange{nb.create<memref::LoadOp>(l, in, at)});
+      });
   return success();
 }
 

@@ -481,8 +481,12 @@ Value Importer::tensorToFloat(const onnx::TensorProto &t) {
       // Large weights: reference the protobuf's buffer (kept alive by the
       // ImportedModel) instead of copying it.
       auto blob = UnmanagedAsmResourceBlob::allocateWithAlign(raw, alignof(float));
-      auto attr = DenseResourceElementsAttr::get(type, t.name().empty() ? "weight" : t.name(),
-                                                 std::move(blob));
+      // Resource keys must be identifiers to print and parse back.
+      std::string key = t.name().empty() ? "weight" : t.name();
+      for (char &ch : key)
+        if (!isalnum((unsigned char)ch) && ch != '_' && ch != '.') ch = '_';
+      if (isdigit((unsigned char)key[0])) key.insert(0, "w");
+      auto attr = DenseResourceElementsAttr::get(type, key, std::move(blob));
       return b.create<ConstantOp>(loc, attr);
     }
     std::vector<float> f(n);

@@ -202,6 +202,40 @@ def torch_models():
     return out
 
 
+def transformer_models():
+    """BERT-base-shaped encoder and GPT-2-small-shaped causal decoder, built
+    from torch.nn.TransformerEncoder (random weights), sequence length 128."""
+    import torch
+    torch.manual_seed(0)
+
+    class Transformer(torch.nn.Module):
+        def __init__(self, vocab, layers, causal):
+            super().__init__()
+            self.emb = torch.nn.Embedding(vocab, 768)
+            self.pos = torch.nn.Parameter(torch.randn(1, 128, 768) * 0.02)
+            self.norm = torch.nn.LayerNorm(768)
+            layer = torch.nn.TransformerEncoderLayer(768, 12, 3072, dropout=0.0, activation="gelu",
+                                                     batch_first=True, norm_first=causal)
+            self.enc = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            mask = torch.triu(torch.full((128, 128), float("-inf")), diagonal=1) if causal else None
+            self.register_buffer("mask", mask)
+
+        def forward(self, ids):
+            return self.enc(self.norm(self.emb(ids) + self.pos), mask=self.mask)
+
+    out = {}
+    for name, vocab, causal in [("bert_base", 30522, False), ("gpt2_decoder", 50257, True)]:
+        net = Transformer(vocab, 12, causal).eval()
+        # TransformerEncoder deep-copies one layer: perturb every parameter so
+        # the 12 layers differ (the exporter would otherwise share them).
+        with torch.no_grad():
+            for p in net.enc.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+        ids = torch.randint(0, vocab, (1, 128))
+        out[name] = (net, ids)
+    return out
+
+
 def write_case(out_dir, name, m, inputs):
     import onnxruntime as ort
     d = os.path.join(out_dir, name)
@@ -228,6 +262,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--torch", action="store_true", help="also export torchvision ResNet-50 and MobileNetV2")
+    ap.add_argument("--transformers", action="store_true",
+                    help="also export the BERT-base encoder and GPT-2-shaped decoder")
     ap.add_argument("--only", default="", help="comma-separated case names")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -246,6 +282,18 @@ def main():
             m = onnx.load(path)
             os.remove(path)
             write_case(args.out, name, m, {"input": x.numpy()})
+            print(f"exported {name}", file=sys.stderr)
+    if args.transformers:
+        import torch
+        for name, (net, ids) in transformer_models().items():
+            if only and name not in only:
+                continue
+            path = os.path.join(args.out, name + ".tmp.onnx")
+            torch.onnx.export(net, ids, path, opset_version=17, input_names=["input_ids"],
+                              output_names=["hidden"], do_constant_folding=True)
+            m = onnx.load(path)
+            os.remove(path)
+            write_case(args.out, name, m, {"input_ids": ids.numpy()})
             print(f"exported {name}", file=sys.stderr)
 
 

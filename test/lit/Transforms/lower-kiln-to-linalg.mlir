@@ -55,10 +55,23 @@ func.func @main(%x: tensor<2x5xf32>) -> tensor<2x5xf32> {
 
 // -----
 
-// Strided slice is one generic whose input map carries start and step.
-// CHECK: #[[SL:.*]] = affine_map<(d0, d1) -> (d0 * 2 + 1, -d1 + 4)>
+// A slice with positive steps is a strided view copied out; with a
+// negative step, each output element loads input[start + i * step].
 // CHECK-LABEL: func @kiln_main(
-// CHECK: linalg.generic {indexing_maps = [#[[SL]],
+// CHECK: %[[V:.*]] = memref.subview %arg0[1, 0] [3, 4] [2, 1]
+// CHECK: linalg.copy ins(%[[V]] : {{.*}}) outs(%arg1 : memref<3x4xf32>)
+func.func @main(%x: tensor<6x5xf32>) -> tensor<3x4xf32> {
+  %0 = kiln.slice %x {starts = array<i64: 1, 0>, steps = array<i64: 2, 1>} : (tensor<6x5xf32>) -> tensor<3x4xf32>
+  return %0 : tensor<3x4xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @kiln_main(
+// CHECK: linalg.generic {{.*}} outs(%arg1 : memref<3x5xf32>)
+// CHECK: %[[I:.*]] = linalg.index 1 : index
+// CHECK: arith.muli %[[I]], %c-1
+// CHECK: memref.load %arg0
 func.func @main(%x: tensor<6x5xf32>) -> tensor<3x5xf32> {
   %0 = kiln.slice %x {starts = array<i64: 1, 4>, steps = array<i64: 2, -1>} : (tensor<6x5xf32>) -> tensor<3x5xf32>
   return %0 : tensor<3x5xf32>

@@ -5,6 +5,8 @@
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
 
+#include <cstring>
+
 namespace kiln {
 #define GEN_PASS_DEF_EXTRACTWEIGHTS
 #include "kiln/Transforms/Passes.h.inc"
@@ -44,7 +46,14 @@ struct ExtractWeightsPass : kiln::impl::ExtractWeightsBase<ExtractWeightsPass> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    std::vector<char> blob;
+    // First pass: choose the constants and their offsets; the bytes are
+    // copied once, straight into the blob, afterwards.
+    struct Piece {
+      memref::GlobalOp global;
+      int64_t offset, bytes;
+    };
+    std::vector<Piece> pieces;
+    int64_t size = 0;
     llvm::StringMap<int64_t> offsets;
     SmallVector<memref::GlobalOp> moved;
     for (auto global : module.getOps<memref::GlobalOp>()) {
@@ -57,23 +66,29 @@ struct ExtractWeightsPass : kiln::impl::ExtractWeightsBase<ExtractWeightsPass> {
       int64_t bytes = t.getNumElements() * ((t.getElementTypeBitWidth() + 7) / 8);
       if (bytes < minBytes)
         continue;
-      std::vector<char> storage;
-      auto raw = rawBytes(*global.getInitialValue(), storage, bytes);
-      if (!raw)
+      if (!isa<DenseResourceElementsAttr, DenseElementsAttr>(*global.getInitialValue()))
         continue;
-      int64_t off = (blob.size() + kAlign - 1) / kAlign * kAlign;
-      blob.resize(off);
-      blob.insert(blob.end(), raw->begin(), raw->end());
-      offsets[global.getSymName()] = off;
-      moved.push_back(global);
+      int64_t off = (size + kAlign - 1) / kAlign * kAlign;
+      pieces.push_back({global, off, bytes});
+      size = off + bytes;
+    }
+    int64_t total = (size + kAlign - 1) / kAlign * kAlign;
+    AsmResourceBlob blob = HeapAsmResourceBlob::allocate(std::max<int64_t>(total, 1), kAlign);
+    std::memset(blob.getMutableData().data(), 0, blob.getMutableData().size());
+    for (Piece &p : pieces) {
+      std::vector<char> storage;
+      auto raw = rawBytes(*p.global.getInitialValue(), storage, p.bytes);
+      if (!raw)
+        continue; // a resource whose size disagrees: leave it as an LLVM constant
+      std::memcpy(blob.getMutableData().data() + p.offset, raw->data(), raw->size());
+      offsets[p.global.getSymName()] = p.offset;
+      moved.push_back(p.global);
     }
     if (moved.empty())
       return;
 
     OpBuilder b(module.getContext());
     b.setInsertionPointToStart(module.getBody());
-    int64_t total = (blob.size() + kAlign - 1) / kAlign * kAlign;
-    blob.resize(total);
     auto blobType = MemRefType::get({total}, b.getI8Type());
     // A public declaration without initial value: an external symbol, defined
     // by the data section the target emits.
@@ -97,8 +112,7 @@ struct ExtractWeightsPass : kiln::impl::ExtractWeightsBase<ExtractWeightsPass> {
 
     auto tensorType = RankedTensorType::get({total}, b.getI8Type());
     auto attr = DenseResourceElementsAttr::get(
-        tensorType, "kiln_weights",
-        HeapAsmResourceBlob::allocateAndCopyWithAlign(ArrayRef<char>(blob), kAlign));
+        tensorType, "kiln_weights", std::move(blob));
     module->setAttr("kiln.weights", attr);
   }
 };

@@ -88,8 +88,6 @@ private:
   void elementwise(ValueRange ins, Value out,
                    function_ref<Value(OpBuilder &, Location, ValueRange)> fn);
   AffineMap broadcastMap(ArrayRef<int64_t> inShape, ArrayRef<int64_t> outShape);
-  /// Reduction of `in` over `axes` into `out` (keepdims shape or not).
-  void reduce(Value in, Value out, ArrayRef<int64_t> axes, bool isMax);
   enum class Combine { Sum, Max, Min, Prod };
   /// acc (input shape with reduced dims = 1) = combine over axes of
   /// pre(x, extras...), where extras broadcast like acc.
@@ -98,7 +96,6 @@ private:
                   ValueRange extras = {});
   Value viewAs(Value buffer, ArrayRef<int64_t> shape);
   LogicalResult lowerLayerNorm(LayerNormOp op);
-  LogicalResult lowerLogSoftmax(LogSoftmaxOp op);
   LogicalResult lowerTrilu(TriluOp op);
   LogicalResult lowerTile(TileOp op);
   void copyInto(Value src, Value dst, ArrayRef<int64_t> offsets);
@@ -113,8 +110,8 @@ private:
   LogicalResult lowerGemm(GemmOp op);
   LogicalResult lowerMatMul(MatMulOp op);
   LogicalResult lowerPool(Operation *op, bool isMax);
-  LogicalResult lowerReduce(Operation *op, ArrayRef<int64_t> axes, bool keep, int kind);
-  LogicalResult lowerSoftmax(SoftmaxOp op);
+  LogicalResult lowerReduce(Operation *op, ArrayRef<int64_t> axes);
+  LogicalResult lowerSoftmax(Operation *op, int64_t axis, bool log);
   LogicalResult lowerBatchNorm(BatchNormOp op);
   LogicalResult lowerConcat(ConcatOp op);
   LogicalResult lowerSlice(SliceOp op);
@@ -170,32 +167,6 @@ void BufferLowering::elementwise(ValueRange ins, Value out,
                               [&](OpBuilder &nb, Location l, ValueRange args) {
                                 Value v = fn(nb, l, args.drop_back());
                                 nb.create<linalg::YieldOp>(l, v);
-                              });
-}
-
-void BufferLowering::reduce(Value in, Value out, ArrayRef<int64_t> axes, bool isMax) {
-  auto inShape = cast<MemRefType>(in.getType()).getShape();
-  auto outShape = cast<MemRefType>(out.getType()).getShape();
-  bool keep = inShape.size() == outShape.size();
-  b.create<linalg::FillOp>(loc, ValueRange{cf(isMax ? -std::numeric_limits<float>::infinity() : 0.0)},
-                           ValueRange{out});
-  SmallVector<AffineExpr> outExprs;
-  SmallVector<IterTy> iters;
-  for (size_t i = 0; i < inShape.size(); ++i) {
-    bool red = llvm::is_contained(axes, (int64_t)i);
-    iters.push_back(red ? IterTy::reduction : IterTy::parallel);
-    if (!red)
-      outExprs.push_back(b.getAffineDimExpr(i));
-    else if (keep)
-      outExprs.push_back(b.getAffineConstantExpr(0));
-  }
-  SmallVector<AffineMap> maps{b.getMultiDimIdentityMap(inShape.size()),
-                              AffineMap::get(inShape.size(), 0, outExprs, b.getContext())};
-  b.create<linalg::GenericOp>(loc, ValueRange{in}, ValueRange{out}, maps, iters,
-                              [&](OpBuilder &nb, Location l, ValueRange a) {
-                                Value r = isMax ? nb.create<arith::MaximumFOp>(l, a[0], a[1]).getResult()
-                                                : nb.create<arith::AddFOp>(l, a[0], a[1]).getResult();
-                                nb.create<linalg::YieldOp>(l, r);
                               });
 }
 
@@ -605,7 +576,7 @@ LogicalResult BufferLowering::lowerPool(Operation *op, bool isMax) {
   return success();
 }
 
-LogicalResult BufferLowering::lowerReduce(Operation *op, ArrayRef<int64_t> axes, bool keep, int) {
+LogicalResult BufferLowering::lowerReduce(Operation *op, ArrayRef<int64_t> axes) {
   auto xs = cast<ShapedType>(op->getOperand(0).getType()).getShape();
   SmallVector<int64_t> keepShape(xs);
   int64_t n = 1;
@@ -660,29 +631,6 @@ LogicalResult BufferLowering::lowerReduce(Operation *op, ArrayRef<int64_t> axes,
   } else {
     return op->emitError("no lowering for this reduction");
   }
-  (void)keep;
-  return success();
-}
-
-LogicalResult BufferLowering::lowerLogSoftmax(LogSoftmaxOp op) {
-  auto xs = cast<ShapedType>(op.getType()).getShape();
-  int64_t axis = op.getAxis();
-  SmallVector<int64_t> red(xs);
-  red[axis] = 1;
-  Value in = buf(op.getInput());
-  Value out = dest(op.getResult());
-  Value mx = alloc(red);
-  reduce(in, mx, {axis}, /*isMax=*/true);
-  elementwise(ValueRange{in, mx}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
-    return nb.create<arith::SubFOp>(l, a[0], a[1]).getResult();
-  });
-  Value sum = alloc(red);
-  reduceInto(out, sum, {axis}, Combine::Sum, [](OpBuilder &nb, Location l, Value x, ValueRange) {
-    return nb.create<math::ExpOp>(l, x);
-  });
-  elementwise(ValueRange{out, sum}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
-    return nb.create<arith::SubFOp>(l, a[0], nb.create<math::LogOp>(l, a[1])).getResult();
-  });
   return success();
 }
 
@@ -870,22 +818,32 @@ LogicalResult BufferLowering::lowerTile(TileOp op) {
   return success();
 }
 
-LogicalResult BufferLowering::lowerSoftmax(SoftmaxOp op) {
-  auto xs = cast<ShapedType>(op.getType()).getShape();
-  int64_t axis = op.getAxis();
+/// softmax = exp(x - m) / sum(exp(x - m)); log-softmax = (x - m) - log(sum(exp(x - m)))
+/// with m the max along the axis.
+LogicalResult BufferLowering::lowerSoftmax(Operation *op, int64_t axis, bool log) {
+  auto xs = cast<ShapedType>(op->getResult(0).getType()).getShape();
   SmallVector<int64_t> red(xs);
   red[axis] = 1;
-  Value in = buf(op.getInput());
-  Value out = dest(op.getResult());
+  Value in = buf(op->getOperand(0));
+  Value out = dest(op->getResult(0));
+  auto id = [](OpBuilder &, Location, Value x, ValueRange) { return x; };
   Value mx = alloc(red);
-  reduce(in, mx, {axis}, /*isMax=*/true);
-  elementwise(ValueRange{in, mx}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
-    return nb.create<math::ExpOp>(l, nb.create<arith::SubFOp>(l, a[0], a[1])).getResult();
+  reduceInto(in, mx, {axis}, Combine::Max, id);
+  elementwise(ValueRange{in, mx}, out, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+    Value d = nb.create<arith::SubFOp>(l, a[0], a[1]);
+    return log ? d : nb.create<math::ExpOp>(l, d).getResult();
   });
   Value sum = alloc(red);
-  reduce(out, sum, {axis}, /*isMax=*/false);
-  elementwise(ValueRange{out, sum}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
-    return nb.create<arith::DivFOp>(l, a[0], a[1]).getResult();
+  if (log)
+    reduceInto(out, sum, {axis}, Combine::Sum, [](OpBuilder &nb, Location l, Value x, ValueRange) {
+      return nb.create<math::ExpOp>(l, x);
+    });
+  else
+    reduceInto(out, sum, {axis}, Combine::Sum, id);
+  elementwise(ValueRange{out, sum}, out, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+    if (log)
+      return nb.create<arith::SubFOp>(l, a[0], nb.create<math::LogOp>(l, a[1]));
+    return nb.create<arith::DivFOp>(l, a[0], a[1]);
   });
   return success();
 }
@@ -1068,12 +1026,9 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
       .Case([&](MatMulOp o) { return lowerMatMul(o); })
       .Case([&](MaxPoolOp o) { return lowerPool(o, true); })
       .Case([&](AveragePoolOp o) { return lowerPool(o, false); })
-      .Case([&](ReduceSumOp o) { return lowerReduce(o, o.getAxes(), o.getKeepdims(), 0); })
-      .Case([&](ReduceMeanOp o) { return lowerReduce(o, o.getAxes(), o.getKeepdims(), 1); })
-      .Case([&](ReduceMaxOp o) { return lowerReduce(o, o.getAxes(), o.getKeepdims(), 2); })
-      .Case<ReduceMinOp, ReduceProdOp, ReduceL1Op, ReduceL2Op, ReduceSumSquareOp, ReduceLogSumOp,
-            ReduceLogSumExpOp>([&](auto o) { return lowerReduce(o, o.getAxes(), o.getKeepdims(), 0); })
-      .Case([&](LogSoftmaxOp o) { return lowerLogSoftmax(o); })
+      .Case<ReduceSumOp, ReduceMeanOp, ReduceMaxOp, ReduceMinOp, ReduceProdOp, ReduceL1Op, ReduceL2Op, ReduceSumSquareOp, ReduceLogSumOp,
+            ReduceLogSumExpOp>([&](auto o) { return lowerReduce(o, o.getAxes()); })
+      .Case([&](LogSoftmaxOp o) { return lowerSoftmax(o, o.getAxis(), /*log=*/true); })
       .Case([&](LayerNormOp o) { return lowerLayerNorm(o); })
       .Case([&](TriluOp o) { return lowerTrilu(o); })
       .Case([&](TileOp o) { return lowerTile(o); })
@@ -1095,7 +1050,7 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
                     [](OpBuilder &, Location, ValueRange a) { return a[0]; });
         return success();
       })
-      .Case([&](SoftmaxOp o) { return lowerSoftmax(o); })
+      .Case([&](SoftmaxOp o) { return lowerSoftmax(o, o.getAxis(), /*log=*/false); })
       .Case([&](BatchNormOp o) { return lowerBatchNorm(o); })
       .Case([&](ConcatOp o) { return lowerConcat(o); })
       .Case([&](SliceOp o) { return lowerSlice(o); })

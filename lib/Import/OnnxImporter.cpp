@@ -310,11 +310,9 @@ private:
   template <typename OpT> void convReduce();
   void convBatchNorm();
   void convConcat();
-  void convReshape();
-  void convFlatten();
+  SmallVector<int64_t> viewShape(ArrayRef<int64_t> xs);
+  void convView();
   void convTranspose();
-  void convSqueeze();
-  void convUnsqueeze();
   void convSlice();
   void convPad();
   void convIdentity();
@@ -769,27 +767,9 @@ bool Importer::tryFoldInts() {
     return true;
   }
   if (op == "Unsqueeze" || op == "Squeeze" || op == "Reshape" || op == "Flatten") {
-    // Shape-only ops on integer tensors: reuse the float shape logic on a
-    // scratch value, then copy the data through.
+    // Shape-only ops on integer constants: same data, new shape.
     IntConst in = intInput(0, "data");
-    Value tmp = materializeIntAsFloat(in);
-    values["__kiln_int_tmp"] = tmp;
-    std::string saved = node->input(0);
-    const_cast<onnx::NodeProto *>(node)->set_input(0, "__kiln_int_tmp");
-    std::string out = node->output(0);
-    try {
-      converters().at(op)(*this);
-    } catch (...) {
-      const_cast<onnx::NodeProto *>(node)->set_input(0, saved);
-      throw;
-    }
-    const_cast<onnx::NodeProto *>(node)->set_input(0, saved);
-    Value res = values[out];
-    values.erase(out);
-    values.erase("__kiln_int_tmp");
-    auto s = shapeOf(res);
-    if (res.use_empty() && res.getDefiningOp()) res.getDefiningOp()->erase();
-    if (tmp.use_empty()) tmp.getDefiningOp()->erase();
+    auto s = viewShape(in.shape);
     setIntOutput(0, IntConst{{s.begin(), s.end()}, in.data, in.dtype});
     return true;
   }
@@ -1277,51 +1257,91 @@ void Importer::convConcat() {
   setOutput(0, b.create<ConcatOp>(loc, like(ins[0], out), ins, b.getI64IntegerAttr(axis)));
 }
 
-void Importer::convReshape() {
-  Value x = input(0);
-  auto xs = shapeOf(x);
-  std::vector<int64_t> shape;
-  if (opset < 5) {
-    auto s = attrInts("shape");
-    if (!s) fail("attribute 'shape' is required");
-    shape = *s;
-  } else {
-    shape = intInput(1, "shape").data;
-  }
-  bool allowZero = attrInt("allowzero", 0);
-  int64_t infer = -1, known = 1;
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (shape[i] == 0 && !allowZero) {
-      if (i >= xs.size()) fail("shape has 0 at a dim the input does not have");
-      shape[i] = xs[i];
-    }
-    if (shape[i] == -1) {
-      if (infer >= 0) fail("shape has more than one -1");
-      infer = i;
-    } else if (shape[i] < 0) {
-      fail("shape has a negative dimension");
+/// The result shape of Reshape, Flatten, Squeeze or Unsqueeze (the node being
+/// converted) for an input of shape `xs`. Shared by the tensor path and the
+/// integer-constant folding path.
+SmallVector<int64_t> Importer::viewShape(ArrayRef<int64_t> xs) {
+  const std::string &op = node->op_type();
+  int64_t rank = xs.size();
+  if (op == "Reshape") {
+    std::vector<int64_t> shape;
+    if (opset < 5) {
+      auto s = attrInts("shape");
+      if (!s) fail("attribute 'shape' is required");
+      shape = *s;
     } else {
-      known *= shape[i];
+      shape = intInput(1, "shape").data;
     }
+    bool allowZero = attrInt("allowzero", 0);
+    int64_t infer = -1, known = 1;
+    for (size_t i = 0; i < shape.size(); ++i) {
+      if (shape[i] == 0 && !allowZero) {
+        if (i >= xs.size()) fail("shape has 0 at a dim the input does not have");
+        shape[i] = xs[i];
+      }
+      if (shape[i] == -1) {
+        if (infer >= 0) fail("shape has more than one -1");
+        infer = i;
+      } else if (shape[i] < 0) {
+        fail("shape has a negative dimension");
+      } else {
+        known *= shape[i];
+      }
+    }
+    int64_t total = product(xs);
+    if (infer >= 0) {
+      if (known == 0 || total % known) fail("cannot infer the -1 dimension");
+      shape[infer] = total / known;
+    }
+    if (product(shape) != total)
+      fail("cannot reshape " + joinDims(xs) + " to " + joinDims(shape));
+    return SmallVector<int64_t>(shape.begin(), shape.end());
   }
-  int64_t total = product(xs);
-  if (infer >= 0) {
-    if (known == 0 || total % known) fail("cannot infer the -1 dimension");
-    shape[infer] = total / known;
+  if (op == "Flatten") {
+    int64_t axis = attrInt("axis", 1);
+    if (axis < -rank || axis > rank) fail("axis out of range");
+    if (axis < 0) axis += rank;
+    return {product(xs.take_front(axis)), product(xs.drop_front(axis))};
   }
-  if (product(shape) != total)
-    fail("cannot reshape " + joinDims(xs) + " to " + joinDims(shape));
-  setOutput(0, reshape(x, shape));
+  if (op == "Squeeze") {
+    std::optional<std::vector<int64_t>> axes;
+    if (opset >= 13) { if (hasInput(1)) axes = intInput(1, "axes").data; }
+    else axes = attrInts("axes");
+    std::vector<bool> drop(rank, false);
+    if (!axes) {
+      for (int64_t i = 0; i < rank; ++i) drop[i] = xs[i] == 1;
+    } else {
+      for (int64_t a : *axes) {
+        int64_t n = normAxis(a, rank);
+        if (xs[n] != 1) fail("cannot squeeze axis " + std::to_string(a) + " of size " + std::to_string(xs[n]));
+        drop[n] = true;
+      }
+    }
+    SmallVector<int64_t> out;
+    for (int64_t i = 0; i < rank; ++i) if (!drop[i]) out.push_back(xs[i]);
+    return out;
+  }
+  // Unsqueeze
+  std::vector<int64_t> axes;
+  if (opset >= 13) axes = intInput(1, "axes").data;
+  else if (auto a = attrInts("axes")) axes = *a;
+  else fail("attribute 'axes' is required");
+  int64_t outRank = rank + axes.size();
+  std::vector<bool> isNew(outRank, false);
+  for (int64_t a : axes) {
+    int64_t n = normAxis(a, outRank);
+    if (isNew[n]) fail("duplicate axis");
+    isNew[n] = true;
+  }
+  SmallVector<int64_t> out;
+  size_t j = 0;
+  for (int64_t i = 0; i < outRank; ++i) out.push_back(isNew[i] ? 1 : xs[j++]);
+  return out;
 }
 
-void Importer::convFlatten() {
+void Importer::convView() {
   Value x = input(0);
-  auto xs = shapeOf(x);
-  int64_t rank = xs.size();
-  int64_t axis = attrInt("axis", 1);
-  if (axis < -rank || axis > rank) fail("axis out of range");
-  if (axis < 0) axis += rank;
-  setOutput(0, reshape(x, {product(xs.take_front(axis)), product(xs.drop_front(axis))}));
+  setOutput(0, reshape(x, viewShape(shapeOf(x))));
 }
 
 void Importer::convTranspose() {
@@ -1343,48 +1363,6 @@ void Importer::convTranspose() {
   for (int64_t i = 0; i < rank; ++i) identity &= perm[i] == i;
   if (identity) { setOutput(0, x); return; }
   setOutput(0, b.create<TransposeOp>(loc, like(x, out), x, b.getDenseI64ArrayAttr(perm)));
-}
-
-void Importer::convSqueeze() {
-  Value x = input(0);
-  auto xs = shapeOf(x);
-  int64_t rank = xs.size();
-  std::optional<std::vector<int64_t>> axes;
-  if (opset >= 13) { if (hasInput(1)) axes = intInput(1, "axes").data; }
-  else axes = attrInts("axes");
-  std::vector<bool> drop(rank, false);
-  if (!axes) {
-    for (int64_t i = 0; i < rank; ++i) drop[i] = xs[i] == 1;
-  } else {
-    for (int64_t a : *axes) {
-      int64_t n = normAxis(a, rank);
-      if (xs[n] != 1) fail("cannot squeeze axis " + std::to_string(a) + " of size " + std::to_string(xs[n]));
-      drop[n] = true;
-    }
-  }
-  SmallVector<int64_t> out;
-  for (int64_t i = 0; i < rank; ++i) if (!drop[i]) out.push_back(xs[i]);
-  setOutput(0, reshape(x, out));
-}
-
-void Importer::convUnsqueeze() {
-  Value x = input(0);
-  auto xs = shapeOf(x);
-  std::vector<int64_t> axes;
-  if (opset >= 13) axes = intInput(1, "axes").data;
-  else if (auto a = attrInts("axes")) axes = *a;
-  else fail("attribute 'axes' is required");
-  int64_t outRank = xs.size() + axes.size();
-  std::vector<bool> isNew(outRank, false);
-  for (int64_t a : axes) {
-    int64_t n = normAxis(a, outRank);
-    if (isNew[n]) fail("duplicate axis");
-    isNew[n] = true;
-  }
-  SmallVector<int64_t> out;
-  size_t j = 0;
-  for (int64_t i = 0; i < outRank; ++i) out.push_back(isNew[i] ? 1 : xs[j++]);
-  setOutput(0, reshape(x, out));
 }
 
 void Importer::convSlice() {
@@ -1922,11 +1900,11 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"ReduceMax", &Importer::convReduce<ReduceMaxOp>},
       {"BatchNormalization", &Importer::convBatchNorm},
       {"Concat", &Importer::convConcat},
-      {"Reshape", &Importer::convReshape},
-      {"Flatten", &Importer::convFlatten},
+      {"Reshape", &Importer::convView},
+      {"Flatten", &Importer::convView},
       {"Transpose", &Importer::convTranspose},
-      {"Squeeze", &Importer::convSqueeze},
-      {"Unsqueeze", &Importer::convUnsqueeze},
+      {"Squeeze", &Importer::convView},
+      {"Unsqueeze", &Importer::convView},
       {"Slice", &Importer::convSlice},
       {"Pad", &Importer::convPad},
       {"Identity", &Importer::convIdentity},

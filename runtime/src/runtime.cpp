@@ -84,6 +84,7 @@ struct kiln_context {
   void *arena = nullptr;
   std::unique_ptr<kiln::rt::ThreadPool> pool;
   int threads = 1;
+  std::vector<void *> buffers; // {arena, inputs..., outputs...}, sized at creation
   std::atomic<bool> busy{false};
   ~kiln_context() { std::free(arena); }
 };
@@ -238,6 +239,7 @@ kiln_status kiln_context_create(kiln_model *m, kiln_context **out) {
   auto *c = new (std::nothrow) kiln_context;
   if (!c) return setError(KILN_ERR_OUT_OF_MEMORY, "out of memory");
   c->model = m;
+  c->buffers.assign(1 + m->inputs.size() + m->outputs.size(), nullptr);
   size_t bytes = (m->arenaBytes + 63) / 64 * 64;
   c->arena = std::aligned_alloc(64, bytes ? bytes : 64);
   if (!c->arena) {
@@ -300,13 +302,13 @@ kiln_status kiln_run(kiln_context *c, const kiln_tensor *inputs, size_t nIn, kil
   if (c->threads > 1 && !c->pool) {
     c->pool.reset(new (std::nothrow) kiln::rt::ThreadPool(c->threads));
   }
-  std::vector<void *> buffers;
-  buffers.push_back(c->arena);
-  for (size_t i = 0; i < nIn; ++i) buffers.push_back(inputs[i].data);
-  for (size_t i = 0; i < nOut; ++i) buffers.push_back(outputs[i].data);
+  void **buffers = c->buffers.data();
+  buffers[0] = c->arena;
+  for (size_t i = 0; i < nIn; ++i) buffers[1 + i] = inputs[i].data;
+  for (size_t i = 0; i < nOut; ++i) buffers[1 + nIn + i] = outputs[i].data;
   kiln::rt::ThreadPool *prev = kiln::rt::currentPool();
   kiln::rt::setCurrentPool(c->pool.get());
-  m->run(buffers.data());
+  m->run(buffers);
   kiln::rt::setCurrentPool(prev);
   c->busy.store(false);
   return KILN_OK;

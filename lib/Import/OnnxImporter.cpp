@@ -19,9 +19,11 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/AsmState.h"
 
+#include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -56,15 +58,21 @@ std::string joinDims(ArrayRef<int64_t> dims) {
   return s.empty() ? "scalar" : s;
 }
 
+/// Element count of a shape; fails (never wraps) when it overflows int64.
 int64_t product(ArrayRef<int64_t> d) {
   int64_t p = 1;
   for (int64_t x : d) {
     if (x != 0 && p > std::numeric_limits<int64_t>::max() / std::max<int64_t>(x, 1))
-      fail("tensor size overflows int64");
+      fail("shape " + joinDims(d) + " has more elements than int64 can count");
     p *= x;
   }
   return p;
 }
+
+/// Most elements a tensor folded at compile time (integer shape arithmetic,
+/// Range, ConstantOfShape) may have; beyond it folding would only exhaust
+/// the compiler's memory.
+constexpr int64_t kMaxFoldElements = int64_t(1) << 24;
 
 const char *dtypeName(int t) {
   switch (t) {
@@ -91,7 +99,7 @@ public:
   Importer(MLIRContext &ctx, std::string path, const ImportOptions &opts)
       : ctx(ctx), b(&ctx), path(std::move(path)), opts(opts) {}
 
-  ImportedModel run();
+  ImportedModel run(std::string bytes);
 
 private:
   MLIRContext &ctx;
@@ -240,8 +248,11 @@ private:
     return axis < 0 ? axis + rank : axis;
   }
   void setOutput(int i, Value v) {
-    if (i < node->output_size() && !node->output(i).empty())
+    if (i < node->output_size() && !node->output(i).empty()) {
+      auto t = ttype(v);
+      checkTensorSize(t.getShape(), t.getElementType(), "output '" + node->output(i) + "'");
       values[node->output(i)] = v;
+    }
   }
   void setIntOutput(int i, IntConst c) {
     if (i < node->output_size() && !node->output(i).empty())
@@ -257,7 +268,10 @@ private:
   }
 
   // -- graph -------------------------------------------------------------
-  bool loadModel();
+  bool loadModel(std::string bytes);
+  bool loadExternalData(onnx::TensorProto &t);
+  bool checkSchemas();
+  void checkTensorSize(ArrayRef<int64_t> shape, Type elt, const std::string &what);
   bool importGraph(func::FuncOp &fn, ModuleOp module);
   std::optional<Type> valueInfoType(const onnx::ValueInfoProto &vi, bool isInput);
   void importInitializer(const onnx::TensorProto &t);
@@ -332,18 +346,14 @@ private:
 // Loading
 //===----------------------------------------------------------------------===//
 
-bool Importer::loadModel() {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) {
-    error(fileLoc(), "cannot open file");
-    return false;
-  }
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+bool Importer::loadModel(std::string bytes) {
   model = std::make_shared<onnx::ModelProto>();
   if (bytes.empty() || !model->ParseFromString(bytes)) {
     error(fileLoc(), "not a valid ONNX model (protobuf parse failed: truncated, corrupted or not ONNX)");
     return false;
   }
+  bytes.clear();
+  bytes.shrink_to_fit();
   if (!model->has_graph()) {
     error(fileLoc(), "ONNX model has no graph");
     return false;
@@ -354,13 +364,170 @@ bool Importer::loadModel() {
   }
   if (opset == 0 && model->opset_import_size() == 0)
     opset = 1;
+  if (opset == 0) {
+    error(fileLoc(), "the model imports no default-domain (ai.onnx) opset; only ai.onnx ops are supported");
+    return false;
+  }
   if (opset < kMinOpset || opset > kMaxOpset) {
     error(fileLoc(), "default-domain opset " + std::to_string(opset) +
                          " is not supported (supported: " + std::to_string(kMinOpset) +
                          " to " + std::to_string(kMaxOpset) + ")");
     return false;
   }
+  // Weights stored outside the model file are read into raw_data now, so
+  // the rest of the importer sees ordinary tensors.
+  bool ok = true;
+  auto *g = model->mutable_graph();
+  for (auto &t : *g->mutable_initializer())
+    if (t.data_location() == onnx::TensorProto::EXTERNAL)
+      ok &= loadExternalData(t);
+  for (auto &n : *g->mutable_node())
+    for (auto &a : *n.mutable_attribute())
+      if (a.has_t() && a.t().data_location() == onnx::TensorProto::EXTERNAL)
+        ok &= loadExternalData(*a.mutable_t());
+  return ok;
+}
+
+/// Reads a tensor's external data (keys location, offset, length) from a
+/// file beside the model; the location must stay inside that directory.
+bool Importer::loadExternalData(onnx::TensorProto &t) {
+  namespace fs = std::filesystem;
+  std::string location;
+  int64_t offset = 0, length = -1;
+  auto bad = [&](const std::string &why) {
+    error(fileLoc(), "tensor '" + t.name() + "': " + why);
+    return false;
+  };
+  for (const auto &kv : t.external_data()) {
+    auto asInt = [&](int64_t &out) {
+      StringRef v(kv.value());
+      return !v.getAsInteger(10, out) && out >= 0;
+    };
+    if (kv.key() == "location") location = kv.value();
+    else if (kv.key() == "offset" && !asInt(offset)) return bad("external data offset '" + kv.value() + "' is not a non-negative integer");
+    else if (kv.key() == "length" && !asInt(length)) return bad("external data length '" + kv.value() + "' is not a non-negative integer");
+  }
+  if (location.empty())
+    return bad("external data has no 'location'");
+  fs::path rel(location);
+  bool escapes = rel.is_absolute();
+  for (const auto &part : rel)
+    if (part == "..") escapes = true;
+  if (escapes)
+    return bad("external data location '" + location +
+               "' must be a relative path inside the model's directory");
+  fs::path file = fs::path(path).parent_path() / rel;
+  std::error_code ec;
+  auto size = fs::file_size(file, ec);
+  if (ec || !fs::is_regular_file(file, ec))
+    return bad("external data file '" + file.string() + "' not found");
+  if (length < 0) {
+    if ((uint64_t)offset > size)
+      return bad("external data offset " + std::to_string(offset) + " is past the end of '" +
+                 file.string() + "' (" + std::to_string(size) + " bytes)");
+    length = (int64_t)size - offset;
+  }
+  if ((uint64_t)offset > size || (uint64_t)length > size - (uint64_t)offset)
+    return bad("external data wants bytes " + std::to_string(offset) + ".." +
+               std::to_string(offset + length) + " but '" + file.string() + "' has " +
+               std::to_string(size));
+  std::ifstream f(file, std::ios::binary);
+  std::string data(length, '\0');
+  if (!f.seekg(offset) || !f.read(data.data(), length))
+    return bad("cannot read external data file '" + file.string() + "'");
+  t.set_raw_data(std::move(data));
+  t.clear_external_data();
+  t.set_data_location(onnx::TensorProto::DEFAULT);
   return true;
+}
+
+static const char *attrTypeName(int t) {
+  switch (t) {
+  case onnx::AttributeProto::FLOAT: return "a float";
+  case onnx::AttributeProto::INT: return "an int";
+  case onnx::AttributeProto::STRING: return "a string";
+  case onnx::AttributeProto::TENSOR: return "a tensor";
+  case onnx::AttributeProto::GRAPH: return "a graph";
+  case onnx::AttributeProto::FLOATS: return "a list of floats";
+  case onnx::AttributeProto::INTS: return "a list of ints";
+  case onnx::AttributeProto::STRINGS: return "a list of strings";
+  case onnx::AttributeProto::TENSORS: return "a list of tensors";
+  case onnx::AttributeProto::GRAPHS: return "a list of graphs";
+  default: return "of another kind";
+  }
+}
+
+/// Checks every node against the ONNX operator schema of the model's opset
+/// (Debian's libonnx knows opsets up to its own release): input and output
+/// counts, required attributes and attribute kinds. One error per problem.
+bool Importer::checkSchemas() {
+  const auto &ranges = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map();
+  auto it = ranges.find("");
+  int64_t known = it == ranges.end() ? 0 : it->second.second;
+  bool exact = opset <= known; // newer opsets may add inputs/attributes
+  const auto &g = model->graph();
+  bool ok = true;
+  for (int i = 0; i < g.node_size(); ++i) {
+    const auto &n = g.node(i);
+    auto bad = [&](const std::string &msg) {
+      error(nodeLoc(n, i), msg);
+      ok = false;
+    };
+    const onnx::OpSchema *schema =
+        onnx::OpSchemaRegistry::Schema(n.op_type(), exact ? (int)opset : (int)known, "");
+    if (!schema) {
+      if (exact && onnx::OpSchemaRegistry::Schema(n.op_type(), (int)known, ""))
+        bad("op does not exist yet in opset " + std::to_string(opset));
+      continue;
+    }
+    int nin = n.input_size(), nout = n.output_size();
+    if (exact && (nin < schema->min_input() || nin > schema->max_input())) {
+      bad("takes " +
+          (schema->min_input() == schema->max_input()
+               ? std::to_string(schema->min_input())
+               : std::to_string(schema->min_input()) + " to " +
+                     (schema->max_input() == std::numeric_limits<int>::max()
+                          ? std::string("any number of")
+                          : std::to_string(schema->max_input()))) +
+          (schema->max_input() == 1 ? " input" : " inputs") + ", got " + std::to_string(nin));
+    }
+    if (exact && (nout < schema->min_output() || nout > schema->max_output()))
+      bad("has " + std::to_string(nout) + " outputs; opset " + std::to_string(opset) +
+          " allows " + std::to_string(schema->min_output()) + " to " +
+          std::to_string(schema->max_output()));
+    std::set<std::string> seen;
+    for (const auto &a : n.attribute()) {
+      if (!seen.insert(a.name()).second) {
+        bad("attribute '" + a.name() + "' is given twice");
+        continue;
+      }
+      auto def = schema->attributes().find(a.name());
+      if (def == schema->attributes().end())
+        continue; // unknown attributes are ignored, as ONNX Runtime does
+      if (a.type() != onnx::AttributeProto::UNDEFINED && (int)a.type() != (int)def->second.type)
+        bad("attribute '" + a.name() + "' must be " + attrTypeName(def->second.type) + " (got " +
+            attrTypeName(a.type()) + ")");
+    }
+    if (exact)
+      for (const auto &[name, def] : schema->attributes())
+        if (def.required && !seen.count(name))
+          bad("missing required attribute '" + name + "'");
+  }
+  return ok;
+}
+
+void Importer::checkTensorSize(ArrayRef<int64_t> shape, Type elt, const std::string &what) {
+  int64_t n;
+  try {
+    n = product(shape);
+  } catch (NodeError &e) {
+    fail(what + ": " + e.msg);
+  }
+  int64_t es = elt.isIntOrFloat() ? std::max<int64_t>(1, elt.getIntOrFloatBitWidth() / 8) : 1;
+  if (n > opts.maxTensorBytes / es)
+    fail(what + " of shape " + joinDims(shape) + " would need " + std::to_string(n) + " x " +
+         std::to_string(es) + " bytes, over the " + std::to_string(opts.maxTensorBytes >> 20) +
+         " MiB tensor limit (--max-tensor-mib)");
 }
 
 std::optional<Type> Importer::valueInfoType(const onnx::ValueInfoProto &vi, bool isInput) {
@@ -403,6 +570,12 @@ std::optional<Type> Importer::valueInfoType(const onnx::ValueInfoProto &vi, bool
                            "'; pin it with --input-shape " + vi.name() + "=d0,d1,...");
       return std::nullopt;
     }
+  }
+  try {
+    checkTensorSize(shape, elt, "input '" + vi.name() + "'");
+  } catch (NodeError &e) {
+    error(fileLoc(), e.msg);
+    return std::nullopt;
   }
   return Type(RankedTensorType::get(shape, elt));
 }
@@ -454,8 +627,6 @@ Value Importer::tensorToFloat(const onnx::TensorProto &t) {
   int64_t n = product(shape);
   if (n > (int64_t(1) << 33))
     fail("tensor '" + t.name() + "' is larger than 32 GiB");
-  if (t.data_location() == onnx::TensorProto::EXTERNAL)
-    fail("tensor '" + t.name() + "' uses external data, which is not supported yet");
   if (t.data_type() == onnx::TensorProto::DOUBLE) {
     std::vector<float> f;
     if (t.has_raw_data()) {
@@ -508,9 +679,9 @@ void Importer::importInitializer(const onnx::TensorProto &t) {
   values[t.name()] = tensorToFloat(t);
 }
 
-ImportedModel Importer::run() {
+ImportedModel Importer::run(std::string bytes) {
   ImportedModel result;
-  if (!loadModel())
+  if (!loadModel(std::move(bytes)))
     return result;
   result.storage = model;
   result.opset = opset;
@@ -555,7 +726,7 @@ bool Importer::importGraph(func::FuncOp &fn, ModuleOp module) {
       unsupported = true;
     }
   }
-  if (unsupported)
+  if (unsupported || !checkSchemas())
     return false;
 
   std::set<std::string> initNames;
@@ -740,7 +911,17 @@ bool Importer::tryFoldInts() {
     }
     IntConst val;
     if (!tensorToInt(a->t(), val) || val.data.size() != 1) fail("'value' must hold one element");
-    IntConst c{s.data, std::vector<int64_t>(product(s.data), val.data[0])};
+    for (int64_t d : s.data) if (d < 0) fail("negative dimension in shape");
+    if (product(s.data) > kMaxFoldElements) {
+      // Too big to fold: a splat constant tensor (checked against the limit).
+      Type et = elementType(val.dtype);
+      if (!et || isa<FloatType>(et)) fail(std::string("dtype ") + dtypeName(val.dtype) + " is not supported");
+      auto t = RankedTensorType::get(s.data, et);
+      auto splat = DenseElementsAttr::get(t, APInt(t.getElementTypeBitWidth(), val.data[0], true));
+      setOutput(0, b.create<ConstantOp>(loc, splat));
+      return true;
+    }
+    IntConst c{s.data, std::vector<int64_t>(product(s.data), val.data[0]), val.dtype};
     setIntOutput(0, c);
     return true;
   }
@@ -1794,6 +1975,9 @@ void Importer::convRange() {
     int64_t st = intInput(0, "start").data.at(0), lim = intInput(1, "limit").data.at(0),
             d = intInput(2, "delta").data.at(0);
     if (d == 0) fail("delta must be non-zero");
+    double count = std::ceil(((double)lim - (double)st) / (double)d);
+    if (count > (double)kMaxFoldElements)
+      fail("range of " + std::to_string((int64_t)count) + " elements is too large to build at compile time");
     IntConst c{{}, {}, intInput(0, "start").dtype};
     for (int64_t v = st; d > 0 ? v < lim : v > lim; v += d) c.data.push_back(v);
     c.shape = {(int64_t)c.data.size()};
@@ -1806,7 +1990,10 @@ void Importer::convRange() {
   float st = *cs->getValues<float>().begin(), lim = *cl->getValues<float>().begin(),
         d = *cd->getValues<float>().begin();
   if (d == 0) fail("delta must be non-zero");
-  int64_t n = std::max<int64_t>(0, (int64_t)std::ceil((lim - st) / d));
+  double count = std::ceil(((double)lim - (double)st) / (double)d);
+  if (!(count <= (double)kMaxFoldElements))
+    fail("range is too large (or NaN) to build at compile time");
+  int64_t n = std::max<int64_t>(0, (int64_t)count);
   if (n == 0) fail("empty range is not supported");
   std::vector<float> v(n);
   for (int64_t i = 0; i < n; ++i) v[i] = st + i * d;
@@ -1937,11 +2124,23 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
 
 } // namespace
 
-ImportedModel importOnnxFile(MLIRContext &ctx, const std::string &path,
-                             const ImportOptions &options) {
+ImportedModel importOnnxBytes(MLIRContext &ctx, std::string bytes, const std::string &path,
+                              const ImportOptions &options) {
   ctx.loadDialect<KilnDialect, func::FuncDialect>();
   Importer imp(ctx, path, options);
-  return imp.run();
+  return imp.run(std::move(bytes));
+}
+
+ImportedModel importOnnxFile(MLIRContext &ctx, const std::string &path,
+                             const ImportOptions &options) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    ctx.loadDialect<KilnDialect, func::FuncDialect>();
+    emitError(FileLineColLoc::get(&ctx, path, 0, 0)) << "cannot open file";
+    return {};
+  }
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return importOnnxBytes(ctx, std::move(bytes), path, options);
 }
 
 } // namespace kiln

@@ -21,6 +21,9 @@ static cl::opt<char> optLevel("O", cl::desc("Optimisation level -O0..-O3 (defaul
 static cl::list<std::string> inputShapes("input-shape",
                                          cl::desc("Pin an input's shape: NAME=d0,d1,..."),
                                          cl::value_desc("NAME=d0,d1,..."));
+static cl::opt<int64_t> maxTensorMiB("max-tensor-mib",
+                                     cl::desc("Refuse models with a tensor larger than this (MiB, default 8192)"),
+                                     cl::init(8192));
 // LLVM owns "-stats"; ours is spelled --stats on the command line and
 // renamed before parsing.
 static cl::opt<bool> stats("kiln-stats", cl::desc("(--stats) Print op counts per stage and the arena size"));
@@ -86,6 +89,11 @@ int main(int argc, char **argv) {
     }
     opts.import.inputShapes[name.str()] = shape;
   }
+  if (maxTensorMiB <= 0 || maxTensorMiB > (int64_t(1) << 40)) {
+    errs() << "kiln-compile: error: --max-tensor-mib must be between 1 and 2^40\n";
+    return 2;
+  }
+  opts.import.maxTensorBytes = maxTensorMiB << 20;
   opts.output = outputFile.empty() ? (StringRef(inputFile).rsplit('.').first + ext).str()
                                    : outputFile.getValue();
 

@@ -16,6 +16,10 @@ namespace kiln {
 struct ImportOptions {
   /// Pins symbolic (or overrides) input dims: name -> full static shape.
   std::map<std::string, std::vector<int64_t>> inputShapes;
+  /// Largest tensor (graph input, intermediate or output) accepted, in bytes;
+  /// beyond it the model is refused rather than compiled into a library that
+  /// cannot run.
+  int64_t maxTensorBytes = int64_t(8) << 30;
 };
 
 /// Keeps the parsed protobuf alive: weights are referenced, not copied, by
@@ -33,6 +37,11 @@ struct ImportedModel {
 /// `kiln.input_names` / `kiln.output_names` attributes.
 ImportedModel importOnnxFile(mlir::MLIRContext &ctx, const std::string &path,
                              const ImportOptions &options);
+
+/// Same, from the serialized model in memory (`path` names it in diagnostics
+/// and locates external data files).
+ImportedModel importOnnxBytes(mlir::MLIRContext &ctx, std::string bytes, const std::string &path,
+                              const ImportOptions &options);
 
 /// Oldest and newest default-domain opsets accepted.
 constexpr int64_t kMinOpset = 7;

@@ -200,6 +200,146 @@ def wrong_attr_type():
                  [vi("x", [2, 3])], [vi("y", None)])
 
 
+@case
+def external_data_escape():
+    t = onnx.TensorProto(name="w", data_type=T.FLOAT, dims=[4])
+    t.data_location = T.EXTERNAL
+    t.external_data.add(key="location", value="../../etc/passwd")
+    return graph([h.make_node("Add", ["x", "w"], ["y"], name="add")], [vi("x", [4])], [vi("y", None)], [t])
+
+
+@case
+def external_data_short():
+    t = onnx.TensorProto(name="w", data_type=T.FLOAT, dims=[4])
+    t.data_location = T.EXTERNAL
+    t.external_data.add(key="location", value="short_weights.bin")
+    t.external_data.add(key="offset", value="8")
+    t.external_data.add(key="length", value="16")
+    return graph([h.make_node("Add", ["x", "w"], ["y"], name="add")], [vi("x", [4])], [vi("y", None)], [t])
+
+
+@case
+def dims_overflow():
+    return graph([h.make_node("Relu", ["x"], ["y"], name="relu_big")],
+                 [vi("x", [1 << 40, 1 << 40])], [vi("y", None)])
+
+
+@case
+def too_large():
+    return graph([h.make_node("Relu", ["x"], ["y"], name="relu_huge")],
+                 [vi("x", [1 << 20, 1 << 20])], [vi("y", None)])
+
+
+@case
+def expand_too_large():
+    return graph([h.make_node("Expand", ["x", "s"], ["y"], name="expand_huge")],
+                 [vi("x", [1])], [vi("y", None)], [i64("s", [1 << 31, 1 << 20])])
+
+
+@case
+def constant_of_shape_huge():
+    return graph([h.make_node("ConstantOfShape", ["s"], ["c"], name="cos_huge",
+                              value=nh.from_array(np.array([1], np.int64))),
+                  h.make_node("Cast", ["c"], ["y"], name="cast", to=T.FLOAT)],
+                 [], [vi("y", None)], [i64("s", [1 << 40])])
+
+
+@case
+def conv_missing_weight():
+    return graph([h.make_node("Conv", ["x"], ["y"], name="conv_1in")],
+                 [vi("x", [1, 3, 8, 8])], [vi("y", None)])
+
+
+@case
+def gemm_mismatch():
+    return graph([h.make_node("Gemm", ["x", "w"], ["y"], name="gemm_k")],
+                 [vi("x", [2, 5])], [vi("y", None)], [w("w", [4, 3])])
+
+
+@case
+def bad_perm():
+    return graph([h.make_node("Transpose", ["x"], ["y"], name="tr", perm=[0, 0, 1])],
+                 [vi("x", [2, 3, 4])], [vi("y", None)])
+
+
+@case
+def concat_rank_mismatch():
+    return graph([h.make_node("Concat", ["x", "w"], ["y"], name="cat", axis=0)],
+                 [vi("x", [2, 3])], [vi("y", None)], [w("w", [2, 3, 1])])
+
+
+@case
+def negative_dim_initializer():
+    t = nh.from_array(np.zeros(4, np.float32), "w")
+    del t.dims[:]
+    t.dims.extend([-4])
+    return graph([h.make_node("Add", ["x", "w"], ["y"], name="add")], [vi("x", [4])], [vi("y", None)], [t])
+
+
+@case
+def output_not_produced():
+    return graph([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", [4])], [vi("y", None), vi("z", None)])
+
+
+@case
+def gather_index_out_of_range():
+    return graph([h.make_node("Gather", ["x", "i"], ["y"], name="gather_oob", axis=0)],
+                 [vi("x", [3, 4])], [vi("y", None)], [i64("i", [0, 7])])
+
+
+@case
+def string_initializer():
+    t = h.make_tensor("s", T.STRING, [1], [b"hello"])
+    return graph([h.make_node("Identity", ["s"], ["y"], name="id_str")], [], [vi("y", None)], [t])
+
+
+@case
+def sequence_input():
+    seq = h.make_tensor_sequence_value_info("x", T.FLOAT, [4])
+    return graph([h.make_node("SequenceLength", ["x"], ["y"], name="seqlen")], [seq], [vi("y", None)])
+
+
+@case
+def kernel_too_large():
+    return graph([h.make_node("Conv", ["x", "w"], ["y"], name="conv_big_k")],
+                 [vi("x", [1, 3, 4, 4])], [vi("y", None)], [w("w", [4, 3, 7, 7])])
+
+
+@case
+def cast_without_to():
+    return graph([h.make_node("Cast", ["x"], ["y"], name="cast_noto")], [vi("x", [4])], [vi("y", None)])
+
+
+@case
+def split_bad_sizes():
+    return graph([h.make_node("Split", ["x", "s"], ["a", "b"], name="split_bad", axis=0)],
+                 [vi("x", [6])], [vi("a", None), vi("b", None)], [i64("s", [2, 5])])
+
+
+@case
+def reshape_two_minus_one():
+    return graph([h.make_node("Reshape", ["x", "s"], ["y"], name="reshape_2m1")],
+                 [vi("x", [2, 3])], [vi("y", None)], [i64("s", [-1, -1])])
+
+
+@case
+def matmul_mismatch():
+    return graph([h.make_node("MatMul", ["x", "w"], ["y"], name="mm_k")],
+                 [vi("x", [2, 5])], [vi("y", None)], [w("w", [4, 3])])
+
+
+@case
+def no_ir_version_graph_only():
+    m = graph([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", [4])], [vi("y", None)])
+    m.ClearField("graph")
+    return m
+
+
+@case
+def wrong_input_count():
+    return graph([h.make_node("Relu", ["x", "x"], ["y"], name="relu2")], [vi("x", [4])], [vi("y", None)])
+
+
 def main():
     name, out = sys.argv[1], sys.argv[2]
     if name == "not_onnx":
@@ -216,6 +356,29 @@ def main():
             os.makedirs(os.path.join(out, d), exist_ok=True)
             open(os.path.join(out, d, "input_0.pb"), "wb").write(nh.from_array(x, "x").SerializeToString())
             open(os.path.join(out, d, "output_0.pb"), "wb").write(nh.from_array(y, "y").SerializeToString())
+        return
+    if name == "external_data_ok":
+        # A Gemm whose weights live in a file beside the model, with input
+        # and expected output computed by numpy.
+        import os
+        rng = np.random.default_rng(0)
+        wt = rng.standard_normal((64, 32)).astype(np.float32)
+        bias = rng.standard_normal(32).astype(np.float32)
+        m = graph([h.make_node("Gemm", ["x", "w", "b"], ["y"], name="gemm_ext")], [vi("x", [2, 64])],
+                  [vi("y", None)], [nh.from_array(wt, "w"), nh.from_array(bias, "b")])
+        onnx.save(m, os.path.join(out, "model.onnx"), save_as_external_data=True,
+                  location="weights.bin", size_threshold=0)
+        x = rng.standard_normal((2, 64)).astype(np.float32)
+        os.makedirs(os.path.join(out, "data"), exist_ok=True)
+        open(os.path.join(out, "data", "input_0.pb"), "wb").write(nh.from_array(x, "x").SerializeToString())
+        open(os.path.join(out, "data", "output_0.pb"), "wb").write(nh.from_array(x @ wt + bias, "y").SerializeToString())
+        return
+    if name == "corrupted":
+        # A valid model with bytes overwritten in the middle.
+        data = bytearray(CASES["conv_same_upper"]().SerializeToString())
+        for i in range(4, 16):
+            data[i] = 0xFF
+        open(out, "wb").write(bytes(data))
         return
     if name == "truncated":
         data = CASES["conv_same_upper"]().SerializeToString()

@@ -103,7 +103,11 @@ static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
     if (kind == "target") {
       ls >> m->target;
     } else if (kind == "arena") {
-      ls >> m->arenaBytes;
+      // A size the allocator can be asked for without wrapping when rounded.
+      if (!(ls >> m->arenaBytes) || m->arenaBytes > SIZE_MAX / 2) {
+        err = "bad arena size in '" + line + "'";
+        return false;
+      }
     } else if (kind == "input" || kind == "output") {
       TensorDesc t;
       std::string name, dtype;
@@ -128,6 +132,16 @@ static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
           return false;
         }
         t.shape.push_back(d);
+      }
+      // The tensor's byte size must be computable without overflow, so the
+      // buffer-size checks in kiln_run cannot wrap.
+      size_t bytes = kiln_dtype_size(t.dtype);
+      for (int64_t d : t.shape) {
+        if (d != 0 && bytes > (SIZE_MAX / 2) / (size_t)d) {
+          err = "tensor too large in '" + line + "'";
+          return false;
+        }
+        bytes *= (size_t)d;
       }
       (kind == "input" ? m->inputs : m->outputs).push_back(t);
     } else if (!kind.empty()) {

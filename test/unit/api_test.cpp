@@ -182,6 +182,20 @@ TEST_CASE("kiln_model_open refuses malformed metadata", "[api]") {
   checkOpenFails(KILN_FAKE_MODEL_BAD_META, KILN_ERR_ABI, "bad model metadata");
 }
 
+TEST_CASE("an arena size that would wrap when rounded is refused at open", "[api]") {
+  checkOpenFails(KILN_FAKE_MODEL_WRAP_ARENA, KILN_ERR_ABI, "bad arena size");
+}
+
+TEST_CASE("an arena too large to allocate is an out-of-memory error", "[api]") {
+  kiln_model *m = nullptr;
+  REQUIRE(kiln_model_open(KILN_FAKE_MODEL_HUGE_ARENA, &m) == KILN_OK);
+  kiln_context *ctx = reinterpret_cast<kiln_context *>(0x1);
+  CHECK(kiln_context_create(m, &ctx) == KILN_ERR_OUT_OF_MEMORY);
+  CHECK(ctx == nullptr);
+  CHECK_THAT(kiln_last_error(), Contains("cannot allocate the 1125899906842624-byte arena"));
+  kiln_model_close(m);
+}
+
 TEST_CASE("null models and contexts are rejected", "[api]") {
   kiln_context *ctx = nullptr;
   CHECK(kiln_context_create(nullptr, &ctx) == KILN_ERR_INVALID_ARGUMENT);

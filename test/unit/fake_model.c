@@ -26,6 +26,9 @@
 #endif
 
 #define FAKE_ARENA_BYTES 1000
+#ifndef FAKE_ARENA_TEXT
+#define FAKE_ARENA_TEXT "1000"
+#endif
 
 /* Runtime kernel, resolved when the runtime opens this library. */
 void kiln_rt_matmul(intptr_t a, intptr_t b, intptr_t y, int64_t batch, int64_t M, int64_t N,
@@ -38,7 +41,7 @@ const char kiln_model_meta[] = "kiln-model 1\ntarget " FAKE_TARGET "\ninput x f1
 #else
 const char kiln_model_meta[] = "kiln-model 1\n"
                                "target " FAKE_TARGET "\n"
-                               "arena 1000\n"
+                               "arena " FAKE_ARENA_TEXT "\n"
                                "input a%20b f32 2 2 3\n"
                                "input w f32 2 3 4\n"
                                "input s f32 0\n"

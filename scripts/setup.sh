@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 APT_PKGS=(
   cmake ninja-build g++ pkg-config
-  llvm-19-dev libmlir-19-dev mlir-19-tools llvm-19-tools clang-19 libzstd-dev
+  llvm-19-dev libmlir-19-dev mlir-19-tools llvm-19-tools clang-19 libclang-rt-19-dev libzstd-dev
   libprotobuf-dev protobuf-compiler libonnx-dev libfmt-dev catch2
   g++-aarch64-linux-gnu qemu-user
   python3 python3-venv python3-numpy python3-torch python3-torchvision

@@ -5,12 +5,16 @@
 #include "kiln/Import/OnnxImporter.h"
 #include "kiln/Target/Target.h"
 
+#include <optional>
 #include <string>
 
 namespace kiln {
 
 struct CompileOptions {
   std::string input;
+  /// When set, the serialized model itself (`input` then only names it in
+  /// diagnostics): used by the fuzzer.
+  std::optional<std::string> inputBytes;
   std::string output;
   std::string target = "x86_64";
   EmitKind emit = EmitKind::SharedLib;

@@ -270,6 +270,7 @@ private:
   // -- graph -------------------------------------------------------------
   bool loadModel(std::string bytes);
   bool loadExternalData(onnx::TensorProto &t);
+  bool freezeInputs();
   bool checkSchemas();
   void checkTensorSize(ArrayRef<int64_t> shape, Type elt, const std::string &what);
   bool importGraph(func::FuncOp &fn, ModuleOp module);
@@ -374,6 +375,8 @@ bool Importer::loadModel(std::string bytes) {
                          " to " + std::to_string(kMaxOpset) + ")");
     return false;
   }
+  if (!freezeInputs())
+    return false;
   // Weights stored outside the model file are read into raw_data now, so
   // the rest of the importer sees ordinary tensors.
   bool ok = true;
@@ -385,6 +388,54 @@ bool Importer::loadModel(std::string bytes) {
     for (auto &a : *n.mutable_attribute())
       if (a.has_t() && a.t().data_location() == onnx::TensorProto::EXTERNAL)
         ok &= loadExternalData(*a.mutable_t());
+  return ok;
+}
+
+/// --freeze-input: each named graph input becomes an initializer holding the
+/// tensor read from its file (the graph input itself is then skipped, as
+/// inputs that have initializers are).
+bool Importer::freezeInputs() {
+  auto *g = model->mutable_graph();
+  bool ok = true;
+  for (const auto &[name, file] : opts.frozenInputs) {
+    const onnx::ValueInfoProto *vi = nullptr;
+    for (const auto &in : g->input())
+      if (in.name() == name) vi = &in;
+    if (!vi) {
+      error(fileLoc(), "--freeze-input names '" + name + "', which is not a graph input");
+      ok = false;
+      continue;
+    }
+    std::ifstream f(file, std::ios::binary);
+    onnx::TensorProto t;
+    if (!f || !t.ParseFromIstream(&f)) {
+      error(fileLoc(), "--freeze-input " + name + ": cannot read a TensorProto from '" + file + "'");
+      ok = false;
+      continue;
+    }
+    const auto &tt = vi->type().tensor_type();
+    if (vi->type().has_tensor_type() && tt.elem_type() != t.data_type()) {
+      error(fileLoc(), "--freeze-input " + name + ": tensor has dtype " + dtypeName(t.data_type()) +
+                           " but the input is " + dtypeName(tt.elem_type()));
+      ok = false;
+      continue;
+    }
+    if (vi->type().has_tensor_type() && tt.has_shape()) {
+      bool same = tt.shape().dim_size() == t.dims_size();
+      for (int i = 0; same && i < t.dims_size(); ++i)
+        if (tt.shape().dim(i).has_dim_value() && tt.shape().dim(i).dim_value() != t.dims(i))
+          same = false;
+      if (!same) {
+        error(fileLoc(), "--freeze-input " + name + ": tensor shape " +
+                             joinDims(std::vector<int64_t>(t.dims().begin(), t.dims().end())) +
+                             " does not fit the input's declared shape");
+        ok = false;
+        continue;
+      }
+    }
+    t.set_name(name);
+    *g->add_initializer() = std::move(t);
+  }
   return ok;
 }
 

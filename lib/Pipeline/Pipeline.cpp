@@ -170,7 +170,8 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
   ImportedModel model;
   ModuleOp m;
   if (failed(runner.stage("import", m, [&] {
-        model = importOnnxFile(ctx, opts.input, opts.import);
+        model = opts.inputBytes ? importOnnxBytes(ctx, *opts.inputBytes, opts.input, opts.import)
+                                : importOnnxFile(ctx, opts.input, opts.import);
         if (model.module)
           m = *model.module;
         return success(bool(model.module));

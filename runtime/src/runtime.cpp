@@ -161,8 +161,8 @@ size_t kiln_dtype_size(kiln_dtype d) {
   case KILN_F32: case KILN_I32: return 4;
   case KILN_F64: case KILN_I64: return 8;
   case KILN_U8: case KILN_I8: case KILN_BOOL: return 1;
+  default: return 0;
   }
-  return 0;
 }
 
 const char *kiln_status_string(kiln_status s) {
@@ -177,8 +177,8 @@ const char *kiln_status_string(kiln_status s) {
   case KILN_ERR_OUT_OF_MEMORY: return "out of memory";
   case KILN_ERR_BUSY: return "context busy";
   case KILN_ERR_INTERNAL: return "internal error";
+  default: return "unknown status";
   }
-  return "unknown status";
 }
 
 kiln_status kiln_model_open(const char *path, kiln_model **out) {

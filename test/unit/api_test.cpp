@@ -346,7 +346,7 @@ TEST_CASE("a running context refuses kiln_run and set_threads", "[api]") {
     kiln_context *ctx;
     kiln_status run = KILN_OK, threads = KILN_OK;
     std::string message;
-  } reentry{ctx};
+  } reentry{ctx, KILN_OK, KILN_OK, {}};
   *fake.hookArg = &reentry;
   *fake.hook = [](void *arg) {
     auto *r = (Reentry *)arg;

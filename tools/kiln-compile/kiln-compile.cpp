@@ -21,6 +21,11 @@ static cl::opt<char> optLevel("O", cl::desc("Optimisation level -O0..-O3 (defaul
 static cl::list<std::string> inputShapes("input-shape",
                                          cl::desc("Pin an input's shape: NAME=d0,d1,..."),
                                          cl::value_desc("NAME=d0,d1,..."));
+static cl::list<std::string> freezeInputs(
+    "freeze-input",
+    cl::desc("Replace graph input NAME by the tensor in FILE (ONNX TensorProto), e.g. axes or "
+             "shape inputs that must be static"),
+    cl::value_desc("NAME=FILE.pb"));
 static cl::opt<int64_t> maxTensorMiB("max-tensor-mib",
                                      cl::desc("Refuse models with a tensor larger than this (MiB, default 8192)"),
                                      cl::init(8192));
@@ -88,6 +93,14 @@ int main(int argc, char **argv) {
       return 2;
     }
     opts.import.inputShapes[name.str()] = shape;
+  }
+  for (const std::string &spec : freezeInputs) {
+    auto [name, file] = StringRef(spec).split('=');
+    if (name.empty() || file.empty()) {
+      errs() << "kiln-compile: error: bad --freeze-input '" << spec << "' (want NAME=FILE.pb)\n";
+      return 2;
+    }
+    opts.import.frozenInputs[name.str()] = file.str();
   }
   if (maxTensorMiB <= 0 || maxTensorMiB > (int64_t(1) << 40)) {
     errs() << "kiln-compile: error: --max-tensor-mib must be between 1 and 2^40\n";

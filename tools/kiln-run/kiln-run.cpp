@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <sys/stat.h>
@@ -110,8 +111,11 @@ int main(int argc, char **argv) {
 
   kiln_model *m = nullptr;
   if (kiln_model_open(model.c_str(), &m) != KILN_OK) return fail(kiln_last_error());
+  // Closed on every return path (destroyed in reverse order: context first).
+  std::unique_ptr<kiln_model, void (*)(kiln_model *)> modelGuard(m, kiln_model_close);
   kiln_context *ctx = nullptr;
   if (kiln_context_create(m, &ctx) != KILN_OK) return fail(kiln_last_error());
+  std::unique_ptr<kiln_context, void (*)(kiln_context *)> ctxGuard(ctx, kiln_context_destroy);
   if (kiln_context_set_threads(ctx, threads) != KILN_OK) return fail(kiln_last_error());
 
   int nIn = kiln_model_num_inputs(m), nOut = kiln_model_num_outputs(m);
@@ -262,7 +266,5 @@ int main(int argc, char **argv) {
       printf("latency over %zu runs: min %.3f ms  median %.3f ms  p90 %.3f ms\n", times.size(),
              times.front(), pct(0.5), pct(0.9));
   }
-  kiln_context_destroy(ctx);
-  kiln_model_close(m);
   return allOk ? 0 : 1;
 }

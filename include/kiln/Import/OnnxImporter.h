@@ -20,6 +20,10 @@ struct ImportOptions {
   /// beyond it the model is refused rather than compiled into a library that
   /// cannot run.
   int64_t maxTensorBytes = int64_t(8) << 30;
+  /// Graph inputs replaced by constants: name -> file holding an ONNX
+  /// TensorProto. Specialises a model on input values that must be static
+  /// (axes, shapes, pads given as inputs).
+  std::map<std::string, std::string> frozenInputs;
 };
 
 /// Keeps the parsed protobuf alive: weights are referenced, not copied, by

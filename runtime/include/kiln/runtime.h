@@ -43,7 +43,11 @@ typedef enum {
   KILN_ERR_BUFFER = 6,           /* tensor buffer too small */
   KILN_ERR_OUT_OF_MEMORY = 7,
   KILN_ERR_BUSY = 8,             /* context already running on another thread */
-  KILN_ERR_INTERNAL = 9
+  KILN_ERR_INTERNAL = 9,
+  /* Not a status: makes the enum int-sized so that any int a caller passes
+   * is a valid value (the runtime answers "unknown" rather than invoking
+   * undefined behaviour). */
+  KILN_STATUS_MAX_ENUM = 0x7fffffff
 } kiln_status;
 
 /* Element types, numbered as ONNX's TensorProto.DataType. */
@@ -54,7 +58,8 @@ typedef enum {
   KILN_I32 = 6,
   KILN_I64 = 7,
   KILN_BOOL = 9, /* one byte per element, 0 or 1 */
-  KILN_F64 = 11
+  KILN_F64 = 11,
+  KILN_DTYPE_MAX_ENUM = 0x7fffffff /* not a dtype; see KILN_STATUS_MAX_ENUM */
 } kiln_dtype;
 
 /* Bytes per element of a dtype (0 for an unknown value). */

@@ -2,6 +2,7 @@
 """Writes one small ONNX model (valid or deliberately broken) for lit tests.
 
 usage: make_onnx.py CASE OUT.onnx
+       make_onnx.py --all DIR     (every single-file case, e.g. fuzzer seeds)
 """
 import sys
 
@@ -342,6 +343,13 @@ def wrong_input_count():
 
 def main():
     name, out = sys.argv[1], sys.argv[2]
+    if name == "--all":
+        # Every single-file case into directory OUT (the fuzzer's seeds).
+        import os
+        os.makedirs(out, exist_ok=True)
+        for case_name, fn in CASES.items():
+            onnx.save(fn(), os.path.join(out, case_name + ".onnx"))
+        return
     if name == "not_onnx":
         open(out, "wb").write(b"this is not an ONNX model\n" * 4)
         return

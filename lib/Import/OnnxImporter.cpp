@@ -1045,24 +1045,49 @@ bool Importer::tryFoldInts() {
     setIntOutput(0, c);
     return true;
   }
+  if (op == "Neg" || op == "Abs" || op == "Sign") {
+    IntConst c = intInput(0, "X");
+    for (int64_t &v : c.data)
+      v = op == "Neg"   ? (int64_t)(0 - (uint64_t)v)
+          : op == "Abs" ? (v < 0 ? (int64_t)(0 - (uint64_t)v) : v)
+                        : (v > 0) - (v < 0);
+    setIntOutput(0, c);
+    return true;
+  }
   if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Equal" ||
-      op == "Max" || op == "Min") {
+      op == "Max" || op == "Min" || op == "Less" || op == "Greater" || op == "LessOrEqual" ||
+      op == "GreaterOrEqual") {
     if (numInputs() != 2) return false;
     const IntConst &x = intInput(0, "A"), &y = intInput(1, "B");
-    const IntConst *big = x.data.size() >= y.data.size() ? &x : &y;
     if (x.data.size() != y.data.size() && x.data.size() != 1 && y.data.size() != 1)
       return false;
-    IntConst c{big->shape, {}, op == "Equal" ? (int32_t)onnx::TensorProto::BOOL : x.dtype};
+    // Same element count (or one side a single element): the result takes
+    // the higher-rank shape, as broadcasting would.
+    const IntConst *big = x.data.size() > y.data.size() ? &x
+                          : y.data.size() > x.data.size() ? &y
+                          : x.shape.size() >= y.shape.size() ? &x : &y;
+    if (x.data.size() == y.data.size() && x.shape.size() == y.shape.size() && x.shape != y.shape)
+      return false;
+    bool compare = op == "Equal" || op == "Less" || op == "Greater" || op == "LessOrEqual" ||
+                   op == "GreaterOrEqual";
+    IntConst c{big->shape, {}, compare ? (int32_t)onnx::TensorProto::BOOL : x.dtype};
     for (size_t i = 0; i < big->data.size(); ++i) {
       int64_t a = x.data[x.data.size() == 1 ? 0 : i], bb = y.data[y.data.size() == 1 ? 0 : i];
-      if (op == "Add") c.data.push_back(a + bb);
-      else if (op == "Sub") c.data.push_back(a - bb);
-      else if (op == "Mul") c.data.push_back(a * bb);
+      // Two's-complement wrap-around, as the generated code would compute.
+      auto wrap = [](uint64_t v) { return (int64_t)v; };
+      if (op == "Add") c.data.push_back(wrap((uint64_t)a + (uint64_t)bb));
+      else if (op == "Sub") c.data.push_back(wrap((uint64_t)a - (uint64_t)bb));
+      else if (op == "Mul") c.data.push_back(wrap((uint64_t)a * (uint64_t)bb));
       else if (op == "Max") c.data.push_back(std::max(a, bb));
       else if (op == "Min") c.data.push_back(std::min(a, bb));
       else if (op == "Equal") c.data.push_back(a == bb);
+      else if (op == "Less") c.data.push_back(a < bb);
+      else if (op == "Greater") c.data.push_back(a > bb);
+      else if (op == "LessOrEqual") c.data.push_back(a <= bb);
+      else if (op == "GreaterOrEqual") c.data.push_back(a >= bb);
       else {
         if (bb == 0) fail("integer division by zero in a constant expression");
+        if (bb == -1) { c.data.push_back(wrap(0 - (uint64_t)a)); continue; }
         int64_t q = a / bb;
         if ((a % bb != 0) && ((a < 0) != (bb < 0))) --q; // numpy floor division
         c.data.push_back(q);
@@ -1789,7 +1814,6 @@ void Importer::convMod() {
 void Importer::convLayerNorm() {
   Value x = input(0), scale = input(1);
   requireF32(x, "X");
-  for (int i = 1; i < node->output_size(); ++i) requireNoOutput(i, "Mean/InvStdDev");
   int64_t rank = shapeOf(x).size();
   int64_t axis = normAxis(attrInt("axis", -1), rank);
   SmallVector<int64_t> axes;
@@ -1800,9 +1824,27 @@ void Importer::convLayerNorm() {
     auto s = broadcastShapes(shapeOf(*v), shapeOf(x));
     if (failed(s) || ArrayRef<int64_t>(*s) != shapeOf(x)) fail("Scale/B must broadcast to X");
   }
+  float eps = attrFloat("epsilon", 1e-5f);
   setOutput(0, b.create<LayerNormOp>(loc, x.getType(), x, scale, bias.value_or(Value()),
-                                     b.getDenseI64ArrayAttr(axes),
-                                     b.getF32FloatAttr(attrFloat("epsilon", 1e-5f))));
+                                     b.getDenseI64ArrayAttr(axes), b.getF32FloatAttr(eps)));
+  // The optional Mean and InvStdDev outputs (training uses them; some
+  // exports keep them): computed by separate reductions when asked for.
+  bool wantMean = node->output_size() > 1 && !node->output(1).empty();
+  bool wantInv = node->output_size() > 2 && !node->output(2).empty();
+  if (!wantMean && !wantInv) return;
+  SmallVector<int64_t> rshape(shapeOf(x));
+  for (int64_t a : axes) rshape[a] = 1;
+  auto rtype = f32(rshape);
+  auto axesAttr = b.getDenseI64ArrayAttr(axes);
+  Value mean = b.create<ReduceMeanOp>(loc, rtype, x, axesAttr, b.getBoolAttr(true));
+  setOutput(1, mean);
+  if (!wantInv) return;
+  Value d = b.create<SubOp>(loc, x.getType(), x, mean);
+  Value var = b.create<ReduceMeanOp>(loc, rtype, b.create<MulOp>(loc, x.getType(), d, d), axesAttr,
+                                     b.getBoolAttr(true));
+  Value e = b.create<ConstantOp>(loc, DenseElementsAttr::get(f32({}), eps));
+  Value inv = b.create<ReciprocalOp>(loc, rtype, b.create<SqrtOp>(loc, rtype, b.create<AddOp>(loc, rtype, var, e)));
+  setOutput(2, inv);
 }
 
 void Importer::convInstanceNorm() {
@@ -2026,11 +2068,15 @@ void Importer::convRange() {
     int64_t st = intInput(0, "start").data.at(0), lim = intInput(1, "limit").data.at(0),
             d = intInput(2, "delta").data.at(0);
     if (d == 0) fail("delta must be non-zero");
-    double count = std::ceil(((double)lim - (double)st) / (double)d);
-    if (count > (double)kMaxFoldElements)
-      fail("range of " + std::to_string((int64_t)count) + " elements is too large to build at compile time");
+    // Exact element count: ceil((limit - start) / delta), at least 0.
+    __int128 diff = (__int128)lim - st, q = diff / d;
+    if (q * d != diff && (diff < 0) == (d < 0)) ++q;
+    int64_t count = q < 0 ? 0 : q > kMaxFoldElements ? kMaxFoldElements + 1 : (int64_t)q;
+    if (count > kMaxFoldElements)
+      fail("range is too large to build at compile time (over " + std::to_string(kMaxFoldElements) + " elements)");
     IntConst c{{}, {}, intInput(0, "start").dtype};
-    for (int64_t v = st; d > 0 ? v < lim : v > lim; v += d) c.data.push_back(v);
+    for (int64_t i = 0; i < count; ++i)
+      c.data.push_back((int64_t)((uint64_t)st + (uint64_t)i * (uint64_t)d));
     c.shape = {(int64_t)c.data.size()};
     if (c.data.empty()) fail("empty range is not supported");
     setIntOutput(0, c);

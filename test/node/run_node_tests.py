@@ -9,8 +9,8 @@ each test_data_set_* is run with kiln-run --expect. A folder is classified as
   run-error      kiln-run reported an error (exit 2)           (a bug)
   crash          a signal, an exit code kiln never uses, or a timeout (a bug)
 A model refused only because an integer input (axes, shape, pads, ...) must
-be a compile-time constant is retried per data set with its integer graph
-inputs frozen to that data set's values (kiln-compile --freeze-input); such
+be a compile-time constant is retried per data set with its integer (and
+scalar) graph inputs frozen to that data set's values (kiln-compile --freeze-input); such
 passes are counted and listed separately as "pass (frozen inputs)".
 Folders whose model uses sequences, optionals, strings or training ops are
 also counted separately (they may stay unsupported).
@@ -113,7 +113,7 @@ def check(folder, build, workdir, timeout):
     frozen = ""
     if rc == 1:
         ints = int_inputs(model) if op != "?" else []
-        if "must be a compile-time constant" not in err or not ints:
+        if not ("must be a compile-time constant" in err or "must be compile-time constants" in err) or not ints:
             return name, op, special, "unsupported", first_error(err)
         frozen = ",".join(n for _, n in ints)
     for data in sorted(glob.glob(os.path.join(folder, "test_data_set_*"))):
@@ -158,11 +158,17 @@ def graph_inputs(model):
 
 
 def int_inputs(model):
-    """(index, name) of graph inputs with an integer tensor type."""
+    """(index, name) of the graph inputs that may be frozen: integer tensors
+    (axes, shapes, pads, indices) and scalars of any dtype (Range's start,
+    limit and delta, Clip's min and max)."""
     out = []
     for i, vi in enumerate(graph_inputs(model)):
         t = vi.type
-        if t.HasField("tensor_type") and t.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+        if not t.HasField("tensor_type"):
+            continue
+        dims = t.tensor_type.shape.dim if t.tensor_type.HasField("shape") else None
+        scalar = dims is not None and all(d.HasField("dim_value") and d.dim_value == 1 for d in dims)
+        if t.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) or scalar:
             out.append((i, vi.name))
     return out
 

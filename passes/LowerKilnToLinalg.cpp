@@ -75,6 +75,7 @@ private:
   static Type eltOf(Value v) { return cast<ShapedType>(v.getType()).getElementType(); }
   LogicalResult lowerCast(CastOp op);
   LogicalResult lowerGather(GatherOp op);
+  LogicalResult lowerGatherElements(GatherElementsOp op);
   LogicalResult lowerArg(Operation *op, int64_t axis, bool selectLast, bool isMax);
   Value cf(double v) { return b.create<arith::ConstantOp>(loc, b.getF32FloatAttr(v)); }
   Value ci(int64_t v) { return b.create<arith::ConstantOp>(loc, b.getI64IntegerAttr(v)); }
@@ -721,6 +722,17 @@ LogicalResult BufferLowering::lowerCast(CastOp op) {
   return success();
 }
 
+/// An index loaded from a tensor as `index`: negative counts from the end,
+/// then clamped into [0, n) so a bad index never reads outside the buffer.
+static Value normalizedIndex(OpBuilder &nb, Location l, Value raw, int64_t n) {
+  Value i = nb.create<arith::IndexCastOp>(l, nb.getIndexType(), raw);
+  Value zero = nb.create<arith::ConstantIndexOp>(l, 0);
+  Value isNeg = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, i, zero);
+  i = nb.create<arith::SelectOp>(l, isNeg, nb.create<arith::AddIOp>(l, i, nb.create<arith::ConstantIndexOp>(l, n)), i);
+  i = nb.create<arith::MaxSIOp>(l, i, zero);
+  return nb.create<arith::MinSIOp>(l, i, nb.create<arith::ConstantIndexOp>(l, n - 1));
+}
+
 LogicalResult BufferLowering::lowerGather(GatherOp op) {
   auto ds = cast<ShapedType>(op.getData().getType()).getShape();
   auto is = cast<ShapedType>(op.getIndices().getType()).getShape();
@@ -736,18 +748,28 @@ LogicalResult BufferLowering::lowerGather(GatherOp op) {
       [&](OpBuilder &nb, Location l, ValueRange a) {
         // Negative indices count from the end; others are clamped into range
         // so a bad index can never read outside the buffer.
-        Value i = nb.create<arith::IndexCastOp>(l, nb.getIndexType(), a[0]);
-        Value n = nb.create<arith::ConstantIndexOp>(l, ds[axis]);
-        Value zero = nb.create<arith::ConstantIndexOp>(l, 0);
-        Value isNeg = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, i, zero);
-        i = nb.create<arith::SelectOp>(l, isNeg, nb.create<arith::AddIOp>(l, i, n), i);
-        i = nb.create<arith::MaxSIOp>(l, i, zero);
-        i = nb.create<arith::MinSIOp>(l, i, nb.create<arith::ConstantIndexOp>(l, ds[axis] - 1));
+        Value i = normalizedIndex(nb, l, a[0], ds[axis]);
         SmallVector<Value> at;
         for (int64_t d = 0; d < axis; ++d) at.push_back(nb.create<linalg::IndexOp>(l, d));
         at.push_back(i);
         for (int64_t d = axis + 1; d < (int64_t)ds.size(); ++d)
           at.push_back(nb.create<linalg::IndexOp>(l, d - 1 + ir));
+        nb.create<linalg::YieldOp>(l, ValueRange{nb.create<memref::LoadOp>(l, data, at)});
+      });
+  return success();
+}
+
+LogicalResult BufferLowering::lowerGatherElements(GatherElementsOp op) {
+  auto ds = cast<ShapedType>(op.getData().getType()).getShape();
+  int64_t axis = op.getAxis(), r = ds.size();
+  Value data = buf(op.getData());
+  SmallVector<AffineMap> maps(2, b.getMultiDimIdentityMap(r));
+  b.create<linalg::GenericOp>(
+      loc, ValueRange{buf(op.getIndices())}, ValueRange{dest(op.getResult())}, maps,
+      SmallVector<IterTy>(r, IterTy::parallel), [&](OpBuilder &nb, Location l, ValueRange a) {
+        SmallVector<Value> at;
+        for (int64_t d = 0; d < r; ++d)
+          at.push_back(d == axis ? normalizedIndex(nb, l, a[0], ds[axis]) : nb.create<linalg::IndexOp>(l, d));
         nb.create<linalg::YieldOp>(l, ValueRange{nb.create<memref::LoadOp>(l, data, at)});
       });
   return success();
@@ -1034,6 +1056,7 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
       .Case([&](TileOp o) { return lowerTile(o); })
       .Case([&](CastOp o) { return lowerCast(o); })
       .Case([&](GatherOp o) { return lowerGather(o); })
+      .Case([&](GatherElementsOp o) { return lowerGatherElements(o); })
       .Case([&](ArgMaxOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), true); })
       .Case([&](ArgMinOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), false); })
       .Case([&](WhereOp o) {

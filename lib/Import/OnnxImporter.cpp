@@ -69,6 +69,17 @@ int64_t product(ArrayRef<int64_t> d) {
   return p;
 }
 
+/// Largest magnitude accepted for geometry attributes (pads, strides, ...).
+constexpr int64_t kMaxGeometry = int64_t(1) << 31;
+
+/// a * b for dimensions, failing instead of overflowing.
+int64_t mulDims(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r))
+    fail("dimension product " + std::to_string(a) + " x " + std::to_string(b) + " overflows int64");
+  return r;
+}
+
 /// Most elements a tensor folded at compile time (integer shape arithmetic,
 /// Range, ConstantOfShape) may have; beyond it folding would only exhaust
 /// the compiler's memory.
@@ -163,6 +174,14 @@ private:
     if (!a) return std::nullopt;
     if (a->type() != onnx::AttributeProto::INTS)
       fail("attribute '" + name.str() + "' must be a list of ints");
+    // Geometry attributes feed shape arithmetic: bound them so that it
+    // cannot overflow (real models stay far below).
+    static const std::set<std::string> geometry = {"pads", "strides", "dilations", "kernel_shape",
+                                                   "output_padding", "output_shape"};
+    if (geometry.count(name.str()))
+      for (int64_t v : a->ints())
+        if (v < -kMaxGeometry || v > kMaxGeometry)
+          fail("attribute '" + name.str() + "' value " + std::to_string(v) + " is out of range");
     return std::vector<int64_t>(a->ints().begin(), a->ints().end());
   }
 
@@ -247,6 +266,15 @@ private:
       fail("axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
     return axis < 0 ? axis + rank : axis;
   }
+  /// Constant indices must lie in [-n, n).
+  void checkConstantIndices(Value idx, int64_t n) {
+    if (auto c = constantOf(idx))
+      for (APInt v : c->getValues<APInt>()) {
+        int64_t i = v.getSExtValue();
+        if (i < -n || i >= n)
+          fail("index " + std::to_string(i) + " is out of range for a dimension of " + std::to_string(n));
+      }
+  }
   void setOutput(int i, Value v) {
     if (i < node->output_size() && !node->output(i).empty()) {
       auto t = ttype(v);
@@ -314,6 +342,10 @@ private:
   void convIsNaN();
   void convIsInf();
   void convGather();
+  void convGatherElements();
+  Value nllLoss(Value x, Value target, std::optional<Value> weight);
+  void convNLLLoss();
+  void convSoftmaxCrossEntropyLoss();
   template <typename OpT> void convArg();
   void convRange();
   void convLeakyRelu();
@@ -1542,7 +1574,7 @@ SmallVector<int64_t> Importer::viewShape(ArrayRef<int64_t> xs) {
       } else if (shape[i] < 0) {
         fail("shape has a negative dimension");
       } else {
-        known *= shape[i];
+        known = mulDims(known, shape[i]);
       }
     }
     int64_t total = product(xs);
@@ -1711,6 +1743,7 @@ void Importer::convPad() {
   SmallVector<int64_t> out;
   for (int64_t i = 0; i < rank; ++i) {
     if (pads[i] < 0 || pads[i + rank] < 0) fail("negative pads (cropping) are not supported");
+    if (pads[i] > kMaxGeometry || pads[i + rank] > kMaxGeometry) fail("pads are out of range");
     if (mode == "reflect" && (pads[i] >= xs[i] || pads[i + rank] >= xs[i]))
       fail("reflect pads must be smaller than the dimension");
     out.push_back(xs[i] + pads[i] + pads[i + rank]);
@@ -1868,7 +1901,7 @@ void Importer::convDepthToSpace() {
   auto xs = shapeOf(x);
   if (xs.size() != 4) fail("input must be 4-d");
   int64_t bs = attrInt("blocksize", 0);
-  if (bs <= 0 || xs[1] % (bs * bs)) fail("blocksize must be positive and divide C by blocksize^2");
+  if (bs <= 0 || bs > xs[1] || xs[1] % (bs * bs)) fail("blocksize must be positive and divide C by blocksize^2");
   int64_t n = xs[0], c = xs[1], h = xs[2], w = xs[3];
   bool crd = attrString("mode", "DCR") == "CRD";
   Value t;
@@ -1914,7 +1947,7 @@ void Importer::convTile() {
   SmallVector<int64_t> out;
   for (size_t i = 0; i < xs.size(); ++i) {
     if (rep[i] < 1) fail("repeats must be positive");
-    out.push_back(xs[i] * rep[i]);
+    out.push_back(mulDims(xs[i], rep[i]));
   }
   setOutput(0, b.create<TileOp>(loc, like(x, out), x));
 }
@@ -1938,6 +1971,7 @@ void Importer::convSplit() {
   else if (auto a = attrInts("split")) sizes = *a;
   if (sizes.empty()) {
     int64_t parts = attr("num_outputs") ? attrInt("num_outputs", nOut) : nOut;
+    if (parts <= 0) fail("the number of outputs must be positive");
     int64_t chunk = (xs[axis] + parts - 1) / parts;
     for (int64_t i = 0, left = xs[axis]; i < parts; ++i, left -= chunk)
       sizes.push_back(std::min(chunk, left));
@@ -1946,7 +1980,9 @@ void Importer::convSplit() {
   int64_t total = 0;
   for (int64_t v : sizes) {
     if (v <= 0) fail("split sizes must be positive (empty outputs are not supported)");
-    total += v;
+    if (v > xs[axis]) fail("split sizes do not add up to the axis length");
+    total += v; // no overflow: each term is at most the axis length
+    if (total > xs[axis]) fail("split sizes do not add up to the axis length");
   }
   if (total != xs[axis]) fail("split sizes do not add up to the axis length");
   int64_t off = 0;
@@ -2033,17 +2069,90 @@ void Importer::convGather() {
   auto ds = shapeOf(data);
   if (ds.empty()) fail("data must have rank >= 1");
   int64_t axis = normAxis(attrInt("axis", 0), ds.size());
-  if (auto c = constantOf(idx)) {
-    for (APInt v : c->getValues<APInt>()) {
-      int64_t i = v.getSExtValue();
-      if (i < -ds[axis] || i >= ds[axis])
-        fail("index " + std::to_string(i) + " is out of range for a dimension of " + std::to_string(ds[axis]));
-    }
-  }
+  checkConstantIndices(idx, ds[axis]);
   SmallVector<int64_t> out(ds.begin(), ds.begin() + axis);
   llvm::append_range(out, shapeOf(idx));
   out.append(ds.begin() + axis + 1, ds.end());
   setOutput(0, b.create<GatherOp>(loc, like(data, out), data, idx, b.getI64IntegerAttr(axis)));
+}
+
+void Importer::convGatherElements() {
+  Value data = input(0), idx = input(1);
+  auto it = ttype(idx).getElementType();
+  if (!it.isSignlessInteger(64) && !it.isSignlessInteger(32)) fail("indices must be int32 or int64");
+  auto ds = shapeOf(data), is = shapeOf(idx);
+  if (ds.empty()) fail("data must have rank >= 1");
+  if (ds.size() != is.size()) fail("data and indices must have the same rank");
+  int64_t axis = normAxis(attrInt("axis", 0), ds.size());
+  for (size_t d = 0; d < ds.size(); ++d)
+    if ((int64_t)d != axis && is[d] > ds[d])
+      fail("indices dim " + std::to_string(d) + " (" + std::to_string(is[d]) +
+           ") exceeds the data dim (" + std::to_string(ds[d]) + ")");
+  checkConstantIndices(idx, ds[axis]);
+  setOutput(0, b.create<GatherElementsOp>(loc, like(data, is), data, idx, b.getI64IntegerAttr(axis)));
+}
+
+/// NegativeLogLikelihoodLoss over log-probabilities `x` [N, C, d...] and
+/// class indices `target` [N, d...], as a composite of kiln ops:
+///   picked = GatherElements(x, target, axis 1); loss = -picked * weight[target]
+/// with ignored targets weighted 0; reduction none, sum, or mean (the sum
+/// divided by the sum of the weights).
+Value Importer::nllLoss(Value x, Value target, std::optional<Value> weight) {
+  auto xs = shapeOf(x), ts = shapeOf(target);
+  auto it = ttype(target).getElementType();
+  if (!it.isSignlessInteger(64) && !it.isSignlessInteger(32)) fail("target must be int32 or int64");
+  if (xs.size() < 2 || ts.size() + 1 != xs.size() || ts[0] != xs[0] ||
+      !std::equal(ts.begin() + 1, ts.end(), xs.begin() + 2))
+    fail("target shape " + joinDims(ts) + " does not fit input shape " + joinDims(xs) + " ([N, C, d...] vs [N, d...])");
+  if (weight && (shapeOf(*weight).size() != 1 || shapeOf(*weight)[0] != xs[1]))
+    fail("weight must have shape [C]");
+  std::string reduction = attrString("reduction", "mean");
+  if (reduction != "none" && reduction != "sum" && reduction != "mean")
+    fail("reduction '" + reduction + "' is not none, sum or mean");
+  Value safe = target, keep;
+  if (attr("ignore_index")) {
+    Value ign = b.create<ConstantOp>(loc, DenseElementsAttr::get(RankedTensorType::get({}, it),
+                                                                 APInt(it.getIntOrFloatBitWidth(), attrInt("ignore_index", 0), true)));
+    Value zero = b.create<ConstantOp>(loc, DenseElementsAttr::get(RankedTensorType::get({}, it),
+                                                                  APInt(it.getIntOrFloatBitWidth(), 0)));
+    Value isIgn = b.create<EqualOp>(loc, boolType(ts), target, ign);
+    safe = b.create<WhereOp>(loc, target.getType(), isIgn, zero, target);
+    keep = b.create<CastOp>(loc, f32(ts), b.create<NotOp>(loc, boolType(ts), isIgn));
+  } else {
+    checkConstantIndices(target, xs[1]);
+  }
+  SmallVector<int64_t> idxShape(ts);
+  idxShape.insert(idxShape.begin() + 1, 1);
+  Value picked = b.create<GatherElementsOp>(loc, f32(idxShape), x, reshape(safe, idxShape), b.getI64IntegerAttr(1));
+  Value loss = b.create<NegOp>(loc, f32(ts), reshape(picked, ts));
+  Value w;
+  if (weight) w = b.create<GatherOp>(loc, f32(ts), *weight, safe, b.getI64IntegerAttr(0));
+  if (keep) w = w ? Value(b.create<MulOp>(loc, f32(ts), w, keep)) : keep;
+  if (w) loss = b.create<MulOp>(loc, f32(ts), loss, w);
+  if (reduction == "none") return loss;
+  SmallVector<int64_t> all;
+  for (size_t i = 0; i < ts.size(); ++i) all.push_back(i);
+  auto allAttr = b.getDenseI64ArrayAttr(all);
+  if (reduction == "mean" && !w)
+    return b.create<ReduceMeanOp>(loc, f32({}), loss, allAttr, b.getBoolAttr(false));
+  Value sum = b.create<ReduceSumOp>(loc, f32({}), loss, allAttr, b.getBoolAttr(false));
+  if (reduction == "sum") return sum;
+  Value wsum = b.create<ReduceSumOp>(loc, f32({}), w, allAttr, b.getBoolAttr(false));
+  return b.create<DivOp>(loc, f32({}), sum, wsum);
+}
+
+void Importer::convNLLLoss() {
+  requireF32(input(0), "input");
+  setOutput(0, nllLoss(input(0), input(1), optInput(2)));
+}
+
+void Importer::convSoftmaxCrossEntropyLoss() {
+  Value x = input(0);
+  requireF32(x, "scores");
+  if (shapeOf(x).size() < 2) fail("scores must have rank >= 2");
+  Value logp = b.create<LogSoftmaxOp>(loc, x.getType(), x, b.getI64IntegerAttr(1));
+  setOutput(0, nllLoss(logp, input(1), optInput(2)));
+  setOutput(1, logp);
 }
 
 template <typename OpT> void Importer::convArg() {
@@ -2198,6 +2307,9 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"Shape", foldOnly},
       {"Size", foldOnly},
       {"Gather", &Importer::convGather},
+      {"GatherElements", &Importer::convGatherElements},
+      {"NegativeLogLikelihoodLoss", &Importer::convNLLLoss},
+      {"SoftmaxCrossEntropyLoss", &Importer::convSoftmaxCrossEntropyLoss},
       {"Equal", &Importer::convCompare<EqualOp>},
       {"Less", &Importer::convCompare<LessOp>},
       {"LessOrEqual", &Importer::convCompare<LessOrEqualOp>},

@@ -282,6 +282,18 @@ def Kiln_GatherOp : Kiln_Op<"gather", "OneToMany"> {
   let assemblyFormat = "$data `,` $indices attr-dict `:` functional-type(operands, results)";
 }
 
+def Kiln_GatherElementsOp : Kiln_Op<"gather_elements", "OneToMany"> {
+  let summary = "out[..., i, ...] = data[..., indices[..., i, ...], ...] along axis";
+  let description = [{
+    ONNX GatherElements: the result has the shape of `indices`; each element
+    reads data at its own position with the `axis` coordinate replaced by
+    the index (negative counts from the end).
+  }];
+  let arguments = (ins AnyRankedTensor:$data, AnyRankedTensor:$indices, I64Attr:$axis);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$data `,` $indices attr-dict `:` functional-type(operands, results)";
+}
+
 class Kiln_ArgOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany"> {
   let summary = "index (i64) of the extreme value along axis";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis, BoolAttr:$select_last_index);

@@ -194,8 +194,23 @@ private:
       fail(("missing input '" + what + "'").str());
     auto it = ints.find(node->input(i));
     if (it == ints.end())
-      fail(("input '" + what + "' must be a compile-time constant").str());
+      needConstant(i, what);
     return it->second;
+  }
+  /// Input i's value must be known at compile time but is not. Names the
+  /// tensor, which --freeze-input can pin when it is a graph input.
+  [[noreturn]] void needConstant(int i, StringRef what) {
+    fail(("input '" + what + "' must be a compile-time constant ('" + node->input(i) +
+          "' is computed at run time; a graph input can be pinned with --freeze-input)")
+             .str());
+  }
+  /// The float constant behind input i (which must be one).
+  ElementsAttr floatConstInput(int i, StringRef what) {
+    if (!hasInput(i)) fail(("missing input '" + what + "'").str());
+    if (isIntConst(i)) fail(("input '" + what + "' must be a float tensor").str());
+    auto c = constantOf(input(i));
+    if (!c) needConstant(i, what);
+    return *c;
   }
   Value input(int i) {
     if (!hasInput(i))
@@ -1379,7 +1394,7 @@ void Importer::convClip() {
     auto bound = [&](int i, float &v) {
       if (!hasInput(i)) return;
       auto c = constantOf(input(i));
-      if (!c) fail("min/max inputs must be compile-time constants");
+      if (!c) needConstant(i, i == 1 ? "min" : "max");
       auto vals = c->getValues<float>();
       if (c->getNumElements() != 1) fail("min/max must be scalars");
       v = *vals.begin();
@@ -1723,7 +1738,7 @@ void Importer::convPad() {
         value = (float)intInput(2, "constant_value").data.at(0);
       } else {
         auto c = constantOf(input(2));
-        if (!c) fail("constant_value must be a compile-time constant");
+        if (!c) needConstant(2, "constant_value");
         value = *c->getValues<float>().begin();
       }
     }
@@ -2192,7 +2207,9 @@ void Importer::convRange() {
     return;
   }
   auto cs = constantOf(input(0)), cl = constantOf(input(1)), cd = constantOf(input(2));
-  if (!cs || !cl || !cd) fail("start, limit and delta must be compile-time constants");
+  if (!cs) needConstant(0, "start");
+  if (!cl) needConstant(1, "limit");
+  if (!cd) needConstant(2, "delta");
   float st = *cs->getValues<float>().begin(), lim = *cl->getValues<float>().begin(),
         d = *cd->getValues<float>().begin();
   if (d == 0) fail("delta must be non-zero");

@@ -8,10 +8,11 @@ each test_data_set_* is run with kiln-run --expect. A folder is classified as
   unsupported    kiln-compile refused it with a diagnostic     (honest)
   run-error      kiln-run reported an error (exit 2)           (a bug)
   crash          a signal, an exit code kiln never uses, or a timeout (a bug)
-A model refused only because an integer input (axes, shape, pads, ...) must
-be a compile-time constant is retried per data set with its integer (and
-scalar) graph inputs frozen to that data set's values (kiln-compile --freeze-input); such
-passes are counted and listed separately as "pass (frozen inputs)".
+A model refused because some graph inputs (axes, shapes, pads, scales, ...)
+must be compile-time constants is retried per data set with exactly those
+inputs (the ones kiln-compile names) frozen to that data set's values
+(kiln-compile --freeze-input); such passes are counted and listed separately
+as "pass (frozen inputs)".
 Folders whose model uses sequences, optionals, strings or training ops are
 also counted separately (they may stay unsupported).
 
@@ -27,6 +28,7 @@ import collections
 import concurrent.futures
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -110,12 +112,24 @@ def check(folder, build, workdir, timeout):
                        timeout)
     if rc is None or rc < 0 or rc not in (0, 1):
         return name, op, special, "crash", f"kiln-compile: {err.strip()[-300:]}"
-    frozen = ""
+    frozen_names = []
     if rc == 1:
-        ints = int_inputs(model) if op != "?" else []
-        if not ("must be a compile-time constant" in err or "must be compile-time constants" in err) or not ints:
+        # Pin the graph inputs the compiler names as needing constant values,
+        # as long as each retry names new ones (checked on the first data set).
+        names = [vi.name for vi in graph_inputs(model)] if op != "?" else []
+        data0 = sorted(glob.glob(os.path.join(folder, "test_data_set_*")))[:1]
+        while rc == 1 and data0:
+            need = [n for n in re.findall(r"'([^']*)' is computed at run time", err) if n in names]
+            if not need or set(need) <= set(frozen_names):
+                break
+            frozen_names += [n for n in need if n not in frozen_names]
+            cmd = compile_cmd(build, folder, lib, names, frozen_names, data0[0])
+            rc, out, err = run(cmd, timeout)
+        if rc is None or rc < 0 or rc not in (0, 1):
+            return name, op, special, "crash", f"kiln-compile: {err.strip()[-300:]}"
+        if rc == 1:
             return name, op, special, "unsupported", first_error(err)
-        frozen = ",".join(n for _, n in ints)
+    frozen = ",".join(frozen_names)
     for data in sorted(glob.glob(os.path.join(folder, "test_data_set_*"))):
         inputs = data
         if frozen:
@@ -123,12 +137,11 @@ def check(folder, build, workdir, timeout):
             # other inputs are renumbered for kiln-run.
             inputs = os.path.join(workdir, name + "_" + os.path.basename(data))
             os.makedirs(inputs, exist_ok=True)
-            frozen_idx = {i for i, _ in ints}
-            cmd = [os.path.join(build, "bin", "kiln-compile"), os.path.join(folder, "model.onnx"), "-o", lib]
-            cmd += [f"--freeze-input={n}={os.path.join(data, f'input_{i}.pb')}" for i, n in ints]
+            names = [vi.name for vi in graph_inputs(model)]
+            cmd = compile_cmd(build, folder, lib, names, frozen_names, data)
             k = 0
-            for i in range(len(graph_inputs(model))):
-                if i not in frozen_idx:
+            for i in range(len(names)):
+                if names[i] not in frozen_names:
                     shutil.copy(os.path.join(data, f"input_{i}.pb"), os.path.join(inputs, f"input_{k}.pb"))
                     k += 1
             rc, out, err = run(cmd, timeout)
@@ -157,20 +170,10 @@ def graph_inputs(model):
     return [vi for vi in model.graph.input if vi.name not in inits]
 
 
-def int_inputs(model):
-    """(index, name) of the graph inputs that may be frozen: integer tensors
-    (axes, shapes, pads, indices) and scalars of any dtype (Range's start,
-    limit and delta, Clip's min and max)."""
-    out = []
-    for i, vi in enumerate(graph_inputs(model)):
-        t = vi.type
-        if not t.HasField("tensor_type"):
-            continue
-        dims = t.tensor_type.shape.dim if t.tensor_type.HasField("shape") else None
-        scalar = dims is not None and all(d.HasField("dim_value") and d.dim_value == 1 for d in dims)
-        if t.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) or scalar:
-            out.append((i, vi.name))
-    return out
+def compile_cmd(build, folder, lib, names, frozen, data):
+    """kiln-compile with the named graph inputs frozen to data's values."""
+    cmd = [os.path.join(build, "bin", "kiln-compile"), os.path.join(folder, "model.onnx"), "-o", lib]
+    return cmd + [f"--freeze-input={n}={os.path.join(data, f'input_{names.index(n)}.pb')}" for n in frozen]
 
 
 def write_doc(path, results, elapsed):
@@ -230,7 +233,7 @@ def main():
     print(f"\nnode tests (onnx {onnx.__version__}): {len(results)} folders in {elapsed:.0f} s")
     nfrozen = sum(1 for r in results if r[3] == "pass" and r[4])
     for k in ("pass", "unsupported", "wrong", "run-error", "crash"):
-        print(f"  {k:12} {counts[k]}" + (f" ({nfrozen} with integer inputs frozen)" if k == "pass" else ""))
+        print(f"  {k:12} {counts[k]}" + (f" ({nfrozen} with inputs frozen)" if k == "pass" else ""))
     print("  using sequences/optionals/strings/training: " + ", ".join(f"{k} {v}" for k, v in sorted(special.items())))
     if args.doc:
         write_doc(args.doc, results, elapsed)

@@ -76,6 +76,7 @@ private:
   LogicalResult lowerCast(CastOp op);
   LogicalResult lowerGather(GatherOp op);
   LogicalResult lowerGatherElements(GatherElementsOp op);
+  LogicalResult lowerResize(ResizeOp op);
   LogicalResult lowerArg(Operation *op, int64_t axis, bool selectLast, bool isMax);
   Value cf(double v) { return b.create<arith::ConstantOp>(loc, b.getF32FloatAttr(v)); }
   Value ci(int64_t v) { return b.create<arith::ConstantOp>(loc, b.getI64IntegerAttr(v)); }
@@ -733,6 +734,70 @@ static Value normalizedIndex(OpBuilder &nb, Location l, Value raw, int64_t n) {
   return nb.create<arith::MinSIOp>(l, i, nb.create<arith::ConstantIndexOp>(l, n - 1));
 }
 
+/// Resize: one loop nest over the output; per resized axis the taps'
+/// indices and weights are loaded from the compile-time tables, then every
+/// tap combination is accumulated (weights multiplied across axes).
+LogicalResult BufferLowering::lowerResize(ResizeOp op) {
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  int64_t r = ys.size();
+  auto axes = op.getAxes();
+  bool weighted = op.getWeighted(), extrapolate = op.getExtrapolate();
+  Value in = buf(op.getInput());
+  SmallVector<Value> idxT, wT;
+  SmallVector<int64_t> taps;
+  for (size_t k = 0; k < axes.size(); ++k) {
+    Value it = op.getTables()[weighted ? 2 * k : k];
+    idxT.push_back(buf(it));
+    if (weighted) wT.push_back(buf(op.getTables()[2 * k + 1]));
+    taps.push_back(cast<ShapedType>(it.getType()).getShape()[1]);
+  }
+  Type et = eltOf(in);
+  b.create<linalg::GenericOp>(
+      loc, ValueRange{}, ValueRange{dest(op.getResult())}, SmallVector<AffineMap>{b.getMultiDimIdentityMap(r)},
+      SmallVector<IterTy>(r, IterTy::parallel), [&](OpBuilder &nb, Location l, ValueRange) {
+        SmallVector<Value> at;
+        for (int64_t d = 0; d < r; ++d) at.push_back(nb.create<linalg::IndexOp>(l, d));
+        Value zero = nb.create<arith::ConstantIndexOp>(l, 0);
+        Value outside;
+        SmallVector<SmallVector<Value>> idx(axes.size()), w(axes.size());
+        for (size_t k = 0; k < axes.size(); ++k) {
+          Value o = at[axes[k]];
+          for (int64_t t = 0; t < taps[k]; ++t) {
+            Value tc = nb.create<arith::ConstantIndexOp>(l, t);
+            Value i = nb.create<arith::IndexCastOp>(l, nb.getIndexType(),
+                                                    nb.create<memref::LoadOp>(l, idxT[k], ValueRange{o, tc}));
+            if (extrapolate && t == 0) {
+              Value out = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, i, zero);
+              outside = outside ? nb.create<arith::OrIOp>(l, outside, out) : out;
+            }
+            idx[k].push_back(nb.create<arith::MaxSIOp>(l, i, zero));
+            if (weighted) w[k].push_back(nb.create<memref::LoadOp>(l, wT[k], ValueRange{o, tc}));
+          }
+        }
+        // Every combination of taps, first axis slowest.
+        Value acc;
+        SmallVector<int64_t> pick(axes.size(), 0);
+        while (true) {
+          SmallVector<Value> coords(at);
+          Value wp;
+          for (size_t k = 0; k < axes.size(); ++k) {
+            coords[axes[k]] = idx[k][pick[k]];
+            if (weighted) wp = wp ? nb.create<arith::MulFOp>(l, wp, w[k][pick[k]]).getResult() : w[k][pick[k]];
+          }
+          Value v = nb.create<memref::LoadOp>(l, in, coords);
+          if (wp) v = nb.create<arith::MulFOp>(l, v, wp);
+          acc = acc ? nb.create<arith::AddFOp>(l, acc, v).getResult() : v;
+          int64_t k = (int64_t)axes.size() - 1;
+          while (k >= 0 && ++pick[k] == taps[k]) pick[k--] = 0;
+          if (k < 0) break;
+        }
+        if (extrapolate)
+          acc = nb.create<arith::SelectOp>(l, outside, typedConst(nb, l, et, op.getExtrapolationValue().convertToDouble()), acc);
+        nb.create<linalg::YieldOp>(l, ValueRange{acc});
+      });
+  return success();
+}
+
 LogicalResult BufferLowering::lowerGather(GatherOp op) {
   auto ds = cast<ShapedType>(op.getData().getType()).getShape();
   auto is = cast<ShapedType>(op.getIndices().getType()).getShape();
@@ -1057,6 +1122,7 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
       .Case([&](CastOp o) { return lowerCast(o); })
       .Case([&](GatherOp o) { return lowerGather(o); })
       .Case([&](GatherElementsOp o) { return lowerGatherElements(o); })
+      .Case([&](ResizeOp o) { return lowerResize(o); })
       .Case([&](ArgMaxOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), true); })
       .Case([&](ArgMinOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), false); })
       .Case([&](WhereOp o) {

@@ -360,6 +360,7 @@ private:
   void convGatherElements();
   Value nllLoss(Value x, Value target, std::optional<Value> weight);
   void convNLLLoss();
+  void convResize();
   void convSoftmaxCrossEntropyLoss();
   template <typename OpT> void convArg();
   void convRange();
@@ -2170,6 +2171,240 @@ void Importer::convSoftmaxCrossEntropyLoss() {
   setOutput(1, logp);
 }
 
+namespace {
+/// One output coordinate's taps along one axis: input indices and weights.
+struct Taps {
+  std::vector<int64_t> idx;
+  std::vector<double> w;
+  bool outside = false;
+};
+
+/// How Resize maps an output coordinate to taps along one axis; a port of
+/// the ONNX reference implementation (onnx/reference/ops/op_resize.py).
+struct ResizeAxis {
+  std::string mode, ctm, nearestMode;
+  double cubicA = -0.75, scale = 1, roiStart = 0, roiEnd = 1;
+  bool excludeOutside = false, antialias = false;
+  int64_t inLen = 1, outLen = 1;
+
+  std::vector<double> coeffs(double ratio) const {
+    if (mode == "nearest") {
+      if (ratio == std::floor(ratio)) return {0, 1};
+      if (nearestMode == "round_prefer_ceil") return {double(ratio < 0.5), double(ratio >= 0.5)};
+      if (nearestMode == "floor") return {1, 0};
+      if (nearestMode == "ceil") return {0, 1};
+      return {double(ratio <= 0.5), double(ratio > 0.5)}; // round_prefer_floor
+    }
+    double s = std::min(scale, 1.0);
+    std::vector<double> c;
+    if (mode == "linear") {
+      if (!antialias) return {1 - ratio, ratio};
+      int64_t start = (int64_t)std::floor(-1 / s) + 1, footprint = 2 - 2 * start;
+      for (int64_t i = start; i < start + footprint; ++i)
+        c.push_back(std::clamp(1 - std::abs((i - ratio) * s), 0.0, 1.0));
+    } else { // cubic
+      double A = cubicA;
+      if (!antialias) {
+        double r1 = ratio + 1, q = 1 - ratio, q1 = q + 1;
+        return {((A * r1 - 5 * A) * r1 + 8 * A) * r1 - 4 * A, ((A + 2) * ratio - (A + 3)) * ratio * ratio + 1,
+                ((A + 2) * q - (A + 3)) * q * q + 1, ((A * q1 - 5 * A) * q1 + 8 * A) * q1 - 4 * A};
+      }
+      auto f = [&](double x) {
+        x = std::abs(x);
+        if (x <= 1) return (A + 2) * x * x * x - (A + 3) * x * x + 1;
+        if (x < 2) return A * x * x * x - 5 * A * x * x + 8 * A * x - 4 * A;
+        return 0.0;
+      };
+      int64_t iStart = (int64_t)std::floor(-2 / s) + 1, iEnd = 2 - iStart;
+      for (int64_t i = iStart; i < iEnd; ++i) c.push_back(f(s * (i - ratio)));
+    }
+    double sum = 0;
+    for (double v : c) sum += v;
+    for (double &v : c) v /= sum;
+    return c;
+  }
+
+  Taps taps(int64_t x) const {
+    Taps t;
+    double outW = scale * (double)inLen, xo;
+    if (ctm == "align_corners") xo = outW == 1 ? 0 : x * (inLen - 1) / (outW - 1);
+    else if (ctm == "asymmetric") xo = x / scale;
+    else if (ctm == "tf_crop_and_resize") {
+      xo = outW == 1 ? (roiEnd - roiStart) * (inLen - 1) / 2 : x * (roiEnd - roiStart) * (inLen - 1) / (outW - 1);
+      xo += roiStart * (inLen - 1);
+      if (xo < 0 || xo > inLen - 1) { t.outside = true; t.idx = {-1}; t.w = {0}; return t; }
+    } else if (ctm == "pytorch_half_pixel") xo = outW == 1 ? -0.5 : (x + 0.5) / scale - 0.5;
+    else if (ctm == "half_pixel_symmetric") {
+      double adjustment = outLen / outW, center = inLen / 2.0;
+      xo = center * (1 - adjustment) + (x + 0.5) / scale - 0.5;
+    } else xo = (x + 0.5) / scale - 0.5; // half_pixel
+    double fl = std::floor(xo), ratio = xo == fl ? 1 : xo - fl;
+    std::vector<double> c = coeffs(ratio);
+    int64_t n = c.size(), pad = (n + 1) / 2;
+    // The n indices of the edge-padded axis nearest to xo (ties: smaller).
+    double xp = xo + pad;
+    std::vector<int64_t> cand;
+    for (int64_t i = (int64_t)std::floor(xp) - n - 1; i <= (int64_t)std::floor(xp) + n + 1; ++i)
+      if (i >= 0 && i < inLen + 2 * pad) cand.push_back(i);
+    std::stable_sort(cand.begin(), cand.end(), [&](int64_t a, int64_t b) {
+      double da = std::abs(xp - a), db = std::abs(xp - b);
+      return da != db ? da < db : a < b;
+    });
+    cand.resize(std::min<size_t>(cand.size(), n));
+    std::sort(cand.begin(), cand.end());
+    if ((int64_t)cand.size() != n) fail("resize: cannot place the interpolation taps");
+    if (excludeOutside) {
+      double sum = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t src = cand[i] - pad;
+        if (src < 0 || src >= inLen) c[i] = 0;
+        sum += c[i];
+      }
+      for (double &v : c) v /= sum;
+    }
+    // Edge padding: clamp, then merge taps that read the same element.
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t src = std::clamp<int64_t>(cand[i] - pad, 0, inLen - 1);
+      if (c[i] == 0) continue;
+      auto it = std::find(t.idx.begin(), t.idx.end(), src);
+      if (it != t.idx.end()) t.w[it - t.idx.begin()] += c[i];
+      else t.idx.push_back(src), t.w.push_back(c[i]);
+    }
+    if (t.idx.empty()) t.idx = {std::clamp<int64_t>((int64_t)std::floor(xo), 0, inLen - 1)}, t.w = {0};
+    return t;
+  }
+};
+} // namespace
+
+/// Resize (opset 10+) and Upsample (opset 7-9): the scales/sizes/roi inputs
+/// must be constants; the per-axis tap tables are computed here.
+void Importer::convResize() {
+  Value x = input(0);
+  requireF32(x, "X");
+  auto xs = shapeOf(x);
+  int64_t r = xs.size();
+  bool upsample = node->op_type() == "Upsample";
+  ResizeAxis proto;
+  proto.mode = attrString("mode", "nearest");
+  if (proto.mode != "nearest" && proto.mode != "linear" && proto.mode != "cubic")
+    fail("mode '" + proto.mode + "' is not nearest, linear or cubic");
+  if (upsample && proto.mode == "cubic") fail("Upsample has no cubic mode");
+  bool legacy = upsample || opset < 11;
+  proto.ctm = legacy ? "asymmetric" : attrString("coordinate_transformation_mode", "half_pixel");
+  static const std::set<std::string> ctms = {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
+                                             "align_corners", "asymmetric", "tf_crop_and_resize"};
+  if (!ctms.count(proto.ctm)) fail("coordinate_transformation_mode '" + proto.ctm + "' is not supported");
+  proto.nearestMode = legacy ? "floor" : attrString("nearest_mode", "round_prefer_floor");
+  proto.cubicA = attrFloat("cubic_coeff_a", -0.75f);
+  proto.excludeOutside = attrInt("exclude_outside", 0);
+  proto.antialias = attrInt("antialias", 0);
+  if (proto.antialias && proto.mode == "nearest") fail("antialias is not defined for nearest mode");
+  float extrapolation = attrFloat("extrapolation_value", 0.f);
+  std::string policy = attrString("keep_aspect_ratio_policy", "stretch");
+
+  auto floats = [&](int i, StringRef what) {
+    std::vector<double> v;
+    if (!hasInput(i)) return v;
+    if (isIntConst(i) && intInput(i, what).data.empty()) return v;
+    for (float f : floatConstInput(i, what).getValues<float>()) v.push_back(f);
+    return v;
+  };
+  std::vector<double> scales, roi;
+  std::vector<int64_t> sizes;
+  if (upsample && opset < 9) {
+    auto a = attr("scales");
+    if (!a || a->type() != onnx::AttributeProto::FLOATS) fail("attribute 'scales' (floats) is required");
+    scales.assign(a->floats().begin(), a->floats().end());
+  } else if (legacy) {
+    scales = floats(1, "scales");
+  } else {
+    roi = floats(1, "roi");
+    scales = floats(2, "scales");
+    if (hasInput(3)) sizes = intInput(3, "sizes").data;
+  }
+  std::vector<int64_t> axes;
+  if (auto a = attrInts("axes")) {
+    for (int64_t v : *a) axes.push_back(normAxis(v, r));
+  } else {
+    for (int64_t i = 0; i < r; ++i) axes.push_back(i);
+  }
+  int64_t na = axes.size();
+  if (scales.empty() == sizes.empty()) fail("exactly one of scales and sizes must be given");
+  if (!scales.empty() && (int64_t)scales.size() != na) fail("scales must have one value per axis");
+  if (!sizes.empty() && (int64_t)sizes.size() != na) fail("sizes must have one value per axis");
+  if (!roi.empty() && (int64_t)roi.size() != 2 * na) fail("roi must have 2 values per axis");
+  std::vector<double> scale(r, 1.0), roiS(r, 0.0), roiE(r, 1.0);
+  std::vector<int64_t> out(xs.begin(), xs.end());
+  for (int64_t i = 0; i < na; ++i)
+    if (!roi.empty()) roiS[axes[i]] = roi[i], roiE[axes[i]] = roi[na + i];
+  if (!scales.empty()) {
+    for (int64_t i = 0; i < na; ++i) {
+      if (!(scales[i] > 0) || scales[i] > 1e6) fail("scales must be positive");
+      scale[axes[i]] = scales[i];
+      out[axes[i]] = (int64_t)(scales[i] * (double)xs[axes[i]]);
+    }
+  } else {
+    for (int64_t i = 0; i < na; ++i) {
+      if (sizes[i] <= 0 || sizes[i] > kMaxGeometry) fail("sizes must be positive");
+      scale[axes[i]] = (double)sizes[i] / (double)xs[axes[i]];
+      out[axes[i]] = sizes[i];
+    }
+    if (policy != "stretch") {
+      if (policy != "not_larger" && policy != "not_smaller")
+        fail("keep_aspect_ratio_policy '" + policy + "' is not supported");
+      double s = scale[axes[0]];
+      for (int64_t a : axes) s = policy == "not_larger" ? std::min(s, scale[a]) : std::max(s, scale[a]);
+      for (int64_t a : axes) scale[a] = s, out[a] = (int64_t)(s * xs[a] + 0.5);
+    }
+  }
+  for (int64_t d = 0; d < r; ++d)
+    if (out[d] <= 0) fail("the output would be empty");
+
+  SmallVector<Value> tables;
+  SmallVector<int64_t> keptAxes;
+  bool weighted = false, extrapolate = false;
+  std::vector<std::vector<Taps>> all;
+  for (int64_t d = 0; d < r; ++d) {
+    ResizeAxis ax = proto;
+    ax.scale = scale[d], ax.inLen = xs[d], ax.outLen = out[d], ax.roiStart = roiS[d], ax.roiEnd = roiE[d];
+    std::vector<Taps> tv;
+    bool identity = out[d] == xs[d];
+    for (int64_t o = 0; o < out[d]; ++o) {
+      tv.push_back(ax.taps(o));
+      const Taps &t = tv.back();
+      identity &= !t.outside && t.idx.size() == 1 && t.idx[0] == o && t.w[0] == 1;
+    }
+    if (identity) continue;
+    keptAxes.push_back(d);
+    all.push_back(std::move(tv));
+  }
+  if (keptAxes.empty()) { setOutput(0, x); return; }
+  for (auto &tv : all)
+    for (auto &t : tv) {
+      weighted |= t.idx.size() > 1 || t.w[0] != 1;
+      extrapolate |= t.outside;
+    }
+  for (auto &tv : all) {
+    int64_t T = 1;
+    for (auto &t : tv) T = std::max<int64_t>(T, t.idx.size());
+    int64_t O = tv.size();
+    SmallVector<APInt> idx;
+    std::vector<float> w;
+    for (auto &t : tv)
+      for (int64_t k = 0; k < T; ++k) {
+        bool real = k < (int64_t)t.idx.size();
+        idx.push_back(APInt(64, real ? t.idx[k] : (t.outside ? 0 : t.idx[0]), true));
+        w.push_back(real ? (float)t.w[k] : 0.f);
+      }
+    auto it = RankedTensorType::get({O, T}, b.getI64Type());
+    tables.push_back(b.create<ConstantOp>(loc, DenseElementsAttr::get(it, idx)));
+    if (weighted) tables.push_back(b.create<ConstantOp>(loc, DenseElementsAttr::get(f32({O, T}), ArrayRef<float>(w))));
+  }
+  setOutput(0, b.create<ResizeOp>(loc, like(x, out), x, tables, b.getDenseI64ArrayAttr(keptAxes),
+                                  b.getBoolAttr(weighted), b.getBoolAttr(extrapolate),
+                                  b.getF32FloatAttr(extrapolation)));
+}
+
 template <typename OpT> void Importer::convArg() {
   Value x = input(0);
   if (ttype(x).getElementType().isInteger(1)) fail("bool input is not supported");
@@ -2326,6 +2561,8 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"Gather", &Importer::convGather},
       {"GatherElements", &Importer::convGatherElements},
       {"NegativeLogLikelihoodLoss", &Importer::convNLLLoss},
+      {"Resize", &Importer::convResize},
+      {"Upsample", &Importer::convResize},
       {"SoftmaxCrossEntropyLoss", &Importer::convSoftmaxCrossEntropyLoss},
       {"Equal", &Importer::convCompare<EqualOp>},
       {"Less", &Importer::convCompare<LessOp>},

@@ -343,6 +343,27 @@ def Kiln_PadOp : Kiln_Op<"pad", "OneToOne"> {
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
+def Kiln_ResizeOp : Kiln_Op<"resize", "OneToMany"> {
+  let summary = "separable resampling (Resize, Upsample) through per-axis tap tables";
+  let description = [{
+    For each axis in `axes` (the others are copied), `tables` holds an i64
+    tensor [out_len, taps] of input indices and, when `weighted`, an f32
+    tensor [out_len, taps] of weights (the tables of axis k are operands 2k
+    and 2k+1, or operand k when not weighted). Output element =
+    sum over tap combinations of the product of the axes' weights times the
+    input at the tapped indices. The importer computes the tables at compile
+    time from the ONNX mode (nearest, linear, cubic, antialias), coordinate
+    transformation and scales/sizes. When `extrapolate`, an index of -1 in
+    tap 0 marks an output coordinate outside the input (tf_crop_and_resize):
+    such elements take `extrapolation_value`.
+  }];
+  let arguments = (ins AnyRankedTensor:$input, Variadic<AnyRankedTensor>:$tables,
+                   DenseI64ArrayAttr:$axes, BoolAttr:$weighted, BoolAttr:$extrapolate,
+                   F32Attr:$extrapolation_value);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input (`,` $tables^)? attr-dict `:` functional-type(operands, results)";
+}
+
 def Kiln_ExpandOp : Kiln_Op<"expand", "OneToMany"> {
   let summary = "broadcast to the result shape (numpy rules)";
   let arguments = (ins AnyRankedTensor:$input);

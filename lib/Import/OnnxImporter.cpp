@@ -305,6 +305,12 @@ private:
     if (i < node->output_size() && !node->output(i).empty())
       fail(("output '" + what + "' is not supported (inference only)").str());
   }
+  /// float32, or float64 for ops whose lowering is type-generic.
+  void requireFloat(Value v, StringRef what) {
+    Type et = ttype(v).getElementType();
+    if (!et.isF32() && !et.isF64())
+      fail(("input '" + what + "' must be float32 or float64").str());
+  }
   void requireF32(Value v, StringRef what) {
     if (!ttype(v).getElementType().isF32())
       fail(("input '" + what + "' must be float32").str());
@@ -1366,7 +1372,7 @@ template <typename OpT> void Importer::convUnary() {
   constexpr bool intOk = std::is_same_v<OpT, NegOp> || std::is_same_v<OpT, AbsOp> ||
                          std::is_same_v<OpT, SignOp> || std::is_same_v<OpT, ReluOp>;
   if (!intOk || isFloat(x) || ttype(x).getElementType().isInteger(1))
-    requireF32(x, "X");
+    requireFloat(x, "X");
   setOutput(0, b.create<OpT>(loc, x.getType(), x));
 }
 
@@ -1489,7 +1495,7 @@ template <typename OpT> void Importer::convGlobalPool() {
 
 template <typename OpT> void Importer::convReduce() {
   Value x = input(0);
-  requireF32(x, "data");
+  requireFloat(x, "data");
   auto xs = shapeOf(x);
   int64_t rank = xs.size();
   std::optional<std::vector<int64_t>> axes;
@@ -1517,7 +1523,21 @@ template <typename OpT> void Importer::convReduce() {
     if (!red) out.push_back(xs[i]);
     else if (keep) out.push_back(1);
   }
-  setOutput(0, b.create<OpT>(loc, f32(out), x, b.getDenseI64ArrayAttr(ax), b.getBoolAttr(keep)));
+  if (product(xs) == 0) {
+    // Reducing an empty set: every result element is the reduction's
+    // identity (ONNX: 0 for sums, 1 for products, -inf/+inf for max/min and
+    // the log-sums, NaN for the mean).
+    double inf = std::numeric_limits<double>::infinity(), v = 0;
+    if (std::is_same_v<OpT, ReduceProdOp>) v = 1;
+    else if (std::is_same_v<OpT, ReduceMaxOp> || std::is_same_v<OpT, ReduceLogSumOp> ||
+             std::is_same_v<OpT, ReduceLogSumExpOp>) v = -inf;
+    else if (std::is_same_v<OpT, ReduceMinOp>) v = inf;
+    else if (std::is_same_v<OpT, ReduceMeanOp>) v = std::numeric_limits<double>::quiet_NaN();
+    auto t = like(x, out);
+    setOutput(0, b.create<ConstantOp>(loc, DenseElementsAttr::get(t, FloatAttr::get(t.getElementType(), v))));
+    return;
+  }
+  setOutput(0, b.create<OpT>(loc, like(x, out), x, b.getDenseI64ArrayAttr(ax), b.getBoolAttr(keep)));
 }
 
 void Importer::convBatchNorm() {

@@ -68,6 +68,7 @@ struct Compare {
   double maxAbs = 0, maxRel = 0;
   bool ok = true;
   bool done = false;
+  bool dtypeDiffers = false; // the model's output dtype is not the expected one
 };
 
 } // namespace
@@ -200,6 +201,11 @@ int main(int argc, char **argv) {
         return fail(err);
       Compare &c = cmp[i];
       c.done = true;
+      if (exp.dtype != outs[i].dtype) {
+        c.dtypeDiffers = true;
+        c.ok = false;
+        allOk = false;
+      }
       size_t count = outs[i].raw.size() / kiln_dtype_size((kiln_dtype)outs[i].dtype);
       if (exp.dims != outs[i].dims) {
         if (exp.data.size() != count)
@@ -259,8 +265,8 @@ int main(int argc, char **argv) {
         printf(" %.6g", kiln::tools::valueAt(outs[i], k));
       printf("%s\n", count > 6 ? " ..." : "");
       if (cmp[i].done)
-        printf("  max_abs_err %.3g  max_rel_err %.3g  %s\n", cmp[i].maxAbs, cmp[i].maxRel,
-               cmp[i].ok ? "OK" : "MISMATCH");
+        printf("  max_abs_err %.3g  max_rel_err %.3g  %s%s\n", cmp[i].maxAbs, cmp[i].maxRel,
+               cmp[i].ok ? "OK" : "MISMATCH", cmp[i].dtypeDiffers ? " (dtype differs from the expected)" : "");
     }
     if (!times.empty())
       printf("latency over %zu runs: min %.3f ms  median %.3f ms  p90 %.3f ms\n", times.size(),

@@ -360,7 +360,8 @@ def main():
         onnx.save(graph([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", [2, 3])], [vi("y", None)]),
                   os.path.join(out, "model.onnx"))
         x = np.array([[-1.0, 0.5, 2.0], [3.0, -0.25, 0.0]], np.float32)
-        for d, y in [("good", np.maximum(x, 0)), ("wrong", np.maximum(x, 0) + np.float32(0.01))]:
+        for d, y in [("good", np.maximum(x, 0)), ("wrong", np.maximum(x, 0) + np.float32(0.01)),
+                     ("wrongdtype", np.maximum(x, 0).astype(np.float64))]:
             os.makedirs(os.path.join(out, d), exist_ok=True)
             open(os.path.join(out, d, "input_0.pb"), "wb").write(nh.from_array(x, "x").SerializeToString())
             open(os.path.join(out, d, "output_0.pb"), "wb").write(nh.from_array(y, "y").SerializeToString())

@@ -77,6 +77,10 @@ private:
   LogicalResult lowerGather(GatherOp op);
   LogicalResult lowerGatherElements(GatherElementsOp op);
   LogicalResult lowerResize(ResizeOp op);
+  LogicalResult lowerGatherND(GatherNDOp op);
+  LogicalResult lowerScatter(Operation *op, Value data, Value indices, Value updates,
+                             StringRef reduction, std::optional<int64_t> axis);
+  LogicalResult lowerCumSum(CumSumOp op);
   LogicalResult lowerArg(Operation *op, int64_t axis, bool selectLast, bool isMax);
   Value cf(double v) { return b.create<arith::ConstantOp>(loc, b.getF32FloatAttr(v)); }
   Value ci(int64_t v) { return b.create<arith::ConstantOp>(loc, b.getI64IntegerAttr(v)); }
@@ -798,6 +802,108 @@ LogicalResult BufferLowering::lowerResize(ResizeOp op) {
   return success();
 }
 
+/// GatherND: out[b..., i..., r...] = data[b..., indices[b..., i..., :], r...].
+LogicalResult BufferLowering::lowerGatherND(GatherNDOp op) {
+  auto ds = cast<ShapedType>(op.getData().getType()).getShape();
+  auto is = cast<ShapedType>(op.getIndices().getType()).getShape();
+  int64_t r = cast<ShapedType>(op.getType()).getRank(), bd = op.getBatchDims();
+  int64_t q = is.size(), k = is.back();
+  Value data = buf(op.getData()), idx = buf(op.getIndices());
+  b.create<linalg::GenericOp>(
+      loc, ValueRange{}, ValueRange{dest(op.getResult())}, SmallVector<AffineMap>{b.getMultiDimIdentityMap(r)},
+      SmallVector<IterTy>(r, IterTy::parallel), [&](OpBuilder &nb, Location l, ValueRange) {
+        SmallVector<Value> o;
+        for (int64_t d = 0; d < r; ++d) o.push_back(nb.create<linalg::IndexOp>(l, d));
+        // Output dims: batch (bd), index dims (q - 1 - bd), then the rest.
+        SmallVector<Value> ic(o.begin(), o.begin() + (q - 1)), at(o.begin(), o.begin() + bd);
+        ic.push_back(Value());
+        for (int64_t j = 0; j < k; ++j) {
+          ic.back() = nb.create<arith::ConstantIndexOp>(l, j);
+          at.push_back(normalizedIndex(nb, l, nb.create<memref::LoadOp>(l, idx, ic), ds[bd + j]));
+        }
+        at.append(o.begin() + (q - 1), o.end());
+        nb.create<linalg::YieldOp>(l, ValueRange{nb.create<memref::LoadOp>(l, data, at)});
+      });
+  return success();
+}
+
+/// ScatterElements (axis) and ScatterND (no axis): copy data to the result,
+/// then visit every update in order and write or combine it in place.
+LogicalResult BufferLowering::lowerScatter(Operation *op, Value dataV, Value indicesV, Value updatesV,
+                                           StringRef reduction, std::optional<int64_t> axis) {
+  auto ds = cast<ShapedType>(dataV.getType()).getShape();
+  auto is = cast<ShapedType>(indicesV.getType()).getShape();
+  auto us = cast<ShapedType>(updatesV.getType()).getShape();
+  Value out = dest(op->getResult(0)), idx = buf(indicesV), upd = buf(updatesV);
+  b.create<memref::CopyOp>(loc, buf(dataV), out);
+  SmallVector<Value> lbs, ubs, steps;
+  for (int64_t d : us) {
+    lbs.push_back(b.create<arith::ConstantIndexOp>(loc, 0));
+    ubs.push_back(b.create<arith::ConstantIndexOp>(loc, d));
+    steps.push_back(b.create<arith::ConstantIndexOp>(loc, 1));
+  }
+  scf::buildLoopNest(b, loc, lbs, ubs, steps, [&](OpBuilder &nb, Location l, ValueRange iv) {
+    SmallVector<Value> at;
+    if (axis) {
+      at.assign(iv.begin(), iv.end());
+      at[*axis] = normalizedIndex(nb, l, nb.create<memref::LoadOp>(l, idx, iv), ds[*axis]);
+    } else {
+      int64_t q = is.size(), k = is.back();
+      SmallVector<Value> ic(iv.begin(), iv.begin() + (q - 1));
+      ic.push_back(Value());
+      for (int64_t j = 0; j < k; ++j) {
+        ic.back() = nb.create<arith::ConstantIndexOp>(l, j);
+        at.push_back(normalizedIndex(nb, l, nb.create<memref::LoadOp>(l, idx, ic), ds[j]));
+      }
+      at.append(iv.begin() + (q - 1), iv.end());
+    }
+    Value v = nb.create<memref::LoadOp>(l, upd, iv);
+    if (reduction != "none") {
+      Value cur = nb.create<memref::LoadOp>(l, out, at);
+      bool isF = isa<FloatType>(v.getType());
+      if (reduction == "add") v = isF ? (Value)nb.create<arith::AddFOp>(l, cur, v) : nb.create<arith::AddIOp>(l, cur, v);
+      else if (reduction == "mul") v = isF ? (Value)nb.create<arith::MulFOp>(l, cur, v) : nb.create<arith::MulIOp>(l, cur, v);
+      else if (reduction == "max") v = isF ? (Value)nb.create<arith::MaximumFOp>(l, cur, v) : nb.create<arith::MaxSIOp>(l, cur, v);
+      else v = isF ? (Value)nb.create<arith::MinimumFOp>(l, cur, v) : nb.create<arith::MinSIOp>(l, cur, v);
+    }
+    nb.create<memref::StoreOp>(l, v, out, at);
+  });
+  return success();
+}
+
+/// CumSum: a loop nest over the other dims, then a sequential loop along
+/// the axis carrying the running sum.
+LogicalResult BufferLowering::lowerCumSum(CumSumOp op) {
+  auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
+  int64_t axis = op.getAxis(), n = xs[axis];
+  bool excl = op.getExclusive(), rev = op.getReverse();
+  Value in = buf(op.getInput()), out = dest(op.getResult());
+  Type et = eltOf(in);
+  SmallVector<Value> lbs, ubs, steps;
+  for (int64_t d = 0; d < (int64_t)xs.size(); ++d) {
+    if (d == axis) continue;
+    lbs.push_back(b.create<arith::ConstantIndexOp>(loc, 0));
+    ubs.push_back(b.create<arith::ConstantIndexOp>(loc, xs[d]));
+    steps.push_back(b.create<arith::ConstantIndexOp>(loc, 1));
+  }
+  scf::buildLoopNest(b, loc, lbs, ubs, steps, [&](OpBuilder &nb, Location l, ValueRange iv) {
+    Value c0 = nb.create<arith::ConstantIndexOp>(l, 0), c1 = nb.create<arith::ConstantIndexOp>(l, 1);
+    Value cn = nb.create<arith::ConstantIndexOp>(l, n), last = nb.create<arith::ConstantIndexOp>(l, n - 1);
+    Value zero = typedConst(nb, l, et, 0);
+    nb.create<scf::ForOp>(l, c0, cn, c1, ValueRange{zero}, [&](OpBuilder &fb, Location fl, Value i, ValueRange acc) {
+      Value j = rev ? fb.create<arith::SubIOp>(fl, last, i).getResult() : i;
+      SmallVector<Value> at(iv.begin(), iv.end());
+      at.insert(at.begin() + axis, j);
+      Value x = fb.create<memref::LoadOp>(fl, in, at);
+      bool isF = isa<FloatType>(et);
+      Value next = isF ? (Value)fb.create<arith::AddFOp>(fl, acc[0], x) : fb.create<arith::AddIOp>(fl, acc[0], x);
+      fb.create<memref::StoreOp>(fl, excl ? acc[0] : next, out, at);
+      fb.create<scf::YieldOp>(fl, ValueRange{next});
+    });
+  });
+  return success();
+}
+
 LogicalResult BufferLowering::lowerGather(GatherOp op) {
   auto ds = cast<ShapedType>(op.getData().getType()).getShape();
   auto is = cast<ShapedType>(op.getIndices().getType()).getShape();
@@ -1123,6 +1229,14 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
       .Case([&](GatherOp o) { return lowerGather(o); })
       .Case([&](GatherElementsOp o) { return lowerGatherElements(o); })
       .Case([&](ResizeOp o) { return lowerResize(o); })
+      .Case([&](GatherNDOp o) { return lowerGatherND(o); })
+      .Case([&](ScatterElementsOp o) {
+        return lowerScatter(o, o.getData(), o.getIndices(), o.getUpdates(), o.getReduction(), o.getAxis());
+      })
+      .Case([&](ScatterNDOp o) {
+        return lowerScatter(o, o.getData(), o.getIndices(), o.getUpdates(), o.getReduction(), std::nullopt);
+      })
+      .Case([&](CumSumOp o) { return lowerCumSum(o); })
       .Case([&](ArgMaxOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), true); })
       .Case([&](ArgMinOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), false); })
       .Case([&](WhereOp o) {

@@ -367,6 +367,12 @@ private:
   Value nllLoss(Value x, Value target, std::optional<Value> weight);
   void convNLLLoss();
   void convResize();
+  void convGatherND();
+  void convScatter();
+  void convCumSum();
+  Value iotaAlong(int64_t n, int64_t axis, int64_t r);
+  void convHardmax();
+  void convOneHot();
   void convSoftmaxCrossEntropyLoss();
   template <typename OpT> void convArg();
   void convRange();
@@ -2425,6 +2431,131 @@ void Importer::convResize() {
                                   b.getF32FloatAttr(extrapolation)));
 }
 
+void Importer::convGatherND() {
+  Value data = input(0), idx = input(1);
+  if (!ttype(idx).getElementType().isSignlessInteger(64)) fail("indices must be int64");
+  auto ds = shapeOf(data), is = shapeOf(idx);
+  int64_t bd = attrInt("batch_dims", 0), q = is.size(), r = ds.size();
+  if (q < 1 || r < 1) fail("data and indices must have rank >= 1");
+  if (bd < 0 || bd >= std::min(q, r)) fail("batch_dims is out of range");
+  int64_t k = is.back();
+  if (k < 1 || bd + k > r) fail("indices' last dim must be between 1 and rank(data) - batch_dims");
+  for (int64_t i = 0; i < bd; ++i)
+    if (ds[i] != is[i]) fail("batch dims of data and indices differ");
+  SmallVector<int64_t> out(is.begin(), is.end() - 1);
+  out.append(ds.begin() + bd + k, ds.end());
+  setOutput(0, b.create<GatherNDOp>(loc, like(data, out), data, idx, b.getI64IntegerAttr(bd)));
+}
+
+void Importer::convScatter() {
+  Value data = input(0), idx = input(1), upd = input(2);
+  auto it = ttype(idx).getElementType();
+  if (!it.isSignlessInteger(64) && !it.isSignlessInteger(32)) fail("indices must be int32 or int64");
+  requireSameType(data, upd, "data, updates");
+  auto ds = shapeOf(data), is = shapeOf(idx), us = shapeOf(upd);
+  std::string red = attrString("reduction", "none");
+  if (red != "none" && red != "add" && red != "mul" && red != "max" && red != "min")
+    fail("reduction '" + red + "' is not supported");
+  if (ttype(data).getElementType().isInteger(1) && red != "none") fail("bool data needs reduction none");
+  if (node->op_type() == "ScatterND") {
+    int64_t q = is.size(), k = q ? is.back() : 0;
+    if (q < 1 || k < 1 || k > (int64_t)ds.size()) fail("indices' last dim must be between 1 and rank(data)");
+    SmallVector<int64_t> want(is.begin(), is.end() - 1);
+    want.append(ds.begin() + k, ds.end());
+    if (ArrayRef<int64_t>(want) != us) fail("updates must have shape " + joinDims(want));
+    setOutput(0, b.create<ScatterNDOp>(loc, data.getType(), data, idx, upd, b.getStringAttr(red)));
+    return;
+  }
+  if (ds.size() != is.size() || is != us) fail("data, indices and updates must have the same rank, indices and updates the same shape");
+  int64_t axis = normAxis(attrInt("axis", 0), ds.size());
+  for (size_t d = 0; d < ds.size(); ++d)
+    if ((int64_t)d != axis && is[d] > ds[d]) fail("indices exceed the data along dim " + std::to_string(d));
+  checkConstantIndices(idx, ds[axis]);
+  setOutput(0, b.create<ScatterElementsOp>(loc, data.getType(), data, idx, upd, b.getI64IntegerAttr(axis),
+                                           b.getStringAttr(red)));
+}
+
+void Importer::convCumSum() {
+  Value x = input(0);
+  Type et = ttype(x).getElementType();
+  if (et.isInteger(1)) fail("bool input is not supported");
+  auto xs = shapeOf(x);
+  if (xs.empty()) fail("input must have rank >= 1");
+  const IntConst &a = intInput(1, "axis");
+  if (a.data.size() != 1) fail("axis must hold one value");
+  int64_t axis = normAxis(a.data[0], xs.size());
+  setOutput(0, b.create<CumSumOp>(loc, x.getType(), x, b.getI64IntegerAttr(axis),
+                                  b.getBoolAttr(attrInt("exclusive", 0)), b.getBoolAttr(attrInt("reverse", 0))));
+}
+
+/// [0, 1, ..., n-1] as i64, shaped to broadcast along `axis` of a rank-r tensor.
+Value Importer::iotaAlong(int64_t n, int64_t axis, int64_t r) {
+  SmallVector<int64_t> shape(r, 1);
+  shape[axis] = n;
+  SmallVector<APInt> v;
+  for (int64_t i = 0; i < n; ++i) v.push_back(APInt(64, i));
+  return b.create<ConstantOp>(loc, DenseElementsAttr::get(RankedTensorType::get(shape, b.getI64Type()), v));
+}
+
+/// Hardmax: 1 at the first maximum along axis, else 0
+/// (= ArgMax, compared with an iota, cast).
+void Importer::convHardmax() {
+  Value x = input(0);
+  requireFloat(x, "input");
+  auto xs = shapeOf(x);
+  int64_t r = xs.size();
+  if (r == 0) fail("input must have rank >= 1");
+  int64_t axis = normAxis(attrInt("axis", opset < 13 ? 1 : -1), r);
+  if (opset < 13 && axis != r - 1) fail("opset < 13 Hardmax over flattened trailing dims is not supported");
+  SmallVector<int64_t> keep(xs);
+  keep[axis] = 1;
+  Value am = b.create<ArgMaxOp>(loc, RankedTensorType::get(keep, b.getI64Type()), x, b.getI64IntegerAttr(axis),
+                                b.getBoolAttr(false));
+  Value eq = b.create<EqualOp>(loc, boolType(xs), am, iotaAlong(xs[axis], axis, r));
+  setOutput(0, b.create<CastOp>(loc, x.getType(), eq));
+}
+
+/// OneHot: out = (normalised indices, unsqueezed at axis) == iota ? on : off.
+void Importer::convOneHot() {
+  Value idx = input(0), values = input(2);
+  Type it = ttype(idx).getElementType();
+  if (it.isInteger(1)) fail("indices must be numeric");
+  auto is = shapeOf(idx);
+  int64_t r = is.size() + 1;
+  int64_t axis = normAxis(attrInt("axis", -1), r);
+  int64_t depth;
+  if (isIntConst(1)) {
+    depth = intInput(1, "depth").data.at(0);
+  } else {
+    auto c = floatConstInput(1, "depth");
+    depth = (int64_t)*c.getValues<float>().begin();
+  }
+  if (depth < 1 || depth > kMaxGeometry) fail("depth must be positive");
+  if (shapeOf(values).size() != 1 || shapeOf(values)[0] != 2) fail("values must be [off_value, on_value]");
+  SmallVector<int64_t> us(is);
+  us.insert(us.begin() + axis, 1);
+  Value i64 = idx;
+  if (!it.isSignlessInteger(64)) i64 = b.create<CastOp>(loc, RankedTensorType::get(is, b.getI64Type()), idx);
+  i64 = reshape(i64, us);
+  // Negative indices count from the end.
+  auto i64t = RankedTensorType::get(us, b.getI64Type());
+  Value zero = b.create<ConstantOp>(loc, DenseElementsAttr::get(RankedTensorType::get({}, b.getI64Type()), APInt(64, 0)));
+  Value d = b.create<ConstantOp>(loc, DenseElementsAttr::get(RankedTensorType::get({}, b.getI64Type()), APInt(64, depth)));
+  Value neg = b.create<LessOp>(loc, boolType(us), i64, zero);
+  i64 = b.create<WhereOp>(loc, i64t, neg, b.create<AddOp>(loc, i64t, i64, d), i64);
+  SmallVector<int64_t> out(is);
+  out.insert(out.begin() + axis, depth);
+  Value eq = b.create<EqualOp>(loc, boolType(out), i64, iotaAlong(depth, axis, r));
+  auto vt = ttype(values).getElementType();
+  auto scalarT = RankedTensorType::get({}, vt);
+  Value off = reshape(b.create<SliceOp>(loc, RankedTensorType::get({1}, vt), values, b.getDenseI64ArrayAttr({0}),
+                                        b.getDenseI64ArrayAttr({1})), {});
+  Value on = reshape(b.create<SliceOp>(loc, RankedTensorType::get({1}, vt), values, b.getDenseI64ArrayAttr({1}),
+                                       b.getDenseI64ArrayAttr({1})), {});
+  (void)scalarT;
+  setOutput(0, b.create<WhereOp>(loc, RankedTensorType::get(out, vt), eq, on, off));
+}
+
 template <typename OpT> void Importer::convArg() {
   Value x = input(0);
   if (ttype(x).getElementType().isInteger(1)) fail("bool input is not supported");
@@ -2582,6 +2713,13 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"GatherElements", &Importer::convGatherElements},
       {"NegativeLogLikelihoodLoss", &Importer::convNLLLoss},
       {"Resize", &Importer::convResize},
+      {"GatherND", &Importer::convGatherND},
+      {"ScatterElements", &Importer::convScatter},
+      {"Scatter", &Importer::convScatter},
+      {"ScatterND", &Importer::convScatter},
+      {"CumSum", &Importer::convCumSum},
+      {"Hardmax", &Importer::convHardmax},
+      {"OneHot", &Importer::convOneHot},
       {"Upsample", &Importer::convResize},
       {"SoftmaxCrossEntropyLoss", &Importer::convSoftmaxCrossEntropyLoss},
       {"Equal", &Importer::convCompare<EqualOp>},

@@ -294,6 +294,41 @@ def Kiln_GatherElementsOp : Kiln_Op<"gather_elements", "OneToMany"> {
   let assemblyFormat = "$data `,` $indices attr-dict `:` functional-type(operands, results)";
 }
 
+def Kiln_GatherNDOp : Kiln_Op<"gather_nd", "OneToMany"> {
+  let summary = "ONNX GatherND: slices of data addressed by the last axis of indices";
+  let arguments = (ins AnyRankedTensor:$data, AnyRankedTensor:$indices, I64Attr:$batch_dims);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$data `,` $indices attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_ScatterElementsOp : Kiln_Op<"scatter_elements", "ManyToMany"> {
+  let summary = "copy of data with updates written (or combined) at indices along axis";
+  let description = [{
+    ONNX ScatterElements (and the deprecated Scatter). `reduction` is none,
+    add, mul, max or min; updates are applied in index order, so with
+    duplicate indices and `none` the last one wins.
+  }];
+  let arguments = (ins AnyRankedTensor:$data, AnyRankedTensor:$indices, AnyRankedTensor:$updates,
+                   I64Attr:$axis, StrAttr:$reduction);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$data `,` $indices `,` $updates attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_ScatterNDOp : Kiln_Op<"scatter_nd", "ManyToMany"> {
+  let summary = "copy of data with slices replaced (or combined) at the N-d indices";
+  let arguments = (ins AnyRankedTensor:$data, AnyRankedTensor:$indices, AnyRankedTensor:$updates,
+                   StrAttr:$reduction);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$data `,` $indices `,` $updates attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_CumSumOp : Kiln_Op<"cum_sum", "ManyToMany"> {
+  let summary = "running sum along axis (optionally exclusive and/or reversed)";
+  let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis, BoolAttr:$exclusive, BoolAttr:$reverse);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
 class Kiln_ArgOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany"> {
   let summary = "index (i64) of the extreme value along axis";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis, BoolAttr:$select_last_index);

@@ -17,7 +17,7 @@ def LowerKilnToLinalg : Pass<"kiln-lower-to-linalg", "mlir::ModuleOp"> {
   }];
   let dependentDialects = ["mlir::linalg::LinalgDialect", "mlir::memref::MemRefDialect",
                            "mlir::arith::ArithDialect", "mlir::math::MathDialect",
-                           "mlir::func::FuncDialect"];
+                           "mlir::func::FuncDialect", "mlir::scf::SCFDialect"];
 }
 
 def ExtractWeights : Pass<"kiln-extract-weights", "mlir::ModuleOp"> {

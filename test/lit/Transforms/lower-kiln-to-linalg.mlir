@@ -94,3 +94,48 @@ func.func @main(%x: tensor<1x2x3x3xf32>) -> tensor<1x2x3x3xf32> {
   %0 = kiln.batch_norm %x, %s, %b, %m, %v {epsilon = 0.0 : f32} : (tensor<1x2x3x3xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>) -> tensor<1x2x3x3xf32>
   return %0 : tensor<1x2x3x3xf32>
 }
+
+// -----
+
+// Resize reads its compile-time tap tables (indices and weights per resized
+// axis) and accumulates every tap combination in one loop nest.
+// CHECK-LABEL: func @kiln_main(
+// CHECK: linalg.generic {{.*}} outs(%{{.*}} : memref<1x4xf32>)
+// CHECK-COUNT-2: memref.load %{{.*}} : memref<4x2xi64>
+// CHECK: arith.mulf
+// CHECK: arith.addf
+// CHECK-NOT: arith.select
+func.func @main(%x: tensor<1x2xf32>) -> tensor<1x4xf32> {
+  %i = kiln.constant dense<[[0, 1], [0, 1], [0, 1], [1, 1]]> : tensor<4x2xi64> : tensor<4x2xi64>
+  %w = kiln.constant dense<[[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [1.0, 0.0]]> : tensor<4x2xf32> : tensor<4x2xf32>
+  %0 = kiln.resize %x, %i, %w {axes = array<i64: 1>, weighted = true, extrapolate = false, extrapolation_value = 0.0 : f32} : (tensor<1x2xf32>, tensor<4x2xi64>, tensor<4x2xf32>) -> tensor<1x4xf32>
+  return %0 : tensor<1x4xf32>
+}
+
+// -----
+
+// CumSum: a sequential loop along the axis carries the running sum; an
+// exclusive sum stores the value before adding.
+// CHECK-LABEL: func @kiln_main(
+// CHECK: scf.for
+// CHECK: scf.for {{.*}} iter_args(%[[ACC:.*]] = %{{.*}}) -> (f32)
+// CHECK: %[[NEXT:.*]] = arith.addf %[[ACC]]
+// CHECK: memref.store %[[ACC]]
+// CHECK: scf.yield %[[NEXT]]
+func.func @main(%x: tensor<3x5xf32>) -> tensor<3x5xf32> {
+  %0 = kiln.cum_sum %x {axis = 1 : i64, exclusive = true, reverse = false} : (tensor<3x5xf32>) -> tensor<3x5xf32>
+  return %0 : tensor<3x5xf32>
+}
+
+// -----
+
+// ScatterND copies the data, then writes each update row at its index.
+// CHECK-LABEL: func @kiln_main(
+// CHECK: memref.copy
+// CHECK: scf.for
+// CHECK: memref.load %{{.*}} : memref<2x1xi64>
+// CHECK: memref.store
+func.func @main(%d: tensor<4x3xf32>, %i: tensor<2x1xi64>, %u: tensor<2x3xf32>) -> tensor<4x3xf32> {
+  %0 = kiln.scatter_nd %d, %i, %u {reduction = "none"} : (tensor<4x3xf32>, tensor<2x1xi64>, tensor<2x3xf32>) -> tensor<4x3xf32>
+  return %0 : tensor<4x3xf32>
+}

@@ -11,7 +11,11 @@ cd "$(dirname "$0")/.."
 SECS="${1:-120}"
 shift || true
 
-bash scripts/build-sanitize.sh >/dev/null
+if ! bash scripts/build-sanitize.sh > /tmp/kiln-fuzz-build.log 2>&1; then
+  tail -30 /tmp/kiln-fuzz-build.log
+  echo "[fuzz] sanitizer build failed"
+  exit 1
+fi
 PY=.venv/bin/python
 seeds=build-asan/fuzz-seeds corpus=build-asan/fuzz-corpus crashes=build-asan/fuzz-crashes
 mkdir -p "$seeds" "$corpus" "$crashes"

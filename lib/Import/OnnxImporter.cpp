@@ -381,6 +381,8 @@ private:
   void convClip();
   template <typename OpT> void convSoftmax();
   template <typename OpT> void convPool();
+  template <typename OpT> Value buildPool(Value x, bool forceIncludePad);
+  void convLpPool();
   template <typename OpT> void convGlobalPool();
   template <typename OpT> void convReduce();
   void convBatchNorm();
@@ -1436,16 +1438,43 @@ template <typename OpT> void Importer::convSoftmax() {
   setOutput(0, b.create<OpT>(loc, x.getType(), x, b.getI64IntegerAttr(axis)));
 }
 
+/// LpPool: (sum over the window of |x|^p)^(1/p), as an average pool that
+/// counts padding (times the window size) between two elementwise powers.
+void Importer::convLpPool() {
+  Value x = input(0);
+  requireF32(x, "X");
+  int64_t p = attrInt("p", 2);
+  if (p < 1 || p > 64) fail("p must be between 1 and 64");
+  auto k = attrInts("kernel_shape");
+  if (!k) fail("kernel_shape is required");
+  int64_t window = 1;
+  for (int64_t v : *k) window = mulDims(window, std::max<int64_t>(v, 1));
+  auto scalar = [&](float v) { return b.create<ConstantOp>(loc, DenseElementsAttr::get(f32({}), v)); };
+  Value a = b.create<AbsOp>(loc, x.getType(), x);
+  a = p == 1 ? a : p == 2 ? Value(b.create<MulOp>(loc, x.getType(), a, a))
+                          : Value(b.create<PowOp>(loc, x.getType(), a, scalar((float)p)));
+  Value pooled = buildPool<AveragePoolOp>(a, /*forceIncludePad=*/true);
+  auto t = pooled.getType();
+  Value sum = b.create<MulOp>(loc, t, pooled, scalar((float)window));
+  Value r = p == 1 ? sum : p == 2 ? Value(b.create<SqrtOp>(loc, t, sum))
+                                  : Value(b.create<PowOp>(loc, t, sum, scalar(1.0f / (float)p)));
+  setOutput(0, r);
+}
+
 template <typename OpT> void Importer::convPool() {
   Value x = input(0);
   requireF32(x, "X");
-  auto xs = shapeOf(x);
-  if (xs.size() != 4 && xs.size() != 3)
-    fail("only 1-d and 2-d pooling is supported (input rank " + std::to_string(xs.size()) + ")");
   if (std::is_same_v<OpT, MaxPoolOp>) {
     requireNoOutput(1, "Indices");
     if (attrInt("storage_order", 0) != 0) fail("storage_order=1 is not supported");
   }
+  setOutput(0, buildPool<OpT>(x, false));
+}
+
+template <typename OpT> Value Importer::buildPool(Value x, bool forceIncludePad) {
+  auto xs = shapeOf(x);
+  if (xs.size() != 4 && xs.size() != 3)
+    fail("only 1-d and 2-d pooling is supported (input rank " + std::to_string(xs.size()) + ")");
   int64_t spatial = xs.size() - 2;
   auto k = attrInts("kernel_shape");
   if (!k || (int64_t)k->size() != spatial) fail("kernel_shape is required, one value per spatial dim");
@@ -1459,7 +1488,7 @@ template <typename OpT> void Importer::convPool() {
       fail("kernel, strides and dilations must be positive");
   auto pads = spatialPads(spatial, xs.drop_front(2), kernel, strides, dil);
   bool ceil = attrInt("ceil_mode", 0);
-  bool includePad = attrInt("count_include_pad", 0);
+  bool includePad = forceIncludePad || attrInt("count_include_pad", 0);
   if (spatial == 1) {
     x = reshape(x, {xs[0], xs[1], 1, xs[2]});
     kernel.insert(kernel.begin(), 1);
@@ -1483,7 +1512,7 @@ template <typename OpT> void Importer::convPool() {
                           b.getDenseI64ArrayAttr(pads), b.getBoolAttr(includePad));
   if (spatial == 1)
     r = reshape(r, {out[0], out[1], out[3]});
-  setOutput(0, r);
+  return r;
 }
 
 template <typename OpT> void Importer::convGlobalPool() {
@@ -1796,10 +1825,14 @@ void Importer::convPad() {
 
 void Importer::convIdentity() {
   if (node->op_type() == "Dropout") {
-    requireNoOutput(1, "mask");
     // training_mode must be known to be false at compile time.
     if (hasInput(2) && (!isIntConst(2) || intInput(2, "training_mode").data.at(0)))
       fail("training_mode must be a constant false (training is not supported)");
+    // In inference nothing is dropped: the mask is all true.
+    if (node->output_size() > 1 && !node->output(1).empty()) {
+      auto t = boolType(shapeOf(input(0)));
+      setOutput(1, b.create<ConstantOp>(loc, DenseElementsAttr::get(t, true)));
+    }
   }
   setOutput(0, input(0));
 }
@@ -2720,6 +2753,7 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"CumSum", &Importer::convCumSum},
       {"Hardmax", &Importer::convHardmax},
       {"OneHot", &Importer::convOneHot},
+      {"LpPool", &Importer::convLpPool},
       {"Upsample", &Importer::convResize},
       {"SoftmaxCrossEntropyLoss", &Importer::convSoftmaxCrossEntropyLoss},
       {"Equal", &Importer::convCompare<EqualOp>},

@@ -839,6 +839,24 @@ bool Importer::importGraph(func::FuncOp &fn, ModuleOp module) {
       unsupported = true;
     }
   }
+  if (opset < kMinFullOpset) {
+    // Opsets 1-6 (2017 and before): only ops whose semantics for the inputs
+    // we accept are unchanged since then; the rest changed attributes,
+    // defaults or broadcasting rules.
+    static const std::set<std::string> legacyOpsetOps = {
+        "Relu", "Sigmoid", "Tanh", "Elu", "Selu", "HardSigmoid", "Softplus", "Softsign",
+        "LeakyRelu", "Abs", "Neg", "Exp", "Log", "Sqrt", "Floor", "Ceil", "Reciprocal",
+        "Not", "Identity", "Transpose", "GlobalAveragePool", "GlobalMaxPool",
+        "InstanceNormalization"};
+    for (int i = 0; i < g.node_size(); ++i)
+      if (!legacyOpsetOps.count(g.node(i).op_type())) {
+        error(nodeLoc(g.node(i), i), "opset " + std::to_string(opset) + " is older than " +
+                                         std::to_string(kMinFullOpset) +
+                                         ", where only elementwise activations, Not, Transpose, global "
+                                         "pooling and InstanceNormalization are supported");
+        unsupported = true;
+      }
+  }
   if (unsupported || !checkSchemas())
     return false;
 

@@ -47,8 +47,11 @@ ImportedModel importOnnxFile(mlir::MLIRContext &ctx, const std::string &path,
 ImportedModel importOnnxBytes(mlir::MLIRContext &ctx, std::string bytes, const std::string &path,
                               const ImportOptions &options);
 
-/// Oldest and newest default-domain opsets accepted.
-constexpr int64_t kMinOpset = 7;
+/// Oldest and newest default-domain opsets accepted. Below
+/// kMinFullOpset only the ops whose semantics never changed are accepted
+/// (see legacyOpsetOps in the importer).
+constexpr int64_t kMinOpset = 1;
+constexpr int64_t kMinFullOpset = 7;
 constexpr int64_t kMaxOpset = 21;
 
 } // namespace kiln

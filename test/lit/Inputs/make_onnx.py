@@ -337,6 +337,17 @@ def no_ir_version_graph_only():
 
 
 @case
+def legacy_opset_add():
+    # Opset 5 Add had explicit broadcast attributes: refused.
+    return graph([h.make_node("Add", ["x", "x"], ["y"], name="add_old")], [vi("x", [4])], [vi("y", None)], opset=5)
+
+
+@case
+def legacy_opset_relu():
+    return graph([h.make_node("Relu", ["x"], ["y"], name="relu_old")], [vi("x", [4])], [vi("y", None)], opset=3)
+
+
+@case
 def wrong_input_count():
     return graph([h.make_node("Relu", ["x", "x"], ["y"], name="relu2")], [vi("x", [4])], [vi("y", None)])
 

@@ -548,8 +548,10 @@ LogicalResult BufferLowering::lowerPool(Operation *op, bool isMax) {
                                        i64v({s[0], s[1]}), i64v({d[0], d[1]}));
   if (isMax)
     return success();
-  // Divisor per output position, computed now: the window clipped to the
-  // padded input (count_include_pad) or to the real input.
+  // Divisor per output position, computed now: the whole window with
+  // count_include_pad (as the ONNX reference, which with ceil_mode extends
+  // the padding to cover the last window), else the window clipped to the
+  // real input.
   std::vector<float> inv(ys[2] * ys[3]);
   bool uniform = true;
   for (int64_t oh = 0; oh < ys[2]; ++oh)
@@ -559,7 +561,7 @@ LogicalResult BufferLowering::lowerPool(Operation *op, bool isMax) {
         int64_t o = i == 0 ? oh : ow, n = 0;
         for (int64_t t = 0; t < k[i]; ++t) {
           int64_t pos = o * s[i] + t * d[i] - p[i];
-          bool inside = includePad ? (pos < xs[2 + i] + p[i + 2]) : (pos >= 0 && pos < xs[2 + i]);
+          bool inside = includePad || (pos >= 0 && pos < xs[2 + i]);
           n += inside;
         }
         cnt *= n;

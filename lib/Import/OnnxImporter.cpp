@@ -1491,8 +1491,8 @@ template <typename OpT> void Importer::convPool() {
 
 template <typename OpT> Value Importer::buildPool(Value x, bool forceIncludePad) {
   auto xs = shapeOf(x);
-  if (xs.size() != 4 && xs.size() != 3)
-    fail("only 1-d and 2-d pooling is supported (input rank " + std::to_string(xs.size()) + ")");
+  if (xs.size() < 3 || xs.size() > 5)
+    fail("only 1-d, 2-d and 3-d pooling is supported (input rank " + std::to_string(xs.size()) + ")");
   int64_t spatial = xs.size() - 2;
   auto k = attrInts("kernel_shape");
   if (!k || (int64_t)k->size() != spatial) fail("kernel_shape is required, one value per spatial dim");
@@ -1507,30 +1507,41 @@ template <typename OpT> Value Importer::buildPool(Value x, bool forceIncludePad)
   auto pads = spatialPads(spatial, xs.drop_front(2), kernel, strides, dil);
   bool ceil = attrInt("ceil_mode", 0);
   bool includePad = forceIncludePad || attrInt("count_include_pad", 0);
+  // The dialect's pooling ops are 2-d over the last two dims; pads {t, l, b, r}.
+  auto pool2 = [&](Value x4, std::array<int64_t, 2> kk, std::array<int64_t, 2> ss,
+                   std::array<int64_t, 2> dd, std::array<int64_t, 4> pp) -> Value {
+    auto s4 = shapeOf(x4);
+    SmallVector<int64_t> out{s4[0], s4[1]};
+    for (int i = 0; i < 2; ++i) {
+      int64_t eff = (kk[i] - 1) * dd[i] + 1;
+      int64_t span = s4[2 + i] + pp[i] + pp[i + 2] - eff;
+      if (span < 0) fail("kernel is larger than the padded input");
+      int64_t o = (ceil ? (span + ss[i] - 1) / ss[i] : span / ss[i]) + 1;
+      // The last window must start inside the input or its begin padding.
+      if (ceil && (o - 1) * ss[i] >= s4[2 + i] + pp[i]) --o;
+      out.push_back(o);
+    }
+    return b.create<OpT>(loc, f32(out), x4, b.getDenseI64ArrayAttr(kk), b.getDenseI64ArrayAttr(ss),
+                         b.getDenseI64ArrayAttr(dd), b.getDenseI64ArrayAttr(pp), b.getBoolAttr(includePad));
+  };
   if (spatial == 1) {
-    x = reshape(x, {xs[0], xs[1], 1, xs[2]});
-    kernel.insert(kernel.begin(), 1);
-    strides.insert(strides.begin(), 1);
-    dil.insert(dil.begin(), 1);
-    pads = {0, pads[0], 0, pads[1]};
+    Value r = pool2(reshape(x, {xs[0], xs[1], 1, xs[2]}), {1, kernel[0]}, {1, strides[0]}, {1, dil[0]},
+                    {0, pads[0], 0, pads[1]});
+    auto rs = shapeOf(r);
+    return reshape(r, {rs[0], rs[1], rs[3]});
   }
-  auto x4 = shapeOf(x);
-  SmallVector<int64_t> out{x4[0], x4[1]};
-  for (int i = 0; i < 2; ++i) {
-    int64_t eff = (kernel[i] - 1) * dil[i] + 1;
-    int64_t span = x4[2 + i] + pads[i] + pads[i + 2] - eff;
-    if (span < 0) fail("kernel is larger than the padded input");
-    int64_t o = (ceil ? (span + strides[i] - 1) / strides[i] : span / strides[i]) + 1;
-    // The last window must start inside the input or its begin padding.
-    if (ceil && (o - 1) * strides[i] >= x4[2 + i] + pads[i]) --o;
-    out.push_back(o);
-  }
-  Value r = b.create<OpT>(loc, f32(out), x, b.getDenseI64ArrayAttr(kernel),
-                          b.getDenseI64ArrayAttr(strides), b.getDenseI64ArrayAttr(dil),
-                          b.getDenseI64ArrayAttr(pads), b.getBoolAttr(includePad));
-  if (spatial == 1)
-    r = reshape(r, {out[0], out[1], out[3]});
-  return r;
+  if (spatial == 2)
+    return pool2(x, {kernel[0], kernel[1]}, {strides[0], strides[1]}, {dil[0], dil[1]},
+                 {pads[0], pads[1], pads[2], pads[3]});
+  // 3-d: box windows are separable for max and (with per-axis counts, whose
+  // product is the window's count) for average: pool H and W, then D.
+  int64_t n = xs[0], c = xs[1], d = xs[2];
+  Value hw = pool2(reshape(x, {n, mulDims(c, d), xs[3], xs[4]}), {kernel[1], kernel[2]},
+                   {strides[1], strides[2]}, {dil[1], dil[2]}, {pads[1], pads[2], pads[4], pads[5]});
+  auto hs = shapeOf(hw);
+  Value r = pool2(reshape(hw, {n, c, d, hs[2] * hs[3]}), {kernel[0], 1}, {strides[0], 1}, {dil[0], 1},
+                  {pads[0], 0, pads[3], 0});
+  return reshape(r, {n, c, shapeOf(r)[2], hs[2], hs[3]});
 }
 
 template <typename OpT> void Importer::convGlobalPool() {

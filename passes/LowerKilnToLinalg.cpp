@@ -81,6 +81,7 @@ private:
   LogicalResult lowerScatter(Operation *op, Value data, Value indices, Value updates,
                              StringRef reduction, std::optional<int64_t> axis);
   LogicalResult lowerCumSum(CumSumOp op);
+  LogicalResult lowerGridSample(GridSampleOp op);
   LogicalResult lowerArg(Operation *op, int64_t axis, bool selectLast, bool isMax);
   Value cf(double v) { return b.create<arith::ConstantOp>(loc, b.getF32FloatAttr(v)); }
   Value ci(int64_t v) { return b.create<arith::ConstantOp>(loc, b.getI64IntegerAttr(v)); }
@@ -906,6 +907,121 @@ LogicalResult BufferLowering::lowerCumSum(CumSumOp op) {
   return success();
 }
 
+/// GridSample, following the ONNX reference: per output element and
+/// spatial axis, denormalise the grid coordinate, fix it up for border or
+/// reflection padding, then interpolate over the taps of every axis
+/// (1 nearest, 2 linear, 4 cubic), reading 0 outside for zeros padding.
+LogicalResult BufferLowering::lowerGridSample(GridSampleOp op) {
+  auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  int64_t r = ys.size(), k = r - 2;
+  StringRef mode = op.getMode(), pad = op.getPaddingMode();
+  bool align = op.getAlignCorners();
+  Value in = buf(op.getInput()), grid = buf(op.getGrid());
+  b.create<linalg::GenericOp>(
+      loc, ValueRange{}, ValueRange{dest(op.getResult())}, SmallVector<AffineMap>{b.getMultiDimIdentityMap(r)},
+      SmallVector<IterTy>(r, IterTy::parallel), [&](OpBuilder &nb, Location l, ValueRange) {
+        auto cf = [&](double v) { return nb.create<arith::ConstantOp>(l, nb.getF32FloatAttr((float)v)).getResult(); };
+        auto add = [&](Value a, Value c) { return nb.create<arith::AddFOp>(l, a, c).getResult(); };
+        auto sub = [&](Value a, Value c) { return nb.create<arith::SubFOp>(l, a, c).getResult(); };
+        auto mul = [&](Value a, Value c) { return nb.create<arith::MulFOp>(l, a, c).getResult(); };
+        auto lt = [&](Value a, Value c) { return nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OLT, a, c).getResult(); };
+        auto sel = [&](Value c, Value a, Value e) { return nb.create<arith::SelectOp>(l, c, a, e).getResult(); };
+        // The reference's reflection of x into [lo, hi].
+        auto reflect = [&](Value x, double lo, double hi) {
+          Value vlo = cf(lo), vhi = cf(hi), rng = cf(hi - lo), two = cf(2);
+          auto fold = [&](Value dx, Value near, Value far, bool down) {
+            Value n = nb.create<math::FloorOp>(l, nb.create<arith::DivFOp>(l, dx, rng));
+            Value rem = sub(dx, mul(n, rng));
+            Value even = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OEQ, nb.create<arith::RemFOp>(l, n, two), cf(0));
+            Value a = down ? add(near, rem) : sub(near, rem), c = down ? sub(far, rem) : add(far, rem);
+            return sel(even, a, c);
+          };
+          Value below = fold(sub(vlo, x), vlo, vhi, true), above = fold(sub(x, vhi), vhi, vlo, false);
+          return sel(lt(x, vlo), below, sel(lt(vhi, x), above, x));
+        };
+        SmallVector<Value> o;
+        for (int64_t d = 0; d < r; ++d) o.push_back(nb.create<linalg::IndexOp>(l, d));
+        // Per axis: the taps' integer positions (as f32) and weights.
+        SmallVector<SmallVector<Value>> pos(k), w(k);
+        for (int64_t i = 0; i < k; ++i) {
+          int64_t dim = xs[2 + i];
+          double lo = align ? 0 : -0.5, hi = align ? dim - 1 : dim - 0.5;
+          SmallVector<Value> gi{o[0]};
+          gi.append(o.begin() + 2, o.end());
+          gi.push_back(nb.create<arith::ConstantIndexOp>(l, k - 1 - i));
+          Value nx = nb.create<memref::LoadOp>(l, grid, gi);
+          Value x = align ? mul(mul(add(nx, cf(1)), cf(0.5)), cf(dim - 1))
+                          : mul(sub(mul(add(nx, cf(1)), cf(dim)), cf(1)), cf(0.5));
+          if (mode == "nearest") x = nb.create<math::RoundEvenOp>(l, x);
+          Value outside = nb.create<arith::OrIOp>(l, lt(x, cf(lo)), lt(cf(hi), x));
+          if (pad == "border")
+            x = sel(outside, nb.create<arith::MinimumFOp>(l, nb.create<arith::MaximumFOp>(l, x, cf(0)), cf(dim - 1)), x);
+          else if (pad == "reflection")
+            x = reflect(x, lo, hi);
+          if (mode == "nearest") {
+            pos[i].push_back(x);
+            continue;
+          }
+          Value x0 = nb.create<math::FloorOp>(l, x), t = sub(x, x0);
+          if (mode == "linear") {
+            pos[i] = {x0, add(x0, cf(1))};
+            w[i] = {sub(cf(1), t), t};
+          } else {
+            double A = -0.75;
+            auto c0 = [&](Value v) { // |v| in [1, 2)
+              return sub(mul(add(mul(sub(mul(cf(A), v), cf(5 * A)), v), cf(8 * A)), v), cf(4 * A));
+            };
+            auto c1 = [&](Value v) { // |v| <= 1
+              return add(mul(mul(sub(mul(cf(A + 2), v), cf(A + 3)), v), v), cf(1));
+            };
+            Value one = cf(1);
+            pos[i] = {sub(x0, one), x0, add(x0, one), add(x0, cf(2))};
+            w[i] = {c0(add(t, one)), c1(t), c1(sub(one, t)), c0(sub(cf(2), t))};
+          }
+        }
+        // Every tap combination; a tap's value follows the padding mode.
+        Value acc;
+        SmallVector<int64_t> pick(k, 0);
+        while (true) {
+          SmallVector<Value> at{o[0], o[1]};
+          Value valid, wp;
+          for (int64_t i = 0; i < k; ++i) {
+            int64_t dim = xs[2 + i];
+            Value p = pos[i][pick[i]];
+            if (pad == "border") {
+              p = nb.create<arith::MinimumFOp>(l, nb.create<arith::MaximumFOp>(l, p, cf(0)), cf(dim - 1));
+            } else if (pad == "reflection" && mode != "nearest") {
+              double lo = align ? 0 : -0.5, hi = align ? dim - 1 : dim - 0.5;
+              p = reflect(p, lo, hi);
+            }
+            // float -> index truncates toward zero, as int() does; clamp so
+            // that the load stays in bounds (zeros padding masks it).
+            Value ip = nb.create<arith::FPToSIOp>(l, nb.getI64Type(),
+                                                   nb.create<arith::MinimumFOp>(l, nb.create<arith::MaximumFOp>(l, p, cf(-2)), cf(dim + 2)));
+            Value ok = nb.create<arith::AndIOp>(
+                l, nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::sge, ip, nb.create<arith::ConstantIntOp>(l, 0, 64)),
+                nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, ip, nb.create<arith::ConstantIntOp>(l, dim, 64)));
+            valid = valid ? nb.create<arith::AndIOp>(l, valid, ok).getResult() : ok;
+            Value idx = nb.create<arith::IndexCastOp>(l, nb.getIndexType(), ip);
+            idx = nb.create<arith::MaxSIOp>(l, idx, nb.create<arith::ConstantIndexOp>(l, 0));
+            idx = nb.create<arith::MinSIOp>(l, idx, nb.create<arith::ConstantIndexOp>(l, dim - 1));
+            at.push_back(idx);
+            if (mode != "nearest") wp = wp ? mul(wp, w[i][pick[i]]) : w[i][pick[i]];
+          }
+          Value v = nb.create<memref::LoadOp>(l, in, at);
+          if (pad == "zeros") v = sel(valid, v, cf(0));
+          if (wp) v = mul(v, wp);
+          acc = acc ? add(acc, v) : v;
+          int64_t i = k - 1;
+          while (i >= 0 && ++pick[i] == (int64_t)pos[i].size()) pick[i--] = 0;
+          if (i < 0) break;
+        }
+        nb.create<linalg::YieldOp>(l, ValueRange{acc});
+      });
+  return success();
+}
+
 LogicalResult BufferLowering::lowerGather(GatherOp op) {
   auto ds = cast<ShapedType>(op.getData().getType()).getShape();
   auto is = cast<ShapedType>(op.getIndices().getType()).getShape();
@@ -1239,6 +1355,7 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
         return lowerScatter(o, o.getData(), o.getIndices(), o.getUpdates(), o.getReduction(), std::nullopt);
       })
       .Case([&](CumSumOp o) { return lowerCumSum(o); })
+      .Case([&](GridSampleOp o) { return lowerGridSample(o); })
       .Case([&](ArgMaxOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), true); })
       .Case([&](ArgMinOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), false); })
       .Case([&](WhereOp o) {

@@ -373,6 +373,7 @@ private:
   Value iotaAlong(int64_t n, int64_t axis, int64_t r);
   void convHardmax();
   void convOneHot();
+  void convGridSample();
   void convSoftmaxCrossEntropyLoss();
   template <typename OpT> void convArg();
   void convRange();
@@ -2618,6 +2619,27 @@ void Importer::convOneHot() {
   setOutput(0, b.create<WhereOp>(loc, RankedTensorType::get(out, vt), eq, on, off));
 }
 
+void Importer::convGridSample() {
+  Value x = input(0), grid = input(1);
+  requireF32(x, "X");
+  requireF32(grid, "grid");
+  auto xs = shapeOf(x), gs = shapeOf(grid);
+  int64_t k = (int64_t)xs.size() - 2;
+  if (k < 1 || k > 3) fail("input must have 1 to 3 spatial dims");
+  if ((int64_t)gs.size() != k + 2 || gs[0] != xs[0] || gs.back() != k)
+    fail("grid must have shape [N, O1..O" + std::to_string(k) + ", " + std::to_string(k) + "]");
+  std::string mode = attrString("mode", opset >= 20 ? "linear" : "bilinear");
+  if (mode == "bilinear") mode = "linear";
+  if (mode == "bicubic") mode = "cubic";
+  if (mode != "linear" && mode != "nearest" && mode != "cubic") fail("mode '" + mode + "' is not supported");
+  std::string pad = attrString("padding_mode", "zeros");
+  if (pad != "zeros" && pad != "border" && pad != "reflection") fail("padding_mode '" + pad + "' is not supported");
+  SmallVector<int64_t> out{xs[0], xs[1]};
+  out.append(gs.begin() + 1, gs.end() - 1);
+  setOutput(0, b.create<GridSampleOp>(loc, f32(out), x, grid, b.getStringAttr(mode), b.getStringAttr(pad),
+                                      b.getBoolAttr(attrInt("align_corners", 0))));
+}
+
 template <typename OpT> void Importer::convArg() {
   Value x = input(0);
   if (ttype(x).getElementType().isInteger(1)) fail("bool input is not supported");
@@ -2783,6 +2805,7 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"Hardmax", &Importer::convHardmax},
       {"OneHot", &Importer::convOneHot},
       {"LpPool", &Importer::convLpPool},
+      {"GridSample", &Importer::convGridSample},
       {"Upsample", &Importer::convResize},
       {"SoftmaxCrossEntropyLoss", &Importer::convSoftmaxCrossEntropyLoss},
       {"Equal", &Importer::convCompare<EqualOp>},

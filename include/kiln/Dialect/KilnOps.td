@@ -399,6 +399,19 @@ def Kiln_ResizeOp : Kiln_Op<"resize", "OneToMany"> {
   let assemblyFormat = "$input (`,` $tables^)? attr-dict `:` functional-type(operands, results)";
 }
 
+def Kiln_GridSampleOp : Kiln_Op<"grid_sample", "ManyToMany"> {
+  let summary = "sample the input at the grid's normalised coordinates (ONNX GridSample)";
+  let description = [{
+    Input [N, C, D1..Dk], grid [N, O1..Ok, k] with the last axis ordered
+    (x, y[, z]) = (Dk, ..., D1); result [N, C, O1..Ok]. `mode` is linear,
+    nearest or cubic; `padding_mode` zeros, border or reflection.
+  }];
+  let arguments = (ins AnyRankedTensor:$input, AnyRankedTensor:$grid, StrAttr:$mode,
+                   StrAttr:$padding_mode, BoolAttr:$align_corners);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input `,` $grid attr-dict `:` functional-type(operands, results)";
+}
+
 def Kiln_ExpandOp : Kiln_Op<"expand", "OneToMany"> {
   let summary = "broadcast to the result shape (numpy rules)";
   let arguments = (ins AnyRankedTensor:$input);

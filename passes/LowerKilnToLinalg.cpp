@@ -82,6 +82,7 @@ private:
                              StringRef reduction, std::optional<int64_t> axis);
   LogicalResult lowerCumSum(CumSumOp op);
   LogicalResult lowerGridSample(GridSampleOp op);
+  LogicalResult lowerTopK(TopKOp op);
   LogicalResult lowerArg(Operation *op, int64_t axis, bool selectLast, bool isMax);
   Value cf(double v) { return b.create<arith::ConstantOp>(loc, b.getF32FloatAttr(v)); }
   Value ci(int64_t v) { return b.create<arith::ConstantOp>(loc, b.getI64IntegerAttr(v)); }
@@ -1022,6 +1023,55 @@ LogicalResult BufferLowering::lowerGridSample(GridSampleOp op) {
   return success();
 }
 
+/// TopK: every element counts how many elements of its slice come before
+/// it (greater, or equal at a lower index; reversed for smallest); the
+/// elements ranked below k are stored at their rank.
+LogicalResult BufferLowering::lowerTopK(TopKOp op) {
+  auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
+  int64_t axis = op.getAxis(), r = xs.size();
+  int64_t k = cast<ShapedType>(op.getValues().getType()).getShape()[axis];
+  bool largest = op.getLargest();
+  Value in = buf(op.getInput()), vals = dest(op.getValues()), idxs = dest(op.getIndices());
+  Type et = eltOf(in);
+  bool isF = isa<FloatType>(et);
+  SmallVector<Value> lbs, ubs, steps;
+  for (int64_t d = 0; d < r; ++d) {
+    lbs.push_back(b.create<arith::ConstantIndexOp>(loc, 0));
+    ubs.push_back(b.create<arith::ConstantIndexOp>(loc, xs[d]));
+    steps.push_back(b.create<arith::ConstantIndexOp>(loc, 1));
+  }
+  scf::buildLoopNest(b, loc, lbs, ubs, steps, [&](OpBuilder &nb, Location l, ValueRange iv) {
+    Value vi = nb.create<memref::LoadOp>(l, in, iv);
+    Value i = iv[axis];
+    Value c0 = nb.create<arith::ConstantIndexOp>(l, 0), c1 = nb.create<arith::ConstantIndexOp>(l, 1);
+    auto count = nb.create<scf::ForOp>(
+        l, c0, nb.create<arith::ConstantIndexOp>(l, xs[axis]), c1, ValueRange{c0},
+        [&](OpBuilder &fb, Location fl, Value e, ValueRange acc) {
+          SmallVector<Value> at(iv.begin(), iv.end());
+          at[axis] = e;
+          Value ve = fb.create<memref::LoadOp>(fl, in, at);
+          Value better = isF ? fb.create<arith::CmpFOp>(fl, largest ? arith::CmpFPredicate::OGT : arith::CmpFPredicate::OLT, ve, vi).getResult()
+                             : fb.create<arith::CmpIOp>(fl, largest ? arith::CmpIPredicate::sgt : arith::CmpIPredicate::slt, ve, vi).getResult();
+          Value same = isF ? fb.create<arith::CmpFOp>(fl, arith::CmpFPredicate::OEQ, ve, vi).getResult()
+                           : fb.create<arith::CmpIOp>(fl, arith::CmpIPredicate::eq, ve, vi).getResult();
+          Value earlier = fb.create<arith::CmpIOp>(fl, arith::CmpIPredicate::ult, e, i);
+          Value before = fb.create<arith::OrIOp>(fl, better, fb.create<arith::AndIOp>(fl, same, earlier));
+          Value next = fb.create<arith::SelectOp>(fl, before, fb.create<arith::AddIOp>(fl, acc[0], c1), acc[0]);
+          fb.create<scf::YieldOp>(fl, ValueRange{next});
+        });
+    Value rank = count.getResult(0);
+    Value inTop = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ult, rank, nb.create<arith::ConstantIndexOp>(l, k));
+    nb.create<scf::IfOp>(l, inTop, [&](OpBuilder &tb, Location tl) {
+      SmallVector<Value> at(iv.begin(), iv.end());
+      at[axis] = rank;
+      tb.create<memref::StoreOp>(tl, vi, vals, at);
+      tb.create<memref::StoreOp>(tl, tb.create<arith::IndexCastOp>(tl, tb.getI64Type(), i), idxs, at);
+      tb.create<scf::YieldOp>(tl);
+    });
+  });
+  return success();
+}
+
 LogicalResult BufferLowering::lowerGather(GatherOp op) {
   auto ds = cast<ShapedType>(op.getData().getType()).getShape();
   auto is = cast<ShapedType>(op.getIndices().getType()).getShape();
@@ -1356,6 +1406,7 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
       })
       .Case([&](CumSumOp o) { return lowerCumSum(o); })
       .Case([&](GridSampleOp o) { return lowerGridSample(o); })
+      .Case([&](TopKOp o) { return lowerTopK(o); })
       .Case([&](ArgMaxOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), true); })
       .Case([&](ArgMinOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), false); })
       .Case([&](WhereOp o) {

@@ -374,6 +374,7 @@ private:
   void convHardmax();
   void convOneHot();
   void convGridSample();
+  void convTopK();
   void convSoftmaxCrossEntropyLoss();
   template <typename OpT> void convArg();
   void convRange();
@@ -2619,6 +2620,22 @@ void Importer::convOneHot() {
   setOutput(0, b.create<WhereOp>(loc, RankedTensorType::get(out, vt), eq, on, off));
 }
 
+void Importer::convTopK() {
+  Value x = input(0);
+  if (ttype(x).getElementType().isInteger(1)) fail("bool input is not supported");
+  auto xs = shapeOf(x);
+  if (xs.empty()) fail("input must have rank >= 1");
+  int64_t axis = normAxis(attrInt("axis", -1), xs.size());
+  int64_t k = opset < 10 ? attrInt("k", -1) : intInput(1, "K").data.at(0);
+  if (k < 1 || k > xs[axis]) fail("k must be between 1 and the axis length " + std::to_string(xs[axis]));
+  SmallVector<int64_t> out(xs);
+  out[axis] = k;
+  auto op = b.create<TopKOp>(loc, TypeRange{like(x, out), RankedTensorType::get(out, b.getI64Type())}, x,
+                             b.getI64IntegerAttr(axis), b.getBoolAttr(attrInt("largest", 1)));
+  setOutput(0, op.getValues());
+  setOutput(1, op.getIndices());
+}
+
 void Importer::convGridSample() {
   Value x = input(0), grid = input(1);
   requireF32(x, "X");
@@ -2806,6 +2823,7 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"OneHot", &Importer::convOneHot},
       {"LpPool", &Importer::convLpPool},
       {"GridSample", &Importer::convGridSample},
+      {"TopK", &Importer::convTopK},
       {"Upsample", &Importer::convResize},
       {"SoftmaxCrossEntropyLoss", &Importer::convSoftmaxCrossEntropyLoss},
       {"Equal", &Importer::convCompare<EqualOp>},

@@ -322,6 +322,18 @@ def Kiln_ScatterNDOp : Kiln_Op<"scatter_nd", "ManyToMany"> {
   let assemblyFormat = "$data `,` $indices `,` $updates attr-dict `:` functional-type(operands, results)";
 }
 
+def Kiln_TopKOp : Kiln_Op<"top_k", "ManyToMany"> {
+  let summary = "the k largest (or smallest) values along axis, sorted, with their i64 indices";
+  let description = [{
+    Ties are broken by the lower index, as ONNX specifies. Each element's
+    rank is counted against its whole slice (O(n^2) per slice): simple and
+    exact, meant for the small k-selections of classifier heads.
+  }];
+  let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis, BoolAttr:$largest);
+  let results = (outs AnyRankedTensor:$values, AnyRankedTensor:$indices);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
 def Kiln_CumSumOp : Kiln_Op<"cum_sum", "ManyToMany"> {
   let summary = "running sum along axis (optionally exclusive and/or reversed)";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis, BoolAttr:$exclusive, BoolAttr:$reverse);

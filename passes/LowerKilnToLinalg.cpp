@@ -83,6 +83,7 @@ private:
   LogicalResult lowerCumSum(CumSumOp op);
   LogicalResult lowerGridSample(GridSampleOp op);
   LogicalResult lowerTopK(TopKOp op);
+  LogicalResult lowerEinsum(EinsumOp op);
   LogicalResult lowerArg(Operation *op, int64_t axis, bool selectLast, bool isMax);
   Value cf(double v) { return b.create<arith::ConstantOp>(loc, b.getF32FloatAttr(v)); }
   Value ci(int64_t v) { return b.create<arith::ConstantOp>(loc, b.getI64IntegerAttr(v)); }
@@ -1072,6 +1073,32 @@ LogicalResult BufferLowering::lowerTopK(TopKOp op) {
   return success();
 }
 
+/// Einsum: zero the result, then one linalg.generic with the importer's
+/// maps accumulating the product of the operands.
+LogicalResult BufferLowering::lowerEinsum(EinsumOp op) {
+  Value out = dest(op.getResult());
+  Type et = eltOf(out);
+  bool isF = isa<FloatType>(et);
+  b.create<linalg::FillOp>(loc, ValueRange{typedConst(b, loc, et, 0)}, ValueRange{out});
+  SmallVector<Value> ins;
+  for (Value v : op.getInputs()) ins.push_back(buf(v));
+  SmallVector<AffineMap> maps;
+  for (Attribute a : op.getIndexingMaps()) maps.push_back(cast<AffineMapAttr>(a).getValue());
+  SmallVector<IterTy> iters;
+  for (bool r : op.getReductionDims()) iters.push_back(r ? IterTy::reduction : IterTy::parallel);
+  b.create<linalg::GenericOp>(loc, ValueRange(ins), ValueRange{out}, maps, iters,
+                              [&](OpBuilder &nb, Location l, ValueRange a) {
+                                Value p = a[0];
+                                for (size_t i = 1; i + 1 < a.size(); ++i)
+                                  p = isF ? nb.create<arith::MulFOp>(l, p, a[i]).getResult()
+                                          : nb.create<arith::MulIOp>(l, p, a[i]).getResult();
+                                Value s = isF ? nb.create<arith::AddFOp>(l, a.back(), p).getResult()
+                                              : nb.create<arith::AddIOp>(l, a.back(), p).getResult();
+                                nb.create<linalg::YieldOp>(l, ValueRange{s});
+                              });
+  return success();
+}
+
 LogicalResult BufferLowering::lowerGather(GatherOp op) {
   auto ds = cast<ShapedType>(op.getData().getType()).getShape();
   auto is = cast<ShapedType>(op.getIndices().getType()).getShape();
@@ -1407,6 +1434,7 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
       .Case([&](CumSumOp o) { return lowerCumSum(o); })
       .Case([&](GridSampleOp o) { return lowerGridSample(o); })
       .Case([&](TopKOp o) { return lowerTopK(o); })
+      .Case([&](EinsumOp o) { return lowerEinsum(o); })
       .Case([&](ArgMaxOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), true); })
       .Case([&](ArgMinOp o) { return lowerArg(o, o.getAxis(), o.getSelectLastIndex(), false); })
       .Case([&](WhereOp o) {

@@ -375,6 +375,7 @@ private:
   void convOneHot();
   void convGridSample();
   void convTopK();
+  void convEinsum();
   void convSoftmaxCrossEntropyLoss();
   template <typename OpT> void convArg();
   void convRange();
@@ -2636,6 +2637,104 @@ void Importer::convTopK() {
   setOutput(1, op.getIndices());
 }
 
+/// Einsum: the equation becomes indexing maps over one loop nest (see the
+/// op's description). Operand dims of size 1 under an ellipsis broadcast.
+void Importer::convEinsum() {
+  std::string eq;
+  for (char ch : attrString("equation", "")) if (ch != ' ') eq += ch;
+  if (eq.empty()) fail("attribute 'equation' is required");
+  int n = numInputs();
+  if (n < 1) fail("needs at least one input");
+  Type et = ttype(input(0)).getElementType();
+  if (et.isInteger(1)) fail("bool inputs are not supported");
+  for (int i = 0; i < n; ++i) requireSameType(input(0), input(i), "inputs");
+  size_t arrow = eq.find("->");
+  std::string lhs = eq.substr(0, arrow);
+  std::vector<std::string> terms;
+  for (size_t st = 0;;) {
+    size_t c = lhs.find(',', st);
+    terms.push_back(lhs.substr(st, c == std::string::npos ? std::string::npos : c - st));
+    if (c == std::string::npos) break;
+    st = c + 1;
+  }
+  if ((int)terms.size() != n) fail("equation has " + std::to_string(terms.size()) + " operands, node has " + std::to_string(n));
+  // Per operand: its subscripts, '.' standing for each ellipsis dim.
+  auto expand = [&](const std::string &t, int64_t rank) -> std::string {
+    size_t e = t.find("...");
+    std::string letters = e == std::string::npos ? t : t.substr(0, e) + t.substr(e + 3);
+    for (char ch : letters)
+      if (!isalpha((unsigned char)ch)) fail("bad character '" + std::string(1, ch) + "' in equation");
+    if (e == std::string::npos) {
+      if ((int64_t)t.size() != rank) fail("term '" + t + "' does not match an operand of rank " + std::to_string(rank));
+      return t;
+    }
+    int64_t ne = rank - (int64_t)letters.size();
+    if (ne < 0) fail("term '" + t + "' has more letters than its operand's rank");
+    return t.substr(0, e) + std::string(ne, '.') + t.substr(e + 3);
+  };
+  std::vector<std::string> subs;
+  int64_t E = 0;
+  for (int i = 0; i < n; ++i) {
+    subs.push_back(expand(terms[i], shapeOf(input(i)).size()));
+    E = std::max<int64_t>(E, std::count(subs.back().begin(), subs.back().end(), '.'));
+  }
+  // Loop dims: E ellipsis dims, then letters by first appearance.
+  std::string letters;
+  std::map<char, int> count;
+  for (auto &t : subs)
+    for (char ch : t)
+      if (ch != '.') { if (!count[ch]++) letters += ch; }
+  std::string rhs;
+  if (arrow != std::string::npos) {
+    rhs = eq.substr(arrow + 2);
+  } else {
+    rhs = E ? "..." : "";
+    std::string once;
+    for (char ch : letters) if (count[ch] == 1) once += ch;
+    std::sort(once.begin(), once.end());
+    rhs += once;
+  }
+  size_t re = rhs.find("...");
+  std::string rsub = re == std::string::npos ? rhs : rhs.substr(0, re) + std::string(E, '.') + rhs.substr(re + 3);
+  int64_t nd = E + letters.size();
+  auto dimOf = [&](char ch) { return (int64_t)(E + letters.find(ch)); };
+  SmallVector<int64_t> size(nd, 1);
+  SmallVector<bool> known(nd, false);
+  SmallVector<AffineMap> maps;
+  for (int i = 0; i < n; ++i) {
+    auto sh = shapeOf(input(i));
+    int64_t ne = std::count(subs[i].begin(), subs[i].end(), '.'), ei = 0;
+    SmallVector<AffineExpr> ex;
+    for (size_t j = 0; j < subs[i].size(); ++j) {
+      int64_t d = subs[i][j] == '.' ? E - ne + ei++ : dimOf(subs[i][j]);
+      if (subs[i][j] == '.' && sh[j] == 1) { ex.push_back(b.getAffineConstantExpr(0)); continue; }
+      if (known[d] && size[d] != sh[j]) fail("dimension sizes disagree for '" + std::string(1, subs[i][j]) + "'");
+      size[d] = sh[j], known[d] = true;
+      ex.push_back(b.getAffineDimExpr(d));
+    }
+    maps.push_back(AffineMap::get(nd, 0, ex, b.getContext()));
+  }
+  SmallVector<AffineExpr> oex;
+  SmallVector<int64_t> out;
+  SmallVector<bool> red(nd, true);
+  int64_t oe = 0;
+  for (char ch : rsub) {
+    if (ch != '.' && !count.count(ch)) fail("output letter '" + std::string(1, ch) + "' is not in any input");
+    int64_t d = ch == '.' ? oe++ : dimOf(ch);
+    if (!red[d]) fail("output letter repeated");
+    red[d] = false;
+    oex.push_back(b.getAffineDimExpr(d));
+    out.push_back(size[d]);
+  }
+  for (int64_t d = 0; d < E; ++d)
+    if (red[d]) fail("ellipsis dims must appear in the output");
+  maps.push_back(AffineMap::get(nd, 0, oex, b.getContext()));
+  SmallVector<Value> ins;
+  for (int i = 0; i < n; ++i) ins.push_back(input(i));
+  setOutput(0, b.create<EinsumOp>(loc, RankedTensorType::get(out, et), ins, b.getStringAttr(eq),
+                                  b.getAffineMapArrayAttr(maps), b.getDenseBoolArrayAttr(red)));
+}
+
 void Importer::convGridSample() {
   Value x = input(0), grid = input(1);
   requireF32(x, "X");
@@ -2824,6 +2923,7 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"LpPool", &Importer::convLpPool},
       {"GridSample", &Importer::convGridSample},
       {"TopK", &Importer::convTopK},
+      {"Einsum", &Importer::convEinsum},
       {"Upsample", &Importer::convResize},
       {"SoftmaxCrossEntropyLoss", &Importer::convSoftmaxCrossEntropyLoss},
       {"Equal", &Importer::convCompare<EqualOp>},

@@ -334,6 +334,21 @@ def Kiln_TopKOp : Kiln_Op<"top_k", "ManyToMany"> {
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
+def Kiln_EinsumOp : Kiln_Op<"einsum", "ManyToMany"> {
+  let summary = "Einstein summation, as the importer's indexing maps over one loop nest";
+  let description = [{
+    The importer parses the ONNX equation (ellipsis, implicit output,
+    repeated letters for diagonals) into one affine map per operand and
+    the result, over loop dims ordered ellipsis first, then letters by
+    first appearance; `reduction_dims` marks the summed dims. The result is
+    the sum over the reduced dims of the product of the operands.
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs, StrAttr:$equation,
+                   AffineMapArrayAttr:$indexing_maps, DenseBoolArrayAttr:$reduction_dims);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$inputs attr-dict `:` functional-type(operands, results)";
+}
+
 def Kiln_CumSumOp : Kiln_Op<"cum_sum", "ManyToMany"> {
   let summary = "running sum along axis (optionally exclusive and/or reversed)";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis, BoolAttr:$exclusive, BoolAttr:$reverse);

@@ -154,6 +154,26 @@ def cases():
         [h.make_node("Relu", ["x"], ["a"], name="r"), h.make_node("Sigmoid", ["x"], ["b"], name="s"),
          h.make_node("Add", ["a", "b"], ["c"], name="add")], [("x", rand(2, 6))], ["a", "c", "x_out"]
         if False else ["a", "c"])
+    # Resampling, scatter/gather and selection ops (session 2).
+    c["resize_linear"] = single("Resize", [(1, 2, 4, 5)], {"mode": "linear"},
+                                inits=[init("sc", np.array([1, 1, 1.5, 2.0], np.float32))], extra_inputs=["", "sc"])
+    c["resize_cubic_align"] = single("Resize", [(1, 2, 4, 4)], {"mode": "cubic", "coordinate_transformation_mode": "align_corners"},
+                                     inits=[init("sz", np.array([1, 2, 7, 3], np.int64))], extra_inputs=["", "", "sz"])
+    c["grid_sample"] = single("GridSample", [(1, 2, 4, 5), (1, 3, 6, 2)], {"align_corners": 0}, lo=-1.2, hi=1.2)
+    c["cumsum_reverse"] = single("CumSum", [(3, 5)], {"reverse": 1, "exclusive": 1},
+                                 inits=[init("ax", np.array(1, np.int64))], extra_inputs=["ax"])
+    c["einsum_bmm"] = model([h.make_node("Einsum", ["a", "b"], ["y"], name="einsum", equation="bij,bjk->bik")],
+                            [("a", rand(2, 3, 4)), ("b", rand(2, 4, 5))], ["y"])
+    c["gather_elements"] = single("GatherElements", [(3, 4)], {"axis": 1},
+                                  inits=[init("ix", np.array([[0, 3], [-1, 2], [1, 1]], np.int64))], extra_inputs=["ix"])
+    c["scatter_nd_add"] = single("ScatterND", [(4, 3)], {"reduction": "add"},
+                                 inits=[init("ix", np.array([[1], [3], [1]], np.int64)), init("up", rand(3, 3))],
+                                 extra_inputs=["ix", "up"], opset=18)
+    c["topk_values"] = model([h.make_node("TopK", ["x", "k"], ["y", "i"], name="topk", axis=1)],
+                             [("x", rand(3, 10))], ["y"], [init("k", np.array([4], np.int64))])
+    c["lppool_2d"] = single("LpPool", [(1, 2, 5, 5)], {"kernel_shape": [3, 3], "p": 2, "pads": [1, 1, 1, 1]})
+    c["maxpool_3d"] = single("MaxPool", [(1, 2, 4, 5, 6)], {"kernel_shape": [2, 3, 2], "strides": [2, 1, 2]})
+    c["avgpool_3d"] = single("AveragePool", [(1, 2, 4, 5, 6)], {"kernel_shape": [2, 2, 3], "pads": [1, 0, 1, 0, 1, 1]})
     # A small CNN: the example model shipped in examples/.
     c["small_cnn"] = small_cnn()
     return c

@@ -607,7 +607,7 @@ LogicalResult BufferLowering::lowerReduce(Operation *op, ArrayRef<int64_t> axes)
   if (isa<ReduceSumOp, ReduceMeanOp>(op)) {
     reduceInto(in, acc, axes, Combine::Sum, id);
     if (isa<ReduceMeanOp>(op)) {
-      Value scale = cf(1.0 / n);
+      Value scale = typedConst(b, loc, eltOf(in), 1.0 / n);
       post([&](OpBuilder &nb, Location l, Value v) { return nb.create<arith::MulFOp>(l, v, scale); });
     }
   } else if (isa<ReduceMaxOp>(op)) {
@@ -629,7 +629,7 @@ LogicalResult BufferLowering::lowerReduce(Operation *op, ArrayRef<int64_t> axes)
     post([](OpBuilder &nb, Location l, Value v) { return nb.create<math::LogOp>(l, v); });
   } else if (isa<ReduceLogSumExpOp>(op)) {
     // log(sum(exp(x - m))) + m with m the max, so large inputs do not overflow.
-    Value mx = alloc(keepShape);
+    Value mx = alloc(keepShape, eltOf(in));
     reduceInto(in, mx, axes, Combine::Max, id);
     reduceInto(in, acc, axes, Combine::Sum,
                [](OpBuilder &nb, Location l, Value x, ValueRange m) {

@@ -189,12 +189,15 @@ def write_doc(path, results, elapsed):
                 f"over the node tests of onnx {onnx.__version__} (x86-64); do not edit by hand.\n\n")
         frozen = [r for r in results if r[3] == "pass" and r[4]]
         f.write(f"**{counts['pass']} of {total} folders pass ({100.0 * counts['pass'] / total:.1f}%)**, "
-                f"{len(frozen)} of them with integer graph inputs (axes, shapes, pads, indices) frozen to the "
-                "data set's values by `kiln-compile --freeze-input`, since kiln compiles static shapes. ")
+                f"{len(frozen)} of them with the graph inputs kiln-compile names as needing constant values "
+                "(axes, shapes, pads, scales, ...) frozen to the data set's values by `kiln-compile --freeze-input`, "
+                "since kiln compiles static shapes. ")
         f.write(", ".join(f"{k}: {counts[k]}" for k in ("unsupported", "wrong", "run-error", "crash")))
         f.write(f". Suite time {elapsed:.0f} s.\n\n")
+        special_pass = sum(1 for r in results if r[2] and r[3] == "pass")
         f.write("Folders using sequences, optionals, strings or training ops (may stay unsupported): "
-                + ", ".join(f"{k} {v}" for k, v in sorted(special.items())) + f" (total {sum(special.values())}).\n\n")
+                + ", ".join(f"{k} {v}" for k, v in sorted(special.items()))
+                + f" (total {sum(special.values())}, of which {special_pass} pass: the loss ops).\n\n")
         reasons = collections.Counter(r[4] for r in results if r[3] == "unsupported")
         f.write("## Most common reasons for unsupported folders\n\n| count | diagnostic |\n|---|---|\n")
         for reason, n in reasons.most_common(15):

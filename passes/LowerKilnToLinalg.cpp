@@ -807,6 +807,20 @@ LogicalResult BufferLowering::lowerResize(ResizeOp op) {
   return success();
 }
 
+/// A sequential scf.for nest over `shape` (dims in `skip` left out), for the
+/// ops whose iterations depend on each other (scatter, scans, selection).
+static void loopNest(OpBuilder &b, Location loc, ArrayRef<int64_t> shape, std::optional<int64_t> skip,
+                     function_ref<void(OpBuilder &, Location, ValueRange)> body) {
+  SmallVector<Value> lbs, ubs, steps;
+  for (int64_t d = 0; d < (int64_t)shape.size(); ++d) {
+    if (skip && d == *skip) continue;
+    lbs.push_back(b.create<arith::ConstantIndexOp>(loc, 0));
+    ubs.push_back(b.create<arith::ConstantIndexOp>(loc, shape[d]));
+    steps.push_back(b.create<arith::ConstantIndexOp>(loc, 1));
+  }
+  scf::buildLoopNest(b, loc, lbs, ubs, steps, body);
+}
+
 /// GatherND: out[b..., i..., r...] = data[b..., indices[b..., i..., :], r...].
 LogicalResult BufferLowering::lowerGatherND(GatherNDOp op) {
   auto ds = cast<ShapedType>(op.getData().getType()).getShape();
@@ -841,13 +855,7 @@ LogicalResult BufferLowering::lowerScatter(Operation *op, Value dataV, Value ind
   auto us = cast<ShapedType>(updatesV.getType()).getShape();
   Value out = dest(op->getResult(0)), idx = buf(indicesV), upd = buf(updatesV);
   b.create<memref::CopyOp>(loc, buf(dataV), out);
-  SmallVector<Value> lbs, ubs, steps;
-  for (int64_t d : us) {
-    lbs.push_back(b.create<arith::ConstantIndexOp>(loc, 0));
-    ubs.push_back(b.create<arith::ConstantIndexOp>(loc, d));
-    steps.push_back(b.create<arith::ConstantIndexOp>(loc, 1));
-  }
-  scf::buildLoopNest(b, loc, lbs, ubs, steps, [&](OpBuilder &nb, Location l, ValueRange iv) {
+  loopNest(b, loc, us, std::nullopt, [&](OpBuilder &nb, Location l, ValueRange iv) {
     SmallVector<Value> at;
     if (axis) {
       at.assign(iv.begin(), iv.end());
@@ -884,14 +892,7 @@ LogicalResult BufferLowering::lowerCumSum(CumSumOp op) {
   bool excl = op.getExclusive(), rev = op.getReverse();
   Value in = buf(op.getInput()), out = dest(op.getResult());
   Type et = eltOf(in);
-  SmallVector<Value> lbs, ubs, steps;
-  for (int64_t d = 0; d < (int64_t)xs.size(); ++d) {
-    if (d == axis) continue;
-    lbs.push_back(b.create<arith::ConstantIndexOp>(loc, 0));
-    ubs.push_back(b.create<arith::ConstantIndexOp>(loc, xs[d]));
-    steps.push_back(b.create<arith::ConstantIndexOp>(loc, 1));
-  }
-  scf::buildLoopNest(b, loc, lbs, ubs, steps, [&](OpBuilder &nb, Location l, ValueRange iv) {
+  loopNest(b, loc, xs, axis, [&](OpBuilder &nb, Location l, ValueRange iv) {
     Value c0 = nb.create<arith::ConstantIndexOp>(l, 0), c1 = nb.create<arith::ConstantIndexOp>(l, 1);
     Value cn = nb.create<arith::ConstantIndexOp>(l, n), last = nb.create<arith::ConstantIndexOp>(l, n - 1);
     Value zero = typedConst(nb, l, et, 0);
@@ -1029,19 +1030,13 @@ LogicalResult BufferLowering::lowerGridSample(GridSampleOp op) {
 /// elements ranked below k are stored at their rank.
 LogicalResult BufferLowering::lowerTopK(TopKOp op) {
   auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
-  int64_t axis = op.getAxis(), r = xs.size();
+  int64_t axis = op.getAxis();
   int64_t k = cast<ShapedType>(op.getValues().getType()).getShape()[axis];
   bool largest = op.getLargest();
   Value in = buf(op.getInput()), vals = dest(op.getValues()), idxs = dest(op.getIndices());
   Type et = eltOf(in);
   bool isF = isa<FloatType>(et);
-  SmallVector<Value> lbs, ubs, steps;
-  for (int64_t d = 0; d < r; ++d) {
-    lbs.push_back(b.create<arith::ConstantIndexOp>(loc, 0));
-    ubs.push_back(b.create<arith::ConstantIndexOp>(loc, xs[d]));
-    steps.push_back(b.create<arith::ConstantIndexOp>(loc, 1));
-  }
-  scf::buildLoopNest(b, loc, lbs, ubs, steps, [&](OpBuilder &nb, Location l, ValueRange iv) {
+  loopNest(b, loc, xs, std::nullopt, [&](OpBuilder &nb, Location l, ValueRange iv) {
     Value vi = nb.create<memref::LoadOp>(l, in, iv);
     Value i = iv[axis];
     Value c0 = nb.create<arith::ConstantIndexOp>(l, 0), c1 = nb.create<arith::ConstantIndexOp>(l, 1);

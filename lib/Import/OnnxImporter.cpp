@@ -101,6 +101,15 @@ const char *dtypeName(int t) {
   case onnx::TensorProto::UINT32: return "uint32";
   case onnx::TensorProto::UINT64: return "uint64";
   case onnx::TensorProto::BFLOAT16: return "bfloat16";
+  case onnx::TensorProto::COMPLEX64: return "complex64";
+  case onnx::TensorProto::COMPLEX128: return "complex128";
+  // Newer than Debian's libonnx 1.12 enum.
+  case 17: return "float8e4m3fn";
+  case 18: return "float8e4m3fnuz";
+  case 19: return "float8e5m2";
+  case 20: return "float8e5m2fnuz";
+  case 21: return "uint4";
+  case 22: return "int4";
   default: return "unknown";
   }
 }

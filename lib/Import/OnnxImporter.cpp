@@ -720,7 +720,7 @@ bool Importer::tensorToInt(const onnx::TensorProto &t, IntConst &out) {
     if (t.has_raw_data()) {
       if ((int64_t)t.raw_data().size() != n * 8) fail("initializer '" + t.name() + "': raw_data size disagrees with its shape");
       out.data.resize(n);
-      memcpy(out.data.data(), t.raw_data().data(), n * 8);
+      if (n) memcpy(out.data.data(), t.raw_data().data(), n * 8);
     } else {
       out.data.assign(t.int64_data().begin(), t.int64_data().end());
     }
@@ -789,7 +789,7 @@ Value Importer::tensorToFloat(const onnx::TensorProto &t) {
       return b.create<ConstantOp>(loc, attr);
     }
     std::vector<float> f(n);
-    memcpy(f.data(), raw.data(), n * 4);
+    if (n) memcpy(f.data(), raw.data(), n * 4);
     return b.create<ConstantOp>(loc, DenseElementsAttr::get(type, ArrayRef<float>(f)));
   }
   if (t.float_data_size() != n)

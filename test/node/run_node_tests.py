@@ -88,9 +88,19 @@ def main_op(name, model):
 def run(cmd, timeout):
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        if sanitizer_report(p.stderr):
+            return -1, p.stdout, p.stderr  # counted as a crash
         return p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired:
         return None, "", f"timeout after {timeout}s"
+
+
+SANITIZER_MARKS = ("runtime error:", "Sanitizer", "LLVM ERROR", "PLEASE submit a bug report")
+
+
+def sanitizer_report(text):
+    """A sanitizer, LLVM or assertion report: a bug, whatever the exit code."""
+    return any(m in text for m in SANITIZER_MARKS)
 
 
 def first_error(text):

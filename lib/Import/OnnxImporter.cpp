@@ -2626,12 +2626,10 @@ void Importer::convOneHot() {
   out.insert(out.begin() + axis, depth);
   Value eq = b.create<EqualOp>(loc, boolType(out), i64, iotaAlong(depth, axis, r));
   auto vt = ttype(values).getElementType();
-  auto scalarT = RankedTensorType::get({}, vt);
   Value off = reshape(b.create<SliceOp>(loc, RankedTensorType::get({1}, vt), values, b.getDenseI64ArrayAttr({0}),
                                         b.getDenseI64ArrayAttr({1})), {});
   Value on = reshape(b.create<SliceOp>(loc, RankedTensorType::get({1}, vt), values, b.getDenseI64ArrayAttr({1}),
                                        b.getDenseI64ArrayAttr({1})), {});
-  (void)scalarT;
   setOutput(0, b.create<WhereOp>(loc, RankedTensorType::get(out, vt), eq, on, off));
 }
 

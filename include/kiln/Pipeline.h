@@ -22,6 +22,9 @@ struct CompileOptions {
   bool verbose = false;        // -v: stage timings and op counts
   bool stats = false;          // --stats: op counts per stage, arena size
   bool printIRAfterAll = false;
+  bool noRewrite = false;      // --no-rewrite: skip kiln-rewrite
+  bool noFusion = false;       // --no-fusion: one kernel per op
+  std::string statsJson;       // --stats-json=FILE
   ImportOptions import;
 };
 

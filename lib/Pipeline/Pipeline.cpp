@@ -183,6 +183,11 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
         configure(pm);
         pm.addPass(createCanonicalizerPass());
         pm.addPass(createCSEPass());
+        if (!opts.noRewrite) {
+          pm.addNestedPass<func::FuncOp>(createGraphRewrite());
+          pm.addPass(createCanonicalizerPass());
+          pm.addPass(createCSEPass());
+        }
         return pm.run(m);
       })))
     return failure();

@@ -29,9 +29,13 @@ static cl::list<std::string> freezeInputs(
 static cl::opt<int64_t> maxTensorMiB("max-tensor-mib",
                                      cl::desc("Refuse models with a tensor larger than this (MiB, default 8192)"),
                                      cl::init(8192));
-// LLVM owns "-stats"; ours is spelled --stats on the command line and
-// renamed before parsing.
+// LLVM owns "-stats" and "-stats-json"; ours are spelled --stats and
+// --stats-json on the command line and renamed before parsing.
 static cl::opt<bool> stats("kiln-stats", cl::desc("(--stats) Print op counts per stage and the arena size"));
+static cl::opt<bool> noRewrite("no-rewrite", cl::desc("Skip graph rewriting (kiln-rewrite), for comparison"));
+static cl::opt<bool> noFusion("no-fusion", cl::desc("One kernel per op instead of fusion blocks, for comparison"));
+static cl::opt<std::string> statsJson("kiln-stats-json", cl::desc("(--stats-json) Write the --stats figures as JSON to FILE"),
+                                      cl::value_desc("FILE"));
 static cl::opt<bool> verbose("v", cl::desc("Print each stage with its time and op count"));
 static cl::opt<bool> printIR("mlir-print-ir-after-all",
                              cl::desc("Print the IR after every pass (to stderr)"));
@@ -53,8 +57,16 @@ static std::string describe(mlir::Location loc) {
 int main(int argc, char **argv) {
   InitLLVM y(argc, argv);
   std::vector<const char *> args(argv, argv + argc);
-  for (auto &a : args)
-    if (StringRef(a) == "--stats" || StringRef(a) == "-stats") a = "--kiln-stats";
+  std::vector<std::string> renamed;
+  renamed.reserve(args.size());
+  for (auto &a : args) {
+    StringRef s(a);
+    if (s == "--stats" || s == "-stats") a = "--kiln-stats";
+    else if (s.consume_front("--stats-json") || s.consume_front("-stats-json")) {
+      renamed.push_back("--kiln-stats-json" + s.str());
+      a = renamed.back().c_str();
+    }
+  }
   cl::ParseCommandLineOptions((int)args.size(), args.data(), "kiln: ONNX model compiler\n");
 
   kiln::CompileOptions opts;
@@ -63,6 +75,9 @@ int main(int argc, char **argv) {
   opts.verbose = verbose;
   opts.stats = stats;
   opts.printIRAfterAll = printIR;
+  opts.noRewrite = noRewrite;
+  opts.noFusion = noFusion;
+  opts.statsJson = statsJson;
   if (optLevel < '0' || optLevel > '3') {
     errs() << "kiln-compile: error: -O must be 0..3\n";
     return 2;

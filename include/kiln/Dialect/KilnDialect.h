@@ -10,12 +10,51 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 
+#include <string>
+
 namespace kiln {
 
 /// DNNFusion mapping types, ordered by fusion complexity (dnnfusion.md §1).
 enum class MappingType { OneToOne, Reorganize, Shuffle, OneToMany, ManyToMany };
 
 llvm::StringRef stringifyMappingType(MappingType t);
+
+/// Algebraic properties an op may have (dnnfusion.md section 3). The graph
+/// rewriter matches rules on them; an op with none cuts the rewriting
+/// partitions.
+enum AlgebraicProperty : unsigned {
+  Associative = 1u << 0,    // (a op b) op c = a op (b op c)
+  Commutative = 1u << 1,    // a op b = b op a
+  Distributive = 1u << 2,   // distributes over Add/Sub: (a + b) op c = a op c + b op c
+  Linear = 1u << 3,         // f(a + b) = f(a) + f(b) and f(k a) = k f(a)
+  Multiplicative = 1u << 4, // f(a b) = f(a) f(b)
+  ExpLog = 1u << 5,         // turns sums into products or back: exp(a + b) = exp(a) exp(b)
+  DataMovement = 1u << 6,   // moves elements only: commutes with every elementwise op
+};
+/// "associative, commutative, ..." for the op table; "-" for none.
+std::string stringifyAlgebra(unsigned mask);
+
+/// The cost model's figures for one op run alone: floating-point
+/// operations, and bytes read (operands) plus written (results).
+struct OpCost {
+  double flops = 0;
+  double bytes = 0;
+  OpCost &operator+=(const OpCost &o) {
+    flops += o.flops;
+    bytes += o.bytes;
+    return *this;
+  }
+};
+/// Bytes of a statically shaped tensor value (bool counts one byte).
+double tensorBytes(mlir::Value v);
+/// flopsPerElement x result elements; bytes of all operands and results.
+OpCost defaultCost(mlir::Operation *op, double flopsPerElement);
+/// The cost of any op: the interface's answer for kiln ops, a data-movement
+/// estimate for anything else.
+OpCost opCost(mlir::Operation *op);
+/// docs/op-table.md: every kiln op with its mapping type, algebraic
+/// properties and cost formula, as a markdown table.
+void printOpTable(mlir::MLIRContext &ctx, llvm::raw_ostream &os);
 
 /// One-to-One for same-shape operands, One-to-Many when an input broadcasts.
 MappingType binaryMappingType(mlir::Operation *op);

@@ -19,17 +19,37 @@ def Kiln_Dialect : Dialect {
   let dependentDialects = ["::mlir::arith::ArithDialect"];
 }
 
-// Mapping type names are those of kiln::MappingType (KilnDialect.h).
-class Kiln_Op<string mnemonic, string mapping, list<Trait> traits = []>
+// Every op answers Kiln_MappingTypeOpInterface (KilnInterfaces.td):
+//   mapping      a kiln::MappingType name (KilnDialect.h)
+//   algebra      mask of kiln::AlgebraicProperty, as C++ (0: none)
+//   flopsPerElt  FLOPs per result element (default cost model)
+//   customCost   1 when the op defines getCost() itself (contractions,
+//                windows, reductions: their FLOPs depend on input shapes)
+class Kiln_Op<string mnemonic, string mapping, list<Trait> traits = [], bit customCost = 0>
     : Op<Kiln_Dialect, mnemonic,
-         !listconcat(traits, [Pure, DeclareOpInterfaceMethods<Kiln_MappingTypeOpInterface>])> {
+         !listconcat(traits, [Pure, !if(customCost,
+             DeclareOpInterfaceMethods<Kiln_MappingTypeOpInterface, ["getCost"]>,
+             DeclareOpInterfaceMethods<Kiln_MappingTypeOpInterface>)])> {
   string mappingType = mapping;
+  string algebra = "0";
+  string flopsPerElt = "1";
+  string costFormula = "1 per output element";
+  string mappingBody = "return ::kiln::MappingType::" # mapping # ";";
+  string broadcasting = "false";
+  string extraDefinitions = "";
   let extraClassDefinition = [{
-    ::kiln::MappingType $cppClass::getMappingType() {
-      return ::kiln::MappingType::}] # mapping # [{;
-    }
-  }];
+    ::kiln::MappingType $cppClass::getMappingType() { }] # mappingBody # [{ }
+    ::kiln::MappingType $cppClass::getBaseMappingType() { return ::kiln::MappingType::}] # mapping # [{; }
+    bool $cppClass::isBroadcasting() { return }] # broadcasting # [{; }
+    unsigned $cppClass::getAlgebraicProperties() { return }] # algebra # [{; }
+    double $cppClass::getFlopsPerElement() { return }] # flopsPerElt # [{; }
+    ::llvm::StringRef $cppClass::getCostFormula() { return "}] # costFormula # [{"; }
+  }] # extraDefinitions;
 }
+
+// Shorthands for the algebra masks.
+defvar kAssocComm = "::kiln::Associative | ::kiln::Commutative";
+defvar kMove = "::kiln::DataMovement";
 
 def Kiln_ConstantOp : Kiln_Op<"constant", "OneToOne", [ConstantLike]> {
   let summary = "A constant tensor (weights and folded shape values)";
@@ -37,6 +57,8 @@ def Kiln_ConstantOp : Kiln_Op<"constant", "OneToOne", [ConstantLike]> {
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "attr-dict $value `:` type($result)";
   let hasFolder = 1;
+  let flopsPerElt = "0";
+  let costFormula = "0";
   let builders = [OpBuilder<(ins "::mlir::ElementsAttr":$value), [{
     build($_builder, $_state, ::mlir::cast<::mlir::Type>(value.getShapedType()), value);
   }]>];
@@ -44,7 +66,9 @@ def Kiln_ConstantOp : Kiln_Op<"constant", "OneToOne", [ConstantLike]> {
 
 //===-- Many-to-Many: windows and contractions ----------------------------===//
 
-def Kiln_ConvOp : Kiln_Op<"conv", "ManyToMany"> {
+def Kiln_ConvOp : Kiln_Op<"conv", "ManyToMany", [], 1> {
+  let algebra = "::kiln::Linear";
+  let costFormula = "2 x output elements x (input channels / group) x kernel size";
   let summary = "N-d convolution (NCHW), explicit pads [begin..., end...]";
   let arguments = (ins AnyRankedTensor:$input, AnyRankedTensor:$weight,
                    Optional<AnyRankedTensor>:$bias,
@@ -55,7 +79,9 @@ def Kiln_ConvOp : Kiln_Op<"conv", "ManyToMany"> {
   let hasVerifier = 1;
 }
 
-def Kiln_ConvTransposeOp : Kiln_Op<"conv_transpose", "ManyToMany"> {
+def Kiln_ConvTransposeOp : Kiln_Op<"conv_transpose", "ManyToMany", [], 1> {
+  let algebra = "::kiln::Linear";
+  let costFormula = "2 x input elements x (output channels / group) x kernel size";
   let summary = "2-d transposed convolution (NCHW), explicit pads";
   let arguments = (ins AnyRankedTensor:$input, AnyRankedTensor:$weight,
                    Optional<AnyRankedTensor>:$bias,
@@ -65,7 +91,9 @@ def Kiln_ConvTransposeOp : Kiln_Op<"conv_transpose", "ManyToMany"> {
   let assemblyFormat = "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)";
 }
 
-def Kiln_GemmOp : Kiln_Op<"gemm", "ManyToMany"> {
+def Kiln_GemmOp : Kiln_Op<"gemm", "ManyToMany", [], 1> {
+  let algebra = "::kiln::Linear";
+  let costFormula = "2 x M x N x K + 2 x M x N (alpha, beta C)";
   let summary = "Y = alpha * op(A) * op(B) + beta * C";
   let arguments = (ins AnyRankedTensor:$a, AnyRankedTensor:$b,
                    Optional<AnyRankedTensor>:$c, F32Attr:$alpha, F32Attr:$beta,
@@ -74,14 +102,17 @@ def Kiln_GemmOp : Kiln_Op<"gemm", "ManyToMany"> {
   let assemblyFormat = "$a `,` $b (`,` $c^)? attr-dict `:` functional-type(operands, results)";
 }
 
-def Kiln_MatMulOp : Kiln_Op<"matmul", "ManyToMany"> {
+def Kiln_MatMulOp : Kiln_Op<"matmul", "ManyToMany", [], 1> {
+  let algebra = "::kiln::Associative | ::kiln::Linear";
+  let costFormula = "2 x output elements x K";
   let summary = "numpy-style (batched, broadcasting) matrix product";
   let arguments = (ins AnyRankedTensor:$a, AnyRankedTensor:$b);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$a `,` $b attr-dict `:` functional-type(operands, results)";
 }
 
-class Kiln_PoolOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany"> {
+class Kiln_PoolOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany", [], 1> {
+  let costFormula = "output elements x window size";
   let arguments = (ins AnyRankedTensor:$input, DenseI64ArrayAttr:$kernel_shape,
                    DenseI64ArrayAttr:$strides, DenseI64ArrayAttr:$dilations,
                    DenseI64ArrayAttr:$pads, BoolAttr:$count_include_pad);
@@ -89,39 +120,49 @@ class Kiln_PoolOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany"> {
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 def Kiln_MaxPoolOp : Kiln_PoolOp<"max_pool"> { let summary = "2-d max pooling"; }
-def Kiln_AveragePoolOp : Kiln_PoolOp<"average_pool"> { let summary = "2-d average pooling"; }
+def Kiln_AveragePoolOp : Kiln_PoolOp<"average_pool"> {
+  let summary = "2-d average pooling";
+  let algebra = "::kiln::Linear";
+}
 
-class Kiln_ReduceOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany"> {
+class Kiln_ReduceOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany", [], 1> {
+  let costFormula = "input elements x flops per element";
   let arguments = (ins AnyRankedTensor:$input, DenseI64ArrayAttr:$axes, BoolAttr:$keepdims);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
-def Kiln_ReduceSumOp : Kiln_ReduceOp<"reduce_sum"> { let summary = "sum over axes"; }
-def Kiln_ReduceMeanOp : Kiln_ReduceOp<"reduce_mean"> { let summary = "mean over axes"; }
-def Kiln_ReduceMaxOp : Kiln_ReduceOp<"reduce_max"> { let summary = "max over axes"; }
-def Kiln_ReduceMinOp : Kiln_ReduceOp<"reduce_min"> { let summary = "min over axes"; }
-def Kiln_ReduceProdOp : Kiln_ReduceOp<"reduce_prod"> { let summary = "product over axes"; }
-def Kiln_ReduceL1Op : Kiln_ReduceOp<"reduce_l1"> { let summary = "sum of |x| over axes"; }
-def Kiln_ReduceL2Op : Kiln_ReduceOp<"reduce_l2"> { let summary = "sqrt of the sum of x^2 over axes"; }
-def Kiln_ReduceSumSquareOp : Kiln_ReduceOp<"reduce_sum_square"> { let summary = "sum of x^2 over axes"; }
-def Kiln_ReduceLogSumOp : Kiln_ReduceOp<"reduce_log_sum"> { let summary = "log of the sum over axes"; }
-def Kiln_ReduceLogSumExpOp : Kiln_ReduceOp<"reduce_log_sum_exp"> { let summary = "log(sum(exp(x))) over axes, computed stably"; }
+def Kiln_ReduceSumOp : Kiln_ReduceOp<"reduce_sum"> { let summary = "sum over axes";  let flopsPerElt = "1"; let algebra = "::kiln::Linear"; }
+def Kiln_ReduceMeanOp : Kiln_ReduceOp<"reduce_mean"> { let summary = "mean over axes";  let flopsPerElt = "1"; let algebra = "::kiln::Linear"; }
+def Kiln_ReduceMaxOp : Kiln_ReduceOp<"reduce_max"> { let summary = "max over axes";  let flopsPerElt = "1"; }
+def Kiln_ReduceMinOp : Kiln_ReduceOp<"reduce_min"> { let summary = "min over axes";  let flopsPerElt = "1"; }
+def Kiln_ReduceProdOp : Kiln_ReduceOp<"reduce_prod"> { let summary = "product over axes";  let flopsPerElt = "1"; let algebra = "::kiln::Multiplicative"; }
+def Kiln_ReduceL1Op : Kiln_ReduceOp<"reduce_l1"> { let summary = "sum of |x| over axes";  let flopsPerElt = "2"; }
+def Kiln_ReduceL2Op : Kiln_ReduceOp<"reduce_l2"> { let summary = "sqrt of the sum of x^2 over axes";  let flopsPerElt = "2"; }
+def Kiln_ReduceSumSquareOp : Kiln_ReduceOp<"reduce_sum_square"> { let summary = "sum of x^2 over axes";  let flopsPerElt = "2"; }
+def Kiln_ReduceLogSumOp : Kiln_ReduceOp<"reduce_log_sum"> { let summary = "log of the sum over axes";  let flopsPerElt = "1"; }
+def Kiln_ReduceLogSumExpOp : Kiln_ReduceOp<"reduce_log_sum_exp"> { let summary = "log(sum(exp(x))) over axes, computed stably";  let flopsPerElt = "10"; }
 
-def Kiln_SoftmaxOp : Kiln_Op<"softmax", "ManyToMany"> {
+def Kiln_SoftmaxOp : Kiln_Op<"softmax", "ManyToMany", [], 1> {
+  let flopsPerElt = "13";
+  let costFormula = "13 per element (max, exp, sum, divide)";
   let summary = "softmax along one axis (opset 13 semantics)";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
-def Kiln_LogSoftmaxOp : Kiln_Op<"log_softmax", "ManyToMany"> {
+def Kiln_LogSoftmaxOp : Kiln_Op<"log_softmax", "ManyToMany", [], 1> {
+  let flopsPerElt = "13";
+  let costFormula = "13 per element (max, exp, sum, subtract)";
   let summary = "log of softmax along one axis (opset 13 semantics)";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
-def Kiln_LayerNormOp : Kiln_Op<"layer_norm", "ManyToMany"> {
+def Kiln_LayerNormOp : Kiln_Op<"layer_norm", "ManyToMany", [], 1> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per element (mean, variance, normalise, scale, shift)";
   let summary = "normalise over the dims from `axis` on, then scale and shift";
   let description = [{
     LayerNormalization, and InstanceNormalization after the importer moves
@@ -143,61 +184,165 @@ class Kiln_UnaryOp<string mnemonic, list<Trait> traits = []>
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
-def Kiln_SqrtOp : Kiln_UnaryOp<"sqrt">;
-def Kiln_ExpOp : Kiln_UnaryOp<"exp">;
-def Kiln_LogOp : Kiln_UnaryOp<"log">;
-def Kiln_NegOp : Kiln_UnaryOp<"neg">;
-def Kiln_AbsOp : Kiln_UnaryOp<"abs">;
-def Kiln_ReciprocalOp : Kiln_UnaryOp<"reciprocal">;
-def Kiln_ReluOp : Kiln_UnaryOp<"relu">;
-def Kiln_SigmoidOp : Kiln_UnaryOp<"sigmoid">;
-def Kiln_TanhOp : Kiln_UnaryOp<"tanh">;
-def Kiln_ErfOp : Kiln_UnaryOp<"erf">;
-def Kiln_HardSwishOp : Kiln_UnaryOp<"hard_swish">;
+def Kiln_SqrtOp : Kiln_UnaryOp<"sqrt"> {
+  let algebra = "::kiln::Multiplicative";
+ }
+def Kiln_ExpOp : Kiln_UnaryOp<"exp"> {
+  let algebra = "::kiln::ExpLog";
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_LogOp : Kiln_UnaryOp<"log"> {
+  let algebra = "::kiln::ExpLog";
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_NegOp : Kiln_UnaryOp<"neg"> {
+  let algebra = "::kiln::Linear";
+  let flopsPerElt = "1";
+ }
+def Kiln_AbsOp : Kiln_UnaryOp<"abs"> {
+  let algebra = "::kiln::Multiplicative";
+  let flopsPerElt = "1";
+ }
+def Kiln_ReciprocalOp : Kiln_UnaryOp<"reciprocal"> {
+  let algebra = "::kiln::Multiplicative";
+  let flopsPerElt = "1";
+ }
+def Kiln_ReluOp : Kiln_UnaryOp<"relu"> {
+  let flopsPerElt = "1";
+ }
+def Kiln_SigmoidOp : Kiln_UnaryOp<"sigmoid"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_TanhOp : Kiln_UnaryOp<"tanh"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_ErfOp : Kiln_UnaryOp<"erf"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_HardSwishOp : Kiln_UnaryOp<"hard_swish"> {
+  let flopsPerElt = "4";
+  let costFormula = "4 per output element";
+ }
 
-def Kiln_SoftplusOp : Kiln_UnaryOp<"softplus">;
-def Kiln_SoftsignOp : Kiln_UnaryOp<"softsign">;
-def Kiln_MishOp : Kiln_UnaryOp<"mish">;
+def Kiln_SoftplusOp : Kiln_UnaryOp<"softplus"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_SoftsignOp : Kiln_UnaryOp<"softsign"> {
+  let flopsPerElt = "3";
+  let costFormula = "3 per output element";
+ }
+def Kiln_MishOp : Kiln_UnaryOp<"mish"> {
+  let flopsPerElt = "24";
+  let costFormula = "24 per output element";
+ }
 def Kiln_FloorOp : Kiln_UnaryOp<"floor">;
 def Kiln_CeilOp : Kiln_UnaryOp<"ceil">;
 def Kiln_RoundOp : Kiln_UnaryOp<"round"> { let summary = "round half to even"; }
-def Kiln_SignOp : Kiln_UnaryOp<"sign">;
-def Kiln_SinOp : Kiln_UnaryOp<"sin">;
-def Kiln_CosOp : Kiln_UnaryOp<"cos">;
-def Kiln_TanOp : Kiln_UnaryOp<"tan">;
-def Kiln_AsinOp : Kiln_UnaryOp<"asin">;
-def Kiln_AcosOp : Kiln_UnaryOp<"acos">;
-def Kiln_AtanOp : Kiln_UnaryOp<"atan">;
-def Kiln_SinhOp : Kiln_UnaryOp<"sinh">;
-def Kiln_CoshOp : Kiln_UnaryOp<"cosh">;
-def Kiln_AsinhOp : Kiln_UnaryOp<"asinh">;
-def Kiln_AcoshOp : Kiln_UnaryOp<"acosh">;
-def Kiln_AtanhOp : Kiln_UnaryOp<"atanh">;
+def Kiln_SignOp : Kiln_UnaryOp<"sign"> {
+  let algebra = "::kiln::Multiplicative";
+  let flopsPerElt = "1";
+ }
+def Kiln_SinOp : Kiln_UnaryOp<"sin"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_CosOp : Kiln_UnaryOp<"cos"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_TanOp : Kiln_UnaryOp<"tan"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_AsinOp : Kiln_UnaryOp<"asin"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_AcosOp : Kiln_UnaryOp<"acos"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_AtanOp : Kiln_UnaryOp<"atan"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_SinhOp : Kiln_UnaryOp<"sinh"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_CoshOp : Kiln_UnaryOp<"cosh"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_AsinhOp : Kiln_UnaryOp<"asinh"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_AcoshOp : Kiln_UnaryOp<"acosh"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_AtanhOp : Kiln_UnaryOp<"atanh"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
 
 class Kiln_UnaryAlphaOp<string mnemonic> : Kiln_UnaryOp<mnemonic> {
   let arguments = (ins AnyRankedTensor:$input, F32Attr:$alpha);
 }
-def Kiln_EluOp : Kiln_UnaryAlphaOp<"elu">;
-def Kiln_CeluOp : Kiln_UnaryAlphaOp<"celu">;
-def Kiln_ThresholdedReluOp : Kiln_UnaryAlphaOp<"thresholded_relu">;
+def Kiln_EluOp : Kiln_UnaryAlphaOp<"elu"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_CeluOp : Kiln_UnaryAlphaOp<"celu"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
+def Kiln_ThresholdedReluOp : Kiln_UnaryAlphaOp<"thresholded_relu"> {
+  let flopsPerElt = "1";
+ }
 def Kiln_SeluOp : Kiln_UnaryOp<"selu"> {
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+
   let arguments = (ins AnyRankedTensor:$input, F32Attr:$alpha, F32Attr:$gamma);
 }
 def Kiln_ShrinkOp : Kiln_UnaryOp<"shrink"> {
+  let flopsPerElt = "2";
+  let costFormula = "2 per output element";
+
   let arguments = (ins AnyRankedTensor:$input, F32Attr:$bias, F32Attr:$lambd);
 }
 def Kiln_GeluOp : Kiln_UnaryOp<"gelu"> {
+  let flopsPerElt = "12";
+  let costFormula = "12 per output element";
+
   let summary = "GELU, exact (erf) or tanh approximation";
   let arguments = (ins AnyRankedTensor:$input, BoolAttr:$tanh_approximation);
 }
 
 def Kiln_LeakyReluOp : Kiln_UnaryOp<"leaky_relu"> {
+  let flopsPerElt = "2";
+  let costFormula = "2 per output element";
+
   let arguments = (ins AnyRankedTensor:$input, F32Attr:$alpha);
 }
 def Kiln_HardSigmoidOp : Kiln_UnaryOp<"hard_sigmoid"> {
+  let flopsPerElt = "4";
+  let costFormula = "4 per output element";
+
   let arguments = (ins AnyRankedTensor:$input, F32Attr:$alpha, F32Attr:$beta);
 }
 def Kiln_ClipOp : Kiln_UnaryOp<"clip"> {
+  let flopsPerElt = "2";
+  let costFormula = "2 per output element";
+
   let summary = "clamp to [min, max] (bounds folded from inputs/attributes)";
   let arguments = (ins AnyRankedTensor:$input, F32Attr:$min, F32Attr:$max);
 }
@@ -209,23 +354,38 @@ class Kiln_BinaryOp<string mnemonic> : Kiln_Op<mnemonic, "OneToOne"> {
   let assemblyFormat = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
   // Broadcasting makes the op One-to-Many (an input element feeds many outputs).
-  let extraClassDefinition = [{
-    ::kiln::MappingType $cppClass::getMappingType() {
-      return ::kiln::binaryMappingType(getOperation());
-    }
+  let mappingBody = "return ::kiln::binaryMappingType(getOperation());";
+  let broadcasting = "true";
+  let extraDefinitions = [{
     ::mlir::LogicalResult $cppClass::verify() {
       return ::kiln::verifyBroadcast(getOperation());
     }
   }];
 }
-def Kiln_AddOp : Kiln_BinaryOp<"add">;
-def Kiln_SubOp : Kiln_BinaryOp<"sub">;
-def Kiln_MulOp : Kiln_BinaryOp<"mul">;
-def Kiln_DivOp : Kiln_BinaryOp<"div">;
-def Kiln_PowOp : Kiln_BinaryOp<"pow">;
+def Kiln_AddOp : Kiln_BinaryOp<"add"> {
+  let algebra = kAssocComm # " | ::kiln::Linear";
+ }
+def Kiln_SubOp : Kiln_BinaryOp<"sub"> {
+  let algebra = "::kiln::Linear";
+ }
+def Kiln_MulOp : Kiln_BinaryOp<"mul"> {
+  let algebra = kAssocComm # " | ::kiln::Distributive";
+ }
+def Kiln_DivOp : Kiln_BinaryOp<"div"> {
+  let algebra = "::kiln::Distributive";
+ }
+def Kiln_PowOp : Kiln_BinaryOp<"pow"> {
+  let algebra = "::kiln::Multiplicative";
+  let flopsPerElt = "8";
+  let costFormula = "8 per output element";
+ }
 def Kiln_PReluOp : Kiln_BinaryOp<"prelu">;
-def Kiln_MaxOp : Kiln_BinaryOp<"max">;
-def Kiln_MinOp : Kiln_BinaryOp<"min">;
+def Kiln_MaxOp : Kiln_BinaryOp<"max"> {
+  let algebra = kAssocComm;
+ }
+def Kiln_MinOp : Kiln_BinaryOp<"min"> {
+  let algebra = kAssocComm;
+ }
 def Kiln_ModOp : Kiln_BinaryOp<"mod"> {
   let summary = "remainder: sign of the dividend if fmod (C fmod), else of the divisor (Python %)";
   let arguments = (ins AnyRankedTensor:$lhs, AnyRankedTensor:$rhs, BoolAttr:$fmod);
@@ -235,14 +395,22 @@ def Kiln_ModOp : Kiln_BinaryOp<"mod"> {
 class Kiln_CompareOp<string mnemonic> : Kiln_BinaryOp<mnemonic> {
   let summary = "elementwise comparison with numpy broadcasting, i1 result";
 }
-def Kiln_EqualOp : Kiln_CompareOp<"equal">;
+def Kiln_EqualOp : Kiln_CompareOp<"equal"> {
+  let algebra = "::kiln::Commutative";
+ }
 def Kiln_LessOp : Kiln_CompareOp<"less">;
 def Kiln_LessOrEqualOp : Kiln_CompareOp<"less_or_equal">;
 def Kiln_GreaterOp : Kiln_CompareOp<"greater">;
 def Kiln_GreaterOrEqualOp : Kiln_CompareOp<"greater_or_equal">;
-def Kiln_AndOp : Kiln_BinaryOp<"and">;
-def Kiln_OrOp : Kiln_BinaryOp<"or">;
-def Kiln_XorOp : Kiln_BinaryOp<"xor">;
+def Kiln_AndOp : Kiln_BinaryOp<"and"> {
+  let algebra = kAssocComm # " | ::kiln::Distributive";
+ }
+def Kiln_OrOp : Kiln_BinaryOp<"or"> {
+  let algebra = kAssocComm # " | ::kiln::Distributive";
+ }
+def Kiln_XorOp : Kiln_BinaryOp<"xor"> {
+  let algebra = kAssocComm;
+ }
 def Kiln_NotOp : Kiln_UnaryOp<"not">;
 
 def Kiln_IsNaNOp : Kiln_Op<"is_nan", "OneToOne"> {
@@ -268,14 +436,15 @@ def Kiln_WhereOp : Kiln_Op<"where", "OneToOne"> {
   let arguments = (ins AnyRankedTensor:$cond, AnyRankedTensor:$x, AnyRankedTensor:$y);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$cond `,` $x `,` $y attr-dict `:` functional-type(operands, results)";
-  let extraClassDefinition = [{
-    ::kiln::MappingType $cppClass::getMappingType() {
-      return ::kiln::binaryMappingType(getOperation());
-    }
-  }];
+  let mappingBody = "return ::kiln::binaryMappingType(getOperation());";
+  let broadcasting = "true";
 }
 
 def Kiln_GatherOp : Kiln_Op<"gather", "OneToMany"> {
+  let algebra = kMove;
+  let flopsPerElt = "0";
+  let costFormula = "0 (data movement)";
+
   let summary = "take slices of data along axis at integer indices (negative from the end)";
   let arguments = (ins AnyRankedTensor:$data, AnyRankedTensor:$indices, I64Attr:$axis);
   let results = (outs AnyRankedTensor:$result);
@@ -283,6 +452,10 @@ def Kiln_GatherOp : Kiln_Op<"gather", "OneToMany"> {
 }
 
 def Kiln_GatherElementsOp : Kiln_Op<"gather_elements", "OneToMany"> {
+  let algebra = kMove;
+  let flopsPerElt = "0";
+  let costFormula = "0 (data movement)";
+
   let summary = "out[..., i, ...] = data[..., indices[..., i, ...], ...] along axis";
   let description = [{
     ONNX GatherElements: the result has the shape of `indices`; each element
@@ -295,6 +468,10 @@ def Kiln_GatherElementsOp : Kiln_Op<"gather_elements", "OneToMany"> {
 }
 
 def Kiln_GatherNDOp : Kiln_Op<"gather_nd", "OneToMany"> {
+  let algebra = kMove;
+  let flopsPerElt = "0";
+  let costFormula = "0 (data movement)";
+
   let summary = "ONNX GatherND: slices of data addressed by the last axis of indices";
   let arguments = (ins AnyRankedTensor:$data, AnyRankedTensor:$indices, I64Attr:$batch_dims);
   let results = (outs AnyRankedTensor:$result);
@@ -302,6 +479,8 @@ def Kiln_GatherNDOp : Kiln_Op<"gather_nd", "OneToMany"> {
 }
 
 def Kiln_ScatterElementsOp : Kiln_Op<"scatter_elements", "ManyToMany"> {
+  let flopsPerElt = "1";
+
   let summary = "copy of data with updates written (or combined) at indices along axis";
   let description = [{
     ONNX ScatterElements (and the deprecated Scatter). `reduction` is none,
@@ -315,6 +494,8 @@ def Kiln_ScatterElementsOp : Kiln_Op<"scatter_elements", "ManyToMany"> {
 }
 
 def Kiln_ScatterNDOp : Kiln_Op<"scatter_nd", "ManyToMany"> {
+  let flopsPerElt = "1";
+
   let summary = "copy of data with slices replaced (or combined) at the N-d indices";
   let arguments = (ins AnyRankedTensor:$data, AnyRankedTensor:$indices, AnyRankedTensor:$updates,
                    StrAttr:$reduction);
@@ -322,7 +503,8 @@ def Kiln_ScatterNDOp : Kiln_Op<"scatter_nd", "ManyToMany"> {
   let assemblyFormat = "$data `,` $indices `,` $updates attr-dict `:` functional-type(operands, results)";
 }
 
-def Kiln_TopKOp : Kiln_Op<"top_k", "ManyToMany"> {
+def Kiln_TopKOp : Kiln_Op<"top_k", "ManyToMany", [], 1> {
+  let costFormula = "input elements x axis length (rank counting)";
   let summary = "the k largest (or smallest) values along axis, sorted, with their i64 indices";
   let description = [{
     Ties are broken by the lower index, as ONNX specifies. Each element's
@@ -334,7 +516,9 @@ def Kiln_TopKOp : Kiln_Op<"top_k", "ManyToMany"> {
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
-def Kiln_EinsumOp : Kiln_Op<"einsum", "ManyToMany"> {
+def Kiln_EinsumOp : Kiln_Op<"einsum", "ManyToMany", [], 1> {
+  let algebra = "::kiln::Linear";
+  let costFormula = "2 x product of all loop dims x operands";
   let summary = "Einstein summation, as the importer's indexing maps over one loop nest";
   let description = [{
     The importer parses the ONNX equation (ellipsis, implicit output,
@@ -350,13 +534,16 @@ def Kiln_EinsumOp : Kiln_Op<"einsum", "ManyToMany"> {
 }
 
 def Kiln_CumSumOp : Kiln_Op<"cum_sum", "ManyToMany"> {
+  let algebra = "::kiln::Linear";
+
   let summary = "running sum along axis (optionally exclusive and/or reversed)";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis, BoolAttr:$exclusive, BoolAttr:$reverse);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
-class Kiln_ArgOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany"> {
+class Kiln_ArgOp<string mnemonic> : Kiln_Op<mnemonic, "ManyToMany", [], 1> {
+  let costFormula = "input elements";
   let summary = "index (i64) of the extreme value along axis";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$axis, BoolAttr:$select_last_index);
   let results = (outs AnyRankedTensor:$result);
@@ -366,6 +553,9 @@ def Kiln_ArgMaxOp : Kiln_ArgOp<"arg_max">;
 def Kiln_ArgMinOp : Kiln_ArgOp<"arg_min">;
 
 def Kiln_BatchNormOp : Kiln_Op<"batch_norm", "OneToOne"> {
+  let flopsPerElt = "2";
+  let costFormula = "2 per output element";
+
   let summary = "inference BatchNormalization over axis 1";
   let arguments = (ins AnyRankedTensor:$input, AnyRankedTensor:$scale,
                    AnyRankedTensor:$bias, AnyRankedTensor:$mean,
@@ -375,6 +565,10 @@ def Kiln_BatchNormOp : Kiln_Op<"batch_norm", "OneToOne"> {
 }
 
 def Kiln_ConcatOp : Kiln_Op<"concat", "OneToOne"> {
+  let algebra = kMove;
+  let flopsPerElt = "0";
+  let costFormula = "0 (data movement)";
+
   let summary = "concatenate along an axis";
   let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$axis);
   let results = (outs AnyRankedTensor:$result);
@@ -383,6 +577,10 @@ def Kiln_ConcatOp : Kiln_Op<"concat", "OneToOne"> {
 }
 
 def Kiln_SliceOp : Kiln_Op<"slice", "OneToOne"> {
+  let algebra = kMove;
+  let flopsPerElt = "0";
+  let costFormula = "0 (data movement)";
+
   let summary = "strided slice; starts/steps given for every dim, normalised";
   let arguments = (ins AnyRankedTensor:$input, DenseI64ArrayAttr:$starts,
                    DenseI64ArrayAttr:$steps);
@@ -391,6 +589,10 @@ def Kiln_SliceOp : Kiln_Op<"slice", "OneToOne"> {
 }
 
 def Kiln_TriluOp : Kiln_Op<"trilu", "OneToOne"> {
+  let algebra = kMove;
+  let flopsPerElt = "0";
+  let costFormula = "0 (data movement)";
+
   let summary = "keep the upper or lower triangle (offset k) of the last two dims";
   let arguments = (ins AnyRankedTensor:$input, BoolAttr:$upper, I64Attr:$k);
   let results = (outs AnyRankedTensor:$result);
@@ -398,6 +600,10 @@ def Kiln_TriluOp : Kiln_Op<"trilu", "OneToOne"> {
 }
 
 def Kiln_PadOp : Kiln_Op<"pad", "OneToOne"> {
+  let algebra = kMove;
+  let flopsPerElt = "0";
+  let costFormula = "0 (data movement)";
+
   let summary = "pad with constant, edge or reflect mode; pads [begin..., end...]";
   let arguments = (ins AnyRankedTensor:$input, DenseI64ArrayAttr:$pads,
                    StrAttr:$mode, F32Attr:$value);
@@ -406,6 +612,10 @@ def Kiln_PadOp : Kiln_Op<"pad", "OneToOne"> {
 }
 
 def Kiln_ResizeOp : Kiln_Op<"resize", "OneToMany"> {
+  let algebra = "::kiln::Linear";
+  let flopsPerElt = "2";
+  let costFormula = "2 per output element";
+
   let summary = "separable resampling (Resize, Upsample) through per-axis tap tables";
   let description = [{
     For each axis in `axes` (the others are copied), `tables` holds an i64
@@ -427,6 +637,10 @@ def Kiln_ResizeOp : Kiln_Op<"resize", "OneToMany"> {
 }
 
 def Kiln_GridSampleOp : Kiln_Op<"grid_sample", "ManyToMany"> {
+  let algebra = "::kiln::Linear";
+  let flopsPerElt = "12";
+  let costFormula = "12 per output element";
+
   let summary = "sample the input at the grid's normalised coordinates (ONNX GridSample)";
   let description = [{
     Input [N, C, D1..Dk], grid [N, O1..Ok, k] with the last axis ordered
@@ -440,6 +654,10 @@ def Kiln_GridSampleOp : Kiln_Op<"grid_sample", "ManyToMany"> {
 }
 
 def Kiln_ExpandOp : Kiln_Op<"expand", "OneToMany"> {
+  let algebra = kMove;
+  let flopsPerElt = "0";
+  let costFormula = "0 (data movement)";
+
   let summary = "broadcast to the result shape (numpy rules)";
   let arguments = (ins AnyRankedTensor:$input);
   let results = (outs AnyRankedTensor:$result);
@@ -447,6 +665,10 @@ def Kiln_ExpandOp : Kiln_Op<"expand", "OneToMany"> {
 }
 
 def Kiln_TileOp : Kiln_Op<"tile", "OneToMany"> {
+  let algebra = kMove;
+  let flopsPerElt = "0";
+  let costFormula = "0 (data movement)";
+
   let summary = "repeat the input along every dim (repeats = result / input dims)";
   let arguments = (ins AnyRankedTensor:$input);
   let results = (outs AnyRankedTensor:$result);
@@ -456,6 +678,10 @@ def Kiln_TileOp : Kiln_Op<"tile", "OneToMany"> {
 //===-- Reorganize and Shuffle --------------------------------------------===//
 
 def Kiln_ReshapeOp : Kiln_Op<"reshape", "Reorganize"> {
+  let algebra = kMove;
+  let flopsPerElt = "0";
+  let costFormula = "0 (data movement)";
+
   let summary = "Reshape/Flatten/Squeeze/Unsqueeze: same elements, new static shape";
   let arguments = (ins AnyRankedTensor:$input);
   let results = (outs AnyRankedTensor:$result);
@@ -465,6 +691,10 @@ def Kiln_ReshapeOp : Kiln_Op<"reshape", "Reorganize"> {
 }
 
 def Kiln_TransposeOp : Kiln_Op<"transpose", "Shuffle"> {
+  let algebra = kMove;
+  let flopsPerElt = "0";
+  let costFormula = "0 (data movement)";
+
   let summary = "permute dimensions";
   let arguments = (ins AnyRankedTensor:$input, DenseI64ArrayAttr:$perm);
   let results = (outs AnyRankedTensor:$result);

@@ -4,6 +4,22 @@
 
 include "mlir/Pass/PassBase.td"
 
+def GraphRewrite : Pass<"kiln-rewrite", "mlir::func::FuncOp"> {
+  let summary = "Rewrite the graph by algebraic properties when it lowers the cost";
+  let description = [{
+    DNNFusion's mathematical rewriting (associative, distributive and
+    commutative rules) and the classic inference rewrites (BatchNorm and
+    per-channel Mul/Add folded into Conv weights, MatMul + bias to Gemm,
+    Transpose/Reshape chains collapsed, constant subgraphs folded). Each
+    candidate's saving is the cost (FLOPs, then bytes) of the ops it removes
+    minus those it adds, from MappingTypeOpInterface::getCost; the largest
+    saving is applied first, until none lowers the cost. The rules applied
+    are recorded in the function's `kiln.rewrites` attribute.
+  }];
+  let statistics = [Statistic<"numRewrites", "rewrites", "Rewrites applied">];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 def LowerKilnToLinalg : Pass<"kiln-lower-to-linalg", "mlir::ModuleOp"> {
   let summary = "Lower kiln graph ops to buffers: linalg on memrefs and runtime kernel calls";
   let description = [{

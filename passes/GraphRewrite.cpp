@@ -53,13 +53,26 @@ bool isF32(Value v) { return ttype(v).getElementType().isF32(); }
 bool oneUse(Value v) { return v.hasOneUse(); }
 
 /// True when `v` is an f32 kiln.constant (checked without copying it).
-bool isConstF32(Value v) { return v.getDefiningOp<ConstantOp>() && isF32(v); }
+bool isConstF32(Value v) {
+  auto c = v.getDefiningOp<ConstantOp>();
+  if (!c || !isF32(v))
+    return false;
+  if (auto r = dyn_cast<DenseF32ResourceElementsAttr>(c.getValue()))
+    return r.tryGetAsArrayRef().has_value();
+  return c.getValue().tryGetValues<float>().has_value();
+}
 
 /// The constant f32 values of `v`, if it is a kiln.constant.
 std::optional<std::vector<float>> constValues(Value v) {
   auto c = v.getDefiningOp<ConstantOp>();
   if (!c || !isF32(v))
     return std::nullopt;
+  if (auto r = dyn_cast<DenseF32ResourceElementsAttr>(c.getValue())) {
+    auto arr = r.tryGetAsArrayRef();
+    if (!arr)
+      return std::nullopt;
+    return std::vector<float>(arr->begin(), arr->end());
+  }
   auto vals = c.getValue().tryGetValues<float>();
   if (!vals)
     return std::nullopt;

@@ -65,13 +65,44 @@ private:
       buffers[result] = o;
       return o;
     }
-    Value a = b.create<memref::AllocOp>(loc, memrefOf(result));
+    Value a = newBuffer(memrefOf(result));
     buffers[result] = a;
     return a;
   }
   Value alloc(ArrayRef<int64_t> shape, Type elt = {}) {
-    return b.create<memref::AllocOp>(loc, MemRefType::get(shape, elt ? elt : f32()));
+    return newBuffer(MemRefType::get(shape, elt ? elt : f32()));
   }
+
+  /// While a kernel function is being built: where its call will go in
+  /// @kiln_main, and the values the call passes (one per kernel argument).
+  struct KernelState {
+    Block *mainBlock;
+    Block::iterator mainIP;
+    Block *entry;
+    SmallVector<Value> callArgs;
+  };
+  std::optional<KernelState> kernel;
+  int kernelCounter = 0;
+  /// A kernel argument standing for `outer`, a buffer of @kiln_main.
+  Value kernelArg(Value outer) {
+    kernel->callArgs.push_back(outer);
+    return kernel->entry->addArgument(outer.getType(), outer.getLoc());
+  }
+  /// A new buffer. Inside a kernel it is allocated in @kiln_main (so the
+  /// arena planner places it) and passed in as an argument.
+  Value newBuffer(MemRefType t) {
+    if (!kernel)
+      return b.create<memref::AllocOp>(loc, t);
+    OpBuilder mb(b.getContext());
+    mb.setInsertionPoint(kernel->mainBlock, kernel->mainIP);
+    return kernelArg(mb.create<memref::AllocOp>(loc, t));
+  }
+  LogicalResult lowerFused(FusedOp op);
+  /// One linalg.generic computing `out` (a value of a fusion block) from
+  /// the block's leaves: every pointwise op is composed into the body and
+  /// its operands' index maps, so no intermediate is stored.
+  void emitPointwise(Value outValue, Value outBuf, const DenseSet<Operation *> &inside);
+  Value castScalar(OpBuilder &nb, Location l, Value x, Type to);
   static Type eltOf(Value v) { return cast<ShapedType>(v.getType()).getElementType(); }
   LogicalResult lowerCast(CastOp op);
   LogicalResult lowerGather(GatherOp op);
@@ -709,8 +740,14 @@ LogicalResult BufferLowering::lowerTrilu(TriluOp op) {
 LogicalResult BufferLowering::lowerCast(CastOp op) {
   Value out = dest(op.getResult());
   Type to = eltOf(out);
-  elementwise(ValueRange{buf(op.getInput())}, out, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-    Value x = a[0];
+  elementwise(ValueRange{buf(op.getInput())}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
+    return castScalar(nb, l, a[0], to);
+  });
+  return success();
+}
+
+Value BufferLowering::castScalar(OpBuilder &nb, Location l, Value x, Type to) {
+  {
     Type from = x.getType();
     auto fromF = dyn_cast<FloatType>(from), toF = dyn_cast<FloatType>(to);
     if (to.isInteger(1)) { // anything -> bool: x != 0
@@ -728,8 +765,7 @@ LogicalResult BufferLowering::lowerCast(CastOp op) {
     if (fw < tw) return from.isInteger(1) ? nb.create<arith::ExtUIOp>(l, to, x).getResult()
                                           : nb.create<arith::ExtSIOp>(l, to, x).getResult();
     return nb.create<arith::TruncIOp>(l, to, x);
-  });
-  return success();
+  }
 }
 
 /// An index loaded from a tensor as `index`: negative counts from the end,
@@ -1238,6 +1274,10 @@ LogicalResult BufferLowering::lowerBatchNorm(BatchNormOp op) {
   SmallVector<int64_t> cshape(xs.size(), 1);
   cshape[1] = C;
   auto consts = [&](Value v) -> std::optional<std::vector<float>> {
+    // Inside a fusion block, look through the region argument to the input.
+    if (auto arg = dyn_cast<BlockArgument>(v))
+      if (auto f = dyn_cast<FusedOp>(arg.getOwner()->getParentOp()))
+        v = f.getInputs()[arg.getArgNumber()];
     auto c = v.getDefiningOp<ConstantOp>();
     if (!c) return std::nullopt;
     auto vals = c.getValue().tryGetValues<float>();
@@ -1263,10 +1303,7 @@ LogicalResult BufferLowering::lowerBatchNorm(BatchNormOp op) {
     });
     return success();
   }
-  auto view = [&](Value v) {
-    return b.create<memref::ReinterpretCastOp>(loc, MemRefType::get(cshape, f32()), buf(v), 0,
-                                               cshape, SmallVector<int64_t>(cshape.size(), 1)).getResult();
-  };
+  auto view = [&](Value v) { return viewAs(buf(v), cshape); };
   Value epsV = cf(eps);
   elementwise(ValueRange{in, view(op.getScale()), view(op.getBias()), view(op.getMean()),
                          view(op.getVar())},
@@ -1366,8 +1403,210 @@ LogicalResult BufferLowering::lowerPad(PadOp op) {
   return success();
 }
 
+
+/// Index expressions of `in` (shape inShape) for a numpy broadcast into the
+/// result index `idx` (shape outShape).
+static SmallVector<AffineExpr> broadcastIndex(ArrayRef<AffineExpr> idx, ArrayRef<int64_t> inShape,
+                                              ArrayRef<int64_t> outShape, MLIRContext *ctx) {
+  SmallVector<AffineExpr> r;
+  size_t off = outShape.size() - inShape.size();
+  for (size_t i = 0; i < inShape.size(); ++i)
+    r.push_back(inShape[i] == 1 && outShape[i + off] != 1 ? getAffineConstantExpr(0, ctx) : idx[i + off]);
+  return r;
+}
+
+/// Index expressions of a Reshape's input for its result index: dims are
+/// matched in groups with equal products, and only a group that really
+/// changes is linearised and split again.
+static SmallVector<AffineExpr> reshapeIndex(ArrayRef<AffineExpr> idx, ArrayRef<int64_t> inShape,
+                                            ArrayRef<int64_t> outShape, unsigned nd, MLIRContext *ctx) {
+  SmallVector<AffineExpr> r;
+  size_t i = 0, o = 0;
+  while (i < inShape.size() || o < outShape.size()) {
+    size_t i0 = i, o0 = o;
+    int64_t pi = 1, po = 1;
+    if (i < inShape.size()) pi *= inShape[i++];
+    if (o < outShape.size()) po *= outShape[o++];
+    while (pi != po) {
+      if (pi < po && i < inShape.size()) pi *= inShape[i++];
+      else if (o < outShape.size()) po *= outShape[o++];
+      else break;
+    }
+    AffineExpr lin = getAffineConstantExpr(0, ctx);
+    for (size_t k = o0; k < o; ++k) lin = lin * outShape[k] + idx[k];
+    int64_t stride = pi;
+    for (size_t k = i0; k < i; ++k) {
+      stride /= inShape[k];
+      AffineExpr e = lin.floorDiv(stride);
+      if (k > i0) e = e % inShape[k];
+      r.push_back(simplifyAffineExpr(e, nd, 0));
+    }
+  }
+  return r;
+}
+
+void BufferLowering::emitPointwise(Value outValue, Value outBuf, const DenseSet<Operation *> &inside) {
+  MLIRContext *ctx = b.getContext();
+  auto outShape = cast<ShapedType>(outValue.getType()).getShape();
+  unsigned nd = outShape.size();
+  SmallVector<AffineExpr> ident;
+  for (unsigned d = 0; d < nd; ++d) ident.push_back(getAffineDimExpr(d, ctx));
+  // Leaves: (value read from memory, its index map), in first-use order.
+  SmallVector<std::pair<Value, AffineMap>> leaves;
+  DenseMap<std::pair<Value, AffineMap>, unsigned> leafIndex;
+  // Walks the composition; with `args` set, builds the body too.
+  DenseMap<std::pair<Value, AffineMap>, Value> memo;
+  std::function<Value(Value, ArrayRef<AffineExpr>, OpBuilder *, ValueRange)> at =
+      [&](Value v, ArrayRef<AffineExpr> idx, OpBuilder *nb, ValueRange args) -> Value {
+    AffineMap map = AffineMap::get(nd, 0, idx, ctx);
+    auto key = std::make_pair(v, map);
+    if (auto it = memo.find(key); it != memo.end()) return it->second;
+    Operation *d = v.getDefiningOp();
+    Value result;
+    if (!d || !inside.count(d)) {
+      auto [it, fresh] = leafIndex.try_emplace(key, leaves.size());
+      if (fresh) leaves.push_back(key);
+      result = nb ? args[it->second] : Value();
+    } else {
+      auto shapeOf = [](Value x) { return cast<ShapedType>(x.getType()).getShape(); };
+      auto rs = shapeOf(d->getResult(0));
+      SmallVector<Value> ops;
+      auto operandAt = [&](unsigned k, ArrayRef<AffineExpr> e) { ops.push_back(at(d->getOperand(k), e, nb, args)); };
+      if (auto t = dyn_cast<TransposeOp>(d)) {
+        SmallVector<AffineExpr> in(idx.size());
+        for (size_t k = 0; k < idx.size(); ++k) in[t.getPerm()[k]] = idx[k];
+        operandAt(0, in);
+        result = ops[0];
+      } else if (auto r = dyn_cast<ReshapeOp>(d)) {
+        operandAt(0, reshapeIndex(idx, shapeOf(r.getInput()), rs, nd, ctx));
+        result = ops[0];
+      } else if (auto sl = dyn_cast<SliceOp>(d)) {
+        SmallVector<AffineExpr> in;
+        for (size_t k = 0; k < idx.size(); ++k) in.push_back(idx[k] * sl.getSteps()[k] + sl.getStarts()[k]);
+        operandAt(0, in);
+        result = ops[0];
+      } else {
+        for (unsigned k = 0; k < d->getNumOperands(); ++k)
+          operandAt(k, broadcastIndex(idx, shapeOf(d->getOperand(k)), rs, ctx));
+        if (nb) {
+          Location l = d->getLoc();
+          if (isa<ExpandOp>(d)) result = ops[0];
+          else if (isa<WhereOp>(d)) result = nb->create<arith::SelectOp>(l, ops[0], ops[1], ops[2]);
+          else if (isa<CastOp>(d)) result = castScalar(*nb, l, ops[0], eltOf(d->getResult(0)));
+          else if (ops.size() == 1) result = unaryScalar(d, *nb, l, ops[0]);
+          else result = binaryScalar(d, *nb, l, ops[0], ops[1]);
+        }
+      }
+    }
+    if (nb) memo[key] = result;
+    return result;
+  };
+  at(outValue, ident, nullptr, {});
+  SmallVector<Value> ins;
+  SmallVector<AffineMap> maps;
+  for (auto &[v, m] : leaves) {
+    ins.push_back(buf(v));
+    maps.push_back(m);
+  }
+  maps.push_back(AffineMap::getMultiDimIdentityMap(nd, ctx));
+  SmallVector<IterTy> iters(nd, IterTy::parallel);
+  b.create<linalg::GenericOp>(loc, ins, ValueRange{outBuf}, maps, iters,
+                              [&](OpBuilder &nb, Location l, ValueRange args) {
+                                memo.clear();
+                                Value v = at(outValue, ident, &nb, args.drop_back());
+                                nb.create<linalg::YieldOp>(l, v);
+                              });
+}
+
+/// A fusion block becomes one kernel: a function @kiln_kernel_N taking its
+/// input, output and scratch buffers, called from @kiln_main. A block of
+/// one op is lowered as that op; a block with a head (an op that is not
+/// pointwise) lowers the head into the output buffer and then runs the
+/// epilogue in place as one generic; a pointwise block is one generic.
+LogicalResult BufferLowering::lowerFused(FusedOp f) {
+  Block &body = f.getBody().front();
+  auto yield = cast<YieldOp>(body.getTerminator());
+  // Output buffers live in @kiln_main.
+  SmallVector<Value> outer;
+  for (Value r : f.getResults()) outer.push_back(dest(r));
+  std::string name = "kiln_kernel_" + std::to_string(kernelCounter++);
+  func::FuncOp fn;
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPoint(newFn);
+    fn = b.create<func::FuncOp>(f.getLoc(), name, b.getFunctionType({}, {}));
+    fn.setPrivate();
+    // One function per kernel keeps LLVM's work per function small.
+    fn->setAttr("passthrough", b.getArrayAttr({b.getStringAttr("noinline")}));
+  }
+  Block *mainBlock = b.getInsertionBlock();
+  auto mainIP = b.getInsertionPoint();
+  kernel = KernelState{mainBlock, mainIP, fn.addEntryBlock(), {}};
+  b.setInsertionPointToStart(kernel->entry);
+  for (auto [arg, in] : llvm::zip(body.getArguments(), f.getInputs()))
+    buffers[arg] = kernelArg(buf(in));
+  SmallVector<Value> outArgs;
+  for (Value o : outer) outArgs.push_back(kernelArg(o));
+
+  SmallVector<Operation *> ops;
+  for (Operation &op : body.without_terminator()) ops.push_back(&op);
+  Operation *head = nullptr;
+  for (Operation *op : ops)
+    if (!isPointwise(op)) head = op;
+  LogicalResult result = success();
+  // The general form (each op into its own buffer) serves single ops, and
+  // any block the planner would not make (a head fed from inside the block,
+  // several outputs): correct, only not fused.
+  bool headFedInside = head && llvm::any_of(head->getOperands(), [&](Value v) {
+    return v.getDefiningOp() && v.getDefiningOp()->getBlock() == &body;
+  });
+  if (ops.size() == 1 || yield.getNumOperands() != 1 || headFedInside) {
+    for (auto [v, o] : llvm::zip(yield.getValues(), outArgs)) outBuffer[v] = o;
+    for (Operation *op : ops)
+      if (failed(lowerOp(op))) { result = failure(); break; }
+  } else {
+    Value out = yield.getValues()[0];
+    Value outArg = outArgs[0];
+    DenseSet<Operation *> inside(ops.begin(), ops.end());
+    bool math = llvm::any_of(ops, [](Operation *op) { return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, SliceOp>(op); });
+    if (head) {
+      // The head writes the output buffer (viewed in its shape); the
+      // epilogue then reads each element where it writes it.
+      loc = head->getLoc();
+      outBuffer[head->getResult(0)] = viewAs(outArg, cast<ShapedType>(head->getResult(0).getType()).getShape());
+      result = lowerOp(head);
+      inside.erase(head);
+    }
+    if (succeeded(result) && (math || !head)) {
+      loc = f.getLoc();
+      emitPointwise(out, outArg, inside);
+      buffers[out] = outArg;
+    } else if (succeeded(result)) {
+      // Only Reshapes after the head: the output already holds the result.
+      buffers[out] = outArg;
+    }
+  }
+  loc = f.getLoc();
+  // Outputs that were not written in place (views, repeated values).
+  if (succeeded(result))
+    for (auto [v, o] : llvm::zip(yield.getValues(), outArgs))
+      if (buf(v) != o) b.create<linalg::CopyOp>(loc, buf(v), o);
+  b.create<func::ReturnOp>(loc);
+  SmallVector<Type> types;
+  for (BlockArgument a : kernel->entry->getArguments()) types.push_back(a.getType());
+  fn.setFunctionType(b.getFunctionType(types, {}));
+  SmallVector<Value> callArgs = kernel->callArgs;
+  kernel.reset();
+  b.setInsertionPoint(mainBlock, mainIP);
+  b.create<func::CallOp>(f.getLoc(), fn, callArgs);
+  for (auto [r, o] : llvm::zip(f.getResults(), outer)) buffers[r] = o;
+  return result;
+}
+
 LogicalResult BufferLowering::lowerOp(Operation *op) {
   loc = op->getLoc();
+  if (auto f = dyn_cast<FusedOp>(op))
+    return lowerFused(f);
   if (auto c = dyn_cast<ConstantOp>(op)) {
     buffers[c.getResult()] = globalConstant(c.getValue());
     return success();

@@ -28,6 +28,83 @@ llvm::StringRef kiln::stringifyMappingType(MappingType t) {
   return "?";
 }
 
+FusionDecision kiln::fusionDecision(MappingType first, MappingType second) {
+  using M = MappingType;
+  using D = FusionDecision;
+  switch (first) {
+  case M::OneToOne: return D::Fuse;
+  case M::OneToMany: return second == M::OneToOne ? D::Fuse : second == M::ManyToMany ? D::No : D::Profile;
+  case M::ManyToMany: return second == M::OneToOne ? D::Fuse : second == M::ManyToMany ? D::No : D::Profile;
+  case M::Reorganize:
+  case M::Shuffle:
+    return second == M::OneToMany || second == M::ManyToMany ? D::Profile : D::Fuse;
+  }
+  return D::No;
+}
+
+MappingType kiln::fusedMappingType(MappingType first, MappingType second) {
+  using M = MappingType;
+  if (first == M::ManyToMany || second == M::ManyToMany) return M::ManyToMany;
+  if (first == M::OneToMany || second == M::OneToMany) return M::OneToMany;
+  if (first == M::OneToOne) return second;
+  if (second == M::OneToOne) return first;
+  // Reorganize/Shuffle pairs: Shuffle only when both are (table, our reading).
+  return first == M::Shuffle && second == M::Shuffle ? M::Shuffle : M::Reorganize;
+}
+
+llvm::StringRef kiln::stringifyFusionDecision(FusionDecision d) {
+  switch (d) {
+  case FusionDecision::Fuse: return "fuse";
+  case FusionDecision::Profile: return "profile";
+  case FusionDecision::No: return "no";
+  }
+  return "?";
+}
+
+bool kiln::isElementwiseMath(Operation *op) {
+  return isa<SqrtOp, ExpOp, LogOp, NegOp, AbsOp, ReciprocalOp, ReluOp, SigmoidOp, TanhOp, ErfOp,
+             HardSwishOp, LeakyReluOp, HardSigmoidOp, ClipOp, SoftplusOp, SoftsignOp, MishOp, FloorOp,
+             CeilOp, RoundOp, SignOp, SinOp, CosOp, TanOp, AsinOp, AcosOp, AtanOp, SinhOp, CoshOp,
+             AsinhOp, AcoshOp, AtanhOp, EluOp, CeluOp, ThresholdedReluOp, SeluOp, ShrinkOp, GeluOp,
+             NotOp, IsNaNOp, IsInfOp, AddOp, SubOp, MulOp, DivOp, PowOp, PReluOp, MaxOp, MinOp,
+             ModOp, EqualOp, LessOp, LessOrEqualOp, GreaterOp, GreaterOrEqualOp, AndOp, OrOp, XorOp,
+             WhereOp, CastOp>(op);
+}
+
+bool kiln::isPointwise(Operation *op) {
+  return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, ReshapeOp>(op);
+}
+
+LogicalResult FusedOp::verify() {
+  Block &body = getBody().front();
+  if (body.getNumArguments() != getInputs().size())
+    return emitOpError("region takes ") << body.getNumArguments() << " arguments for "
+                                        << getInputs().size() << " inputs";
+  for (auto [arg, in] : llvm::zip(body.getArguments(), getInputs()))
+    if (arg.getType() != in.getType())
+      return emitOpError("region argument types differ from the inputs'");
+  auto y = dyn_cast<YieldOp>(body.getTerminator());
+  if (!y || y.getValues().getTypes() != getResultTypes())
+    return emitOpError("must end in kiln.yield of its result types");
+  return success();
+}
+
+MappingType FusedOp::getMappingType() {
+  std::optional<MappingType> t;
+  for (Operation &op : getBody().front().without_terminator())
+    if (auto m = dyn_cast<MappingTypeOpInterface>(&op))
+      t = t ? fusedMappingType(*t, m.getMappingType()) : m.getMappingType();
+  return t.value_or(MappingType::OneToOne);
+}
+
+OpCost FusedOp::getCost() {
+  OpCost c;
+  for (Operation &op : getBody().front().without_terminator())
+    c.flops += opCost(&op).flops;
+  c.bytes = defaultCost(*this, 0).bytes;
+  return c;
+}
+
 FailureOr<SmallVector<int64_t>> kiln::broadcastShapes(ArrayRef<int64_t> a,
                                                       ArrayRef<int64_t> b) {
   size_t rank = std::max(a.size(), b.size());

@@ -68,6 +68,10 @@ std::map<std::string, int64_t> opHistogram(ModuleOp m) {
   return h;
 }
 
+struct FusionStats {
+  int64_t onnxNodes = 0, opsAfterRewrite = 0, kernels = 0, intermediateBytesSaved = 0;
+};
+
 class StageRunner {
 public:
   StageRunner(const CompileOptions &o) : opts(o) {}
@@ -191,13 +195,40 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
         return pm.run(m);
       })))
     return failure();
-  auto mainFn = m.lookupSymbol<func::FuncOp>("main");
-  ModelSummary summary = summarize(mainFn, m);
-  std::map<std::string, int64_t> graphOps = opHistogram(m);
   if (opts.emit == EmitKind::MLIR) {
     if (opts.stats) runner.printStats();
     return writeText(m, opts.output);
   }
+  FusionStats fstats;
+  fstats.onnxNodes = model.onnxNodes;
+  m.walk([&](Operation *op) {
+    if (isa<KilnDialect>(op->getDialect()) && !isa<ConstantOp>(op)) ++fstats.opsAfterRewrite;
+  });
+  if (failed(runner.stage("fusion", m, [&] {
+        PassManager pm(&ctx);
+        configure(pm);
+        PlanFusionOptions fo;
+        fo.noFusion = opts.noFusion;
+        pm.addNestedPass<func::FuncOp>(createPlanFusion(fo));
+        return pm.run(m);
+      })))
+    return failure();
+  m.walk([&](FusedOp f) {
+    ++fstats.kernels;
+    for (Operation &op : f.getBody().front().without_terminator()) {
+      if (isa<ReshapeOp>(op)) continue; // a view: never had its own buffer
+      for (Value r : op.getResults())
+        if (llvm::none_of(r.getUsers(), [](Operation *u) { return isa<YieldOp>(u); }))
+          fstats.intermediateBytesSaved += (int64_t)tensorBytes(r);
+    }
+  });
+  if (opts.emit == EmitKind::FusedMLIR) {
+    if (opts.stats) runner.printStats();
+    return writeText(m, opts.output);
+  }
+  auto mainFn = m.lookupSymbol<func::FuncOp>("main");
+  ModelSummary summary = summarize(mainFn, m);
+  std::map<std::string, int64_t> graphOps = opHistogram(m);
 
   if (failed(runner.stage("lower", m, [&] {
         PassManager pm(&ctx);
@@ -231,13 +262,29 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
       })))
     return failure();
 
+  if (!opts.statsJson.empty()) {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(opts.statsJson, ec);
+    if (ec)
+      return emitError(m.getLoc()) << "cannot write '" << opts.statsJson << "': " << ec.message();
+    os << fmt::format("{{\n  \"onnx_nodes\": {},\n  \"ops_after_rewrite\": {},\n  \"kernels\": {},\n"
+                      "  \"intermediate_bytes_saved\": {},\n  \"arena_bytes\": {}\n}}\n",
+                      fstats.onnxNodes, fstats.opsAfterRewrite, fstats.kernels,
+                      fstats.intermediateBytesSaved, summary.arenaBytes);
+  }
   if (opts.stats) {
     runner.printStats();
+
     llvm::outs() << "kiln ops after graph passes:\n";
     for (auto &[n, c] : graphOps)
       if (llvm::StringRef(n).starts_with("kiln."))
         llvm::outs() << fmt::format("  {:<22} {}\n", n, c);
-    llvm::outs() << fmt::format("onnx nodes            {}\n", model.onnxNodes);
+    llvm::outs() << fmt::format("onnx nodes            {}\n", fstats.onnxNodes);
+    llvm::outs() << fmt::format("ops after rewrite     {}\n", fstats.opsAfterRewrite);
+    llvm::outs() << fmt::format("kernels (blocks)      {}\n", fstats.kernels);
+    llvm::outs() << fmt::format("fusion rate           {:.2f}x (onnx nodes / kernels)\n",
+                                fstats.kernels ? (double)fstats.onnxNodes / fstats.kernels : 0.0);
+    llvm::outs() << fmt::format("intermediate bytes not written  {}\n", fstats.intermediateBytesSaved);
     llvm::outs() << fmt::format("arena bytes           {} (unplanned sum {})\n", summary.arenaBytes,
                                 unplanned);
   }

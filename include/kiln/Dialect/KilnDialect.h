@@ -52,6 +52,22 @@ OpCost defaultCost(mlir::Operation *op, double flopsPerElement);
 /// The cost of any op: the interface's answer for kiln ops, a data-movement
 /// estimate for anything else.
 OpCost opCost(mlir::Operation *op);
+/// The fusion table (dnnfusion.md section 2): may a producer of mapping
+/// type `first` fuse with a consumer of type `second`?
+enum class FusionDecision { Fuse, Profile, No };
+FusionDecision fusionDecision(MappingType first, MappingType second);
+/// The mapping type of the fused pair.
+MappingType fusedMappingType(MappingType first, MappingType second);
+llvm::StringRef stringifyFusionDecision(FusionDecision d);
+
+/// Ops whose result element at index i is a scalar function of one element
+/// of each operand, at an index that is an affine function of i
+/// (elementwise ops with broadcasting, Where, Cast, Expand, Transpose,
+/// Reshape). Fusion blocks compute chains of them in one loop nest.
+bool isPointwise(mlir::Operation *op);
+/// Pointwise ops that compute (not only move) elements.
+bool isElementwiseMath(mlir::Operation *op);
+
 /// docs/op-table.md: every kiln op with its mapping type, algebraic
 /// properties and cost formula, as a markdown table.
 void printOpTable(mlir::MLIRContext &ctx, llvm::raw_ostream &os);

@@ -675,6 +675,38 @@ def Kiln_TileOp : Kiln_Op<"tile", "OneToMany"> {
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
+//===-- Fusion blocks -----------------------------------------------------===//
+
+def Kiln_FusedOp : Op<Kiln_Dialect, "fused", [IsolatedFromAbove,
+    DeclareOpInterfaceMethods<Kiln_MappingTypeOpInterface, ["getCost"]>]> {
+  let summary = "one fusion block: the ops of its region become one kernel";
+  let description = [{
+    Made by kiln-plan-fusion. The region's arguments are the block's inputs
+    (in `inputs` order); `kiln.yield` returns its outputs, the only values
+    of the block that are written to memory. `block_id` numbers the blocks
+    in plan order; the op's mapping type is the fused type of its ops
+    (dnnfusion.md section 2), its cost the sum of theirs.
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$block_id);
+  let results = (outs Variadic<AnyRankedTensor>:$results);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "`(` $inputs `)` attr-dict `:` functional-type($inputs, $results) $body";
+  let hasVerifier = 1;
+  let extraClassDefinition = [{
+    unsigned $cppClass::getAlgebraicProperties() { return 0; }
+    double $cppClass::getFlopsPerElement() { return 0; }
+    bool $cppClass::isBroadcasting() { return false; }
+    ::kiln::MappingType $cppClass::getBaseMappingType() { return ::kiln::MappingType::ManyToMany; }
+    ::llvm::StringRef $cppClass::getCostFormula() { return "sum of its ops"; }
+  }];
+}
+
+def Kiln_YieldOp : Op<Kiln_Dialect, "yield", [Pure, Terminator, HasParent<"FusedOp">]> {
+  let summary = "the outputs of a fusion block";
+  let arguments = (ins Variadic<AnyRankedTensor>:$values);
+  let assemblyFormat = "$values attr-dict `:` type($values)";
+}
+
 //===-- Reorganize and Shuffle --------------------------------------------===//
 
 def Kiln_ReshapeOp : Kiln_Op<"reshape", "Reorganize"> {

@@ -12,7 +12,8 @@
 
 namespace kiln {
 
-enum class EmitKind { MLIR, LLVM, Object, SharedLib };
+/// MLIR: the graph after rewriting; FusedMLIR: after fusion planning.
+enum class EmitKind { MLIR, FusedMLIR, LLVM, Object, SharedLib };
 
 /// What the runtime needs to know about a compiled model; serialised into
 /// the library as `kiln_model_meta` (format in runtime/src/model.cpp).

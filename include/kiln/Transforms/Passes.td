@@ -20,6 +20,23 @@ def GraphRewrite : Pass<"kiln-rewrite", "mlir::func::FuncOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def PlanFusion : Pass<"kiln-plan-fusion", "mlir::func::FuncOp"> {
+  let summary = "Plan fusion blocks (DNNFusion) and wrap each in a kiln.fused op";
+  let description = [{
+    Seeds, growth toward consumers and producers, the fusion table's
+    fuse/profile/no decisions, a roofline cost model for "profile" cells and
+    the code generator's constraints (passes/PlanFusion.cpp says which).
+    Each block becomes a `kiln.fused` op whose region holds its ops; the
+    lowering emits one kernel function per block.
+  }];
+  let options = [
+    Option<"noFusion", "no-fusion", "bool", "false", "One block per op (the unfused baseline)">,
+    Option<"maxOps", "max-ops", "int64_t", "64", "Most ops in one block (register-pressure bound)">,
+  ];
+  let statistics = [Statistic<"numBlocks", "blocks", "Fusion blocks (kernels)">];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 def LowerKilnToLinalg : Pass<"kiln-lower-to-linalg", "mlir::ModuleOp"> {
   let summary = "Lower kiln graph ops to buffers: linalg on memrefs and runtime kernel calls";
   let description = [{

@@ -1,0 +1,315 @@
+// kiln-plan-fusion: DNNFusion's fusion plan (dnnfusion.md §4), made visible
+// in the IR as one `kiln.fused` region op per fusion block.
+//
+// Seeds are taken One-to-One ops first, smallest result first, then every
+// other op in program order. A block grows toward consumers, then toward
+// producers, recursively. Each candidate is judged by the fusion table
+// (kiln::fusionDecision on the block's fused mapping type and the
+// candidate's): "no" stops, "fuse" goes on to the constraint check,
+// "profile" also needs the cost model to say the fused kernel is faster
+// than the two apart (a roofline estimate: max(FLOPs / peak, bytes /
+// bandwidth), with the FLOPs of ops recomputed per element of a
+// broadcasting block counted as such). The constraint check keeps every
+// block one kernel that kiln's code generator emits without writing an
+// intermediate to memory:
+//   - at most one op that is not pointwise (the head: Conv, Gemm, MatMul,
+//     Softmax, a reduction, ...), and it comes first: the rest is an
+//     epilogue computed in place on the head's output, so every op on the
+//     path from the head keeps its element count and is elementwise or a
+//     Reshape (no Transpose or Expand of the head's result);
+//   - one output: every value of the block but the last is used only
+//     inside it (an intermediate is removed only when all its consumers
+//     fused with it);
+//   - no cycle through ops outside the block;
+//   - at most `max-ops` ops (a register-pressure bound on the fused body).
+// With `no-fusion`, every op becomes its own block (the unfused baseline).
+#include "kiln/Dialect/KilnDialect.h"
+#include "kiln/Transforms/Passes.h"
+
+#include "mlir/Analysis/TopologicalSortUtils.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+
+namespace kiln {
+#define GEN_PASS_DEF_PLANFUSION
+#include "kiln/Transforms/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+using namespace kiln;
+
+namespace {
+
+// Roofline figures of the analytical cost model (one x86-64 core with
+// AVX2/FMA: 2 x 8-wide FMA per cycle at ~3 GHz; ~20 GB/s of memory
+// bandwidth). Only their ratio matters for fuse-or-not decisions.
+constexpr double kPeakFlops = 96e9;
+constexpr double kBandwidth = 20e9;
+double latency(double flops, double bytes) { return std::max(flops / kPeakFlops, bytes / kBandwidth); }
+
+double elementsOf(Value v) { return (double)cast<ShapedType>(v.getType()).getNumElements(); }
+
+struct FusionBlock {
+  SmallVector<Operation *> ops;
+  MappingType type = MappingType::OneToOne;
+  Operation *head = nullptr;
+};
+
+class Planner {
+public:
+  Planner(func::FuncOp fn, int64_t maxOps) : fn(fn), fnOp(fn.getOperation()), maxOps(maxOps) {
+    int64_t i = 0;
+    for (Operation &op : fn.getBody().front()) order[&op] = i++;
+  }
+
+  /// Candidates: kiln compute ops (constants stay outside, as inputs).
+  bool isCandidate(Operation *op) const {
+    return op && isa<KilnDialect>(op->getDialect()) && !isa<ConstantOp, FusedOp, YieldOp>(op) &&
+           op->getParentOp() == fnOp;
+  }
+
+  SmallVector<FusionBlock> plan(bool noFusion) {
+    SmallVector<Operation *> seeds, rest;
+    for (Operation &op : fn.getBody().front())
+      if (isCandidate(&op))
+        (mappingOf(&op) == MappingType::OneToOne && isPointwise(&op) ? seeds : rest).push_back(&op);
+    llvm::stable_sort(seeds, [](Operation *a, Operation *b) {
+      return tensorBytes(a->getResult(0)) < tensorBytes(b->getResult(0));
+    });
+    seeds.append(rest);
+    SmallVector<FusionBlock> blocks;
+    for (Operation *seed : seeds) {
+      if (blockOf.count(seed))
+        continue;
+      FusionBlock blk;
+      add(blk, seed, blocks.size());
+      if (!noFusion)
+        grow(blk, blocks.size());
+      blocks.push_back(std::move(blk));
+    }
+    return blocks;
+  }
+
+private:
+  func::FuncOp fn;
+  Operation *fnOp;
+  int64_t maxOps;
+  DenseMap<Operation *, int64_t> order;
+  DenseMap<Operation *, int64_t> blockOf;
+
+  static MappingType mappingOf(Operation *op) {
+    return cast<MappingTypeOpInterface>(op).getMappingType();
+  }
+  bool inBlock(const FusionBlock &b, Operation *op) const { return llvm::is_contained(b.ops, op); }
+
+  void add(FusionBlock &b, Operation *op, int64_t id) {
+    b.type = b.ops.empty() ? mappingOf(op) : b.type;
+    b.ops.push_back(op);
+    blockOf[op] = id;
+    if (!isPointwise(op))
+      b.head = op;
+  }
+
+  void grow(FusionBlock &b, int64_t id) {
+    bool changed = true;
+    while (changed && (int64_t)b.ops.size() < maxOps) {
+      changed = false;
+      for (size_t i = 0; i < b.ops.size() && !changed; ++i)
+        for (Operation *user : b.ops[i]->getUsers())
+          if (tryAdd(b, user, /*asConsumer=*/true, id)) {
+            changed = true;
+            break;
+          }
+      for (size_t i = 0; i < b.ops.size() && !changed; ++i)
+        for (Value v : b.ops[i]->getOperands())
+          if (tryAdd(b, v.getDefiningOp(), /*asConsumer=*/false, id)) {
+            changed = true;
+            break;
+          }
+    }
+  }
+
+  /// Values of the block (with `extra`) used outside it or returned.
+  SmallVector<Value> outputs(const FusionBlock &b, Operation *extra) const {
+    SmallVector<Value> outs;
+    auto inside = [&](Operation *op) { return op == extra || inBlock(b, op); };
+    auto visit = [&](Operation *op) {
+      for (Value r : op->getResults())
+        if (llvm::any_of(r.getUsers(), [&](Operation *u) { return !inside(u); }))
+          outs.push_back(r);
+    };
+    for (Operation *op : b.ops) visit(op);
+    if (extra) visit(extra);
+    return outs;
+  }
+
+  /// True when `from` (outside the block) depends on an op of the block
+  /// through ops outside it: adding its consumer would make a cycle.
+  bool dependsOnBlock(const FusionBlock &b, Operation *from, Operation *extra) const {
+    int64_t lo = INT64_MAX;
+    for (Operation *op : b.ops) lo = std::min(lo, order.lookup(op));
+    SmallVector<Operation *> stack{from};
+    DenseSet<Operation *> seen;
+    while (!stack.empty()) {
+      Operation *op = stack.pop_back_val();
+      if (!op || !seen.insert(op).second || order.lookup(op) < lo)
+        continue;
+      if (inBlock(b, op) || op == extra)
+        return true;
+      for (Value v : op->getOperands()) stack.push_back(v.getDefiningOp());
+    }
+    return false;
+  }
+
+  /// Element count of the block's iteration domain (the head's result, or
+  /// the largest result of a pointwise block).
+  static double domainOf(const FusionBlock &b, Operation *extra) {
+    if (b.head) return elementsOf(b.head->getResult(0));
+    if (extra && !isPointwise(extra)) return elementsOf(extra->getResult(0));
+    double d = extra ? elementsOf(extra->getResult(0)) : 0;
+    for (Operation *op : b.ops) d = std::max(d, elementsOf(op->getResult(0)));
+    return d;
+  }
+
+  /// The cost model's latency of a block run as one kernel.
+  double blockLatency(const FusionBlock &b, Operation *extra) const {
+    double domain = domainOf(b, extra);
+    double flops = 0, bytes = 0;
+    auto visit = [&](Operation *op) {
+      // Pointwise ops run once per element of the domain (recomputed when
+      // their own result is smaller); others at their own cost.
+      double f = opCost(op).flops;
+      if (isPointwise(op) && !b.head) f = f / std::max(1.0, elementsOf(op->getResult(0))) * domain;
+      flops += f;
+      for (Value v : op->getOperands()) {
+        Operation *d = v.getDefiningOp();
+        if (d != extra && !(d && inBlock(b, d))) bytes += tensorBytes(v);
+      }
+    };
+    for (Operation *op : b.ops) visit(op);
+    if (extra) visit(extra);
+    for (Value v : outputs(b, extra)) bytes += tensorBytes(v);
+    return latency(flops, bytes);
+  }
+
+  bool tryAdd(FusionBlock &b, Operation *x, bool asConsumer, int64_t id) {
+    if (!isCandidate(x) || blockOf.count(x) || (int64_t)b.ops.size() >= maxOps)
+      return false;
+    if (x->getNumResults() != 1)
+      return false;
+    MappingType tx = mappingOf(x);
+    FusionDecision d = asConsumer ? fusionDecision(b.type, tx) : fusionDecision(tx, b.type);
+    if (d == FusionDecision::No)
+      return false;
+    // Code generation constraints.
+    bool xPointwise = isPointwise(x);
+    bool xFeedsBlock = llvm::any_of(x->getUsers(), [&](Operation *u) { return inBlock(b, u); });
+    bool xReadsBlock = llvm::any_of(x->getOperands(), [&](Value v) {
+      return v.getDefiningOp() && inBlock(b, v.getDefiningOp());
+    });
+    if (!xPointwise) {
+      // A head joins a pointwise block it feeds, as its first op: every op
+      // of the block is then on its path and must keep its element count.
+      if (b.head || xReadsBlock || !xFeedsBlock)
+        return false;
+      double n = elementsOf(x->getResult(0));
+      for (Operation *op : b.ops)
+        if (isa<TransposeOp, ExpandOp>(op) || elementsOf(op->getResult(0)) != n)
+          return false;
+    } else if (b.head && xReadsBlock) {
+      // On the head's path: in-place epilogue, same element count.
+      if (isa<TransposeOp, ExpandOp>(x) || elementsOf(x->getResult(0)) != elementsOf(b.head->getResult(0)))
+        return false;
+    } else if (b.head && !xReadsBlock) {
+      // Off the path: computed per element of the epilogue, read-only; it
+      // must not feed the head (the head is the block's first op).
+      if (!xFeedsBlock || llvm::is_contained(x->getUsers(), b.head)) return false;
+    }
+    if (outputs(b, x).size() != 1)
+      return false;
+    // No cycle: x's operands from outside must not depend on the block, and
+    // block ops' operands from outside must not depend on x.
+    for (Value v : x->getOperands()) {
+      Operation *dd = v.getDefiningOp();
+      if (dd && !inBlock(b, dd) && dependsOnBlock(b, dd, nullptr))
+        return false;
+    }
+    for (Operation *op : b.ops)
+      for (Value v : op->getOperands()) {
+        Operation *dd = v.getDefiningOp();
+        if (dd && dd != x && !inBlock(b, dd)) {
+          FusionBlock only;
+          only.ops.push_back(x);
+          if (dependsOnBlock(only, dd, nullptr))
+            return false;
+        }
+      }
+    if (d == FusionDecision::Profile) {
+      FusionBlock alone;
+      alone.ops.push_back(x);
+      alone.head = xPointwise ? nullptr : x;
+      if (blockLatency(b, x) >= blockLatency(b, nullptr) + blockLatency(alone, nullptr))
+        return false;
+    }
+    b.type = asConsumer ? fusedMappingType(b.type, tx) : fusedMappingType(tx, b.type);
+    add(b, x, id);
+    return true;
+  }
+};
+
+/// Wraps the ops of one block into a kiln.fused op placed at the block's
+/// last op; the function body is re-sorted topologically afterwards.
+void materialize(func::FuncOp fn, const FusionBlock &blk, int64_t id, OpBuilder &b) {
+  SmallVector<Operation *> ops(blk.ops);
+  DenseMap<Operation *, int64_t> pos;
+  int64_t i = 0;
+  for (Operation &op : fn.getBody().front()) pos[&op] = i++;
+  llvm::sort(ops, [&](Operation *x, Operation *y) { return pos[x] < pos[y]; });
+  DenseSet<Operation *> in(ops.begin(), ops.end());
+  SmallVector<Value> inputs, outputs;
+  DenseSet<Value> seenIn;
+  for (Operation *op : ops) {
+    for (Value v : op->getOperands())
+      if ((!v.getDefiningOp() || !in.count(v.getDefiningOp())) && seenIn.insert(v).second)
+        inputs.push_back(v);
+    for (Value r : op->getResults())
+      if (llvm::any_of(r.getUsers(), [&](Operation *u) { return !in.count(u); }))
+        outputs.push_back(r);
+  }
+  b.setInsertionPointAfter(ops.back());
+  SmallVector<Type> resultTypes;
+  for (Value v : outputs) resultTypes.push_back(v.getType());
+  auto fused = b.create<FusedOp>(ops.back()->getLoc(), resultTypes, inputs, b.getI64IntegerAttr(id));
+  mlir::Block *body = b.createBlock(&fused.getBody());
+  IRMapping map;
+  for (Value v : inputs) map.map(v, body->addArgument(v.getType(), v.getLoc()));
+  b.setInsertionPointToStart(body);
+  for (Operation *op : ops) b.clone(*op, map);
+  SmallVector<Value> yielded;
+  for (Value v : outputs) yielded.push_back(map.lookup(v));
+  b.create<YieldOp>(fused.getLoc(), yielded);
+  for (auto [v, r] : llvm::zip(outputs, fused.getResults())) v.replaceAllUsesWith(r);
+  for (Operation *op : llvm::reverse(ops)) op->erase();
+}
+
+struct PlanFusionPass : kiln::impl::PlanFusionBase<PlanFusionPass> {
+  using PlanFusionBase::PlanFusionBase;
+
+  void runOnOperation() override {
+    func::FuncOp fn = getOperation();
+    Planner planner(fn, maxOps);
+    SmallVector<FusionBlock> blocks = planner.plan(noFusion);
+    OpBuilder b(fn.getContext());
+    int64_t id = 0;
+    for (const FusionBlock &blk : blocks) {
+      // A block of Reshapes only is a view: no kernel.
+      if (llvm::all_of(blk.ops, [](Operation *op) { return isa<ReshapeOp>(op); }))
+        continue;
+      materialize(fn, blk, id++, b);
+      sortTopologically(&fn.getBody().front());
+    }
+    numBlocks = id;
+  }
+};
+
+} // namespace

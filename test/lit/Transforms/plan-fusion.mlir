@@ -1,0 +1,77 @@
+// RUN: kiln-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(kiln-plan-fusion))' | FileCheck %s
+// RUN: kiln-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(kiln-plan-fusion{no-fusion=true}))' | FileCheck %s --check-prefix=NOFUSE
+// RUN: kiln-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(kiln-plan-fusion),kiln-lower-to-linalg)' | FileCheck %s --check-prefix=LOWER
+
+// Many-to-Many then One-to-One: fuse (Conv + bias add + Relu, one block).
+// Many-to-Many then Many-to-Many: never (the second Conv is its own block).
+// CHECK-LABEL: func @main
+// CHECK: kiln.fused(%arg0, %{{.*}}) {block_id = [[B0:[0-9]+]] : i64}
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.conv
+// CHECK-NEXT: kiln.relu
+// CHECK-NEXT: kiln.yield
+// CHECK: kiln.fused
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.conv
+// CHECK-NEXT: kiln.yield
+// NOFUSE-LABEL: func @main
+// NOFUSE-COUNT-3: kiln.fused
+// LOWER-LABEL: func.func private @kiln_kernel_0(
+// LOWER: call @kiln_rt_conv2d
+// LOWER: linalg.generic
+// LOWER: arith.maximumf
+// LOWER-LABEL: func.func private @kiln_kernel_1
+// LOWER: call @kiln_rt_conv2d
+// LOWER-NOT: linalg.generic
+// Only the block-to-block buffer is allocated (not the Conv's own result).
+// LOWER-LABEL: func.func @kiln_main
+// LOWER: memref.alloc() : memref<1x2x4x4xf32>
+// LOWER-NOT: memref.alloc
+// LOWER: call @kiln_kernel_0
+// LOWER: call @kiln_kernel_1
+func.func @main(%x: tensor<1x1x4x4xf32>) -> tensor<1x2x4x4xf32> {
+  %w = kiln.constant dense<1.0> : tensor<2x1x1x1xf32> : tensor<2x1x1x1xf32>
+  %w2 = kiln.constant dense<1.0> : tensor<2x2x1x1xf32> : tensor<2x2x1x1xf32>
+  %0 = kiln.conv %x, %w {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x1x4x4xf32>, tensor<2x1x1x1xf32>) -> tensor<1x2x4x4xf32>
+  %1 = kiln.relu %0 : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
+  %2 = kiln.conv %1, %w2 {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x2x4x4xf32>, tensor<2x2x1x1xf32>) -> tensor<1x2x4x4xf32>
+  return %2 : tensor<1x2x4x4xf32>
+}
+
+// -----
+// An intermediate used outside the block is not fused away: the Conv's
+// result is also returned, so Relu gets its own block.
+// CHECK-LABEL: func @main
+// CHECK: kiln.fused
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.conv
+// CHECK-NEXT: kiln.yield
+// CHECK: kiln.fused
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.relu
+// CHECK-NEXT: kiln.yield
+func.func @main(%x: tensor<1x1x4x4xf32>) -> (tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32>) {
+  %w = kiln.constant dense<1.0> : tensor<2x1x1x1xf32> : tensor<2x1x1x1xf32>
+  %0 = kiln.conv %x, %w {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x1x4x4xf32>, tensor<2x1x1x1xf32>) -> tensor<1x2x4x4xf32>
+  %1 = kiln.relu %0 : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
+  return %1, %0 : tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32>
+}
+
+// -----
+// Pointwise chains fuse through Shuffle and Reorganize ops and broadcasts:
+// one block, one generic whose maps do the transpose and reshape.
+// CHECK-LABEL: func @main
+// CHECK-COUNT-1: kiln.fused
+// CHECK-NOT: kiln.fused
+// LOWER-LABEL: func.func private @kiln_kernel_0(%{{.*}}: memref<2x3xf32>, %{{.*}}: memref<3xf32>, %{{.*}}: memref<3x2xf32>)
+// LOWER: linalg.generic {indexing_maps = [#{{.*}}, #{{.*}}, #{{.*}}]
+// LOWER: arith.addf
+// LOWER: math.exp
+// LOWER-NOT: linalg.generic
+// LOWER: return
+func.func @main(%a: tensor<2x3xf32>, %b: tensor<3xf32>) -> tensor<3x2xf32> {
+  %0 = kiln.add %a, %b : (tensor<2x3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
+  %1 = kiln.transpose %0 {perm = array<i64: 1, 0>} : (tensor<2x3xf32>) -> tensor<3x2xf32>
+  %2 = kiln.exp %1 : (tensor<3x2xf32>) -> tensor<3x2xf32>
+  return %2 : tensor<3x2xf32>
+}

@@ -10,7 +10,7 @@ APT_PKGS=(
   cmake ninja-build g++ pkg-config
   llvm-19-dev libmlir-19-dev mlir-19-tools llvm-19-tools clang-19 libclang-rt-19-dev libzstd-dev
   libprotobuf-dev protobuf-compiler libonnx-dev libfmt-dev catch2
-  g++-aarch64-linux-gnu qemu-user
+  g++-aarch64-linux-gnu qemu-user graphviz
   python3 python3-venv python3-numpy python3-torch python3-torchvision
 )
 

@@ -25,8 +25,13 @@ struct CompileOptions {
   bool noRewrite = false;      // --no-rewrite: skip kiln-rewrite
   bool noFusion = false;       // --no-fusion: one kernel per op
   std::string statsJson;       // --stats-json=FILE
+  std::string fusionReport;    // --fusion-report=FILE (.dot, .svg, .png, .html)
   ImportOptions import;
 };
+
+/// Draws the fusion plan of a module after kiln-plan-fusion
+/// (lib/Pipeline/FusionReport.cpp).
+mlir::LogicalResult writeFusionReport(mlir::ModuleOp m, const std::string &path);
 
 /// Registers the dialects the pipeline uses (and only those).
 void registerKilnDialects(mlir::DialectRegistry &registry);

@@ -72,7 +72,7 @@ bool kiln::isElementwiseMath(Operation *op) {
 }
 
 bool kiln::isPointwise(Operation *op) {
-  return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, ReshapeOp>(op);
+  return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, ReshapeOp, SliceOp>(op);
 }
 
 LogicalResult FusedOp::verify() {

@@ -222,6 +222,8 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
           fstats.intermediateBytesSaved += (int64_t)tensorBytes(r);
     }
   });
+  if (!opts.fusionReport.empty() && failed(writeFusionReport(m, opts.fusionReport)))
+    return failure();
   if (opts.emit == EmitKind::FusedMLIR) {
     if (opts.stats) runner.printStats();
     return writeText(m, opts.output);

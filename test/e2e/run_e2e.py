@@ -41,6 +41,7 @@ def main():
     ap.add_argument("--atol", default="1e-4")
     ap.add_argument("--threads", default="1")
     ap.add_argument("--timeout", type=int, default=300)
+    ap.add_argument("--kiln-flags", default="", help="extra kiln-compile flags, space separated")
     args = ap.parse_args()
 
     only = [s for s in args.only.split(",") if s]
@@ -60,8 +61,10 @@ def main():
             print(f"FAIL  {name}: no such case")
             failed += 1
             continue
-        lib = os.path.join(case, f"model-{args.target}.so")
-        rc, out, err, ct = run([compiler, os.path.join(case, "model.onnx"), f"--target={args.target}", "-o", lib],
+        tag = "-unfused" if args.kiln_flags else ""
+        lib = os.path.join(case, f"model-{args.target}{tag}.so")
+        rc, out, err, ct = run([compiler, os.path.join(case, "model.onnx"), f"--target={args.target}", "-o", lib]
+                               + args.kiln_flags.split(),
                                args.timeout)
         if rc != 0:
             kind = "CRASH" if rc is None or rc < 0 else "COMPILE-ERROR"

@@ -36,6 +36,9 @@ static cl::opt<bool> noRewrite("no-rewrite", cl::desc("Skip graph rewriting (kil
 static cl::opt<bool> noFusion("no-fusion", cl::desc("One kernel per op instead of fusion blocks, for comparison"));
 static cl::opt<std::string> statsJson("kiln-stats-json", cl::desc("(--stats-json) Write the --stats figures as JSON to FILE"),
                                       cl::value_desc("FILE"));
+static cl::opt<std::string> fusionReport(
+    "fusion-report", cl::desc("Draw the fusion plan: FILE.dot, .svg, .png or .html (Graphviz)"),
+    cl::value_desc("FILE"));
 static cl::opt<bool> verbose("v", cl::desc("Print each stage with its time and op count"));
 static cl::opt<bool> printIR("mlir-print-ir-after-all",
                              cl::desc("Print the IR after every pass (to stderr)"));
@@ -78,6 +81,7 @@ int main(int argc, char **argv) {
   opts.noRewrite = noRewrite;
   opts.noFusion = noFusion;
   opts.statsJson = statsJson;
+  opts.fusionReport = fusionReport;
   if (optLevel < '0' || optLevel > '3') {
     errs() << "kiln-compile: error: -O must be 0..3\n";
     return 2;

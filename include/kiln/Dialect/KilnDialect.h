@@ -63,7 +63,7 @@ llvm::StringRef stringifyFusionDecision(FusionDecision d);
 /// Ops whose result element at index i is a scalar function of one element
 /// of each operand, at an index that is an affine function of i
 /// (elementwise ops with broadcasting, Where, Cast, Expand, Transpose,
-/// Reshape). Fusion blocks compute chains of them in one loop nest.
+/// Reshape, Slice). Fusion blocks compute chains of them in one loop nest.
 bool isPointwise(mlir::Operation *op);
 /// Pointwise ops that compute (not only move) elements.
 bool isElementwiseMath(mlir::Operation *op);

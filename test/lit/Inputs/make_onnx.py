@@ -45,6 +45,18 @@ def conv_same_upper():
 
 
 @case
+def conv_chain():
+    # conv1 -> relu1 -> conv2 -> add(relu1) -> relu2: two fusion blocks.
+    nodes = [h.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             h.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             h.make_node("Add", ["c2", "r1"], ["a"], name="add"),
+             h.make_node("Relu", ["a"], ["y"], name="relu2")]
+    return graph(nodes, [vi("x", [1, 4, 8, 8])], [vi("y", None)],
+                 [w("w1", [4, 4, 3, 3]), w("w2", [4, 4, 3, 3], 0.25)])
+
+
+@case
 def shape_chain():
     nodes = [h.make_node("Shape", ["x"], ["s"], name="shape"),
              h.make_node("Gather", ["s", "zero"], ["d0"], name="gather", axis=0),

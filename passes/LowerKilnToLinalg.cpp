@@ -148,6 +148,12 @@ private:
   LogicalResult lowerConv(ConvOp op);
   LogicalResult lowerConvTranspose(ConvTransposeOp op);
   LogicalResult lowerGemm(GemmOp op);
+  /// A MatMul's result written through a Transpose into `buffer`.
+  struct StridedOut {
+    Value buffer;
+    MatMulOutLayout layout;
+  };
+  std::optional<StridedOut> stridedOut;
   LogicalResult lowerMatMul(MatMulOp op);
   LogicalResult lowerPool(Operation *op, bool isMax);
   LogicalResult lowerReduce(Operation *op, ArrayRef<int64_t> axes);
@@ -544,6 +550,14 @@ LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
   int64_t sa, sb;
   Value a = operand(op.getA(), M, K, sa);
   Value bm = operand(op.getB(), K, N, sb);
+  if (stridedOut) {
+    // Fused with a following Transpose: write each row to its place.
+    call("kiln_rt_matmul_strided",
+         {ptr(a), ptr(bm), ptr(stridedOut->buffer), ci(batch), ci(M), ci(N), ci(K), ci(sa), ci(K),
+          ci(0), ci(sb), ci(N), ci(0), ci(stridedOut->layout.batchStride),
+          ci(stridedOut->layout.rowStride)});
+    return success();
+  }
   Value out = dest(op.getResult());
   call("kiln_rt_matmul", {ptr(a), ptr(bm), ptr(out), ci(batch), ci(M), ci(N), ci(K), ci(sa), ci(sb)});
   return success();
@@ -1569,7 +1583,24 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
     Value outArg = outArgs[0];
     DenseSet<Operation *> inside(ops.begin(), ops.end());
     bool math = llvm::any_of(ops, [](Operation *op) { return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, SliceOp>(op); });
-    if (head) {
+    // A Transpose fused after a MatMul head (see kiln-plan-fusion).
+    TransposeOp shuffle;
+    if (head && isa<MatMulOp>(head) && head->getResult(0).hasOneUse())
+      shuffle = dyn_cast<TransposeOp>(*head->getResult(0).getUsers().begin());
+    if (shuffle) {
+      loc = head->getLoc();
+      auto shape = cast<ShapedType>(head->getResult(0).getType()).getShape();
+      auto tshape = cast<ShapedType>(shuffle.getType()).getShape();
+      stridedOut = StridedOut{outArg, *transposedMatMulLayout(shape, shuffle.getPerm())};
+      result = lowerOp(head);
+      stridedOut.reset();
+      buffers[shuffle.getResult()] = viewAs(outArg, tshape);
+      inside.erase(head);
+      inside.erase(shuffle);
+      math = llvm::any_of(inside, [](Operation *op) {
+        return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, SliceOp>(op);
+      });
+    } else if (head) {
       // The head writes the output buffer (viewed in its shape); the
       // epilogue then reads each element where it writes it.
       loc = head->getLoc();

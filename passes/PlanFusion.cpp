@@ -16,7 +16,9 @@
 //     Softmax, a reduction, ...), and it comes first: the rest is an
 //     epilogue computed in place on the head's output, so every op on the
 //     path from the head keeps its element count and is elementwise or a
-//     Reshape (no Transpose or Expand of the head's result);
+//     Reshape (no Transpose or Expand of the head's result), except that a
+//     MatMul may be followed by a Transpose that keeps its rows contiguous:
+//     the GEMM then writes to the transposed places directly;
 //   - one output: every value of the block but the last is used only
 //     inside it (an intermediate is removed only when all its consumers
 //     fused with it);
@@ -183,7 +185,8 @@ private:
       flops += f;
       for (Value v : op->getOperands()) {
         Operation *d = v.getDefiningOp();
-        if (d != extra && !(d && inBlock(b, d))) bytes += tensorBytes(v);
+        bool internal = d && (d == extra || inBlock(b, d));
+        if (!internal) bytes += tensorBytes(v);
       }
     };
     for (Operation *op : b.ops) visit(op);
@@ -217,8 +220,17 @@ private:
         if (isa<TransposeOp, ExpandOp>(op) || elementsOf(op->getResult(0)) != n)
           return false;
     } else if (b.head && xReadsBlock) {
-      // On the head's path: in-place epilogue, same element count.
-      if (isa<TransposeOp, ExpandOp>(x) || elementsOf(x->getResult(0)) != elementsOf(b.head->getResult(0)))
+      // A Transpose right after a MatMul head: the GEMM writes each result
+      // to its transposed place (a strided output), so nothing is stored
+      // twice.
+      auto t = dyn_cast<TransposeOp>(x);
+      bool stridedOut = t && isa<MatMulOp>(b.head) && b.ops.size() == 1 &&
+                        t.getInput() == b.head->getResult(0) &&
+                        transposedMatMulLayout(cast<ShapedType>(t.getInput().getType()).getShape(),
+                                               t.getPerm());
+      // Otherwise on the head's path: in-place epilogue, same element count.
+      if (!stridedOut && (isa<TransposeOp, ExpandOp>(x) ||
+                          elementsOf(x->getResult(0)) != elementsOf(b.head->getResult(0))))
         return false;
     } else if (b.head && !xReadsBlock) {
       // Off the path: computed per element of the epilogue, read-only; it

@@ -75,6 +75,31 @@ bool kiln::isPointwise(Operation *op) {
   return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, ReshapeOp, SliceOp>(op);
 }
 
+std::optional<MatMulOutLayout> kiln::transposedMatMulLayout(ArrayRef<int64_t> shape,
+                                                            ArrayRef<int64_t> perm) {
+  int64_t rank = shape.size();
+  if (rank < 2 || (int64_t)perm.size() != rank)
+    return std::nullopt;
+  // Contiguous strides of the transposed tensor, mapped back to the dims
+  // of the MatMul result.
+  SmallVector<int64_t> tStride(rank, 1), rStride(rank);
+  for (int64_t d = rank - 2; d >= 0; --d) tStride[d] = tStride[d + 1] * shape[perm[d + 1]];
+  for (int64_t d = 0; d < rank; ++d) rStride[perm[d]] = tStride[d];
+  if (rStride[rank - 1] != 1 && shape[rank - 1] != 1)
+    return std::nullopt;
+  // Batch dims must flatten to one stride: each non-unit batch dim's stride
+  // is the next non-unit one's times its size.
+  int64_t batchStride = 0, prev = -1;
+  for (int64_t d = 0; d < rank - 2; ++d) {
+    if (shape[d] == 1) continue;
+    if (prev >= 0 && rStride[prev] != rStride[d] * shape[d])
+      return std::nullopt;
+    prev = d;
+    batchStride = rStride[d];
+  }
+  return MatMulOutLayout{batchStride, rStride[rank - 2]};
+}
+
 LogicalResult FusedOp::verify() {
   Block &body = getBody().front();
   if (body.getNumArguments() != getInputs().size())

@@ -165,6 +165,16 @@ void kiln_rt_matmul(intptr_t a, intptr_t b, intptr_t y, int64_t batch, int64_t M
     sgemm(M, N, K, A + i * strideA, K, false, B + i * strideB, N, false, Y + i * M * N, N);
 }
 
+void kiln_rt_matmul_strided(intptr_t a, intptr_t b, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                            int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideB,
+                            int64_t ldb, int64_t transB, int64_t strideY, int64_t ldy) {
+  const float *A = (const float *)a, *B = (const float *)b;
+  float *Y = (float *)y;
+  for (int64_t i = 0; i < batch; ++i)
+    sgemm(M, N, K, A + i * strideA, lda, transA != 0, B + i * strideB, ldb, transB != 0,
+          Y + i * strideY, ldy);
+}
+
 void kiln_rt_conv2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N, int64_t C,
                     int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW,
                     int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,

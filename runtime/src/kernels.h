@@ -17,6 +17,14 @@ void kiln_rt_gemm(intptr_t a, intptr_t b, intptr_t c, intptr_t y, int64_t M, int
                   int64_t cCols);
 void kiln_rt_matmul(intptr_t a, intptr_t b, intptr_t y, int64_t batch, int64_t M, int64_t N,
                     int64_t K, int64_t strideA, int64_t strideB);
+/// Batched MatMul over strided operands: for each batch i,
+/// Y_i[M,N] = op(A_i)[M,K] * op(B_i)[K,N] with A_i = a + i*strideA (leading
+/// dimension lda, transposed if transA), likewise B, and Y_i = y + i*strideY
+/// with row stride ldy. Fusion uses it to read transposed or sliced
+/// operands and to write each result straight to its transposed place.
+void kiln_rt_matmul_strided(intptr_t a, intptr_t b, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                            int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideB,
+                            int64_t ldb, int64_t transB, int64_t strideY, int64_t ldy);
 void kiln_rt_conv2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N, int64_t C,
                     int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW,
                     int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,

@@ -101,3 +101,29 @@ TEST_CASE("kiln_rt_matmul handles batches and broadcast operands", "[gemm]") {
       }
   }
 }
+
+TEST_CASE("kiln_rt_matmul_strided reads transposed operands and writes a transposed result", "[gemm]") {
+  // A is stored as [M, batch, K] (read as batch x [M, K]); B as [batch, N, K]
+  // (read transposed); Y is written as [M, batch, N] (Transpose 1,0,2).
+  const int64_t batch = 3, M = 19, N = 13, K = 21;
+  kiln::rt::ThreadPool pool(2);
+  std::vector<float> A = randomFloats(M * batch * K, 4000), B = randomFloats(batch * N * K, 4001);
+  Reference ref(M * batch * N);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j)
+        for (int64_t k = 0; k < K; ++k)
+          ref.add((i * batch + b) * N + j,
+                  (double)A[(i * batch + b) * K + k] * (double)B[(b * N + j) * K + k]);
+  for (kiln::rt::ThreadPool *p : {(kiln::rt::ThreadPool *)nullptr, &pool}) {
+    GuardedBuffer Y(M * batch * N);
+    {
+      PoolScope scope(p);
+      kiln_rt_matmul_strided((intptr_t)A.data(), (intptr_t)B.data(), Y.addr(), batch, M, N, K,
+                             /*strideA=*/K, /*lda=*/batch * K, /*transA=*/0, /*strideB=*/N * K,
+                             /*ldb=*/K, /*transB=*/1, /*strideY=*/N, /*ldy=*/batch * N);
+    }
+    CHECK(mismatches(Y.data(), ref) == "");
+    CHECK(Y.guardsIntact());
+  }
+}

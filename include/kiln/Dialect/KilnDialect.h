@@ -10,6 +10,7 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 
+#include <optional>
 #include <string>
 
 namespace kiln {
@@ -67,6 +68,16 @@ llvm::StringRef stringifyFusionDecision(FusionDecision d);
 bool isPointwise(mlir::Operation *op);
 /// Pointwise ops that compute (not only move) elements.
 bool isElementwiseMath(mlir::Operation *op);
+
+/// Where a MatMul result of shape `shape` ([batch..., M, N]) lands when it
+/// is written through Transpose(perm) into a contiguous buffer: the stride
+/// between batches (the batch dims flattened) and between rows. nullopt when
+/// the layout is not one a strided GEMM can write (N must stay innermost).
+struct MatMulOutLayout {
+  int64_t batchStride, rowStride;
+};
+std::optional<MatMulOutLayout> transposedMatMulLayout(llvm::ArrayRef<int64_t> shape,
+                                                      llvm::ArrayRef<int64_t> perm);
 
 /// docs/op-table.md: every kiln op with its mapping type, algebraic
 /// properties and cost formula, as a markdown table.

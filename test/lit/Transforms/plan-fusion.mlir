@@ -75,3 +75,25 @@ func.func @main(%a: tensor<2x3xf32>, %b: tensor<3xf32>) -> tensor<3x2xf32> {
   %2 = kiln.exp %1 : (tensor<3x2xf32>) -> tensor<3x2xf32>
   return %2 : tensor<3x2xf32>
 }
+
+// -----
+// Many-to-Many then Shuffle: a MatMul followed by a Transpose that keeps its
+// rows contiguous is one block; the GEMM writes every row straight to its
+// transposed place (batch stride 4 = N, row stride 8 = batch x N).
+// CHECK-LABEL: func @main
+// CHECK: kiln.fused
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.matmul
+// CHECK-NEXT: kiln.transpose
+// CHECK-NEXT: kiln.reshape
+// CHECK-NEXT: kiln.yield
+// LOWER-LABEL: func.func private @kiln_kernel_0(%{{.*}}: memref<2x3x5xf32>, %{{.*}}: memref<2x5x4xf32>, %{{.*}}: memref<3x8xf32>)
+// LOWER: call @kiln_rt_matmul_strided({{.*}}, %c4_i64{{(_[0-9]+)?}}, %c8_i64)
+// LOWER-NOT: linalg
+// LOWER: return
+func.func @main(%a: tensor<2x3x5xf32>, %b: tensor<2x5x4xf32>) -> tensor<3x8xf32> {
+  %0 = kiln.matmul %a, %b : (tensor<2x3x5xf32>, tensor<2x5x4xf32>) -> tensor<2x3x4xf32>
+  %1 = kiln.transpose %0 {perm = array<i64: 1, 0, 2>} : (tensor<2x3x4xf32>) -> tensor<3x2x4xf32>
+  %2 = kiln.reshape %1 : (tensor<3x2x4xf32>) -> tensor<3x8xf32>
+  return %2 : tensor<3x8xf32>
+}

@@ -154,6 +154,8 @@ private:
     MatMulOutLayout layout;
   };
   std::optional<StridedOut> stridedOut;
+  /// Clamp bounds of a Relu/Clip fused into the Conv being lowered.
+  std::optional<std::pair<float, float>> convAct;
   LogicalResult lowerMatMul(MatMulOp op);
   LogicalResult lowerPool(Operation *op, bool isMax);
   LogicalResult lowerReduce(Operation *op, ArrayRef<int64_t> axes);
@@ -479,10 +481,18 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
   Value out = dest(op.getResult());
   Value bias = op.getBias() ? ptr(buf(op.getBias())) : b.create<arith::ConstantIndexOp>(loc, 0).getResult();
   auto s = op.getStrides(), d = op.getDilations(), p = op.getPads();
-  call("kiln_rt_conv2d",
-       {ptr(buf(op.getInput())), ptr(buf(op.getWeight())), bias, ptr(out), ci(xs[0]), ci(xs[1]),
-        ci(xs[2]), ci(xs[3]), ci(ws[0]), ci(ws[2]), ci(ws[3]), ci(ys[2]), ci(ys[3]), ci(s[0]),
-        ci(s[1]), ci(d[0]), ci(d[1]), ci(p[0]), ci(p[1]), ci(op.getGroup())});
+  SmallVector<Value> args{ptr(buf(op.getInput())), ptr(buf(op.getWeight())), bias, ptr(out),
+                          ci(xs[0]), ci(xs[1]), ci(xs[2]), ci(xs[3]), ci(ws[0]), ci(ws[2]),
+                          ci(ws[3]), ci(ys[2]), ci(ys[3]), ci(s[0]), ci(s[1]), ci(d[0]), ci(d[1]),
+                          ci(p[0]), ci(p[1]), ci(op.getGroup())};
+  if (convAct) {
+    // A fused Relu/Clip epilogue, applied by the kernel as it stores.
+    args.push_back(cf(convAct->first));
+    args.push_back(cf(convAct->second));
+    call("kiln_rt_conv2d_act", args);
+    return success();
+  }
+  call("kiln_rt_conv2d", args);
   return success();
 }
 
@@ -1600,6 +1610,21 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       math = llvm::any_of(inside, [](Operation *op) {
         return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, SliceOp>(op);
       });
+    } else if (head && isa<ConvOp>(head) && ops.size() == 2 && isa<ReluOp, ClipOp>(ops[1]) &&
+               ops[1]->getOperand(0) == head->getResult(0) && out == ops[1]->getResult(0) &&
+               eltOf(out).isF32()) {
+      // Conv + Relu/Clip: the conv kernel clamps each output as it stores it.
+      float inf = std::numeric_limits<float>::infinity();
+      if (auto c = dyn_cast<ClipOp>(ops[1]))
+        convAct = {c.getMin().convertToFloat(), c.getMax().convertToFloat()};
+      else
+        convAct = {0.0f, inf};
+      loc = head->getLoc();
+      outBuffer[head->getResult(0)] = outArg;
+      result = lowerOp(head);
+      convAct.reset();
+      inside.clear();
+      math = false;
     } else if (head) {
       // The head writes the output buffer (viewed in its shape); the
       // epilogue then reads each element where it writes it.

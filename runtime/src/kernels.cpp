@@ -7,6 +7,9 @@
 // others via im2col); depthwise convolutions have their own loop.
 // Tiles are spread over the current context's thread pool.
 #include "kernels.h"
+
+#include <algorithm>
+#include <limits>
 #include "thread_pool.h"
 
 #include <algorithm>
@@ -179,6 +182,15 @@ void kiln_rt_conv2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N
                     int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW,
                     int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,
                     int64_t G) {
+  const float inf = std::numeric_limits<float>::infinity();
+  kiln_rt_conv2d_act(x, w, bias, y, N, C, H, W, F, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, G, -inf, inf);
+}
+
+void kiln_rt_conv2d_act(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N, int64_t C,
+                        int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
+                        int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
+                        int64_t PL, int64_t G, float lo, float hi) {
+  const bool clamp = lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity();
   const float *X = (const float *)x, *Wt = (const float *)w, *Bs = (const float *)bias;
   float *Y = (float *)y;
   int64_t Cg = C / G, Fg = F / G, OHW = OH * OW, KK = KH * KW;
@@ -201,7 +213,7 @@ void kiln_rt_conv2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N
               acc += xc[ih * W + iw] * wc[kh * KW + kw];
             }
           }
-          yc[oh * OW + ow] = acc;
+          yc[oh * OW + ow] = clamp ? std::min(std::max(acc, lo), hi) : acc;
         }
       }
     });
@@ -238,11 +250,15 @@ void kiln_rt_conv2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N
       }
       float *yg = Y + (n * F + g * Fg) * OHW;
       sgemm(Fg, OHW, Cg * KK, Wt + g * Fg * Cg * KK, Cg * KK, false, src, OHW, false, yg, OHW);
-      if (Bs)
+      // Bias and the fused activation, one pass over each output row.
+      if (Bs || clamp)
         parallelFor(Fg, [&](int64_t f) {
-          float b0 = Bs[g * Fg + f];
+          float b0 = Bs ? Bs[g * Fg + f] : 0.0f;
           float *row = yg + f * OHW;
-          for (int64_t i = 0; i < OHW; ++i) row[i] += b0;
+          if (clamp)
+            for (int64_t i = 0; i < OHW; ++i) row[i] = std::min(std::max(row[i] + b0, lo), hi);
+          else
+            for (int64_t i = 0; i < OHW; ++i) row[i] += b0;
         });
     }
   }

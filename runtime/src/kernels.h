@@ -29,6 +29,12 @@ void kiln_rt_conv2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N
                     int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW,
                     int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,
                     int64_t G);
+/// kiln_rt_conv2d with a fused activation: every output is clamped to
+/// [lo, hi] (Relu: [0, inf], Clip: [min, max]) as it is stored.
+void kiln_rt_conv2d_act(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N, int64_t C,
+                        int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
+                        int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
+                        int64_t PL, int64_t G, float lo, float hi);
 void kiln_rt_conv_transpose2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N,
                               int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW,
                               int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,

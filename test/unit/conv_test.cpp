@@ -8,6 +8,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <limits>
+
 using kiln::test::GuardedBuffer;
 using kiln::test::mismatches;
 using kiln::test::PoolScope;
@@ -179,4 +182,36 @@ TEST_CASE("conv_transpose2d matches a naive scatter", "[conv]") {
   uint32_t seed = 500;
   for (const ConvCase &c : kConvTransposeCases)
     checkCase(Op::ConvTranspose, c, seed += 3);
+}
+
+TEST_CASE("kiln_rt_conv2d_act clamps every output as it is stored (fused Relu/Clip)", "[conv]") {
+  // The fused form must equal the plain conv followed by the clamp, exactly
+  // (same accumulation order), for the im2col, 1x1 and depthwise paths.
+  kiln::rt::ThreadPool pool(2);
+  const ConvCase cases[] = {kConvCases[0], kConvCases[6], kConvCases[10]};
+  const std::pair<float, float> acts[] = {{0.0f, std::numeric_limits<float>::infinity()}, {0.0f, 0.5f},
+                                          {-0.25f, 0.25f}};
+  uint32_t seed = 9100;
+  for (const ConvCase &c : cases)
+    for (bool withBias : {false, true})
+      for (auto [lo, hi] : acts) {
+        int64_t OH = c.convOH(), OW = c.convOW(), n = c.N * c.F * OH * OW;
+        std::vector<float> x = randomFloats(c.N * c.C * c.H * c.W, seed++);
+        std::vector<float> w = randomFloats(c.F * (c.C / c.G) * c.KH * c.KW, seed++);
+        std::vector<float> bias = randomFloats(c.F, seed++);
+        const float *b = withBias ? bias.data() : nullptr;
+        INFO(c.name << (withBias ? ", with bias" : ", no bias") << ", clamp [" << lo << ", " << hi << "]");
+        GuardedBuffer plain(n), fused(n);
+        PoolScope scope(&pool);
+        kiln_rt_conv2d((intptr_t)x.data(), (intptr_t)w.data(), (intptr_t)b, plain.addr(), c.N, c.C, c.H,
+                       c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT, c.PL, c.G);
+        kiln_rt_conv2d_act((intptr_t)x.data(), (intptr_t)w.data(), (intptr_t)b, fused.addr(), c.N, c.C,
+                           c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT, c.PL, c.G, lo,
+                           hi);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; ++i)
+          bad += fused.data()[i] != std::min(std::max(plain.data()[i], lo), hi);
+        CHECK(bad == 0);
+        CHECK(fused.guardsIntact());
+      }
 }

@@ -59,7 +59,8 @@ struct FusionBlock {
 
 class Planner {
 public:
-  Planner(func::FuncOp fn, int64_t maxOps) : fn(fn), fnOp(fn.getOperation()), maxOps(maxOps) {
+  Planner(func::FuncOp fn, int64_t maxOps, BlockProfiler *profiler)
+      : fn(fn), fnOp(fn.getOperation()), maxOps(maxOps), profiler(profiler) {
     int64_t i = 0;
     for (Operation &op : fn.getBody().front()) order[&op] = i++;
   }
@@ -92,10 +93,13 @@ public:
     return blocks;
   }
 
+  int64_t profiled = 0, modelled = 0;
+
 private:
   func::FuncOp fn;
   Operation *fnOp;
   int64_t maxOps;
+  BlockProfiler *profiler;
   DenseMap<Operation *, int64_t> order;
   DenseMap<Operation *, int64_t> blockOf;
 
@@ -195,6 +199,25 @@ private:
     return latency(flops, bytes);
   }
 
+  /// A "profile" cell: measured latencies when a profiler is given (the
+  /// fused kernel must beat the two apart), else the roofline model.
+  bool profileSaysFuse(const FusionBlock &b, Operation *x) {
+    if (profiler) {
+      SmallVector<Operation *> fused(b.ops);
+      fused.push_back(x);
+      auto f = profiler->latency(fused), p = profiler->latency(b.ops), q = profiler->latency({x});
+      if (f && p && q) {
+        ++profiled;
+        return *f < *p + *q;
+      }
+    }
+    ++modelled;
+    FusionBlock alone;
+    alone.ops.push_back(x);
+    alone.head = isPointwise(x) ? nullptr : x;
+    return blockLatency(b, x) < blockLatency(b, nullptr) + blockLatency(alone, nullptr);
+  }
+
   bool tryAdd(FusionBlock &b, Operation *x, bool asConsumer, int64_t id) {
     if (!isCandidate(x) || blockOf.count(x) || (int64_t)b.ops.size() >= maxOps)
       return false;
@@ -256,13 +279,8 @@ private:
             return false;
         }
       }
-    if (d == FusionDecision::Profile) {
-      FusionBlock alone;
-      alone.ops.push_back(x);
-      alone.head = xPointwise ? nullptr : x;
-      if (blockLatency(b, x) >= blockLatency(b, nullptr) + blockLatency(alone, nullptr))
-        return false;
-    }
+    if (d == FusionDecision::Profile && !profileSaysFuse(b, x))
+      return false;
     b.type = asConsumer ? fusedMappingType(b.type, tx) : fusedMappingType(tx, b.type);
     add(b, x, id);
     return true;
@@ -306,10 +324,12 @@ void materialize(func::FuncOp fn, const FusionBlock &blk, int64_t id, OpBuilder 
 
 struct PlanFusionPass : kiln::impl::PlanFusionBase<PlanFusionPass> {
   using PlanFusionBase::PlanFusionBase;
+  PlanFusionPass(const PlanFusionOptions &o, BlockProfiler *p) : PlanFusionBase(o), profiler(p) {}
+  BlockProfiler *profiler = nullptr;
 
   void runOnOperation() override {
     func::FuncOp fn = getOperation();
-    Planner planner(fn, maxOps);
+    Planner planner(fn, maxOps, profiler);
     SmallVector<FusionBlock> blocks = planner.plan(noFusion);
     OpBuilder b(fn.getContext());
     int64_t id = 0;
@@ -321,7 +341,15 @@ struct PlanFusionPass : kiln::impl::PlanFusionBase<PlanFusionPass> {
       sortTopologically(&fn.getBody().front());
     }
     numBlocks = id;
+    numProfiled = planner.profiled;
+    numModelled = planner.modelled;
+    fn->setAttr("kiln.profile_decisions",
+                b.getDenseI64ArrayAttr({planner.profiled, planner.modelled}));
   }
 };
 
 } // namespace
+
+std::unique_ptr<Pass> kiln::createPlanFusion(const PlanFusionOptions &options, BlockProfiler *profiler) {
+  return std::make_unique<PlanFusionPass>(options, profiler);
+}

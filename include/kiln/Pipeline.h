@@ -4,6 +4,7 @@
 
 #include "kiln/Import/OnnxImporter.h"
 #include "kiln/Target/Target.h"
+#include "kiln/Transforms/Passes.h"
 
 #include <optional>
 #include <string>
@@ -26,8 +27,19 @@ struct CompileOptions {
   bool noFusion = false;       // --no-fusion: one kernel per op
   std::string statsJson;       // --stats-json=FILE
   std::string fusionReport;    // --fusion-report=FILE (.dot, .svg, .png, .html)
+  std::string profileDb;       // --profile-db=FILE: measure "profile" fusion decisions
   ImportOptions import;
 };
+
+/// The persistent profiling database of fusion decisions
+/// (lib/Pipeline/Profiler.cpp): measures candidate blocks on the host.
+class ProfileDatabase : public BlockProfiler {
+public:
+  virtual int64_t hits() const = 0;     // answers taken from the file
+  virtual int64_t measured() const = 0; // blocks compiled and timed now
+};
+std::unique_ptr<ProfileDatabase> openProfileDatabase(mlir::MLIRContext &ctx, const std::string &path,
+                                                     const std::string &target, bool verbose);
 
 /// Draws the fusion plan of a module after kiln-plan-fusion
 /// (lib/Pipeline/FusionReport.cpp).

@@ -70,7 +70,18 @@ std::map<std::string, int64_t> opHistogram(ModuleOp m) {
 
 struct FusionStats {
   int64_t onnxNodes = 0, opsAfterRewrite = 0, kernels = 0, intermediateBytesSaved = 0;
+  int64_t profiled = 0, modelled = 0, dbHits = 0, dbMeasured = 0;
 };
+
+llvm::StringRef hostArch() {
+#if defined(__x86_64__)
+  return "x86_64";
+#elif defined(__aarch64__)
+  return "aarch64";
+#else
+  return "";
+#endif
+}
 
 class StageRunner {
 public:
@@ -200,6 +211,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     return writeText(m, opts.output);
   }
   FusionStats fstats;
+  std::unique_ptr<ProfileDatabase> profileDb;
   fstats.onnxNodes = model.onnxNodes;
   m.walk([&](Operation *op) {
     if (isa<KilnDialect>(op->getDialect()) && !isa<ConstantOp>(op)) ++fstats.opsAfterRewrite;
@@ -209,10 +221,26 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
         configure(pm);
         PlanFusionOptions fo;
         fo.noFusion = opts.noFusion;
-        pm.addNestedPass<func::FuncOp>(createPlanFusion(fo));
+        // Measured "profile" decisions on the host target only; the
+        // analytical model decides otherwise.
+        if (!opts.profileDb.empty() && target->name() == hostArch())
+          profileDb = openProfileDatabase(ctx, opts.profileDb, target->name().str(), opts.verbose);
+        else if (!opts.profileDb.empty())
+          llvm::errs() << "kiln-compile: note: --profile-db measures on the host only; target "
+                       << target->name() << " uses the analytical cost model\n";
+        pm.addNestedPass<func::FuncOp>(createPlanFusion(fo, profileDb.get()));
         return pm.run(m);
       })))
     return failure();
+  if (auto d = m.lookupSymbol<func::FuncOp>("main")->getAttrOfType<DenseI64ArrayAttr>("kiln.profile_decisions")) {
+    fstats.profiled = d[0];
+    fstats.modelled = d[1];
+  }
+  if (profileDb) {
+    fstats.dbHits = profileDb->hits();
+    fstats.dbMeasured = profileDb->measured();
+    profileDb.reset(); // writes the file
+  }
   m.walk([&](FusedOp f) {
     ++fstats.kernels;
     for (Operation &op : f.getBody().front().without_terminator()) {
@@ -287,6 +315,9 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     llvm::outs() << fmt::format("fusion rate           {:.2f}x (onnx nodes / kernels)\n",
                                 fstats.kernels ? (double)fstats.onnxNodes / fstats.kernels : 0.0);
     llvm::outs() << fmt::format("intermediate bytes not written  {}\n", fstats.intermediateBytesSaved);
+    llvm::outs() << fmt::format("profile decisions     {} measured ({} answered from the database, {} timed now), "
+                                "{} by the cost model\n",
+                                fstats.profiled, fstats.dbHits, fstats.dbMeasured, fstats.modelled);
     llvm::outs() << fmt::format("arena bytes           {} (unplanned sum {})\n", summary.arenaBytes,
                                 unplanned);
   }

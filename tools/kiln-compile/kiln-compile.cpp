@@ -39,6 +39,11 @@ static cl::opt<std::string> statsJson("kiln-stats-json", cl::desc("(--stats-json
 static cl::opt<std::string> fusionReport(
     "fusion-report", cl::desc("Draw the fusion plan: FILE.dot, .svg, .png or .html (Graphviz)"),
     cl::value_desc("FILE"));
+static cl::opt<std::string> profileDb(
+    "profile-db",
+    cl::desc("Decide the fusion table's \"profile\" cells by compiling and timing the candidate "
+             "blocks on this machine, kept in FILE for later compilations (host target only)"),
+    cl::value_desc("FILE"));
 static cl::opt<bool> verbose("v", cl::desc("Print each stage with its time and op count"));
 static cl::opt<bool> printIR("mlir-print-ir-after-all",
                              cl::desc("Print the IR after every pass (to stderr)"));
@@ -82,6 +87,7 @@ int main(int argc, char **argv) {
   opts.noFusion = noFusion;
   opts.statsJson = statsJson;
   opts.fusionReport = fusionReport;
+  opts.profileDb = profileDb;
   if (optLevel < '0' || optLevel > '3') {
     errs() << "kiln-compile: error: -O must be 0..3\n";
     return 2;

@@ -33,7 +33,9 @@ def PlanFusion : Pass<"kiln-plan-fusion", "mlir::func::FuncOp"> {
     Option<"noFusion", "no-fusion", "bool", "false", "One block per op (the unfused baseline)">,
     Option<"maxOps", "max-ops", "int64_t", "64", "Most ops in one block (register-pressure bound)">,
   ];
-  let statistics = [Statistic<"numBlocks", "blocks", "Fusion blocks (kernels)">];
+  let statistics = [Statistic<"numBlocks", "blocks", "Fusion blocks (kernels)">,
+                    Statistic<"numProfiled", "profiled", "Profile cells decided by measurement">,
+                    Statistic<"numModelled", "modelled", "Profile cells decided by the cost model">];
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 

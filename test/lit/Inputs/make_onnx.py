@@ -57,6 +57,16 @@ def conv_chain():
 
 
 @case
+def matmul_transpose():
+    # MatMul -> Transpose(1,0,2) -> Reshape: a "profile" cell of the fusion table.
+    nodes = [h.make_node("MatMul", ["a", "b"], ["m"], name="matmul"),
+             h.make_node("Transpose", ["m"], ["t"], name="transpose", perm=[1, 0, 2]),
+             h.make_node("Reshape", ["t", "shape"], ["y"], name="reshape")]
+    return graph(nodes, [vi("a", [4, 32, 64])], [vi("y", None)],
+                 [w("b", [4, 64, 48]), i64("shape", [32, 192])])
+
+
+@case
 def shape_chain():
     nodes = [h.make_node("Shape", ["x"], ["s"], name="shape"),
              h.make_node("Gather", ["s", "zero"], ["d0"], name="gather", axis=0),

@@ -16,12 +16,14 @@
 // CHECK-NEXT: kiln.yield
 // NOFUSE-LABEL: func @main
 // NOFUSE-COUNT-3: kiln.fused
+// The Relu is applied by the conv kernel as it stores (clamp to [0, inf]).
 // LOWER-LABEL: func.func private @kiln_kernel_0(
-// LOWER: call @kiln_rt_conv2d
-// LOWER: linalg.generic
-// LOWER: arith.maximumf
+// LOWER-DAG: %[[LO:.*]] = arith.constant 0.000000e+00 : f32
+// LOWER-DAG: %[[HI:.*]] = arith.constant 0x7F800000 : f32
+// LOWER: call @kiln_rt_conv2d_act({{.*}}, %[[LO]], %[[HI]])
+// LOWER-NOT: linalg.generic
 // LOWER-LABEL: func.func private @kiln_kernel_1
-// LOWER: call @kiln_rt_conv2d
+// LOWER: call @kiln_rt_conv2d(
 // LOWER-NOT: linalg.generic
 // Only the block-to-block buffer is allocated (not the Conv's own result).
 // LOWER-LABEL: func.func @kiln_main
@@ -96,4 +98,29 @@ func.func @main(%a: tensor<2x3x5xf32>, %b: tensor<2x5x4xf32>) -> tensor<3x8xf32>
   %1 = kiln.transpose %0 {perm = array<i64: 1, 0, 2>} : (tensor<2x3x4xf32>) -> tensor<3x2x4xf32>
   %2 = kiln.reshape %1 : (tensor<3x2x4xf32>) -> tensor<3x8xf32>
   return %2 : tensor<3x8xf32>
+}
+
+// -----
+// A Conv with a residual Add and Relu: the conv writes the block's output
+// buffer, then one generic reads each element there (and the residual) and
+// writes it back in place.
+// CHECK-LABEL: func @main
+// CHECK: kiln.fused
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.conv
+// CHECK-NEXT: kiln.add
+// CHECK-NEXT: kiln.relu
+// CHECK-NEXT: kiln.yield
+// LOWER-LABEL: func.func private @kiln_kernel_0(%{{.*}}: memref<1x2x4x4xf32>, %{{.*}}: memref<2x2x1x1xf32>,
+// LOWER-SAME: %[[OUT:.*]]: memref<1x2x4x4xf32>)
+// LOWER: call @kiln_rt_conv2d(
+// LOWER: linalg.generic {{.*}} ins(%{{.*}}, %[[OUT]] : memref<1x2x4x4xf32>, memref<1x2x4x4xf32>) outs(%[[OUT]] : memref<1x2x4x4xf32>)
+// LOWER: arith.addf
+// LOWER: arith.maximumf
+func.func @main(%x: tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32> {
+  %w = kiln.constant dense<1.0> : tensor<2x2x1x1xf32> : tensor<2x2x1x1xf32>
+  %0 = kiln.conv %x, %w {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x2x4x4xf32>, tensor<2x2x1x1xf32>) -> tensor<1x2x4x4xf32>
+  %1 = kiln.add %x, %0 : (tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
+  %2 = kiln.relu %1 : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
+  return %2 : tensor<1x2x4x4xf32>
 }

@@ -70,6 +70,8 @@ public:
       ++nHits;
       return it->second.first;
     }
+    if (verbose)
+      llvm::errs() << "[kiln] profiling " << names << "\n";
     std::optional<double> t = measure(*m);
     if (!t)
       return std::nullopt;
@@ -180,7 +182,6 @@ private:
     pm.addPass(createExtractWeights());
     pm.addPass(createCSEPass());
     pm.addPass(createPlanArena());
-    tgt->addLoweringPasses(pm);
     ModelSummary summary;
     auto fn = m->lookupSymbol<func::FuncOp>("main");
     for (Type t : fn.getFunctionType().getInputs())
@@ -197,9 +198,17 @@ private:
     ScopedDiagnosticHandler quiet(&ctx, [](Diagnostic &) { return success(); });
     if (failed(pm.run(*m)))
       return std::nullopt;
+    // The arena size must be read before the target lowering rewrites
+    // @kiln_main: the runtime allocates exactly this much.
     auto kmain = m->lookupSymbol<func::FuncOp>("kiln_main");
-    if (kmain)
-      if (auto a = kmain->getAttrOfType<IntegerAttr>("kiln.arena_bytes")) summary.arenaBytes = a.getInt();
+    auto arena = kmain ? kmain->getAttrOfType<IntegerAttr>("kiln.arena_bytes") : nullptr;
+    if (!arena)
+      return std::nullopt;
+    summary.arenaBytes = arena.getInt();
+    PassManager lowerPm(&ctx);
+    tgt->addLoweringPasses(lowerPm);
+    if (failed(lowerPm.run(*m)))
+      return std::nullopt;
     SmallString<128> lib;
     if (llvm::sys::fs::createTemporaryFile("kiln-profile", "so", lib))
       return std::nullopt;

@@ -1445,6 +1445,10 @@ static SmallVector<AffineExpr> broadcastIndex(ArrayRef<AffineExpr> idx, ArrayRef
 static SmallVector<AffineExpr> reshapeIndex(ArrayRef<AffineExpr> idx, ArrayRef<int64_t> inShape,
                                             ArrayRef<int64_t> outShape, unsigned nd, MLIRContext *ctx) {
   SmallVector<AffineExpr> r;
+  // An empty tensor has no element to index (and its zero dims would divide
+  // by zero below).
+  if (llvm::is_contained(inShape, 0) || llvm::is_contained(outShape, 0))
+    return SmallVector<AffineExpr>(inShape.size(), getAffineConstantExpr(0, ctx));
   size_t i = 0, o = 0;
   while (i < inShape.size() || o < outShape.size()) {
     size_t i0 = i, o0 = o;

@@ -83,6 +83,8 @@ private:
   };
   std::optional<KernelState> kernel;
   int kernelCounter = 0;
+  /// One label per kernel, in kernel order (module attr kiln.kernel_labels).
+  SmallVector<Attribute> kernelLabels;
   /// A kernel argument standing for `outer`, a buffer of @kiln_main.
   Value kernelArg(Value outer) {
     kernel->callArgs.push_back(outer);
@@ -1546,6 +1548,30 @@ void BufferLowering::emitPointwise(Value outValue, Value outBuf, const DenseSet<
                               });
 }
 
+/// What a person reading a profile needs to recognise a kernel: its ops
+/// (ONNX-style names, '+'-joined, Reshapes left out) and output shape, e.g.
+/// "Conv+Relu 1x64x56x56".
+static std::string kernelLabel(FusedOp f) {
+  std::string ops;
+  for (Operation &op : f.getBody().front().without_terminator()) {
+    if (isa<ReshapeOp>(op) && f.getBody().front().getOperations().size() > 2) continue;
+    std::string name;
+    bool up = true;
+    for (char c : op.getName().stripDialect()) {
+      if (c == '_') { up = true; continue; }
+      name += up ? (char)toupper(c) : c;
+      up = false;
+    }
+    ops += (ops.empty() ? "" : "+") + name;
+  }
+  if (ops.size() > 60) ops = ops.substr(0, 57) + "...";
+  std::string shape;
+  if (f.getNumResults())
+    if (auto t = dyn_cast<ShapedType>(f.getResult(0).getType()))
+      for (int64_t d : t.getShape()) shape += (shape.empty() ? "" : "x") + std::to_string(d);
+  return ops + " " + (shape.empty() ? "scalar" : shape);
+}
+
 /// A fusion block becomes one kernel: a function @kiln_kernel_N taking its
 /// input, output and scratch buffers, called from @kiln_main. A block of
 /// one op is lowered as that op; a block with a head (an op that is not
@@ -1557,7 +1583,8 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
   // Output buffers live in @kiln_main.
   SmallVector<Value> outer;
   for (Value r : f.getResults()) outer.push_back(dest(r));
-  std::string name = "kiln_kernel_" + std::to_string(kernelCounter++);
+  int kernelId = kernelCounter++;
+  std::string name = "kiln_kernel_" + std::to_string(kernelId);
   func::FuncOp fn;
   {
     OpBuilder::InsertionGuard g(b);
@@ -1658,7 +1685,14 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
   SmallVector<Value> callArgs = kernel->callArgs;
   kernel.reset();
   b.setInsertionPoint(mainBlock, mainIP);
+  // Timing hooks around the call (kiln_rt_kernel_begin/end): a test of a
+  // thread-local pointer unless the context is profiling (kiln-run --profile).
+  loc = f.getLoc();
+  Value id = ci(kernelId);
+  call("kiln_rt_kernel_begin", {id});
   b.create<func::CallOp>(f.getLoc(), fn, callArgs);
+  call("kiln_rt_kernel_end", {id});
+  kernelLabels.push_back(b.getStringAttr(kernelLabel(f)));
   for (auto [r, o] : llvm::zip(f.getResults(), outer)) buffers[r] = o;
   return result;
 }
@@ -1806,6 +1840,7 @@ LogicalResult BufferLowering::run() {
   }
   b.create<func::ReturnOp>(loc);
   fn.erase();
+  module->setAttr("kiln.kernel_labels", b.getArrayAttr(kernelLabels));
   return success();
 }
 

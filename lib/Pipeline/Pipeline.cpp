@@ -276,6 +276,10 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
         return pm.run(m);
       })))
     return failure();
+  if (auto labels = m->getAttrOfType<ArrayAttr>("kiln.kernel_labels")) {
+    for (auto l : labels.getAsValueRange<StringAttr>()) summary.kernels.push_back(l.str());
+    m->removeAttr("kiln.kernel_labels");
+  }
   auto kmain = m.lookupSymbol<func::FuncOp>("kiln_main");
   summary.arenaBytes = kmain->getAttrOfType<IntegerAttr>("kiln.arena_bytes").getInt();
   int64_t unplanned = kmain->getAttrOfType<IntegerAttr>("kiln.arena_unplanned_bytes").getInt();

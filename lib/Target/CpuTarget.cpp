@@ -47,7 +47,7 @@ namespace {
 
 /// Version of the contract between compiled libraries and the runtime
 /// (runtime/include/kiln/runtime.h: KILN_MODEL_ABI_VERSION).
-constexpr uint32_t kModelAbiVersion = 1;
+constexpr uint32_t kModelAbiVersion = 2;
 
 std::string escapeName(const std::string &s) {
   std::string out;
@@ -74,6 +74,7 @@ std::string serialize(const ModelSummary &s, llvm::StringRef target) {
   };
   for (auto &t : s.inputs) add("input", t);
   for (auto &t : s.outputs) add("output", t);
+  for (auto &k : s.kernels) m += "kernel " + escapeName(k) + "\n";
   return m;
 }
 

@@ -29,6 +29,9 @@ inline v8f load8(const float *p) {
   return v;
 }
 inline void store8(float *p, v8f v) { std::memcpy(p, &v, sizeof v); }
+/// All lanes = x. (Written out: `v8f{} + x` costs an add, since 0 + x is
+/// not x for x = -0.0.)
+inline v8f splat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
 
 /// C[MR x NR] (+)= Apanel[kc x MR] * Bpanel[kc x NR]; packed panels.
 void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, bool accumulate,
@@ -39,7 +42,7 @@ void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t l
     v8f b0 = load8(b + p * NR), b1 = load8(b + p * NR + 8);
     const float *ap = a + p * MR;
     for (int i = 0; i < MR; ++i) {
-      v8f ai = v8f{} + ap[i];
+      v8f ai = splat(ap[i]);
       acc[i][0] += ai * b0;
       acc[i][1] += ai * b1;
     }
@@ -106,12 +109,132 @@ std::vector<float> &scratch(int slot) {
   return bufs[slot];
 }
 
+inline v8f vclamp(v8f v, v8f lo, v8f hi) {
+  v = v < lo ? lo : v;
+  return hi < v ? hi : v;
+}
+
+/// B accumulators of 8 outputs each (outputs ow0 .. ow0 + 8B of one row)
+/// over all KH x KW taps, from the phase-split padded plane (see below).
+template <int B>
+inline void depthwiseBlock(const float *pad, int64_t PH, int64_t PWs, int64_t r0, int64_t ow0,
+                           const float *wc, int64_t KH, int64_t KW, int64_t DH, int64_t DW, int64_t SW,
+                           float b0, bool clamp, float lo, float hi, float *y) {
+  v8f acc[B];
+  for (int i = 0; i < B; ++i) acc[i] = splat(b0);
+  for (int64_t kh = 0; kh < KH; ++kh) {
+    int64_t r = r0 + kh * DH;
+    for (int64_t kw = 0; kw < KW; ++kw) {
+      int64_t off = kw * DW;
+      const float *p = pad + ((off % SW) * PH + r) * PWs + off / SW + ow0;
+      v8f w = splat(wc[kh * KW + kw]);
+      for (int i = 0; i < B; ++i) acc[i] += w * load8(p + 8 * i);
+    }
+  }
+  for (int i = 0; i < B; ++i)
+    store8(y + ow0 + 8 * i, clamp ? vclamp(acc[i], splat(lo), splat(hi)) : acc[i]);
+}
+
+/// Depthwise convolution (one filter per channel), parallel over (n, c).
+/// Each input plane is first copied into a zero-padded scratch plane split
+/// into SW column phases (phase q holds padded columns q, q+SW, ...), so
+/// every tap reads a unit-stride run for any stride and no bounds are
+/// tested in the inner loop; outputs are computed 32 (then 8) at a time
+/// in vector registers across all taps, with bias and clamp on the store.
+void depthwiseConv(const float *X, const float *Wt, const float *Bs, float *Y, int64_t N, int64_t C,
+                   int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t SH,
+                   int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL, bool clamp, float lo,
+                   float hi) {
+  int64_t PH = (OH - 1) * SH + (KH - 1) * DH + 1;  // padded rows read
+  int64_t PWn = (OW - 1) * SW + (KW - 1) * DW + 1; // padded columns read
+  int64_t PWs = (PWn + SW - 1) / SW;               // columns per phase
+  int64_t KK = KH * KW;
+  parallelFor(N * C, [&](int64_t nc) {
+    int64_t c = nc % C;
+    const float *xc = X + nc * H * W, *wc = Wt + c * KK;
+    float *yc = Y + nc * OH * OW;
+    float b0 = Bs ? Bs[c] : 0.0f;
+    static thread_local std::vector<float> padBuf;
+    padBuf.assign(SW * PH * PWs, 0.0f);
+    float *pad = padBuf.data();
+    for (int64_t r = 0; r < PH; ++r) {
+      int64_t ih = r - PT;
+      if (ih < 0 || ih >= H) continue;
+      const float *row = xc + ih * W;
+      int64_t x0 = std::max<int64_t>(0, PL), x1 = std::min<int64_t>(PWn, W + PL);
+      if (SW == 1) {
+        if (x1 > x0) std::memcpy(pad + r * PWs + x0, row + x0 - PL, (x1 - x0) * sizeof(float));
+      } else {
+        for (int64_t q = 0; q < SW; ++q) {
+          float *dst = pad + (q * PH + r) * PWs;
+          for (int64_t j = (std::max<int64_t>(x0 - q, 0) + SW - 1) / SW; j * SW + q < x1; ++j)
+            dst[j] = row[j * SW + q - PL];
+        }
+      }
+    }
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      int64_t r0 = oh * SH, ow = 0;
+      float *y = yc + oh * OW;
+      for (; ow + 32 <= OW; ow += 32)
+        depthwiseBlock<4>(pad, PH, PWs, r0, ow, wc, KH, KW, DH, DW, SW, b0, clamp, lo, hi, y);
+      for (; ow + 8 <= OW; ow += 8)
+        depthwiseBlock<1>(pad, PH, PWs, r0, ow, wc, KH, KW, DH, DW, SW, b0, clamp, lo, hi, y);
+      for (; ow < OW; ++ow) {
+        float acc = b0;
+        for (int64_t kh = 0; kh < KH; ++kh)
+          for (int64_t kw = 0; kw < KW; ++kw) {
+            int64_t off = kw * DW;
+            acc += pad[((off % SW) * PH + r0 + kh * DH) * PWs + off / SW + ow] * wc[kh * KW + kw];
+          }
+        y[ow] = clamp ? std::min(std::max(acc, lo), hi) : acc;
+      }
+    }
+  });
+}
+
+/// y[N] = a[K] * op(B)[K,N]: a GEMM with one row, memory-bound on B.
+/// Parallel over column chunks; B^T rows are dot products, B rows axpys.
+void gemv(int64_t N, int64_t K, const float *a, const float *B, int64_t ldb, bool transB, float *y) {
+  constexpr int64_t chunk = 64;
+  parallelFor((N + chunk - 1) / chunk, [&](int64_t t) {
+    int64_t j0 = t * chunk, j1 = std::min(N, j0 + chunk);
+    if (transB) {
+      for (int64_t j = j0; j < j1; ++j) {
+        const float *b = B + j * ldb;
+        v8f acc0{}, acc1{};
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+          acc0 += load8(a + k) * load8(b + k);
+          acc1 += load8(a + k + 8) * load8(b + k + 8);
+        }
+        v8f v = acc0 + acc1;
+        float sum = 0;
+        for (int i = 0; i < 8; ++i) sum += v[i];
+        for (; k < K; ++k) sum += a[k] * b[k];
+        y[j] = sum;
+      }
+      return;
+    }
+    std::fill(y + j0, y + j1, 0.0f);
+    for (int64_t k = 0; k < K; ++k) {
+      float ak = a[k];
+      const float *b = B + k * ldb;
+      for (int64_t j = j0; j < j1; ++j) y[j] += ak * b[j];
+    }
+  });
+}
+
 } // namespace
 
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc) {
   if (K == 0) {
     for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    return;
+  }
+  if (M == 1 && !transA) {
+    // Row vector times matrix (classifier heads, decoders at batch 1).
+    gemv(N, K, A, B, ldb, transB, C);
     return;
   }
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
@@ -195,28 +318,7 @@ void kiln_rt_conv2d_act(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64
   float *Y = (float *)y;
   int64_t Cg = C / G, Fg = F / G, OHW = OH * OW, KK = KH * KW;
   if (Cg == 1 && Fg == 1) {
-    // Depthwise: one filter per channel, parallel over (n, c).
-    parallelFor(N * C, [&](int64_t nc) {
-      int64_t c = nc % C;
-      const float *xc = X + nc * H * W, *wc = Wt + c * KK;
-      float *yc = Y + nc * OHW;
-      float b0 = Bs ? Bs[c] : 0.0f;
-      for (int64_t oh = 0; oh < OH; ++oh) {
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          float acc = b0;
-          for (int64_t kh = 0; kh < KH; ++kh) {
-            int64_t ih = oh * SH + kh * DH - PT;
-            if (ih < 0 || ih >= H) continue;
-            for (int64_t kw = 0; kw < KW; ++kw) {
-              int64_t iw = ow * SW + kw * DW - PL;
-              if (iw < 0 || iw >= W) continue;
-              acc += xc[ih * W + iw] * wc[kh * KW + kw];
-            }
-          }
-          yc[oh * OW + ow] = clamp ? std::min(std::max(acc, lo), hi) : acc;
-        }
-      }
-    });
+    depthwiseConv(X, Wt, Bs, Y, N, C, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, clamp, lo, hi);
     return;
   }
   bool direct = KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W;

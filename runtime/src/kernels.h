@@ -12,6 +12,9 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
 } // namespace kiln::rt
 
 extern "C" {
+/// Profiling hooks around every kernel call of a compiled model (runtime.cpp).
+void kiln_rt_kernel_begin(int64_t id);
+void kiln_rt_kernel_end(int64_t id);
 void kiln_rt_gemm(intptr_t a, intptr_t b, intptr_t c, intptr_t y, int64_t M, int64_t N, int64_t K,
                   int64_t transA, int64_t transB, float alpha, float beta, int64_t cRows,
                   int64_t cCols);

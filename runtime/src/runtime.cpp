@@ -9,7 +9,9 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -74,6 +76,7 @@ struct kiln_model {
   std::string target;
   size_t arenaBytes = 0;
   std::vector<TensorDesc> inputs, outputs;
+  std::vector<std::string> kernels; // labels, in kernel order
   ~kiln_model() {
     if (handle) dlclose(handle);
   }
@@ -86,6 +89,8 @@ struct kiln_context {
   int threads = 1;
   std::vector<void *> buffers; // {arena, inputs..., outputs...}, sized at creation
   std::atomic<bool> busy{false};
+  bool profiling = false;
+  std::vector<double> kernelMs; // of the last profiled run
   ~kiln_context() { std::free(arena); }
 };
 
@@ -144,6 +149,13 @@ static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
         bytes *= (size_t)d;
       }
       (kind == "input" ? m->inputs : m->outputs).push_back(t);
+    } else if (kind == "kernel") {
+      std::string label;
+      if (!(ls >> label) || m->kernels.size() >= (1u << 20)) {
+        err = "bad kernel line '" + line + "'";
+        return false;
+      }
+      m->kernels.push_back(unescape(label));
     } else if (!kind.empty()) {
       err = "unknown metadata key '" + kind + "'";
       return false;
@@ -152,7 +164,29 @@ static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
   return true;
 }
 
+namespace {
+/// Per-kernel timing of the kiln_run on this thread, when its context
+/// profiles (kiln_context_set_profiling); null otherwise.
+struct KernelTimer {
+  double *ms;
+  size_t count;
+  std::chrono::steady_clock::time_point start;
+};
+thread_local KernelTimer *kernelTimer = nullptr;
+} // namespace
+
 extern "C" {
+
+// Called by compiled models around every kernel call (a thread-local test
+// when not profiling). Kernels run on the thread that called kiln_run.
+void kiln_rt_kernel_begin(int64_t) {
+  if (KernelTimer *t = kernelTimer) t->start = std::chrono::steady_clock::now();
+}
+void kiln_rt_kernel_end(int64_t id) {
+  if (KernelTimer *t = kernelTimer)
+    if (id >= 0 && (size_t)id < t->count)
+      t->ms[id] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t->start).count();
+}
 
 const char *kiln_last_error(void) { return lastError.c_str(); }
 
@@ -266,6 +300,30 @@ kiln_status kiln_context_create(kiln_model *m, kiln_context **out) {
 
 void kiln_context_destroy(kiln_context *c) { delete c; }
 
+int32_t kiln_model_num_kernels(const kiln_model *m) { return m ? (int32_t)m->kernels.size() : 0; }
+const char *kiln_model_kernel_label(const kiln_model *m, int32_t i) {
+  if (!m || i < 0 || i >= (int32_t)m->kernels.size()) return nullptr;
+  return m->kernels[i].c_str();
+}
+
+kiln_status kiln_context_set_profiling(kiln_context *c, int32_t on) {
+  if (!c) return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_context_set_profiling: null context");
+  if (c->busy.load()) return setError(KILN_ERR_BUSY, "kiln_context_set_profiling: context is running");
+  c->profiling = on != 0;
+  return KILN_OK;
+}
+
+kiln_status kiln_context_kernel_times(const kiln_context *c, double *ms, size_t count) {
+  if (!c || (!ms && count)) return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_context_kernel_times: null argument");
+  size_t n = c->model->kernels.size();
+  if (count != n)
+    return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_context_kernel_times: model has %zu kernels, got room for %zu", n, count);
+  if (c->kernelMs.size() != n)
+    return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_context_kernel_times: no profiled run yet (kiln_context_set_profiling)");
+  std::copy(c->kernelMs.begin(), c->kernelMs.end(), ms);
+  return KILN_OK;
+}
+
 kiln_status kiln_context_set_threads(kiln_context *c, int32_t threads) {
   if (!c) return setError(KILN_ERR_INVALID_ARGUMENT, "null context");
   if (threads < 1 || threads > 1024)
@@ -322,7 +380,14 @@ kiln_status kiln_run(kiln_context *c, const kiln_tensor *inputs, size_t nIn, kil
   for (size_t i = 0; i < nOut; ++i) buffers[1 + nIn + i] = outputs[i].data;
   kiln::rt::ThreadPool *prev = kiln::rt::currentPool();
   kiln::rt::setCurrentPool(c->pool.get());
+  KernelTimer timer{nullptr, 0, {}};
+  if (c->profiling) {
+    c->kernelMs.assign(m->kernels.size(), 0.0);
+    timer = {c->kernelMs.data(), c->kernelMs.size(), {}};
+    kernelTimer = &timer;
+  }
   m->run(buffers);
+  kernelTimer = nullptr;
   kiln::rt::setCurrentPool(prev);
   c->busy.store(false);
   return KILN_OK;

@@ -171,7 +171,7 @@ TEST_CASE("kiln_model_open refuses a library that is not a kiln model", "[api]")
 }
 
 TEST_CASE("kiln_model_open refuses another model ABI version", "[api]") {
-  checkOpenFails(KILN_FAKE_MODEL_ABI2, KILN_ERR_ABI, "was built for model ABI 2");
+  checkOpenFails(KILN_FAKE_MODEL_ABI2, KILN_ERR_ABI, "was built for model ABI 99");
 }
 
 TEST_CASE("kiln_model_open refuses a library built for another target", "[api]") {
@@ -285,6 +285,38 @@ TEST_CASE("kiln_run runs the model serially and on a pool", "[api]") {
     CHECK(*fake.arenaAligned == 1);
   }
   CHECK(*fake.runs == runsBefore + 5);
+  kiln_context_destroy(ctx);
+}
+
+TEST_CASE("per-kernel profiling times each kernel of a run", "[api]") {
+  FakeModel fake;
+  REQUIRE(kiln_model_num_kernels(fake.model) == 2);
+  CHECK(std::string(kiln_model_kernel_label(fake.model, 0)) == "MatMul 2x4");
+  CHECK(std::string(kiln_model_kernel_label(fake.model, 1)) == "Add 2x4");
+  CHECK(kiln_model_kernel_label(fake.model, 2) == nullptr);
+  CHECK(kiln_model_kernel_label(fake.model, -1) == nullptr);
+  CHECK(kiln_model_num_kernels(nullptr) == 0);
+  kiln_context *ctx = nullptr;
+  REQUIRE(kiln_context_create(fake.model, &ctx) == KILN_OK);
+  double ms[2] = {-1, -1};
+  FakeIo io;
+  // Not profiling: nothing recorded.
+  REQUIRE(io.run(ctx) == KILN_OK);
+  CHECK(kiln_context_kernel_times(ctx, ms, 2) == KILN_ERR_INVALID_ARGUMENT);
+  CHECK_THAT(kiln_last_error(), Contains("no profiled run"));
+  // Kernel 0 sleeps 20 ms (the hook runs inside it); kernel 1 does not.
+  *fake.hook = [](void *) { usleep(20000); };
+  REQUIRE(kiln_context_set_profiling(ctx, 1) == KILN_OK);
+  REQUIRE(io.run(ctx) == KILN_OK);
+  CHECK(io.correct());
+  CHECK(kiln_context_kernel_times(ctx, ms, 1) == KILN_ERR_INVALID_ARGUMENT);
+  CHECK(kiln_context_kernel_times(ctx, nullptr, 2) == KILN_ERR_INVALID_ARGUMENT);
+  REQUIRE(kiln_context_kernel_times(ctx, ms, 2) == KILN_OK);
+  CHECK(ms[0] >= 20.0);
+  CHECK(ms[1] >= 0.0);
+  CHECK(ms[1] < 20.0);
+  *fake.hook = nullptr;
+  CHECK(kiln_context_set_profiling(nullptr, 1) == KILN_ERR_INVALID_ARGUMENT);
   kiln_context_destroy(ctx);
 }
 

@@ -142,6 +142,9 @@ const ConvCase kConvCases[] = {
     {"depthwise 3x3", 2, 6, 8, 8, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 6},
     {"depthwise stride 2 dilation 2", 1, 5, 11, 10, 5, 3, 3, 2, 2, 2, 2, 1, 2, 2, 1, 5},
     {"depthwise 5x5 asymmetric pads", 1, 4, 9, 9, 4, 5, 5, 1, 1, 1, 1, 2, 1, 3, 2, 4},
+    // Rows wide enough for the 32- and 8-wide vector blocks plus a tail.
+    {"depthwise wide rows", 1, 3, 5, 75, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
+    {"depthwise wide rows stride 2", 2, 2, 7, 91, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 2},
     {"depth multiplier 2", 1, 3, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
     {"groups 2", 2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2},
     {"groups 2 stride 2", 1, 6, 9, 9, 4, 3, 3, 2, 2, 1, 1, 0, 0, 2, 2, 2},

@@ -32,6 +32,8 @@ void usage() {
           "  --outputs DIR    write outputs as DIR/output_N.pb\n"
           "  --bench N        time N runs (after --warmup W, default 3)\n"
           "  --threads T      kernel threads (default 1)\n"
+          "  --profile N      time each kernel (fusion block) over N runs and print\n"
+          "                   them by median time, with a total per kind of block\n"
           "  --json           print one JSON object instead of text\n");
 }
 
@@ -71,12 +73,48 @@ struct Compare {
   bool dtypeDiffers = false; // the model's output dtype is not the expected one
 };
 
+/// The profile table: kernels by median time (the top 25 and the rest
+/// summed), then the time per kind of block (its label without the shape).
+void printProfile(const kiln_model *m, const std::vector<double> &med, int runs) {
+  int n = (int)med.size();
+  double total = 0;
+  for (double v : med) total += v;
+  std::vector<int> order(n);
+  for (int k = 0; k < n; ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return med[a] > med[b]; });
+  printf("profile: %d kernels, median of %d runs each, sum %.3f ms\n", n, runs, total);
+  printf("%6s %10s %6s %6s  %s\n", "kernel", "ms", "%", "cum%", "label");
+  double cum = 0;
+  int shown = std::min(n, 25);
+  for (int i = 0; i < shown; ++i) {
+    int k = order[i];
+    cum += med[k];
+    printf("%6d %10.3f %6.1f %6.1f  %s\n", k, med[k], 100 * med[k] / total, 100 * cum / total,
+           kiln_model_kernel_label(m, k));
+  }
+  if (n > shown)
+    printf("%6s %10.3f %6.1f %6.1f  (%d more kernels)\n", "...", total - cum, 100 * (total - cum) / total,
+           100.0, n - shown);
+  std::vector<std::pair<std::string, std::pair<double, int>>> kinds;
+  for (int k = 0; k < n; ++k) {
+    std::string label = kiln_model_kernel_label(m, k);
+    std::string kind = label.substr(0, label.rfind(' '));
+    auto it = std::find_if(kinds.begin(), kinds.end(), [&](auto &e) { return e.first == kind; });
+    if (it == kinds.end()) kinds.push_back({kind, {med[k], 1}});
+    else { it->second.first += med[k]; it->second.second++; }
+  }
+  std::stable_sort(kinds.begin(), kinds.end(), [](auto &a, auto &b) { return a.second.first > b.second.first; });
+  printf("by kind of block:\n%10s %6s %6s  %s\n", "ms", "%", "count", "ops");
+  for (auto &[kind, v] : kinds)
+    printf("%10.3f %6.1f %6d  %s\n", v.first, 100 * v.first / total, v.second, kind.c_str());
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   std::string model, inputsDir, expectDir, outputsDir;
   double rtol = 1e-3, atol = 1e-4;
-  int bench = 0, warmup = 3, threads = 1;
+  int bench = 0, warmup = 3, threads = 1, profile = 0;
   unsigned seed = 0;
   bool json = false;
   for (int i = 1; i < argc; ++i) {
@@ -102,6 +140,7 @@ int main(int argc, char **argv) {
     else if (a == "--bench") bench = (int)nextNum(1);
     else if (a == "--warmup") warmup = (int)nextNum(0);
     else if (a == "--threads") threads = (int)nextNum(1);
+    else if (a == "--profile") profile = (int)nextNum(1);
     else if (a == "--json") json = true;
     else if (a == "-h" || a == "--help") { usage(); return 0; }
     else if (!a.empty() && a[0] == '-') { usage(); return fail("unknown option " + a); }
@@ -191,6 +230,27 @@ int main(int argc, char **argv) {
     std::sort(times.begin(), times.end());
   }
 
+  // Per-kernel profile: median of `profile` runs for each kernel.
+  int nKernels = kiln_model_num_kernels(m);
+  std::vector<double> kernelMed;
+  if (profile > 0) {
+    if (nKernels == 0) return fail("the model has no kernel labels (compiled by an older kiln?)");
+    if (kiln_context_set_profiling(ctx, 1) != KILN_OK) return fail(kiln_last_error());
+    std::vector<std::vector<double>> samples(nKernels);
+    std::vector<double> ms(nKernels);
+    runOnce();
+    for (int r = 0; r < profile; ++r) {
+      runOnce();
+      if (kiln_context_kernel_times(ctx, ms.data(), ms.size()) != KILN_OK) return fail(kiln_last_error());
+      for (int k = 0; k < nKernels; ++k) samples[k].push_back(ms[k]);
+    }
+    kiln_context_set_profiling(ctx, 0);
+    for (auto &v : samples) {
+      std::sort(v.begin(), v.end());
+      kernelMed.push_back(v[v.size() / 2]);
+    }
+  }
+
   std::vector<Compare> cmp(nOut);
   bool allOk = true;
   if (!expectDir.empty()) {
@@ -250,6 +310,13 @@ int main(int argc, char **argv) {
       s += "}";
     }
     s += "]";
+    if (!kernelMed.empty()) {
+      s += ", \"kernels\": [";
+      for (int k = 0; k < nKernels; ++k)
+        s += std::string(k ? ", " : "") + "{\"id\": " + std::to_string(k) + ", \"label\": " +
+             jsonStr(kiln_model_kernel_label(m, k)) + ", \"median_ms\": " + num(kernelMed[k]) + "}";
+      s += "]";
+    }
     if (!times.empty())
       s += ", \"latency_ms\": {\"min\": " + num(times.front()) + ", \"median\": " + num(pct(0.5)) +
            ", \"p90\": " + num(pct(0.9)) + ", \"runs\": " + std::to_string(times.size()) + "}";
@@ -268,6 +335,7 @@ int main(int argc, char **argv) {
         printf("  max_abs_err %.3g  max_rel_err %.3g  %s%s\n", cmp[i].maxAbs, cmp[i].maxRel,
                cmp[i].ok ? "OK" : "MISMATCH", cmp[i].dtypeDiffers ? " (dtype differs from the expected)" : "");
     }
+    if (!kernelMed.empty()) printProfile(m, kernelMed, profile);
     if (!times.empty())
       printf("latency over %zu runs: min %.3f ms  median %.3f ms  p90 %.3f ms\n", times.size(),
              times.front(), pct(0.5), pct(0.9));

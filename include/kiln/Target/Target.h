@@ -25,6 +25,8 @@ struct ModelSummary {
   };
   std::vector<Tensor> inputs, outputs;
   int64_t arenaBytes = 0;
+  /// One label per kernel (fusion block), in call order, for profiles.
+  std::vector<std::string> kernels;
 };
 
 class Target {

@@ -31,7 +31,7 @@ extern "C" {
 
 /* Version of the contract between compiled libraries and this runtime. A
  * library built for another version is refused at open. */
-#define KILN_MODEL_ABI_VERSION 1
+#define KILN_MODEL_ABI_VERSION 2
 
 typedef enum {
   KILN_OK = 0,
@@ -101,10 +101,21 @@ size_t kiln_model_arena_bytes(const kiln_model *model);
 /* The target the library was compiled for ("x86_64", "aarch64"). */
 const char *kiln_model_target(const kiln_model *model);
 
+/* Kernels (fusion blocks) of the model, and a label for each, e.g.
+ * "Conv+Relu 1x64x56x56" (null when index is out of range). */
+int32_t kiln_model_num_kernels(const kiln_model *model);
+const char *kiln_model_kernel_label(const kiln_model *model, int32_t index);
+
 kiln_status kiln_context_create(kiln_model *model, kiln_context **out);
 void kiln_context_destroy(kiln_context *ctx);
 /* Threads used by kernels of this context (>= 1; default 1). */
 kiln_status kiln_context_set_threads(kiln_context *ctx, int32_t threads);
+
+/* Per-kernel timing (off by default): when on, each kiln_run records the
+ * wall time of every kernel, read back with kiln_context_kernel_times
+ * (count = kiln_model_num_kernels; milliseconds of the last profiled run). */
+kiln_status kiln_context_set_profiling(kiln_context *ctx, int32_t on);
+kiln_status kiln_context_kernel_times(const kiln_context *ctx, double *ms, size_t count);
 
 /* Runs the model: inputs and outputs in the model's order. */
 kiln_status kiln_run(kiln_context *ctx, const kiln_tensor *inputs, size_t num_inputs,

@@ -32,10 +32,16 @@ inline void store8(float *p, v8f v) { std::memcpy(p, &v, sizeof v); }
 /// All lanes = x. (Written out: `v8f{} + x` costs an add, since 0 + x is
 /// not x for x = -0.0.)
 inline v8f splat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
+/// min(max(v, lo), hi) lane by lane, NaN kept (as std::min/std::max).
+inline v8f vclamp(v8f v, v8f lo, v8f hi) {
+  v = v < lo ? lo : v;
+  return hi < v ? hi : v;
+}
 
-/// C[MR x NR] (+)= Apanel[kc x MR] * Bpanel[kc x NR]; packed panels.
+/// C[MR x NR] (+)= Apanel[kc x MR] * Bpanel[kc x NR]; packed panels. On
+/// the last K block, `ep` adds a bias per row and clamps as it stores.
 void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, bool accumulate,
-                 int m, int n) {
+                 int m, int n, const Epilogue *ep, int64_t row0) {
   v8f acc[MR][2];
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = v8f{};
   for (int64_t p = 0; p < kc; ++p) {
@@ -46,6 +52,23 @@ void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t l
       acc[i][0] += ai * b0;
       acc[i][1] += ai * b1;
     }
+  }
+  if (ep) {
+    for (int i = 0; i < MR; ++i) {
+      float bias = ep->rowBias && i < m ? ep->rowBias[row0 + i] : 0.0f;
+      if (accumulate) {
+        // Partial sums of the earlier K blocks are in C already.
+        v8f c0{}, c1{};
+        if (i < m && n == NR) c0 = load8(c + i * ldc), c1 = load8(c + i * ldc + 8);
+        else if (i < m)
+          for (int j = 0; j < n; ++j) (j < 8 ? c0[j] : c1[j - 8]) = c[i * ldc + j];
+        acc[i][0] += c0;
+        acc[i][1] += c1;
+      }
+      acc[i][0] = vclamp(acc[i][0] + bias, splat(ep->lo), splat(ep->hi));
+      acc[i][1] = vclamp(acc[i][1] + bias, splat(ep->lo), splat(ep->hi));
+    }
+    accumulate = false;
   }
   if (m == MR && n == NR) {
     for (int i = 0; i < MR; ++i) {
@@ -107,11 +130,6 @@ void packB(const float *B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int6
 std::vector<float> &scratch(int slot) {
   static thread_local std::vector<float> bufs[3];
   return bufs[slot];
-}
-
-inline v8f vclamp(v8f v, v8f lo, v8f hi) {
-  v = v < lo ? lo : v;
-  return hi < v ? hi : v;
 }
 
 /// B accumulators of 8 outputs each (outputs ow0 .. ow0 + 8B of one row)
@@ -227,14 +245,19 @@ void gemv(int64_t N, int64_t K, const float *a, const float *B, int64_t ldb, boo
 } // namespace
 
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
-           const float *B, int64_t ldb, bool transB, float *C, int64_t ldc) {
-  if (K == 0) {
-    for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
-    return;
-  }
-  if (M == 1 && !transA) {
-    // Row vector times matrix (classifier heads, decoders at batch 1).
-    gemv(N, K, A, B, ldb, transB, C);
+           const float *B, int64_t ldb, bool transB, float *C, int64_t ldc, const Epilogue *ep) {
+  if (ep && !ep->rowBias && !ep->clamps()) ep = nullptr;
+  if (K == 0 || (M == 1 && !transA)) {
+    if (K == 0)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    else // Row vector times matrix (classifier heads, decoders at batch 1).
+      gemv(N, K, A, B, ldb, transB, C);
+    if (ep)
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          float v = C[i * ldc + j] + (ep->rowBias ? ep->rowBias[i] : 0.0f);
+          C[i * ldc + j] = std::min(std::max(v, ep->lo), ep->hi);
+        }
     return;
   }
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
@@ -253,7 +276,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
         for (int64_t ip = 0; ip < mc; ip += MR)
           microKernel(kc, pa.data() + ip * kc, pb.data() + jp * kc,
                       C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0,
-                      (int)std::min<int64_t>(MR, mc - ip), (int)std::min<int64_t>(NR, nc - jp));
+                      (int)std::min<int64_t>(MR, mc - ip), (int)std::min<int64_t>(NR, nc - jp),
+                      k0 + kc >= K ? ep : nullptr, i0 + ip);
     }
   });
 }
@@ -334,6 +358,11 @@ void kiln_rt_conv2d_act(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64
           int64_t c = r / KK, kh = (r % KK) / KW, kw = r % KW;
           float *dst = colp + r * OHW;
           const float *xc = xg + c * H * W;
+          // Output columns [owLo, owHi) read inside the row; the rest is padding.
+          int64_t off = kw * DW - PL;
+          int64_t owLo = std::min(OW, std::max<int64_t>(0, (-off + SW - 1) / SW));
+          int64_t owHi = std::max(owLo, std::min(OW, (W - 1 - off) / SW + 1));
+          if (W - 1 - off < 0) owHi = owLo;
           for (int64_t oh = 0; oh < OH; ++oh) {
             int64_t ih = oh * SH + kh * DH - PT;
             float *d = dst + oh * OW;
@@ -341,27 +370,21 @@ void kiln_rt_conv2d_act(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64
               std::fill(d, d + OW, 0.0f);
               continue;
             }
-            const float *row = xc + ih * W;
-            for (int64_t ow = 0; ow < OW; ++ow) {
-              int64_t iw = ow * SW + kw * DW - PL;
-              d[ow] = (iw >= 0 && iw < W) ? row[iw] : 0.0f;
-            }
+            const float *row = xc + ih * W + off;
+            std::fill(d, d + owLo, 0.0f);
+            if (SW == 1)
+              std::memcpy(d + owLo, row + owLo, (owHi - owLo) * sizeof(float));
+            else
+              for (int64_t ow = owLo; ow < owHi; ++ow) d[ow] = row[ow * SW];
+            std::fill(d + owHi, d + OW, 0.0f);
           }
         });
         src = colp;
       }
       float *yg = Y + (n * F + g * Fg) * OHW;
-      sgemm(Fg, OHW, Cg * KK, Wt + g * Fg * Cg * KK, Cg * KK, false, src, OHW, false, yg, OHW);
-      // Bias and the fused activation, one pass over each output row.
-      if (Bs || clamp)
-        parallelFor(Fg, [&](int64_t f) {
-          float b0 = Bs ? Bs[g * Fg + f] : 0.0f;
-          float *row = yg + f * OHW;
-          if (clamp)
-            for (int64_t i = 0; i < OHW; ++i) row[i] = std::min(std::max(row[i] + b0, lo), hi);
-          else
-            for (int64_t i = 0; i < OHW; ++i) row[i] += b0;
-        });
+      // Bias and the fused activation are applied on each tile as it is stored.
+      Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
+      sgemm(Fg, OHW, Cg * KK, Wt + g * Fg * Cg * KK, Cg * KK, false, src, OHW, false, yg, OHW, &ep);
     }
   }
 }

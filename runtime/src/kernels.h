@@ -5,10 +5,25 @@
 
 #include <cstdint>
 
+#include <limits>
+
 namespace kiln::rt {
-/// C[M,N] = op(A)[M,K] * op(B)[K,N], row-major, parallel on the current pool.
+/// Applied to each C tile as it is stored: C[i][j] = clamp(C[i][j] +
+/// rowBias[i], lo, hi) (rowBias may be null; the default clamp is none).
+struct Epilogue {
+  const float *rowBias = nullptr;
+  float lo = -std::numeric_limits<float>::infinity();
+  float hi = std::numeric_limits<float>::infinity();
+  bool clamps() const {
+    return lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity();
+  }
+};
+
+/// C[M,N] = op(A)[M,K] * op(B)[K,N], row-major, parallel on the current
+/// pool, then the epilogue (if any).
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
-           const float *B, int64_t ldb, bool transB, float *C, int64_t ldc);
+           const float *B, int64_t ldb, bool transB, float *C, int64_t ldc,
+           const Epilogue *ep = nullptr);
 } // namespace kiln::rt
 
 extern "C" {

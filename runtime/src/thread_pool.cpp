@@ -1,6 +1,30 @@
 #include "thread_pool.h"
 
+#include <chrono>
+
 namespace kiln::rt {
+
+namespace {
+constexpr int kSpinMicros = 200;
+
+inline void cpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+/// Polls `ready` for up to kSpinMicros; true if it became true.
+template <typename F> bool spinUntil(F ready) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+  for (int i = 0;; ++i) {
+    if (ready()) return true;
+    cpuRelax();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) return ready();
+  }
+}
+} // namespace
 
 static thread_local ThreadPool *tlsPool = nullptr;
 ThreadPool *currentPool() { return tlsPool; }
@@ -42,6 +66,8 @@ void ThreadPool::workerLoop() {
   for (;;) {
     const std::function<void(int64_t)> *job;
     int64_t n;
+    spinUntil([&] { return stop_.load(std::memory_order_relaxed) ||
+                           generation_.load(std::memory_order_acquire) != seen; });
     {
       std::unique_lock<std::mutex> l(mu_);
       wake_.wait(l, [&] { return stop_ || generation_ != seen; });
@@ -73,6 +99,7 @@ void ThreadPool::parallelFor(int64_t n, const std::function<void(int64_t)> &fn) 
   }
   wake_.notify_all();
   drain(fn, n);
+  spinUntil([&] { return active_.load(std::memory_order_acquire) == 0; });
   std::unique_lock<std::mutex> l(mu_);
   done_.wait(l, [&] { return active_ == 0 && next_.load() >= jobSize_; });
   job_ = nullptr;

@@ -1,4 +1,8 @@
 // A small fixed-size thread pool: parallel_for over [0, n), caller included.
+// Workers spin for a short while (kSpinMicros) after each job before they
+// sleep on a condition variable, as do callers waiting for the last
+// worker: the kernels of one inference follow each other within
+// microseconds, and a futex wake-up costs more than many small kernels.
 #ifndef KILN_RUNTIME_THREAD_POOL_H
 #define KILN_RUNTIME_THREAD_POOL_H
 
@@ -32,9 +36,10 @@ private:
   const std::function<void(int64_t)> *job_ = nullptr;
   int64_t jobSize_ = 0;
   std::atomic<int64_t> next_{0};
-  int active_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  // Written under mu_; atomic so that waiters can poll them while spinning.
+  std::atomic<int> active_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
 };
 
 /// The pool of the context currently running on this thread (null: serial).

@@ -85,6 +85,7 @@ private:
   int kernelCounter = 0;
   /// One label per kernel, in kernel order (module attr kiln.kernel_labels).
   SmallVector<Attribute> kernelLabels;
+  SmallVector<int64_t> kernelFlops; // floating-point operations per kernel (cost interface)
   /// A kernel argument standing for `outer`, a buffer of @kiln_main.
   Value kernelArg(Value outer) {
     kernel->callArgs.push_back(outer);
@@ -1693,6 +1694,9 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
   b.create<func::CallOp>(f.getLoc(), fn, callArgs);
   call("kiln_rt_kernel_end", {id});
   kernelLabels.push_back(b.getStringAttr(kernelLabel(f)));
+  double flops = 0;
+  for (Operation &op : f.getBody().front().without_terminator()) flops += opCost(&op).flops;
+  kernelFlops.push_back((int64_t)flops);
   for (auto [r, o] : llvm::zip(f.getResults(), outer)) buffers[r] = o;
   return result;
 }
@@ -1841,6 +1845,7 @@ LogicalResult BufferLowering::run() {
   b.create<func::ReturnOp>(loc);
   fn.erase();
   module->setAttr("kiln.kernel_labels", b.getArrayAttr(kernelLabels));
+  module->setAttr("kiln.kernel_flops", b.getI64ArrayAttr(kernelFlops));
   return success();
 }
 

@@ -280,6 +280,12 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     for (auto l : labels.getAsValueRange<StringAttr>()) summary.kernels.push_back(l.str());
     m->removeAttr("kiln.kernel_labels");
   }
+  if (auto flops = m->getAttrOfType<ArrayAttr>("kiln.kernel_flops")) {
+    for (auto f : flops.getAsRange<IntegerAttr>()) summary.kernelFlops.push_back(f.getInt());
+    m->removeAttr("kiln.kernel_flops");
+  }
+  int64_t modelFlops = 0;
+  for (int64_t f : summary.kernelFlops) modelFlops += f;
   auto kmain = m.lookupSymbol<func::FuncOp>("kiln_main");
   summary.arenaBytes = kmain->getAttrOfType<IntegerAttr>("kiln.arena_bytes").getInt();
   int64_t unplanned = kmain->getAttrOfType<IntegerAttr>("kiln.arena_unplanned_bytes").getInt();
@@ -302,9 +308,9 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     if (ec)
       return emitError(m.getLoc()) << "cannot write '" << opts.statsJson << "': " << ec.message();
     os << fmt::format("{{\n  \"onnx_nodes\": {},\n  \"ops_after_rewrite\": {},\n  \"kernels\": {},\n"
-                      "  \"intermediate_bytes_saved\": {},\n  \"arena_bytes\": {}\n}}\n",
+                      "  \"intermediate_bytes_saved\": {},\n  \"arena_bytes\": {},\n  \"flops\": {}\n}}\n",
                       fstats.onnxNodes, fstats.opsAfterRewrite, fstats.kernels,
-                      fstats.intermediateBytesSaved, summary.arenaBytes);
+                      fstats.intermediateBytesSaved, summary.arenaBytes, modelFlops);
   }
   if (opts.stats) {
     runner.printStats();
@@ -324,6 +330,9 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
                                 fstats.profiled, fstats.dbHits, fstats.dbMeasured, fstats.modelled);
     llvm::outs() << fmt::format("arena bytes           {} (unplanned sum {})\n", summary.arenaBytes,
                                 unplanned);
+    llvm::outs() << fmt::format("peak activation memory {:.2f} MiB (the arena: every intermediate, "
+                                "placed by liveness)\n", summary.arenaBytes / 1048576.0);
+    llvm::outs() << fmt::format("model FLOPs           {:.3f} G per inference\n", modelFlops / 1e9);
   }
   return success();
 }

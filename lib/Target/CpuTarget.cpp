@@ -74,7 +74,9 @@ std::string serialize(const ModelSummary &s, llvm::StringRef target) {
   };
   for (auto &t : s.inputs) add("input", t);
   for (auto &t : s.outputs) add("output", t);
-  for (auto &k : s.kernels) m += "kernel " + escapeName(k) + "\n";
+  for (size_t i = 0; i < s.kernels.size(); ++i)
+    m += "kernel " + escapeName(s.kernels[i]) + " " +
+         std::to_string(i < s.kernelFlops.size() ? s.kernelFlops[i] : 0) + "\n";
   return m;
 }
 

@@ -32,6 +32,15 @@ inline void store8(float *p, v8f v) { std::memcpy(p, &v, sizeof v); }
 /// All lanes = x. (Written out: `v8f{} + x` costs an add, since 0 + x is
 /// not x for x = -0.0.)
 inline v8f splat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
+/// Lanes Q, Q+2, ..., Q+14 of the 16 floats (a, b).
+template <int Q> inline v8f deinterleave(v8f a, v8f b) {
+#if defined(__clang__)
+  return __builtin_shufflevector(a, b, Q, Q + 2, Q + 4, Q + 6, Q + 8, Q + 10, Q + 12, Q + 14);
+#else
+  typedef int v8i __attribute__((vector_size(32)));
+  return __builtin_shuffle(a, b, v8i{Q, Q + 2, Q + 4, Q + 6, Q + 8, Q + 10, Q + 12, Q + 14});
+#endif
+}
 /// min(max(v, lo), hi) lane by lane, NaN kept (as std::min/std::max).
 inline v8f vclamp(v8f v, v8f lo, v8f hi) {
   v = v < lo ? lo : v;
@@ -137,7 +146,7 @@ std::vector<float> &scratch(int slot) {
 template <int B>
 inline void depthwiseBlock(const float *pad, int64_t PH, int64_t PWs, int64_t r0, int64_t ow0,
                            const float *wc, int64_t KH, int64_t KW, int64_t DH, int64_t DW, int64_t SW,
-                           float b0, bool clamp, float lo, float hi, float *y) {
+                           float b0, bool clamp, float lo, float hi, float *out) {
   v8f acc[B];
   for (int i = 0; i < B; ++i) acc[i] = splat(b0);
   for (int64_t kh = 0; kh < KH; ++kh) {
@@ -150,7 +159,7 @@ inline void depthwiseBlock(const float *pad, int64_t PH, int64_t PWs, int64_t r0
     }
   }
   for (int i = 0; i < B; ++i)
-    store8(y + ow0 + 8 * i, clamp ? vclamp(acc[i], splat(lo), splat(hi)) : acc[i]);
+    store8(out + 8 * i, clamp ? vclamp(acc[i], splat(lo), splat(hi)) : acc[i]);
 }
 
 /// Depthwise convolution (one filter per channel), parallel over (n, c).
@@ -165,7 +174,9 @@ void depthwiseConv(const float *X, const float *Wt, const float *Bs, float *Y, i
                    float hi) {
   int64_t PH = (OH - 1) * SH + (KH - 1) * DH + 1;  // padded rows read
   int64_t PWn = (OW - 1) * SW + (KW - 1) * DW + 1; // padded columns read
-  int64_t PWs = (PWn + SW - 1) / SW;               // columns per phase
+  // Columns per phase: the last (partial) block of 8 outputs reads up to
+  // column off/SW + roundup(OW, 8) - 1 of its phase, inside the zeros.
+  int64_t PWs = std::max((PWn + SW - 1) / SW, (KW - 1) * DW / SW + (OW + 7) / 8 * 8);
   int64_t KK = KH * KW;
   parallelFor(N * C, [&](int64_t nc) {
     int64_t c = nc % C;
@@ -182,6 +193,17 @@ void depthwiseConv(const float *X, const float *Wt, const float *Bs, float *Y, i
       int64_t x0 = std::max<int64_t>(0, PL), x1 = std::min<int64_t>(PWn, W + PL);
       if (SW == 1) {
         if (x1 > x0) std::memcpy(pad + r * PWs + x0, row + x0 - PL, (x1 - x0) * sizeof(float));
+      } else if (SW == 2) {
+        // Even and odd columns, 8 of each per step (deinterleaved in registers).
+        int64_t j = (x0 + 1) / 2; // first j with both 2j, 2j+1 >= x0
+        for (int64_t x = x0; x < std::min(x1, 2 * j); ++x) pad[((x & 1) * PH + r) * PWs + x / 2] = row[x - PL];
+        float *even = pad + r * PWs, *odd = pad + (PH + r) * PWs;
+        for (; 2 * j + 16 <= x1; j += 8) {
+          v8f lo8 = load8(row + 2 * j - PL), hi8 = load8(row + 2 * j - PL + 8);
+          store8(even + j, deinterleave<0>(lo8, hi8));
+          store8(odd + j, deinterleave<1>(lo8, hi8));
+        }
+        for (int64_t x = 2 * j; x < x1; ++x) pad[((x & 1) * PH + r) * PWs + x / 2] = row[x - PL];
       } else {
         for (int64_t q = 0; q < SW; ++q) {
           float *dst = pad + (q * PH + r) * PWs;
@@ -194,17 +216,14 @@ void depthwiseConv(const float *X, const float *Wt, const float *Bs, float *Y, i
       int64_t r0 = oh * SH, ow = 0;
       float *y = yc + oh * OW;
       for (; ow + 32 <= OW; ow += 32)
-        depthwiseBlock<4>(pad, PH, PWs, r0, ow, wc, KH, KW, DH, DW, SW, b0, clamp, lo, hi, y);
+        depthwiseBlock<4>(pad, PH, PWs, r0, ow, wc, KH, KW, DH, DW, SW, b0, clamp, lo, hi, y + ow);
       for (; ow + 8 <= OW; ow += 8)
-        depthwiseBlock<1>(pad, PH, PWs, r0, ow, wc, KH, KW, DH, DW, SW, b0, clamp, lo, hi, y);
-      for (; ow < OW; ++ow) {
-        float acc = b0;
-        for (int64_t kh = 0; kh < KH; ++kh)
-          for (int64_t kw = 0; kw < KW; ++kw) {
-            int64_t off = kw * DW;
-            acc += pad[((off % SW) * PH + r0 + kh * DH) * PWs + off / SW + ow] * wc[kh * KW + kw];
-          }
-        y[ow] = clamp ? std::min(std::max(acc, lo), hi) : acc;
+        depthwiseBlock<1>(pad, PH, PWs, r0, ow, wc, KH, KW, DH, DW, SW, b0, clamp, lo, hi, y + ow);
+      if (ow < OW) {
+        // The last partial block, computed whole over the zero padding.
+        float tail[8];
+        depthwiseBlock<1>(pad, PH, PWs, r0, ow, wc, KH, KW, DH, DW, SW, b0, clamp, lo, hi, tail);
+        std::memcpy(y + ow, tail, (OW - ow) * sizeof(float));
       }
     }
   });

@@ -77,6 +77,7 @@ struct kiln_model {
   size_t arenaBytes = 0;
   std::vector<TensorDesc> inputs, outputs;
   std::vector<std::string> kernels; // labels, in kernel order
+  std::vector<double> kernelFlops;  // floating-point operations of each kernel
   ~kiln_model() {
     if (handle) dlclose(handle);
   }
@@ -156,6 +157,9 @@ static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
         return false;
       }
       m->kernels.push_back(unescape(label));
+      double flops = 0;
+      if (!(ls >> flops) || flops < 0) flops = 0; // optional
+      m->kernelFlops.push_back(flops);
     } else if (!kind.empty()) {
       err = "unknown metadata key '" + kind + "'";
       return false;
@@ -304,6 +308,11 @@ int32_t kiln_model_num_kernels(const kiln_model *m) { return m ? (int32_t)m->ker
 const char *kiln_model_kernel_label(const kiln_model *m, int32_t i) {
   if (!m || i < 0 || i >= (int32_t)m->kernels.size()) return nullptr;
   return m->kernels[i].c_str();
+}
+
+double kiln_model_kernel_flops(const kiln_model *m, int32_t i) {
+  if (!m || i < 0 || i >= (int32_t)m->kernelFlops.size()) return 0;
+  return m->kernelFlops[i];
 }
 
 kiln_status kiln_context_set_profiling(kiln_context *c, int32_t on) {

@@ -296,6 +296,9 @@ TEST_CASE("per-kernel profiling times each kernel of a run", "[api]") {
   CHECK(kiln_model_kernel_label(fake.model, 2) == nullptr);
   CHECK(kiln_model_kernel_label(fake.model, -1) == nullptr);
   CHECK(kiln_model_num_kernels(nullptr) == 0);
+  CHECK(kiln_model_kernel_flops(fake.model, 0) == 48.0);
+  CHECK(kiln_model_kernel_flops(fake.model, 1) == 0.0);
+  CHECK(kiln_model_kernel_flops(fake.model, 2) == 0.0);
   kiln_context *ctx = nullptr;
   REQUIRE(kiln_context_create(fake.model, &ctx) == KILN_OK);
   double ms[2] = {-1, -1};

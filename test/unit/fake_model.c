@@ -4,7 +4,8 @@
  *   inputs  "a b" f32 [2, 3], "w" f32 [3, 4], "s" f32 [] (a scalar)
  *   output  "%y"  f32 [2, 4] = a * w + s        (names escaped as %20, %25)
  *   arena   1000 bytes
- *   kernels "MatMul 2x4" (timed by the profiling hooks) and "Add 2x4"
+ *   kernels "MatMul 2x4" (48 FLOPs) and "Add 2x4" (FLOPs not given), timed
+ *   by the profiling hooks
  *
  * and, for the tests, a run counter, the arena's alignment and a hook
  * called in the middle of kiln_model_run (inside kernel 0). Compile definitions break the
@@ -51,7 +52,7 @@ const char kiln_model_meta[] = "kiln-model 1\n"
                                "input w f32 2 3 4\n"
                                "input s f32 0\n"
                                "output %25y f32 2 2 4\n"
-                               "kernel MatMul%202x4\n"
+                               "kernel MatMul%202x4 48\n"
                                "kernel Add%202x4\n";
 #endif
 

@@ -73,6 +73,19 @@ struct Compare {
   bool dtypeDiffers = false; // the model's output dtype is not the expected one
 };
 
+/// A "Vm..." field of /proc/self/status in KiB (0 where there is none).
+long procStatusKb(const char *field) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  long kb = 0;
+  size_t n = strlen(field);
+  while (fgets(line, sizeof line, f))
+    if (!strncmp(line, field, n) && line[n] == ':') kb = atol(line + n + 1);
+  fclose(f);
+  return kb;
+}
+
 /// The profile table: kernels by median time (the top 25 and the rest
 /// summed), then the time per kind of block (its label without the shape).
 void printProfile(const kiln_model *m, const std::vector<double> &med, int runs) {
@@ -83,18 +96,23 @@ void printProfile(const kiln_model *m, const std::vector<double> &med, int runs)
   for (int k = 0; k < n; ++k) order[k] = k;
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return med[a] > med[b]; });
   printf("profile: %d kernels, median of %d runs each, sum %.3f ms\n", n, runs, total);
-  printf("%6s %10s %6s %6s  %s\n", "kernel", "ms", "%", "cum%", "label");
+  printf("%6s %10s %6s %6s %8s  %s\n", "kernel", "ms", "%", "cum%", "GFLOP/s", "label");
   double cum = 0;
   int shown = std::min(n, 25);
   for (int i = 0; i < shown; ++i) {
     int k = order[i];
     cum += med[k];
-    printf("%6d %10.3f %6.1f %6.1f  %s\n", k, med[k], 100 * med[k] / total, 100 * cum / total,
+    double gf = med[k] > 0 ? kiln_model_kernel_flops(m, k) / (med[k] * 1e6) : 0;
+    printf("%6d %10.3f %6.1f %6.1f %8.1f  %s\n", k, med[k], 100 * med[k] / total, 100 * cum / total, gf,
            kiln_model_kernel_label(m, k));
   }
   if (n > shown)
-    printf("%6s %10.3f %6.1f %6.1f  (%d more kernels)\n", "...", total - cum, 100 * (total - cum) / total,
-           100.0, n - shown);
+    printf("%6s %10.3f %6.1f %6.1f %8s  (%d more kernels)\n", "...", total - cum, 100 * (total - cum) / total,
+           100.0, "", n - shown);
+  double flops = 0;
+  for (int k = 0; k < n; ++k) flops += kiln_model_kernel_flops(m, k);
+  if (flops > 0 && total > 0)
+    printf("%.3f GFLOP per run, %.1f GFLOP/s over the kernels\n", flops / 1e9, flops / (total * 1e6));
   std::vector<std::pair<std::string, std::pair<double, int>>> kinds;
   for (int k = 0; k < n; ++k) {
     std::string label = kiln_model_kernel_label(m, k);
@@ -211,6 +229,13 @@ int main(int argc, char **argv) {
     outT[i] = {outs[i].raw.data(), outs[i].raw.size(), info.dtype, info.rank, info.shape};
   }
 
+  double modelFlops = 0;
+  for (int k = 0; k < kiln_model_num_kernels(m); ++k) modelFlops += kiln_model_kernel_flops(m, k);
+  // Resident memory the runs add (the arena pages they touch, kernel
+  // scratch, thread stacks), as bench/ compares it with ONNX Runtime's.
+  // Writing 5 to clear_refs resets the peak (VmHWM) to the current RSS.
+  if (FILE *f = fopen("/proc/self/clear_refs", "w")) { fputs("5", f); fclose(f); }
+  long rssBefore = procStatusKb("VmRSS");
   auto runOnce = [&]() {
     if (kiln_run(ctx, inT.data(), nIn, outT.data(), nOut) != KILN_OK) {
       fprintf(stderr, "kiln-run: error: %s\n", kiln_last_error());
@@ -250,6 +275,8 @@ int main(int argc, char **argv) {
       kernelMed.push_back(v[v.size() / 2]);
     }
   }
+
+  long rssGrowth = std::max(0L, procStatusKb("VmHWM") - rssBefore) * 1024;
 
   std::vector<Compare> cmp(nOut);
   bool allOk = true;
@@ -300,7 +327,9 @@ int main(int argc, char **argv) {
   if (json) {
     std::string s = "{\"ok\": " + std::string(allOk ? "true" : "false") +
                     ", \"model\": " + jsonStr(model) + ", \"threads\": " + std::to_string(threads) +
-                    ", \"arena_bytes\": " + std::to_string(kiln_model_arena_bytes(m)) + ", \"outputs\": [";
+                    ", \"arena_bytes\": " + std::to_string(kiln_model_arena_bytes(m)) +
+                    ", \"flops\": " + num(modelFlops) + ", \"peak_rss_growth_bytes\": " +
+                    std::to_string(rssGrowth) + ", \"outputs\": [";
     for (int i = 0; i < nOut; ++i) {
       s += std::string(i ? ", " : "") + "{\"name\": " + jsonStr(outs[i].name) +
            ", \"shape\": " + shapeStr(outs[i].dims);

@@ -27,6 +27,7 @@ struct ModelSummary {
   int64_t arenaBytes = 0;
   /// One label per kernel (fusion block), in call order, for profiles.
   std::vector<std::string> kernels;
+  std::vector<int64_t> kernelFlops; // same order; from the ops' cost interface
 };
 
 class Target {

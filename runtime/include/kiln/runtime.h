@@ -105,6 +105,8 @@ const char *kiln_model_target(const kiln_model *model);
  * "Conv+Relu 1x64x56x56" (null when index is out of range). */
 int32_t kiln_model_num_kernels(const kiln_model *model);
 const char *kiln_model_kernel_label(const kiln_model *model, int32_t index);
+/* Floating-point operations of one run of kernel `index` (0 if unknown). */
+double kiln_model_kernel_flops(const kiln_model *model, int32_t index);
 
 kiln_status kiln_context_create(kiln_model *model, kiln_context **out);
 void kiln_context_destroy(kiln_context *ctx);

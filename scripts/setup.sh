@@ -11,7 +11,7 @@ APT_PKGS=(
   llvm-19-dev libmlir-19-dev mlir-19-tools llvm-19-tools clang-19 libclang-rt-19-dev libzstd-dev
   libprotobuf-dev protobuf-compiler libonnx-dev libfmt-dev catch2
   g++-aarch64-linux-gnu qemu-user graphviz
-  python3 python3-venv python3-numpy python3-torch python3-torchvision
+  python3 python3-venv python3-numpy python3-pil python3-torch python3-torchvision
 )
 
 missing=()

@@ -46,6 +46,16 @@ struct ExtractWeightsPass : kiln::impl::ExtractWeightsBase<ExtractWeightsPass> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    // Constants nothing reads any more (weights the lowering replaced by a
+    // packed copy) are dropped rather than stored.
+    llvm::DenseSet<StringRef> used;
+    module.walk([&](memref::GetGlobalOp g) {
+      if (g->use_empty()) g->erase();
+      else used.insert(g.getName());
+    });
+    for (auto global : llvm::make_early_inc_range(module.getOps<memref::GlobalOp>()))
+      if (global.isPrivate() && global.getInitialValue() && !used.count(global.getSymName()))
+        global.erase();
     // First pass: choose the constants and their offsets; the bytes are
     // copied once, straight into the blob, afterwards.
     struct Piece {

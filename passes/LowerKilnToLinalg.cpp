@@ -8,14 +8,18 @@
 // dense contractions. The arena planner then places the allocs.
 #include "kiln/Dialect/KilnDialect.h"
 #include "kiln/Transforms/Passes.h"
+#include "kiln/gemm_layout.h"
 
 #include "mlir/IR/AffineMap.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/IRMapping.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace kiln {
@@ -125,6 +129,10 @@ private:
     return b.create<memref::ExtractAlignedPointerAsIndexOp>(loc, memref);
   }
   Value globalConstant(ElementsAttr value);
+  /// The values of `v` if it is an f32 kiln.constant (weights), else none.
+  std::optional<std::vector<float>> constantFloats(Value v);
+  /// A new constant holding `data` (a weight packed for the GEMM).
+  Value packedConstant(std::vector<float> data);
   void call(StringRef name, ArrayRef<Value> args);
 
   /// Elementwise generic over `out`'s shape with numpy broadcasting of `ins`.
@@ -180,6 +188,30 @@ Value BufferLowering::globalConstant(ElementsAttr value) {
                                /*constant=*/true, b.getI64IntegerAttr(64));
   }
   return b.create<memref::GetGlobalOp>(loc, mt, name);
+}
+
+std::optional<std::vector<float>> BufferLowering::constantFloats(Value v) {
+  auto c = v.getDefiningOp<ConstantOp>();
+  if (!c || !eltOf(v).isF32()) return std::nullopt;
+  int64_t n = cast<ShapedType>(v.getType()).getNumElements();
+  if (auto res = dyn_cast<DenseResourceElementsAttr>(c.getValue())) {
+    auto *blob = res.getRawHandle().getBlob();
+    if (!blob || (int64_t)blob->getData().size() != n * 4) return std::nullopt;
+    std::vector<float> out(n);
+    std::memcpy(out.data(), blob->getData().data(), n * 4);
+    return out;
+  }
+  if (auto dense = dyn_cast<DenseElementsAttr>(c.getValue())) {
+    auto vals = dense.getValues<float>();
+    return std::vector<float>(vals.begin(), vals.end());
+  }
+  return std::nullopt;
+}
+
+Value BufferLowering::packedConstant(std::vector<float> data) {
+  auto type = RankedTensorType::get({(int64_t)data.size()}, f32());
+  auto blob = HeapAsmResourceBlob::allocateAndCopyInferAlign(ArrayRef<float>(data));
+  return globalConstant(DenseResourceElementsAttr::get(type, "kiln_packed", std::move(blob)));
 }
 
 void BufferLowering::call(StringRef name, ArrayRef<Value> args) {
@@ -488,6 +520,21 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
                           ci(xs[0]), ci(xs[1]), ci(xs[2]), ci(xs[3]), ci(ws[0]), ci(ws[2]),
                           ci(ws[3]), ci(ys[2]), ci(ys[3]), ci(s[0]), ci(s[1]), ci(d[0]), ci(d[1]),
                           ci(p[0]), ci(p[1]), ci(op.getGroup())};
+  float inf = std::numeric_limits<float>::infinity();
+  // Constant weights of an ungrouped, not depthwise conv are packed here,
+  // once, in the layout the GEMM reads (kiln/gemm_layout.h).
+  if (op.getGroup() == 1 && !(xs[1] == 1 && ws[0] == 1))
+    if (auto w = constantFloats(op.getWeight())) {
+      int64_t F = ws[0], K = ws[1] * ws[2] * ws[3];
+      std::vector<float> packed(kiln::gemm::packedASize(F, K));
+      kiln::gemm::packAFull(w->data(), K, false, F, K, packed.data());
+      args.erase(args.begin() + 19); // the group
+      args[1] = ptr(packedConstant(std::move(packed)));
+      args.push_back(cf(convAct ? convAct->first : -inf));
+      args.push_back(cf(convAct ? convAct->second : inf));
+      call("kiln_rt_conv2d_packed", args);
+      return success();
+    }
   if (convAct) {
     // A fused Relu/Clip epilogue, applied by the kernel as it stores.
     args.push_back(cf(convAct->first));
@@ -526,6 +573,19 @@ LogicalResult BufferLowering::lowerGemm(GemmOp op) {
     cRows = cs.size() == 2 ? cs[0] : 1;
     cCols = cs.empty() ? 1 : cs.back();
   }
+  // Constant B (a weight) with alpha 1 and no C or a bias row C[N] (beta
+  // 1): B packed here, the bias added on each tile as it is stored.
+  bool biasRow = op.getC() && cRows == 1 && cCols == N && N > 1 && op.getBeta().convertToFloat() == 1.0f;
+  if (op.getAlpha().convertToFloat() == 1.0f && (!op.getC() || biasRow) && !(M == 1 && !op.getTransA()))
+    if (auto w = constantFloats(op.getB())) {
+      std::vector<float> packed(kiln::gemm::packedBSize(K, N));
+      kiln::gemm::packBFull(w->data(), op.getTransB() ? K : N, op.getTransB(), K, N, packed.data());
+      float inf = std::numeric_limits<float>::infinity();
+      call("kiln_rt_matmul_packed", {ptr(buf(op.getA())), ptr(packedConstant(std::move(packed))), ptr(out),
+                                     ci(1), ci(M), ci(N), ci(K), ci(0), ci(op.getTransA() ? M : K),
+                                     ci(op.getTransA()), ci(0), ci(N), c, cf(-inf), cf(inf)});
+      return success();
+    }
   call("kiln_rt_gemm", {ptr(buf(op.getA())), ptr(buf(op.getB())), c, ptr(out), ci(M), ci(N),
                         ci(K), ci(op.getTransA()), ci(op.getTransB()),
                         cf(op.getAlpha().convertToFloat()), cf(op.getBeta().convertToFloat()),
@@ -562,6 +622,23 @@ LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
   int64_t K = as.back();
   int64_t sa, sb;
   Value a = operand(op.getA(), M, K, sa);
+  // A constant B shared by the whole batch (a weight) is packed here.
+  if (M > 1 && cast<ShapedType>(op.getB().getType()).getRank() == 2)
+    if (auto w = constantFloats(op.getB())) {
+      std::vector<float> packed(kiln::gemm::packedBSize(K, N));
+      kiln::gemm::packBFull(w->data(), N, false, K, N, packed.data());
+      Value bp = ptr(packedConstant(std::move(packed)));
+      float inf = std::numeric_limits<float>::infinity();
+      Value noBias = b.create<arith::ConstantIndexOp>(loc, 0);
+      if (stridedOut)
+        call("kiln_rt_matmul_packed", {ptr(a), bp, ptr(stridedOut->buffer), ci(batch), ci(M), ci(N), ci(K),
+                                       ci(sa), ci(K), ci(0), ci(stridedOut->layout.batchStride),
+                                       ci(stridedOut->layout.rowStride), noBias, cf(-inf), cf(inf)});
+      else
+        call("kiln_rt_matmul_packed", {ptr(a), bp, ptr(dest(op.getResult())), ci(batch), ci(M), ci(N), ci(K),
+                                       ci(sa), ci(K), ci(0), ci(M * N), ci(N), noBias, cf(-inf), cf(inf)});
+      return success();
+    }
   Value bm = operand(op.getB(), K, N, sb);
   if (stridedOut) {
     // Fused with a following Transpose: write each row to its place.

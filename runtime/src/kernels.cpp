@@ -7,6 +7,7 @@
 // others via im2col); depthwise convolutions have their own loop.
 // Tiles are spread over the current context's thread pool.
 #include "kernels.h"
+#include "kiln/gemm_layout.h"
 
 #include <algorithm>
 #include <limits>
@@ -20,8 +21,11 @@ namespace kiln::rt {
 namespace {
 
 typedef float v8f __attribute__((vector_size(32)));
-constexpr int MR = 6, NR = 16;       // 12 accumulators of 8 floats
-constexpr int64_t KC = 256, MC = 96, NC = 512;
+using gemm::KC;
+using gemm::MC;
+using gemm::MR;
+using gemm::NC;
+using gemm::NR;
 
 inline v8f load8(const float *p) {
   v8f v;
@@ -50,7 +54,7 @@ inline v8f vclamp(v8f v, v8f lo, v8f hi) {
 /// C[MR x NR] (+)= Apanel[kc x MR] * Bpanel[kc x NR]; packed panels. On
 /// the last K block, `ep` adds a bias per row and clamps as it stores.
 void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, bool accumulate,
-                 int m, int n, const Epilogue *ep, int64_t row0) {
+                 int m, int n, const Epilogue *ep, int64_t row0, int64_t col0) {
   v8f acc[MR][2];
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = v8f{};
   for (int64_t p = 0; p < kc; ++p) {
@@ -63,6 +67,9 @@ void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t l
     }
   }
   if (ep) {
+    v8f cb0{}, cb1{};
+    if (ep->colBias)
+      for (int j = 0; j < n; ++j) (j < 8 ? cb0[j] : cb1[j - 8]) = ep->colBias[col0 + j];
     for (int i = 0; i < MR; ++i) {
       float bias = ep->rowBias && i < m ? ep->rowBias[row0 + i] : 0.0f;
       if (accumulate) {
@@ -74,8 +81,8 @@ void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t l
         acc[i][0] += c0;
         acc[i][1] += c1;
       }
-      acc[i][0] = vclamp(acc[i][0] + bias, splat(ep->lo), splat(ep->hi));
-      acc[i][1] = vclamp(acc[i][1] + bias, splat(ep->lo), splat(ep->hi));
+      acc[i][0] = vclamp(acc[i][0] + bias + cb0, splat(ep->lo), splat(ep->hi));
+      acc[i][1] = vclamp(acc[i][1] + bias + cb1, splat(ep->lo), splat(ep->hi));
     }
     accumulate = false;
   }
@@ -264,9 +271,10 @@ void gemv(int64_t N, int64_t K, const float *a, const float *B, int64_t ldb, boo
 } // namespace
 
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
-           const float *B, int64_t ldb, bool transB, float *C, int64_t ldc, const Epilogue *ep) {
-  if (ep && !ep->rowBias && !ep->clamps()) ep = nullptr;
-  if (K == 0 || (M == 1 && !transA)) {
+           const float *B, int64_t ldb, bool transB, float *C, int64_t ldc, const Epilogue *ep,
+           const float *packedA, const float *packedB) {
+  if (ep && !ep->rowBias && !ep->colBias && !ep->clamps()) ep = nullptr;
+  if (K == 0 || (M == 1 && !transA && !packedA && !packedB)) {
     if (K == 0)
       for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
     else // Row vector times matrix (classifier heads, decoders at batch 1).
@@ -274,7 +282,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
     if (ep)
       for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < N; ++j) {
-          float v = C[i * ldc + j] + (ep->rowBias ? ep->rowBias[i] : 0.0f);
+          float v = C[i * ldc + j] + (ep->rowBias ? ep->rowBias[i] : 0.0f) +
+                    (ep->colBias ? ep->colBias[j] : 0.0f);
           C[i * ldc + j] = std::min(std::max(v, ep->lo), ep->hi);
         }
     return;
@@ -285,18 +294,20 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
     int64_t i0 = (t / nTiles) * MC, j0 = (t % nTiles) * NC;
     int64_t mc = std::min(MC, M - i0), nc = std::min(NC, N - j0);
     auto &pa = scratch(0), &pb = scratch(1);
-    pa.resize(((mc + MR - 1) / MR) * MR * KC);
-    pb.resize(((nc + NR - 1) / NR) * NR * KC);
+    if (!packedA) pa.resize(((mc + MR - 1) / MR) * MR * KC);
+    if (!packedB) pb.resize(((nc + NR - 1) / NR) * NR * KC);
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       int64_t kc = std::min(KC, K - k0);
-      packA(A, lda, transA, i0, mc, k0, kc, pa.data());
-      packB(B, ldb, transB, k0, kc, j0, nc, pb.data());
+      // Operands packed at compile time (constant weights) are used in place.
+      const float *ap = packedA ? packedA + gemm::packedAOffset(M, k0, kc, i0) : pa.data();
+      const float *bp = packedB ? packedB + gemm::packedBOffset(N, k0, kc, j0) : pb.data();
+      if (!packedA) packA(A, lda, transA, i0, mc, k0, kc, pa.data());
+      if (!packedB) packB(B, ldb, transB, k0, kc, j0, nc, pb.data());
       for (int64_t jp = 0; jp < nc; jp += NR)
         for (int64_t ip = 0; ip < mc; ip += MR)
-          microKernel(kc, pa.data() + ip * kc, pb.data() + jp * kc,
-                      C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0,
+          microKernel(kc, ap + ip * kc, bp + jp * kc, C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0,
                       (int)std::min<int64_t>(MR, mc - ip), (int)std::min<int64_t>(NR, nc - jp),
-                      k0 + kc >= K ? ep : nullptr, i0 + ip);
+                      k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
     }
   });
 }
@@ -356,11 +367,42 @@ void kiln_rt_conv2d_act(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64
                         int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
                         int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
                         int64_t PL, int64_t G, float lo, float hi) {
+  conv2d(x, w, false, bias, y, N, C, H, W, F, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, G, lo, hi);
+}
+
+void kiln_rt_conv2d_packed(intptr_t x, intptr_t wp, intptr_t bias, intptr_t y, int64_t N, int64_t C,
+                           int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
+                           int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
+                           int64_t PL, float lo, float hi) {
+  conv2d(x, wp, true, bias, y, N, C, H, W, F, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, 1, lo, hi);
+}
+
+void kiln_rt_matmul_packed(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                           int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
+                           int64_t ldy, intptr_t bias, float lo, float hi) {
+  const float *A = (const float *)a, *Bp = (const float *)bp;
+  float *Y = (float *)y;
+  Epilogue ep{nullptr, lo, hi, (const float *)bias};
+  for (int64_t i = 0; i < batch; ++i)
+    sgemm(M, N, K, A + i * strideA, lda, transA != 0, nullptr, 0, false, Y + i * strideY, ldy, &ep,
+          nullptr, Bp);
+}
+
+} // extern "C"
+
+namespace kiln::rt {
+
+/// Conv2d (any groups) with bias and a clamp on the store; `packedW` says
+/// w is the weight matrix [F, C*KH*KW] packed as GEMM operand A (G == 1).
+void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t y, int64_t N, int64_t C,
+            int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW,
+            int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL, int64_t G,
+            float lo, float hi) {
   const bool clamp = lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity();
   const float *X = (const float *)x, *Wt = (const float *)w, *Bs = (const float *)bias;
   float *Y = (float *)y;
   int64_t Cg = C / G, Fg = F / G, OHW = OH * OW, KK = KH * KW;
-  if (Cg == 1 && Fg == 1) {
+  if (Cg == 1 && Fg == 1 && !packedW) {
     depthwiseConv(X, Wt, Bs, Y, N, C, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, clamp, lo, hi);
     return;
   }
@@ -403,10 +445,17 @@ void kiln_rt_conv2d_act(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64
       float *yg = Y + (n * F + g * Fg) * OHW;
       // Bias and the fused activation are applied on each tile as it is stored.
       Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
-      sgemm(Fg, OHW, Cg * KK, Wt + g * Fg * Cg * KK, Cg * KK, false, src, OHW, false, yg, OHW, &ep);
+      if (packedW)
+        sgemm(Fg, OHW, Cg * KK, nullptr, 0, false, src, OHW, false, yg, OHW, &ep, Wt, nullptr);
+      else
+        sgemm(Fg, OHW, Cg * KK, Wt + g * Fg * Cg * KK, Cg * KK, false, src, OHW, false, yg, OHW, &ep);
     }
   }
 }
+
+} // namespace kiln::rt
+
+extern "C" {
 
 void kiln_rt_conv_transpose2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N,
                               int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW,

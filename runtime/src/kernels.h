@@ -9,11 +9,12 @@
 
 namespace kiln::rt {
 /// Applied to each C tile as it is stored: C[i][j] = clamp(C[i][j] +
-/// rowBias[i], lo, hi) (rowBias may be null; the default clamp is none).
+/// rowBias[i] + colBias[j], lo, hi) (biases may be null; default: no clamp).
 struct Epilogue {
   const float *rowBias = nullptr;
   float lo = -std::numeric_limits<float>::infinity();
   float hi = std::numeric_limits<float>::infinity();
+  const float *colBias = nullptr; // added to every row (Gemm's C of shape [N])
   bool clamps() const {
     return lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity();
   }
@@ -23,7 +24,16 @@ struct Epilogue {
 /// pool, then the epilogue (if any).
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc,
-           const Epilogue *ep = nullptr);
+           const Epilogue *ep = nullptr, const float *packedA = nullptr,
+           const float *packedB = nullptr);
+/// With packedA (packedB) set, A (B) is ignored: the operand is read from
+/// its compile-time packing (kiln/gemm_layout.h).
+
+/// Conv2d behind kiln_rt_conv2d*, with weights optionally packed (G == 1).
+void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t y, int64_t N, int64_t C,
+            int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW,
+            int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL, int64_t G,
+            float lo, float hi);
 } // namespace kiln::rt
 
 extern "C" {
@@ -53,6 +63,18 @@ void kiln_rt_conv2d_act(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64
                         int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
                         int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
                         int64_t PL, int64_t G, float lo, float hi);
+/// kiln_rt_conv2d_act with G == 1 and the weights packed at compile time as
+/// GEMM operand A ([F, C*KH*KW], kiln/gemm_layout.h).
+void kiln_rt_conv2d_packed(intptr_t x, intptr_t wp, intptr_t bias, intptr_t y, int64_t N, int64_t C,
+                           int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
+                           int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
+                           int64_t PL, float lo, float hi);
+/// Batched Y_i = clamp(op(A_i) * B + bias, lo, hi) with B (K x N, shared by
+/// the batch) packed at compile time as GEMM operand B; bias ([N]) may be 0.
+/// Strides and leading dimensions as kiln_rt_matmul_strided.
+void kiln_rt_matmul_packed(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                           int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
+                           int64_t ldy, intptr_t bias, float lo, float hi);
 void kiln_rt_conv_transpose2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N,
                               int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW,
                               int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,

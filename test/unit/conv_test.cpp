@@ -3,6 +3,7 @@
 // (1x1 without im2col, im2col + GEMM, depthwise) with strides, dilations,
 // asymmetric pads, groups, with and without bias, serial and on a pool.
 #include "kernels.h"
+#include "kiln/gemm_layout.h"
 #include "test_util.h"
 #include "thread_pool.h"
 
@@ -217,4 +218,38 @@ TEST_CASE("kiln_rt_conv2d_act clamps every output as it is stored (fused Relu/Cl
         CHECK(bad == 0);
         CHECK(fused.guardsIntact());
       }
+}
+
+TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d_act", "[conv]") {
+  // The compiler packs constant weights with kiln::gemm::packAFull; the
+  // result must be exactly the runtime-packed one (same panels, same sums)
+  // for every ungrouped case: 1x1, im2col, several K blocks, edge panels.
+  kiln::rt::ThreadPool pool(2);
+  uint32_t seed = 9700;
+  std::vector<ConvCase> cases;
+  for (const ConvCase &c : kConvCases)
+    if (c.G == 1 && !(c.C == 1 && c.F == 1)) cases.push_back(c); // 1 -> 1 channel is depthwise
+  cases.push_back({"deep reduction over two K blocks", 1, 40, 9, 9, 13, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1});
+  for (const ConvCase &c : cases) {
+    INFO(c.name);
+    int64_t OH = c.convOH(), OW = c.convOW(), n = c.N * c.F * OH * OW, K = c.C * c.KH * c.KW;
+    std::vector<float> x = randomFloats(c.N * c.C * c.H * c.W, seed++);
+    std::vector<float> w = randomFloats(c.F * K, seed++);
+    std::vector<float> bias = randomFloats(c.F, seed++);
+    std::vector<float> packed(kiln::gemm::packedASize(c.F, K));
+    kiln::gemm::packAFull(w.data(), K, false, c.F, K, packed.data());
+    GuardedBuffer want(n), got(n);
+    PoolScope scope(&pool);
+    kiln_rt_conv2d_act((intptr_t)x.data(), (intptr_t)w.data(), (intptr_t)bias.data(), want.addr(), c.N, c.C,
+                       c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT, c.PL, 1, 0.0f, 0.75f);
+    kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)packed.data(), (intptr_t)bias.data(), got.addr(), c.N,
+                          c.C, c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT, c.PL, 0.0f,
+                          0.75f);
+    CHECK(std::equal(want.data(), want.data() + n, got.data()));
+    CHECK(got.guardsIntact());
+    // And it is a convolution: the naive loop agrees within rounding.
+    Reference ref = naiveConv(c, x.data(), w.data(), bias.data());
+    for (size_t i = 0; i < ref.value.size(); ++i) ref.value[i] = std::min(std::max(ref.value[i], 0.0), 0.75);
+    CHECK(mismatches(got.data(), ref) == "");
+  }
 }

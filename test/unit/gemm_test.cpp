@@ -2,6 +2,7 @@
 // from [1,1], [1,N], [M,1] or [M,N]) and kiln_rt_matmul (batched MatMul,
 // stride 0 broadcasting one operand) against naive loops.
 #include "kernels.h"
+#include "kiln/gemm_layout.h"
 #include "test_util.h"
 #include "thread_pool.h"
 
@@ -126,4 +127,35 @@ TEST_CASE("kiln_rt_matmul_strided reads transposed operands and writes a transpo
     CHECK(mismatches(Y.data(), ref) == "");
     CHECK(Y.guardsIntact());
   }
+}
+
+TEST_CASE("kiln_rt_matmul_packed with B packed ahead: batches, strided output, bias and clamp", "[gemm]") {
+  // Equal to kiln_rt_matmul_strided followed by the column bias and the
+  // clamp, exactly; shapes over several K blocks and edge panels.
+  const int64_t shapes[][3] = {{1, 20, 7}, {5, 17, 33}, {13, 45, 600}, {70, 33, 300}};
+  kiln::rt::ThreadPool pool(2);
+  uint32_t seed = 8800;
+  for (auto &sh : shapes)
+    for (bool transA : {false, true}) {
+      int64_t M = sh[0], N = sh[1], K = sh[2], batch = 2, ldy = N + 3, strideY = M * ldy + 5;
+      INFO("M=" << M << " N=" << N << " K=" << K << " transA=" << transA);
+      std::vector<float> A = kiln::test::randomFloats(batch * M * K, seed++);
+      std::vector<float> B = kiln::test::randomFloats(K * N, seed++), bias = kiln::test::randomFloats(N, seed++);
+      std::vector<float> packed(kiln::gemm::packedBSize(K, N));
+      kiln::gemm::packBFull(B.data(), N, false, K, N, packed.data());
+      int64_t lda = transA ? M : K;
+      std::vector<float> want(batch * strideY, 0.0f), got(batch * strideY, 0.0f);
+      kiln::test::PoolScope scope(&pool);
+      kiln_rt_matmul_strided((intptr_t)A.data(), (intptr_t)B.data(), (intptr_t)want.data(), batch, M, N, K, M * K,
+                             lda, transA, 0, N, 0, strideY, ldy);
+      for (int64_t bi = 0; bi < batch; ++bi)
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) {
+            float &v = want[bi * strideY + i * ldy + j];
+            v = std::min(std::max(v + bias[j], -0.5f), 0.5f);
+          }
+      kiln_rt_matmul_packed((intptr_t)A.data(), (intptr_t)packed.data(), (intptr_t)got.data(), batch, M, N, K,
+                            M * K, lda, transA, strideY, ldy, (intptr_t)bias.data(), -0.5f, 0.5f);
+      CHECK(got == want);
+    }
 }

@@ -1,0 +1,69 @@
+/* The packed-operand layout of kiln's GEMM, shared by the runtime (which
+ * packs activations per call) and the compiler (which packs constant
+ * weights once, at compile time, so kernels skip that work). C++ only,
+ * header-only, no dependencies; both CPU targets use the same layout.
+ *
+ * C[M,N] = A[M,K] * B[K,N] is computed in K blocks of KC. Within block k0
+ * (kc = min(KC, K - k0) deep):
+ *   A is cut into panels of MR rows: panel r holds, for p in [0, kc), the
+ *     MR values A[r*MR + i][k0 + p] (i fastest), rows past M as zeros;
+ *   B is cut into panels of NR columns: panel c holds, for p in [0, kc),
+ *     the NR values B[k0 + p][c*NR + j] (j fastest), columns past N zeros.
+ * A fully packed A is every K block one after the other, each covering all
+ * ceil(M/MR) panels (likewise B), so the panel holding row i0 (a multiple
+ * of MR) of block k0 starts at k0 * roundUp(M, MR) + i0 * kc. */
+#ifndef KILN_GEMM_LAYOUT_H
+#define KILN_GEMM_LAYOUT_H
+
+#include <cstdint>
+
+namespace kiln::gemm {
+
+constexpr int MR = 6, NR = 16;                     // register tile: 12 accumulators of 8 floats
+constexpr int64_t KC = 256, MC = 96, NC = 512;     // cache blocks (MC % MR == 0, NC % NR == 0)
+
+inline int64_t roundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+/// Floats in a fully packed A (M x K) or B (K x N).
+inline int64_t packedASize(int64_t M, int64_t K) { return roundUp(M, MR) * K; }
+inline int64_t packedBSize(int64_t K, int64_t N) { return roundUp(N, NR) * K; }
+
+/// Offsets of the panel of block k0 (depth kc) holding row i0 / column j0.
+inline int64_t packedAOffset(int64_t M, int64_t k0, int64_t kc, int64_t i0) {
+  return k0 * roundUp(M, MR) + i0 * kc;
+}
+inline int64_t packedBOffset(int64_t N, int64_t k0, int64_t kc, int64_t j0) {
+  return k0 * roundUp(N, NR) + j0 * kc;
+}
+
+/// Packs all of op(A) (M x K; element (i, k) at A[i*lda + k], or at
+/// A[k*lda + i] when transposed) into `out` (packedASize floats).
+inline void packAFull(const float *A, int64_t lda, bool trans, int64_t M, int64_t K, float *out) {
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    int64_t kc = K - k0 < KC ? K - k0 : KC;
+    for (int64_t i0 = 0; i0 < M; i0 += MR)
+      for (int64_t p = 0; p < kc; ++p)
+        for (int i = 0; i < MR; ++i) {
+          int64_t r = i0 + i, k = k0 + p;
+          *out++ = r < M ? (trans ? A[k * lda + r] : A[r * lda + k]) : 0.0f;
+        }
+  }
+}
+
+/// Packs all of op(B) (K x N; element (k, j) at B[k*ldb + j], or at
+/// B[j*ldb + k] when transposed) into `out` (packedBSize floats).
+inline void packBFull(const float *B, int64_t ldb, bool trans, int64_t K, int64_t N, float *out) {
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    int64_t kc = K - k0 < KC ? K - k0 : KC;
+    for (int64_t j0 = 0; j0 < N; j0 += NR)
+      for (int64_t p = 0; p < kc; ++p)
+        for (int j = 0; j < NR; ++j) {
+          int64_t c = j0 + j, k = k0 + p;
+          *out++ = c < N ? (trans ? B[c * ldb + k] : B[k * ldb + c]) : 0.0f;
+        }
+  }
+}
+
+} // namespace kiln::gemm
+
+#endif

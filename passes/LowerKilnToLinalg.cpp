@@ -191,6 +191,10 @@ Value BufferLowering::globalConstant(ElementsAttr value) {
 }
 
 std::optional<std::vector<float>> BufferLowering::constantFloats(Value v) {
+  // Inside a fusion block, operands from outside are block arguments.
+  if (auto arg = dyn_cast<BlockArgument>(v))
+    if (auto f = dyn_cast_or_null<FusedOp>(arg.getOwner()->getParentOp()))
+      v = f.getInputs()[arg.getArgNumber()];
   auto c = v.getDefiningOp<ConstantOp>();
   if (!c || !eltOf(v).isF32()) return std::nullopt;
   int64_t n = cast<ShapedType>(v.getType()).getNumElements();
@@ -211,7 +215,18 @@ std::optional<std::vector<float>> BufferLowering::constantFloats(Value v) {
 Value BufferLowering::packedConstant(std::vector<float> data) {
   auto type = RankedTensorType::get({(int64_t)data.size()}, f32());
   auto blob = HeapAsmResourceBlob::allocateAndCopyInferAlign(ArrayRef<float>(data));
-  return globalConstant(DenseResourceElementsAttr::get(type, "kiln_packed", std::move(blob)));
+  auto attr = DenseResourceElementsAttr::get(type, "kiln_packed_" + std::to_string(globalCounter), std::move(blob));
+  if (!kernel) return globalConstant(attr);
+  // Inside a kernel, the constant is read in @kiln_main and passed in, as
+  // every other buffer (kiln-plan-arena makes pointers of views explicit
+  // there, and only there).
+  Value outer;
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPoint(kernel->mainBlock, kernel->mainIP);
+    outer = globalConstant(attr);
+  }
+  return kernelArg(outer);
 }
 
 void BufferLowering::call(StringRef name, ArrayRef<Value> args) {
@@ -529,7 +544,9 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
       std::vector<float> packed(kiln::gemm::packedASize(F, K));
       kiln::gemm::packAFull(w->data(), K, false, F, K, packed.data());
       args.erase(args.begin() + 19); // the group
+      Value unpacked = args[1];
       args[1] = ptr(packedConstant(std::move(packed)));
+      if (unpacked.use_empty()) unpacked.getDefiningOp()->erase(); // the weights' pointer
       args.push_back(cf(convAct ? convAct->first : -inf));
       args.push_back(cf(convAct ? convAct->second : inf));
       call("kiln_rt_conv2d_packed", args);
@@ -1757,6 +1774,13 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
     for (auto [v, o] : llvm::zip(yield.getValues(), outArgs))
       if (buf(v) != o) b.create<linalg::CopyOp>(loc, buf(v), o);
   b.create<func::ReturnOp>(loc);
+  // Inputs the kernel does not read (weights replaced by a packed copy)
+  // are not passed, so their buffers can go.
+  for (int i = (int)kernel->entry->getNumArguments() - 1; i >= 0; --i)
+    if (kernel->entry->getArgument(i).use_empty()) {
+      kernel->entry->eraseArgument(i);
+      kernel->callArgs.erase(kernel->callArgs.begin() + i);
+    }
   SmallVector<Type> types;
   for (BlockArgument a : kernel->entry->getArguments()) types.push_back(a.getType());
   fn.setFunctionType(b.getFunctionType(types, {}));

@@ -4,6 +4,7 @@
 // new pass manager, emits an object through a TargetMachine and links a
 // shared library with the system (or aarch64 cross) linker driver.
 #include "kiln/Target/Target.h"
+#include "kiln/Transforms/Passes.h"
 
 #include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
 #include "mlir/IR/BuiltinDialect.h"
@@ -96,6 +97,7 @@ public:
     pm.addPass(createCanonicalizerPass());
     pm.addPass(memref::createExpandStridedMetadataPass());
     pm.addPass(createLowerAffinePass());
+    pm.addPass(createApproximateMath()); // erf, tanh: vectorisable polynomials
     pm.addPass(createConvertMathToLLVMPass());
     pm.addPass(createConvertMathToLibmPass());
     pm.addPass(createArithToLLVMConversionPass());

@@ -70,6 +70,19 @@ def ExtractWeights : Pass<"kiln-extract-weights", "mlir::ModuleOp"> {
   let dependentDialects = ["mlir::memref::MemRefDialect", "mlir::arith::ArithDialect"];
 }
 
+def ApproximateMath : Pass<"kiln-approximate-math", "mlir::ModuleOp"> {
+  let summary = "Replace f32 math.erf and math.tanh with polynomial approximations";
+  let description = [{
+    MLIR's own polynomial approximations (math dialect transforms) for erf
+    and tanh on f32, scalar or vector: plain arithmetic the LLVM loop
+    vectoriser can widen, where a libm call (erff, tanhf) would run one
+    element at a time. GELU (erf) and tanh-GELU epilogues of transformers
+    are the users. Other functions keep their exact lowering.
+  }];
+  let dependentDialects = ["mlir::math::MathDialect", "mlir::arith::ArithDialect",
+                           "mlir::vector::VectorDialect"];
+}
+
 def PlanArena : Pass<"kiln-plan-arena", "mlir::ModuleOp"> {
   let summary = "Place intermediate buffers in one arena, reusing memory by liveness";
   let description = [{

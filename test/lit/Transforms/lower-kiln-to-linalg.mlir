@@ -22,12 +22,14 @@ func.func @main(%a: tensor<4x3xf32>, %b: tensor<1x3xf32>) -> tensor<4x3xf32> {
 // -----
 
 // Conv calls the runtime microkernel with raw pointers and its geometry;
-// a reshape is a view (reinterpret_cast), and a returned view is copied.
-// CHECK: func.func private @kiln_rt_conv2d(index, index, index, index, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64)
+// constant weights are packed at compile time for the GEMM (2 x 27 padded
+// to 6 x 27 = 162 floats, kiln/gemm_layout.h); a reshape is a view
+// (reinterpret_cast), and a returned view is copied.
+// CHECK: func.func private @kiln_rt_conv2d_packed(index, index, index, index, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, f32, f32)
 // CHECK-LABEL: func @kiln_main(
-// CHECK: memref.get_global @__kiln_const_0 : memref<2x3x3x3xf32>
 // CHECK: %[[Y:.*]] = memref.alloc() : memref<1x2x4x4xf32>
-// CHECK: call @kiln_rt_conv2d(
+// CHECK: memref.get_global @__kiln_const_1 : memref<162xf32>
+// CHECK: call @kiln_rt_conv2d_packed(
 // CHECK: %[[V:.*]] = memref.reinterpret_cast %[[Y]] to offset: [0], sizes: [1, 32], strides: [32, 1]
 // CHECK: linalg.copy ins(%[[V]] : memref<1x32xf32>) outs(%{{.*}} : memref<1x32xf32>)
 func.func @main(%x: tensor<1x3x4x4xf32>) -> tensor<1x32xf32> {
@@ -35,6 +37,17 @@ func.func @main(%x: tensor<1x3x4x4xf32>) -> tensor<1x32xf32> {
   %0 = kiln.conv %x, %w {dilations = array<i64: 1, 1>, group = 1 : i64, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 1, 1>} : (tensor<1x3x4x4xf32>, tensor<2x3x3x3xf32>) -> tensor<1x2x4x4xf32>
   %1 = kiln.reshape %0 : (tensor<1x2x4x4xf32>) -> tensor<1x32xf32>
   return %1 : tensor<1x32xf32>
+}
+
+// -----
+
+// Weights that are not constants go to the conv kernel as they are.
+// CHECK: func.func private @kiln_rt_conv2d(index, index, index, index, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64)
+// CHECK-LABEL: func @kiln_main(
+// CHECK: call @kiln_rt_conv2d(
+func.func @main(%x: tensor<1x3x4x4xf32>, %w: tensor<2x3x3x3xf32>) -> tensor<1x2x4x4xf32> {
+  %0 = kiln.conv %x, %w {dilations = array<i64: 1, 1>, group = 1 : i64, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 1, 1>} : (tensor<1x3x4x4xf32>, tensor<2x3x3x3xf32>) -> tensor<1x2x4x4xf32>
+  return %0 : tensor<1x2x4x4xf32>
 }
 
 // -----

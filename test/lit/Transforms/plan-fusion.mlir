@@ -20,10 +20,10 @@
 // LOWER-LABEL: func.func private @kiln_kernel_0(
 // LOWER-DAG: %[[LO:.*]] = arith.constant 0.000000e+00 : f32
 // LOWER-DAG: %[[HI:.*]] = arith.constant 0x7F800000 : f32
-// LOWER: call @kiln_rt_conv2d_act({{.*}}, %[[LO]], %[[HI]])
+// LOWER: call @kiln_rt_conv2d_packed({{.*}}, %[[LO]], %[[HI]])
 // LOWER-NOT: linalg.generic
 // LOWER-LABEL: func.func private @kiln_kernel_1
-// LOWER: call @kiln_rt_conv2d(
+// LOWER: call @kiln_rt_conv2d_packed(
 // LOWER-NOT: linalg.generic
 // Only the block-to-block buffer is allocated (not the Conv's own result).
 // LOWER-LABEL: func.func @kiln_main
@@ -111,10 +111,11 @@ func.func @main(%a: tensor<2x3x5xf32>, %b: tensor<2x5x4xf32>) -> tensor<3x8xf32>
 // CHECK-NEXT: kiln.add
 // CHECK-NEXT: kiln.relu
 // CHECK-NEXT: kiln.yield
-// LOWER-LABEL: func.func private @kiln_kernel_0(%{{.*}}: memref<1x2x4x4xf32>, %{{.*}}: memref<2x2x1x1xf32>,
-// LOWER-SAME: %[[OUT:.*]]: memref<1x2x4x4xf32>)
-// LOWER: call @kiln_rt_conv2d(
-// LOWER: linalg.generic {{.*}} ins(%{{.*}}, %[[OUT]] : memref<1x2x4x4xf32>, memref<1x2x4x4xf32>) outs(%[[OUT]] : memref<1x2x4x4xf32>)
+// The constant weights are packed for the GEMM (2 rows padded to 6 x K 2)
+// and passed in packed: the unpacked ones are not passed.
+// LOWER-LABEL: func.func private @kiln_kernel_0(%{{.*}}: memref<1x2x4x4xf32>, %{{.*}}: memref<1x2x4x4xf32>, %{{.*}}: memref<12xf32>)
+// LOWER: call @kiln_rt_conv2d_packed(
+// LOWER: linalg.generic {{.*}} ins(%{{.*}}, %[[OUT:.*]] : memref<1x2x4x4xf32>, memref<1x2x4x4xf32>) outs(%[[OUT]] : memref<1x2x4x4xf32>)
 // LOWER: arith.addf
 // LOWER: arith.maximumf
 func.func @main(%x: tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32> {

@@ -273,6 +273,7 @@ void gemv(int64_t N, int64_t K, const float *a, const float *B, int64_t ldb, boo
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc, const Epilogue *ep,
            const float *packedA, const float *packedB) {
+  if (M <= 0 || N <= 0) return;
   if (ep && !ep->rowBias && !ep->colBias && !ep->clamps()) ep = nullptr;
   if (K == 0 || (M == 1 && !transA && !packedA && !packedB)) {
     if (K == 0)
@@ -288,11 +289,27 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
         }
     return;
   }
+  // Each task owns one block of C (at most MC x NC) and runs the whole K
+  // loop on it. With several threads, blocks are made smaller (down to 2
+  // register tiles of rows or 4 of columns) until there are 2 per thread;
+  // blocks are equal in size, so the dynamic schedule balances. (4 per
+  // thread measured slower on BERT: A is repacked once per column block.)
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
-  // Each task owns one MC x NC block of C and runs the whole K loop on it.
+  int threads = currentThreads();
+  while (threads > 1 && mTiles * nTiles < 2 * threads) {
+    bool splitN = (N + nTiles) / (nTiles + 1) >= 4 * NR;
+    bool splitM = (M + mTiles) / (mTiles + 1) >= 2 * MR;
+    if (splitN && (!splitM || N / nTiles >= M / mTiles)) ++nTiles;
+    else if (splitM) ++mTiles;
+    else break;
+  }
+  const int64_t mcBlock = gemm::roundUp((M + mTiles - 1) / mTiles, MR);
+  const int64_t ncBlock = gemm::roundUp((N + nTiles - 1) / nTiles, NR);
+  mTiles = (M + mcBlock - 1) / mcBlock;
+  nTiles = (N + ncBlock - 1) / ncBlock;
   parallelFor(mTiles * nTiles, [&](int64_t t) {
-    int64_t i0 = (t / nTiles) * MC, j0 = (t % nTiles) * NC;
-    int64_t mc = std::min(MC, M - i0), nc = std::min(NC, N - j0);
+    int64_t i0 = (t / nTiles) * mcBlock, j0 = (t % nTiles) * ncBlock;
+    int64_t mc = std::min(mcBlock, M - i0), nc = std::min(ncBlock, N - j0);
     auto &pa = scratch(0), &pb = scratch(1);
     if (!packedA) pa.resize(((mc + MR - 1) / MR) * MR * KC);
     if (!packedB) pb.resize(((nc + NR - 1) / NR) * NR * KC);

@@ -29,6 +29,7 @@ template <typename F> bool spinUntil(F ready) {
 static thread_local ThreadPool *tlsPool = nullptr;
 ThreadPool *currentPool() { return tlsPool; }
 void setCurrentPool(ThreadPool *pool) { tlsPool = pool; }
+int currentThreads() { return tlsPool ? tlsPool->size() : 1; }
 
 void parallelFor(int64_t n, const std::function<void(int64_t)> &fn) {
   ThreadPool *p = tlsPool;

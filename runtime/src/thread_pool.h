@@ -46,6 +46,9 @@ private:
 ThreadPool *currentPool();
 void setCurrentPool(ThreadPool *pool);
 
+/// Threads that parallelFor uses on this thread now (1 without a pool).
+int currentThreads();
+
 /// parallelFor on the current pool, or serially.
 void parallelFor(int64_t n, const std::function<void(int64_t)> &fn);
 

@@ -167,6 +167,15 @@ private:
   std::optional<StridedOut> stridedOut;
   /// Clamp bounds of a Relu/Clip fused into the Conv being lowered.
   std::optional<std::pair<float, float>> convAct;
+  /// Set while lowering a Conv whose block adds a residual in its epilogue.
+  Value convResidual;
+  /// Whether `conv` gets weights packed at compile time (constant, G = 1,
+  /// not one channel to one).
+  bool packsWeights(ConvOp conv);
+  /// For a block Conv -> Add(conv, r) [-> Relu/Clip] whose result is `out`,
+  /// with r from outside the block and shaped as the conv's result, and
+  /// packed weights: r. Otherwise null.
+  Value convResidualOf(Operation *head, ArrayRef<Operation *> ops, Value out);
   LogicalResult lowerMatMul(MatMulOp op);
   LogicalResult lowerPool(Operation *op, bool isMax);
   LogicalResult lowerReduce(Operation *op, ArrayRef<int64_t> axes);
@@ -188,6 +197,33 @@ Value BufferLowering::globalConstant(ElementsAttr value) {
                                /*constant=*/true, b.getI64IntegerAttr(64));
   }
   return b.create<memref::GetGlobalOp>(loc, mt, name);
+}
+
+bool BufferLowering::packsWeights(ConvOp op) {
+  auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
+  auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
+  Value w = op.getWeight();
+  if (auto arg = dyn_cast<BlockArgument>(w))
+    if (auto f = dyn_cast_or_null<FusedOp>(arg.getOwner()->getParentOp()))
+      w = f.getInputs()[arg.getArgNumber()];
+  return xs.size() == 4 && op.getGroup() == 1 && !(xs[1] == 1 && ws[0] == 1) && w.getDefiningOp<ConstantOp>() &&
+         eltOf(w).isF32();
+}
+
+Value BufferLowering::convResidualOf(Operation *head, ArrayRef<Operation *> ops, Value out) {
+  auto conv = dyn_cast_or_null<ConvOp>(head);
+  if (!conv || (ops.size() != 2 && ops.size() != 3) || ops[0] != head || !isa<AddOp>(ops[1]) ||
+      !eltOf(out).isF32() || !packsWeights(conv))
+    return Value();
+  Value c = conv.getResult(), a = ops[1]->getOperand(0), r = ops[1]->getOperand(1);
+  if (r == c) std::swap(a, r);
+  if (a != c || r == c || !isa<BlockArgument>(r) || r.getType() != c.getType()) return Value();
+  Value last = ops[1]->getResult(0);
+  if (ops.size() == 3) {
+    if (!isa<ReluOp, ClipOp>(ops[2]) || ops[2]->getOperand(0) != last) return Value();
+    last = ops[2]->getResult(0);
+  }
+  return last == out ? r : Value();
 }
 
 std::optional<std::vector<float>> BufferLowering::constantFloats(Value v) {
@@ -538,7 +574,7 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
   float inf = std::numeric_limits<float>::infinity();
   // Constant weights of an ungrouped, not depthwise conv are packed here,
   // once, in the layout the GEMM reads (kiln/gemm_layout.h).
-  if (op.getGroup() == 1 && !(xs[1] == 1 && ws[0] == 1))
+  if (packsWeights(op))
     if (auto w = constantFloats(op.getWeight())) {
       int64_t F = ws[0], K = ws[1] * ws[2] * ws[3];
       std::vector<float> packed(kiln::gemm::packedASize(F, K));
@@ -549,9 +585,13 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
       if (unpacked.use_empty()) unpacked.getDefiningOp()->erase(); // the weights' pointer
       args.push_back(cf(convAct ? convAct->first : -inf));
       args.push_back(cf(convAct ? convAct->second : inf));
+      args.insert(args.begin() + 3, convResidual ? ptr(convResidual)
+                                                 : b.create<arith::ConstantIndexOp>(loc, 0).getResult());
       call("kiln_rt_conv2d_packed", args);
       return success();
     }
+  if (convResidual)
+    return op.emitError("internal error: a fused residual needs the conv's weights packed");
   if (convAct) {
     // A fused Relu/Clip epilogue, applied by the kernel as it stores.
     args.push_back(cf(convAct->first));
@@ -1749,6 +1789,25 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       outBuffer[head->getResult(0)] = outArg;
       result = lowerOp(head);
       convAct.reset();
+      inside.clear();
+      math = false;
+    } else if (Value residual = convResidualOf(head, ops, out)) {
+      // Conv + Add (+ Relu/Clip), the Add's other operand from outside the
+      // block: the conv kernel adds it (and clamps) as it stores each tile.
+      float inf = std::numeric_limits<float>::infinity();
+      convAct = {-inf, inf};
+      if (ops.size() == 3) {
+        if (auto c = dyn_cast<ClipOp>(ops[2]))
+          convAct = {c.getMin().convertToFloat(), c.getMax().convertToFloat()};
+        else
+          convAct = {0.0f, inf};
+      }
+      convResidual = buf(residual);
+      loc = head->getLoc();
+      outBuffer[head->getResult(0)] = outArg;
+      result = lowerOp(head);
+      convAct.reset();
+      convResidual = Value();
       inside.clear();
       math = false;
     } else if (head) {

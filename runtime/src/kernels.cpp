@@ -72,6 +72,14 @@ void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t l
       for (int j = 0; j < n; ++j) (j < 8 ? cb0[j] : cb1[j - 8]) = ep->colBias[col0 + j];
     for (int i = 0; i < MR; ++i) {
       float bias = ep->rowBias && i < m ? ep->rowBias[row0 + i] : 0.0f;
+      v8f r0{}, r1{};
+      if (ep->residual && i < m) {
+        // The residual tile, same place and leading dimension as C's.
+        const float *ri = ep->residual + (row0 + i) * ldc + col0;
+        if (n == NR) r0 = load8(ri), r1 = load8(ri + 8);
+        else
+          for (int j = 0; j < n; ++j) (j < 8 ? r0[j] : r1[j - 8]) = ri[j];
+      }
       if (accumulate) {
         // Partial sums of the earlier K blocks are in C already.
         v8f c0{}, c1{};
@@ -81,8 +89,8 @@ void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t l
         acc[i][0] += c0;
         acc[i][1] += c1;
       }
-      acc[i][0] = vclamp(acc[i][0] + bias + cb0, splat(ep->lo), splat(ep->hi));
-      acc[i][1] = vclamp(acc[i][1] + bias + cb1, splat(ep->lo), splat(ep->hi));
+      acc[i][0] = vclamp(acc[i][0] + bias + cb0 + r0, splat(ep->lo), splat(ep->hi));
+      acc[i][1] = vclamp(acc[i][1] + bias + cb1 + r1, splat(ep->lo), splat(ep->hi));
     }
     accumulate = false;
   }
@@ -274,7 +282,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc, const Epilogue *ep,
            const float *packedA, const float *packedB) {
   if (M <= 0 || N <= 0) return;
-  if (ep && !ep->rowBias && !ep->colBias && !ep->clamps()) ep = nullptr;
+  if (ep && !ep->rowBias && !ep->colBias && !ep->residual && !ep->clamps()) ep = nullptr;
   if (K == 0 || (M == 1 && !transA && !packedA && !packedB)) {
     if (K == 0)
       for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
@@ -284,7 +292,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < N; ++j) {
           float v = C[i * ldc + j] + (ep->rowBias ? ep->rowBias[i] : 0.0f) +
-                    (ep->colBias ? ep->colBias[j] : 0.0f);
+                    (ep->colBias ? ep->colBias[j] : 0.0f) + (ep->residual ? ep->residual[i * ldc + j] : 0.0f);
           C[i * ldc + j] = std::min(std::max(v, ep->lo), ep->hi);
         }
     return;
@@ -384,14 +392,14 @@ void kiln_rt_conv2d_act(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64
                         int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
                         int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
                         int64_t PL, int64_t G, float lo, float hi) {
-  conv2d(x, w, false, bias, y, N, C, H, W, F, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, G, lo, hi);
+  conv2d(x, w, false, bias, 0, y, N, C, H, W, F, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, G, lo, hi);
 }
 
-void kiln_rt_conv2d_packed(intptr_t x, intptr_t wp, intptr_t bias, intptr_t y, int64_t N, int64_t C,
-                           int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
-                           int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
-                           int64_t PL, float lo, float hi) {
-  conv2d(x, wp, true, bias, y, N, C, H, W, F, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, 1, lo, hi);
+void kiln_rt_conv2d_packed(intptr_t x, intptr_t wp, intptr_t bias, intptr_t residual, intptr_t y,
+                           int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH,
+                           int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,
+                           int64_t DW, int64_t PT, int64_t PL, float lo, float hi) {
+  conv2d(x, wp, true, bias, residual, y, N, C, H, W, F, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, 1, lo, hi);
 }
 
 void kiln_rt_matmul_packed(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, int64_t M, int64_t N,
@@ -411,10 +419,10 @@ namespace kiln::rt {
 
 /// Conv2d (any groups) with bias and a clamp on the store; `packedW` says
 /// w is the weight matrix [F, C*KH*KW] packed as GEMM operand A (G == 1).
-void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t y, int64_t N, int64_t C,
-            int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW,
-            int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL, int64_t G,
-            float lo, float hi) {
+void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residual, intptr_t y,
+            int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
+            int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,
+            int64_t G, float lo, float hi) {
   const bool clamp = lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity();
   const float *X = (const float *)x, *Wt = (const float *)w, *Bs = (const float *)bias;
   float *Y = (float *)y;
@@ -462,6 +470,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t y, int
       float *yg = Y + (n * F + g * Fg) * OHW;
       // Bias and the fused activation are applied on each tile as it is stored.
       Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
+      if (residual) ep.residual = (const float *)residual + (n * F + g * Fg) * OHW;
       if (packedW)
         sgemm(Fg, OHW, Cg * KK, nullptr, 0, false, src, OHW, false, yg, OHW, &ep, Wt, nullptr);
       else

@@ -9,12 +9,14 @@
 
 namespace kiln::rt {
 /// Applied to each C tile as it is stored: C[i][j] = clamp(C[i][j] +
-/// rowBias[i] + colBias[j], lo, hi) (biases may be null; default: no clamp).
+/// rowBias[i] + colBias[j] + residual[i][j], lo, hi) (any may be null;
+/// default: no clamp).
 struct Epilogue {
   const float *rowBias = nullptr;
   float lo = -std::numeric_limits<float>::infinity();
   float hi = std::numeric_limits<float>::infinity();
   const float *colBias = nullptr; // added to every row (Gemm's C of shape [N])
+  const float *residual = nullptr; // same shape and ldc as C (a residual Add)
   bool clamps() const {
     return lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity();
   }
@@ -30,10 +32,11 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
 /// its compile-time packing (kiln/gemm_layout.h).
 
 /// Conv2d behind kiln_rt_conv2d*, with weights optionally packed (G == 1).
-void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t y, int64_t N, int64_t C,
-            int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW,
-            int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL, int64_t G,
-            float lo, float hi);
+/// residual (may be 0): a tensor shaped as y added before the clamp.
+void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residual, intptr_t y,
+            int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
+            int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,
+            int64_t G, float lo, float hi);
 } // namespace kiln::rt
 
 extern "C" {
@@ -64,11 +67,12 @@ void kiln_rt_conv2d_act(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64
                         int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
                         int64_t PL, int64_t G, float lo, float hi);
 /// kiln_rt_conv2d_act with G == 1 and the weights packed at compile time as
-/// GEMM operand A ([F, C*KH*KW], kiln/gemm_layout.h).
-void kiln_rt_conv2d_packed(intptr_t x, intptr_t wp, intptr_t bias, intptr_t y, int64_t N, int64_t C,
-                           int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
-                           int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
-                           int64_t PL, float lo, float hi);
+/// GEMM operand A ([F, C*KH*KW], kiln/gemm_layout.h); residual (0 if
+/// none, else shaped as y) is added before the clamp: a fused residual Add.
+void kiln_rt_conv2d_packed(intptr_t x, intptr_t wp, intptr_t bias, intptr_t residual, intptr_t y,
+                           int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH,
+                           int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,
+                           int64_t DW, int64_t PT, int64_t PL, float lo, float hi);
 /// Batched Y_i = clamp(op(A_i) * B + bias, lo, hi) with B (K x N, shared by
 /// the batch) packed at compile time as GEMM operand B; bias ([N]) may be 0.
 /// Strides and leading dimensions as kiln_rt_matmul_strided.

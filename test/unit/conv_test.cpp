@@ -242,8 +242,8 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
     PoolScope scope(&pool);
     kiln_rt_conv2d_act((intptr_t)x.data(), (intptr_t)w.data(), (intptr_t)bias.data(), want.addr(), c.N, c.C,
                        c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT, c.PL, 1, 0.0f, 0.75f);
-    kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)packed.data(), (intptr_t)bias.data(), got.addr(), c.N,
-                          c.C, c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT, c.PL, 0.0f,
+    kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)packed.data(), (intptr_t)bias.data(), 0, got.addr(),
+                          c.N, c.C, c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT, c.PL, 0.0f,
                           0.75f);
     CHECK(std::equal(want.data(), want.data() + n, got.data()));
     CHECK(got.guardsIntact());
@@ -251,5 +251,20 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
     Reference ref = naiveConv(c, x.data(), w.data(), bias.data());
     for (size_t i = 0; i < ref.value.size(); ++i) ref.value[i] = std::min(std::max(ref.value[i], 0.0), 0.75);
     CHECK(mismatches(got.data(), ref) == "");
+    // With a residual (conv + Add + clamp in one kernel): exactly the
+    // unclamped conv plus the residual, then the clamp.
+    std::vector<float> res = randomFloats(n, seed++);
+    GuardedBuffer plain(n), fused(n);
+    float inf = std::numeric_limits<float>::infinity();
+    kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)packed.data(), (intptr_t)bias.data(), 0, plain.addr(),
+                          c.N, c.C, c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT, c.PL, -inf, inf);
+    kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)packed.data(), (intptr_t)bias.data(), (intptr_t)res.data(),
+                          fused.addr(), c.N, c.C, c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT,
+                          c.PL, 0.0f, 0.75f);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; ++i)
+      bad += fused.data()[i] != std::min(std::max(plain.data()[i] + res[i], 0.0f), 0.75f);
+    CHECK(bad == 0);
+    CHECK(fused.guardsIntact());
   }
 }

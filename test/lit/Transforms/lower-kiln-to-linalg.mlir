@@ -25,7 +25,7 @@ func.func @main(%a: tensor<4x3xf32>, %b: tensor<1x3xf32>) -> tensor<4x3xf32> {
 // constant weights are packed at compile time for the GEMM (2 x 27 padded
 // to 6 x 27 = 162 floats, kiln/gemm_layout.h); a reshape is a view
 // (reinterpret_cast), and a returned view is copied.
-// CHECK: func.func private @kiln_rt_conv2d_packed(index, index, index, index, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, f32, f32)
+// CHECK: func.func private @kiln_rt_conv2d_packed(index, index, index, index, index, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, f32, f32)
 // CHECK-LABEL: func @kiln_main(
 // CHECK: %[[Y:.*]] = memref.alloc() : memref<1x2x4x4xf32>
 // CHECK: memref.get_global @__kiln_const_1 : memref<162xf32>

@@ -101,9 +101,10 @@ func.func @main(%a: tensor<2x3x5xf32>, %b: tensor<2x5x4xf32>) -> tensor<3x8xf32>
 }
 
 // -----
-// A Conv with a residual Add and Relu: the conv writes the block's output
-// buffer, then one generic reads each element there (and the residual) and
-// writes it back in place.
+// A Conv with a residual Add and Relu: one kernel, no generic: the conv
+// kernel adds the residual (the block's input %x, passed as the 4th
+// pointer) and clamps each tile as it stores it. The constant weights are
+// packed for the GEMM (2 rows padded to 6 x K 2) and passed in packed.
 // CHECK-LABEL: func @main
 // CHECK: kiln.fused
 // CHECK-NEXT: ^bb0
@@ -111,13 +112,14 @@ func.func @main(%a: tensor<2x3x5xf32>, %b: tensor<2x5x4xf32>) -> tensor<3x8xf32>
 // CHECK-NEXT: kiln.add
 // CHECK-NEXT: kiln.relu
 // CHECK-NEXT: kiln.yield
-// The constant weights are packed for the GEMM (2 rows padded to 6 x K 2)
-// and passed in packed: the unpacked ones are not passed.
-// LOWER-LABEL: func.func private @kiln_kernel_0(%{{.*}}: memref<1x2x4x4xf32>, %{{.*}}: memref<1x2x4x4xf32>, %{{.*}}: memref<12xf32>)
-// LOWER: call @kiln_rt_conv2d_packed(
-// LOWER: linalg.generic {{.*}} ins(%{{.*}}, %[[OUT:.*]] : memref<1x2x4x4xf32>, memref<1x2x4x4xf32>) outs(%[[OUT]] : memref<1x2x4x4xf32>)
-// LOWER: arith.addf
-// LOWER: arith.maximumf
+// LOWER-LABEL: func.func private @kiln_kernel_0(
+// LOWER-SAME: %[[X:.*]]: memref<1x2x4x4xf32>, %{{.*}}: memref<1x2x4x4xf32>, %{{.*}}: memref<12xf32>)
+// LOWER-DAG: %[[LO:.*]] = arith.constant 0.000000e+00 : f32
+// LOWER-DAG: %[[HI:.*]] = arith.constant 0x7F800000 : f32
+// LOWER: %[[R:.*]] = memref.extract_aligned_pointer_as_index %[[X]]
+// LOWER: call @kiln_rt_conv2d_packed(%{{.*}}, %{{.*}}, %{{.*}}, %[[R]], {{.*}}, %[[LO]], %[[HI]])
+// LOWER-NOT: linalg.generic
+// LOWER: return
 func.func @main(%x: tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32> {
   %w = kiln.constant dense<1.0> : tensor<2x2x1x1xf32> : tensor<2x2x1x1xf32>
   %0 = kiln.conv %x, %w {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x2x4x4xf32>, tensor<2x2x1x1xf32>) -> tensor<1x2x4x4xf32>

@@ -159,19 +159,14 @@ std::vector<float> &scratch(int slot) {
 /// B accumulators of 8 outputs each (outputs ow0 .. ow0 + 8B of one row)
 /// over all KH x KW taps, from the phase-split padded plane (see below).
 template <int B>
-inline void depthwiseBlock(const float *pad, int64_t PH, int64_t PWs, int64_t r0, int64_t ow0,
-                           const float *wc, int64_t KH, int64_t KW, int64_t DH, int64_t DW, int64_t SW,
+inline void depthwiseBlock(const float *base, const int64_t *tapOff, const float *wc, int64_t KK,
                            float b0, bool clamp, float lo, float hi, float *out) {
   v8f acc[B];
   for (int i = 0; i < B; ++i) acc[i] = splat(b0);
-  for (int64_t kh = 0; kh < KH; ++kh) {
-    int64_t r = r0 + kh * DH;
-    for (int64_t kw = 0; kw < KW; ++kw) {
-      int64_t off = kw * DW;
-      const float *p = pad + ((off % SW) * PH + r) * PWs + off / SW + ow0;
-      v8f w = splat(wc[kh * KW + kw]);
-      for (int i = 0; i < B; ++i) acc[i] += w * load8(p + 8 * i);
-    }
+  for (int64_t t = 0; t < KK; ++t) {
+    const float *p = base + tapOff[t];
+    v8f w = splat(wc[t]);
+    for (int i = 0; i < B; ++i) acc[i] += w * load8(p + 8 * i);
   }
   for (int i = 0; i < B; ++i)
     store8(out + 8 * i, clamp ? vclamp(acc[i], splat(lo), splat(hi)) : acc[i]);
@@ -193,6 +188,14 @@ void depthwiseConv(const float *X, const float *Wt, const float *Bs, float *Y, i
   // column off/SW + roundup(OW, 8) - 1 of its phase, inside the zeros.
   int64_t PWs = std::max((PWn + SW - 1) / SW, (KW - 1) * DW / SW + (OW + 7) / 8 * 8);
   int64_t KK = KH * KW;
+  // Where tap (kh, kw) reads, relative to output (row r0, column ow0) at
+  // pad + r0 * PWs + ow0: its column phase's plane, row and column.
+  std::vector<int64_t> tapOff(KK);
+  for (int64_t kh = 0; kh < KH; ++kh)
+    for (int64_t kw = 0; kw < KW; ++kw) {
+      int64_t off = kw * DW;
+      tapOff[kh * KW + kw] = ((off % SW) * PH + kh * DH) * PWs + off / SW;
+    }
   parallelFor(N * C, [&](int64_t nc) {
     int64_t c = nc % C;
     const float *xc = X + nc * H * W, *wc = Wt + c * KK;
@@ -230,14 +233,15 @@ void depthwiseConv(const float *X, const float *Wt, const float *Bs, float *Y, i
     for (int64_t oh = 0; oh < OH; ++oh) {
       int64_t r0 = oh * SH, ow = 0;
       float *y = yc + oh * OW;
+      const float *row = pad + r0 * PWs;
       for (; ow + 32 <= OW; ow += 32)
-        depthwiseBlock<4>(pad, PH, PWs, r0, ow, wc, KH, KW, DH, DW, SW, b0, clamp, lo, hi, y + ow);
+        depthwiseBlock<4>(row + ow, tapOff.data(), wc, KK, b0, clamp, lo, hi, y + ow);
       for (; ow + 8 <= OW; ow += 8)
-        depthwiseBlock<1>(pad, PH, PWs, r0, ow, wc, KH, KW, DH, DW, SW, b0, clamp, lo, hi, y + ow);
+        depthwiseBlock<1>(row + ow, tapOff.data(), wc, KK, b0, clamp, lo, hi, y + ow);
       if (ow < OW) {
         // The last partial block, computed whole over the zero padding.
         float tail[8];
-        depthwiseBlock<1>(pad, PH, PWs, r0, ow, wc, KH, KW, DH, DW, SW, b0, clamp, lo, hi, tail);
+        depthwiseBlock<1>(row + ow, tapOff.data(), wc, KK, b0, clamp, lo, hi, tail);
         std::memcpy(y + ow, tail, (OW - ow) * sizeof(float));
       }
     }

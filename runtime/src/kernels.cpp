@@ -280,6 +280,16 @@ void gemv(int64_t N, int64_t K, const float *a, const float *B, int64_t ldb, boo
   });
 }
 
+/// fn(i) for every batch element: in parallel over the batch when it has
+/// at least 2 elements per thread (each GEMM then runs serially), else in
+/// order with the threads inside each GEMM.
+template <typename F> void forBatch(int64_t batch, F fn) {
+  if (batch >= 2 * currentThreads() && currentThreads() > 1)
+    parallelFor(batch, [&](int64_t i) { fn(i); });
+  else
+    for (int64_t i = 0; i < batch; ++i) fn(i);
+}
+
 } // namespace
 
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
@@ -370,8 +380,10 @@ void kiln_rt_matmul(intptr_t a, intptr_t b, intptr_t y, int64_t batch, int64_t M
                     int64_t K, int64_t strideA, int64_t strideB) {
   const float *A = (const float *)a, *B = (const float *)b;
   float *Y = (float *)y;
-  for (int64_t i = 0; i < batch; ++i)
+  // Batches in parallel (each GEMM serial inside) when there are enough.
+  forBatch(batch, [&](int64_t i) {
     sgemm(M, N, K, A + i * strideA, K, false, B + i * strideB, N, false, Y + i * M * N, N);
+  });
 }
 
 void kiln_rt_matmul_strided(intptr_t a, intptr_t b, intptr_t y, int64_t batch, int64_t M, int64_t N,
@@ -379,9 +391,10 @@ void kiln_rt_matmul_strided(intptr_t a, intptr_t b, intptr_t y, int64_t batch, i
                             int64_t ldb, int64_t transB, int64_t strideY, int64_t ldy) {
   const float *A = (const float *)a, *B = (const float *)b;
   float *Y = (float *)y;
-  for (int64_t i = 0; i < batch; ++i)
+  forBatch(batch, [&](int64_t i) {
     sgemm(M, N, K, A + i * strideA, lda, transA != 0, B + i * strideB, ldb, transB != 0,
           Y + i * strideY, ldy);
+  });
 }
 
 void kiln_rt_conv2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N, int64_t C,
@@ -412,9 +425,10 @@ void kiln_rt_matmul_packed(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, i
   const float *A = (const float *)a, *Bp = (const float *)bp;
   float *Y = (float *)y;
   Epilogue ep{nullptr, lo, hi, (const float *)bias};
-  for (int64_t i = 0; i < batch; ++i)
+  forBatch(batch, [&](int64_t i) {
     sgemm(M, N, K, A + i * strideA, lda, transA != 0, nullptr, 0, false, Y + i * strideY, ldy, &ep,
           nullptr, Bp);
+  });
 }
 
 } // extern "C"

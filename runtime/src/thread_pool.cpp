@@ -27,13 +27,24 @@ template <typename F> bool spinUntil(F ready) {
 } // namespace
 
 static thread_local ThreadPool *tlsPool = nullptr;
+// Set while this thread runs tasks of a parallelFor: a nested parallelFor
+// (a kernel parallel over batches calling sgemm) then runs serially.
+static thread_local bool tlsInParallel = false;
+
+namespace {
+struct ParallelScope {
+  bool saved = tlsInParallel;
+  ParallelScope() { tlsInParallel = true; }
+  ~ParallelScope() { tlsInParallel = saved; }
+};
+} // namespace
 ThreadPool *currentPool() { return tlsPool; }
 void setCurrentPool(ThreadPool *pool) { tlsPool = pool; }
 int currentThreads() { return tlsPool ? tlsPool->size() : 1; }
 
 void parallelFor(int64_t n, const std::function<void(int64_t)> &fn) {
   ThreadPool *p = tlsPool;
-  if (!p || p->size() == 1 || n <= 1) {
+  if (!p || p->size() == 1 || n <= 1 || tlsInParallel) {
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
@@ -55,6 +66,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::drain(const std::function<void(int64_t)> &fn, int64_t n) {
+  ParallelScope scope;
   for (;;) {
     int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
     if (i >= n) break;

@@ -36,6 +36,11 @@ inline void store8(float *p, v8f v) { std::memcpy(p, &v, sizeof v); }
 /// All lanes = x. (Written out: `v8f{} + x` costs an add, since 0 + x is
 /// not x for x = -0.0.)
 inline v8f splat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
+/// Lane j of the 16 floats (lo, hi) = v.
+inline void setLane(v8f &lo, v8f &hi, int j, float v) {
+  if (j < 8) lo[j] = v;
+  else hi[j - 8] = v;
+}
 /// Lanes Q, Q+2, ..., Q+14 of the 16 floats (a, b).
 template <int Q> inline v8f deinterleave(v8f a, v8f b) {
 #if defined(__clang__)
@@ -69,7 +74,7 @@ void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t l
   if (ep) {
     v8f cb0{}, cb1{};
     if (ep->colBias)
-      for (int j = 0; j < n; ++j) (j < 8 ? cb0[j] : cb1[j - 8]) = ep->colBias[col0 + j];
+      for (int j = 0; j < n; ++j) setLane(cb0, cb1, j, ep->colBias[col0 + j]);
     for (int i = 0; i < MR; ++i) {
       float bias = ep->rowBias && i < m ? ep->rowBias[row0 + i] : 0.0f;
       v8f r0{}, r1{};
@@ -78,14 +83,14 @@ void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t l
         const float *ri = ep->residual + (row0 + i) * ldc + col0;
         if (n == NR) r0 = load8(ri), r1 = load8(ri + 8);
         else
-          for (int j = 0; j < n; ++j) (j < 8 ? r0[j] : r1[j - 8]) = ri[j];
+          for (int j = 0; j < n; ++j) setLane(r0, r1, j, ri[j]);
       }
       if (accumulate) {
         // Partial sums of the earlier K blocks are in C already.
         v8f c0{}, c1{};
         if (i < m && n == NR) c0 = load8(c + i * ldc), c1 = load8(c + i * ldc + 8);
         else if (i < m)
-          for (int j = 0; j < n; ++j) (j < 8 ? c0[j] : c1[j - 8]) = c[i * ldc + j];
+          for (int j = 0; j < n; ++j) setLane(c0, c1, j, c[i * ldc + j]);
         acc[i][0] += c0;
         acc[i][1] += c1;
       }

@@ -71,13 +71,14 @@ def ExtractWeights : Pass<"kiln-extract-weights", "mlir::ModuleOp"> {
 }
 
 def ApproximateMath : Pass<"kiln-approximate-math", "mlir::ModuleOp"> {
-  let summary = "Replace f32 math.erf and math.tanh with polynomial approximations";
+  let summary = "Replace f32 math.exp, math.erf and math.tanh with polynomial approximations";
   let description = [{
-    MLIR's own polynomial approximations (math dialect transforms) for erf
-    and tanh on f32, scalar or vector: plain arithmetic the LLVM loop
-    vectoriser can widen, where a libm call (erff, tanhf) would run one
-    element at a time. GELU (erf) and tanh-GELU epilogues of transformers
-    are the users. Other functions keep their exact lowering.
+    MLIR's own polynomial approximations (math dialect transforms) for exp,
+    erf and tanh on f32, scalar or vector: plain arithmetic the LLVM loop
+    vectoriser can widen, where a libm call (expf, erff, tanhf) would run
+    one element at a time. Softmax (exp), GELU (erf) and tanh-GELU are the
+    users. The exp approximation keeps inf, -inf (0), overflow and NaN.
+    Other functions keep their exact lowering.
   }];
   let dependentDialects = ["mlir::math::MathDialect", "mlir::arith::ArithDialect",
                            "mlir::vector::VectorDialect"];

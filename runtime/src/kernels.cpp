@@ -10,6 +10,7 @@
 #include "kiln/gemm_layout.h"
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include "thread_pool.h"
 
@@ -206,8 +207,16 @@ void depthwiseConv(const float *X, const float *Wt, const float *Bs, float *Y, i
     const float *xc = X + nc * H * W, *wc = Wt + c * KK;
     float *yc = Y + nc * OH * OW;
     float b0 = Bs ? Bs[c] : 0.0f;
+    // The copy below rewrites the same cells for every plane of one
+    // geometry and leaves the rest zero: zero the buffer only when this
+    // thread's last depthwise plane had another geometry.
     static thread_local std::vector<float> padBuf;
-    padBuf.assign(SW * PH * PWs, 0.0f);
+    static thread_local std::array<int64_t, 8> padGeometry{};
+    std::array<int64_t, 8> geometry{PH, PWs, PWn, SW, H, W, PT, PL};
+    if (geometry != padGeometry || padBuf.size() != (size_t)(SW * PH * PWs)) {
+      padBuf.assign(SW * PH * PWs, 0.0f);
+      padGeometry = geometry;
+    }
     float *pad = padBuf.data();
     for (int64_t r = 0; r < PH; ++r) {
       int64_t ih = r - PT;

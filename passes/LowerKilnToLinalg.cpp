@@ -133,6 +133,12 @@ private:
   std::optional<std::vector<float>> constantFloats(Value v);
   /// A new constant holding `data` (a weight packed for the GEMM).
   Value packedConstant(std::vector<float> data);
+  /// Pointer to op(w) (K x N, row length ldb) packed as GEMM operand B.
+  Value packedB(const std::vector<float> &w, int64_t ldb, bool trans, int64_t K, int64_t N) {
+    std::vector<float> packed(kiln::gemm::packedBSize(K, N));
+    kiln::gemm::packBFull(w.data(), ldb, trans, K, N, packed.data());
+    return ptr(packedConstant(std::move(packed)));
+  }
   void call(StringRef name, ArrayRef<Value> args);
 
   /// Elementwise generic over `out`'s shape with numpy broadcasting of `ins`.
@@ -199,13 +205,25 @@ Value BufferLowering::globalConstant(ElementsAttr value) {
   return b.create<memref::GetGlobalOp>(loc, mt, name);
 }
 
+/// The value outside a fusion block that an operand inside it stands for
+/// (operands from outside are the block's arguments).
+static Value outerValue(Value v) {
+  if (auto arg = dyn_cast<BlockArgument>(v))
+    if (auto f = dyn_cast_or_null<FusedOp>(arg.getOwner()->getParentOp()))
+      return f.getInputs()[arg.getArgNumber()];
+  return v;
+}
+
+/// The [lo, hi] a Relu or Clip clamps to.
+static std::pair<float, float> clampBounds(Operation *act) {
+  if (auto c = dyn_cast<ClipOp>(act)) return {c.getMin().convertToFloat(), c.getMax().convertToFloat()};
+  return {0.0f, std::numeric_limits<float>::infinity()};
+}
+
 bool BufferLowering::packsWeights(ConvOp op) {
   auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
   auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
-  Value w = op.getWeight();
-  if (auto arg = dyn_cast<BlockArgument>(w))
-    if (auto f = dyn_cast_or_null<FusedOp>(arg.getOwner()->getParentOp()))
-      w = f.getInputs()[arg.getArgNumber()];
+  Value w = outerValue(op.getWeight());
   return xs.size() == 4 && op.getGroup() == 1 && !(xs[1] == 1 && ws[0] == 1) && w.getDefiningOp<ConstantOp>() &&
          eltOf(w).isF32();
 }
@@ -227,10 +245,7 @@ Value BufferLowering::convResidualOf(Operation *head, ArrayRef<Operation *> ops,
 }
 
 std::optional<std::vector<float>> BufferLowering::constantFloats(Value v) {
-  // Inside a fusion block, operands from outside are block arguments.
-  if (auto arg = dyn_cast<BlockArgument>(v))
-    if (auto f = dyn_cast_or_null<FusedOp>(arg.getOwner()->getParentOp()))
-      v = f.getInputs()[arg.getArgNumber()];
+  v = outerValue(v);
   auto c = v.getDefiningOp<ConstantOp>();
   if (!c || !eltOf(v).isF32()) return std::nullopt;
   int64_t n = cast<ShapedType>(v.getType()).getNumElements();
@@ -635,10 +650,9 @@ LogicalResult BufferLowering::lowerGemm(GemmOp op) {
   bool biasRow = op.getC() && cRows == 1 && cCols == N && N > 1 && op.getBeta().convertToFloat() == 1.0f;
   if (op.getAlpha().convertToFloat() == 1.0f && (!op.getC() || biasRow) && !(M == 1 && !op.getTransA()))
     if (auto w = constantFloats(op.getB())) {
-      std::vector<float> packed(kiln::gemm::packedBSize(K, N));
-      kiln::gemm::packBFull(w->data(), op.getTransB() ? K : N, op.getTransB(), K, N, packed.data());
       float inf = std::numeric_limits<float>::infinity();
-      call("kiln_rt_matmul_packed", {ptr(buf(op.getA())), ptr(packedConstant(std::move(packed))), ptr(out),
+      Value bp = packedB(*w, op.getTransB() ? K : N, op.getTransB(), K, N);
+      call("kiln_rt_matmul_packed", {ptr(buf(op.getA())), bp, ptr(out),
                                      ci(1), ci(M), ci(N), ci(K), ci(0), ci(op.getTransA() ? M : K),
                                      ci(op.getTransA()), ci(0), ci(N), c, cf(-inf), cf(inf)});
       return success();
@@ -682,9 +696,7 @@ LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
   // A constant B shared by the whole batch (a weight) is packed here.
   if (M > 1 && cast<ShapedType>(op.getB().getType()).getRank() == 2)
     if (auto w = constantFloats(op.getB())) {
-      std::vector<float> packed(kiln::gemm::packedBSize(K, N));
-      kiln::gemm::packBFull(w->data(), N, false, K, N, packed.data());
-      Value bp = ptr(packedConstant(std::move(packed)));
+      Value bp = packedB(*w, N, false, K, N);
       float inf = std::numeric_limits<float>::infinity();
       Value noBias = b.create<arith::ConstantIndexOp>(loc, 0);
       if (stridedOut)
@@ -1780,11 +1792,7 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
                ops[1]->getOperand(0) == head->getResult(0) && out == ops[1]->getResult(0) &&
                eltOf(out).isF32()) {
       // Conv + Relu/Clip: the conv kernel clamps each output as it stores it.
-      float inf = std::numeric_limits<float>::infinity();
-      if (auto c = dyn_cast<ClipOp>(ops[1]))
-        convAct = {c.getMin().convertToFloat(), c.getMax().convertToFloat()};
-      else
-        convAct = {0.0f, inf};
+      convAct = clampBounds(ops[1]);
       loc = head->getLoc();
       outBuffer[head->getResult(0)] = outArg;
       result = lowerOp(head);
@@ -1795,13 +1803,7 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       // Conv + Add (+ Relu/Clip), the Add's other operand from outside the
       // block: the conv kernel adds it (and clamps) as it stores each tile.
       float inf = std::numeric_limits<float>::infinity();
-      convAct = {-inf, inf};
-      if (ops.size() == 3) {
-        if (auto c = dyn_cast<ClipOp>(ops[2]))
-          convAct = {c.getMin().convertToFloat(), c.getMax().convertToFloat()};
-        else
-          convAct = {0.0f, inf};
-      }
+      convAct = ops.size() == 3 ? clampBounds(ops[2]) : std::pair<float, float>{-inf, inf};
       convResidual = buf(residual);
       loc = head->getLoc();
       outBuffer[head->getResult(0)] = outArg;

@@ -36,32 +36,32 @@ inline int64_t packedBOffset(int64_t N, int64_t k0, int64_t kc, int64_t j0) {
   return k0 * roundUp(N, NR) + j0 * kc;
 }
 
+/// Packs `rows` x K (element (r, k) at X[r*ld + k], or at X[k*ld + r]
+/// when transposed) in panels of P rows, K block by K block: the common
+/// form of both operands (B's panels are panels of rows of B^T).
+template <int P>
+inline void packPanels(const float *X, int64_t ld, bool trans, int64_t rows, int64_t K, float *out) {
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    int64_t kc = K - k0 < KC ? K - k0 : KC;
+    for (int64_t r0 = 0; r0 < rows; r0 += P)
+      for (int64_t p = 0; p < kc; ++p)
+        for (int i = 0; i < P; ++i) {
+          int64_t r = r0 + i, k = k0 + p;
+          *out++ = r < rows ? (trans ? X[k * ld + r] : X[r * ld + k]) : 0.0f;
+        }
+  }
+}
+
 /// Packs all of op(A) (M x K; element (i, k) at A[i*lda + k], or at
 /// A[k*lda + i] when transposed) into `out` (packedASize floats).
 inline void packAFull(const float *A, int64_t lda, bool trans, int64_t M, int64_t K, float *out) {
-  for (int64_t k0 = 0; k0 < K; k0 += KC) {
-    int64_t kc = K - k0 < KC ? K - k0 : KC;
-    for (int64_t i0 = 0; i0 < M; i0 += MR)
-      for (int64_t p = 0; p < kc; ++p)
-        for (int i = 0; i < MR; ++i) {
-          int64_t r = i0 + i, k = k0 + p;
-          *out++ = r < M ? (trans ? A[k * lda + r] : A[r * lda + k]) : 0.0f;
-        }
-  }
+  packPanels<MR>(A, lda, trans, M, K, out);
 }
 
 /// Packs all of op(B) (K x N; element (k, j) at B[k*ldb + j], or at
 /// B[j*ldb + k] when transposed) into `out` (packedBSize floats).
 inline void packBFull(const float *B, int64_t ldb, bool trans, int64_t K, int64_t N, float *out) {
-  for (int64_t k0 = 0; k0 < K; k0 += KC) {
-    int64_t kc = K - k0 < KC ? K - k0 : KC;
-    for (int64_t j0 = 0; j0 < N; j0 += NR)
-      for (int64_t p = 0; p < kc; ++p)
-        for (int j = 0; j < NR; ++j) {
-          int64_t c = j0 + j, k = k0 + p;
-          *out++ = c < N ? (trans ? B[c * ldb + k] : B[k * ldb + c]) : 0.0f;
-        }
-  }
+  packPanels<NR>(B, ldb, !trans, N, K, out);
 }
 
 } // namespace kiln::gemm

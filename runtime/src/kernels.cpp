@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <array>
 #include <limits>
+#include "simd.h"
 #include "thread_pool.h"
 
 #include <algorithm>
@@ -21,27 +22,12 @@
 namespace kiln::rt {
 namespace {
 
-typedef float v8f __attribute__((vector_size(32)));
 using gemm::KC;
 using gemm::MC;
 using gemm::MR;
 using gemm::NC;
 using gemm::NR;
 
-inline v8f load8(const float *p) {
-  v8f v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store8(float *p, v8f v) { std::memcpy(p, &v, sizeof v); }
-/// All lanes = x. (Written out: `v8f{} + x` costs an add, since 0 + x is
-/// not x for x = -0.0.)
-inline v8f splat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
-/// Lane j of the 16 floats (lo, hi) = v.
-inline void setLane(v8f &lo, v8f &hi, int j, float v) {
-  if (j < 8) lo[j] = v;
-  else hi[j - 8] = v;
-}
 /// Lanes Q, Q+2, ..., Q+14 of the 16 floats (a, b).
 template <int Q> inline v8f deinterleave(v8f a, v8f b) {
 #if defined(__clang__)
@@ -51,12 +37,6 @@ template <int Q> inline v8f deinterleave(v8f a, v8f b) {
   return __builtin_shuffle(a, b, v8i{Q, Q + 2, Q + 4, Q + 6, Q + 8, Q + 10, Q + 12, Q + 14});
 #endif
 }
-/// min(max(v, lo), hi) lane by lane, NaN kept (as std::min/std::max).
-inline v8f vclamp(v8f v, v8f lo, v8f hi) {
-  v = v < lo ? lo : v;
-  return hi < v ? hi : v;
-}
-
 /// C[MR x NR] (+)= Apanel[kc x MR] * Bpanel[kc x NR]; packed panels. On
 /// the last K block, `ep` adds a bias per row and clamps as it stores.
 void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, bool accumulate,
@@ -157,10 +137,6 @@ void packB(const float *B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int6
   }
 }
 
-std::vector<float> &scratch(int slot) {
-  static thread_local std::vector<float> bufs[3];
-  return bufs[slot];
-}
 
 /// B accumulators of 8 outputs each (outputs ow0 .. ow0 + 8B of one row)
 /// over all KH x KW taps, from the phase-split padded plane (see below).
@@ -306,6 +282,11 @@ template <typename F> void forBatch(int64_t batch, F fn) {
 
 } // namespace
 
+std::vector<float> &scratch(int slot) {
+  static thread_local std::vector<float> bufs[5];
+  return bufs[slot];
+}
+
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc, const Epilogue *ep,
            const float *packedA, const float *packedB) {
@@ -449,6 +430,38 @@ void kiln_rt_matmul_packed(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, i
 
 namespace kiln::rt {
 
+void im2col(const float *xg, int64_t rows, const int32_t *which, float *colp, int64_t H, int64_t W,
+            int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,
+            int64_t DW, int64_t PT, int64_t PL) {
+  int64_t KK = KH * KW, OHW = OH * OW;
+  parallelFor(rows, [&](int64_t i) {
+    int64_t r = which ? which[i] : i;
+    int64_t c = r / KK, kh = (r % KK) / KW, kw = r % KW;
+    float *dst = colp + i * OHW;
+    const float *xc = xg + c * H * W;
+    // Output columns [owLo, owHi) read inside the row; the rest is padding.
+    int64_t off = kw * DW - PL;
+    int64_t owLo = std::min(OW, std::max<int64_t>(0, (-off + SW - 1) / SW));
+    int64_t owHi = std::max(owLo, std::min(OW, (W - 1 - off) / SW + 1));
+    if (W - 1 - off < 0) owHi = owLo;
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      int64_t ih = oh * SH + kh * DH - PT;
+      float *d = dst + oh * OW;
+      if (ih < 0 || ih >= H) {
+        std::fill(d, d + OW, 0.0f);
+        continue;
+      }
+      const float *row = xc + ih * W + off;
+      std::fill(d, d + owLo, 0.0f);
+      if (SW == 1)
+        std::memcpy(d + owLo, row + owLo, (owHi - owLo) * sizeof(float));
+      else
+        for (int64_t ow = owLo; ow < owHi; ++ow) d[ow] = row[ow * SW];
+      std::fill(d + owHi, d + OW, 0.0f);
+    }
+  });
+}
+
 /// Conv2d (any groups) with bias and a clamp on the store; `packedW` says
 /// w is the weight matrix [F, C*KH*KW] packed as GEMM operand A (G == 1).
 void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residual, intptr_t y,
@@ -472,31 +485,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
       const float *src = xg;
       if (!direct) {
         float *colp = col.data();
-        parallelFor(Cg * KK, [&](int64_t r) {
-          int64_t c = r / KK, kh = (r % KK) / KW, kw = r % KW;
-          float *dst = colp + r * OHW;
-          const float *xc = xg + c * H * W;
-          // Output columns [owLo, owHi) read inside the row; the rest is padding.
-          int64_t off = kw * DW - PL;
-          int64_t owLo = std::min(OW, std::max<int64_t>(0, (-off + SW - 1) / SW));
-          int64_t owHi = std::max(owLo, std::min(OW, (W - 1 - off) / SW + 1));
-          if (W - 1 - off < 0) owHi = owLo;
-          for (int64_t oh = 0; oh < OH; ++oh) {
-            int64_t ih = oh * SH + kh * DH - PT;
-            float *d = dst + oh * OW;
-            if (ih < 0 || ih >= H) {
-              std::fill(d, d + OW, 0.0f);
-              continue;
-            }
-            const float *row = xc + ih * W + off;
-            std::fill(d, d + owLo, 0.0f);
-            if (SW == 1)
-              std::memcpy(d + owLo, row + owLo, (owHi - owLo) * sizeof(float));
-            else
-              for (int64_t ow = owLo; ow < owHi; ++ow) d[ow] = row[ow * SW];
-            std::fill(d + owHi, d + OW, 0.0f);
-          }
-        });
+        im2col(xg, Cg * KK, nullptr, colp, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL);
         src = colp;
       }
       float *yg = Y + (n * F + g * Fg) * OHW;

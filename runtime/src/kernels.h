@@ -37,6 +37,13 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
             int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
             int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,
             int64_t G, float lo, float hi);
+/// im2col of one image group xg [C, H, W]: row i of colp ([rows, OH*OW])
+/// is row which[i] (all rows in order if which is null) of the matrix
+/// whose row (c*KH + kh)*KW + kw holds the input each output reads
+/// through tap (kh, kw) of channel c (zeros in the padding).
+void im2col(const float *xg, int64_t rows, const int32_t *which, float *colp, int64_t H, int64_t W,
+            int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,
+            int64_t DW, int64_t PT, int64_t PL);
 } // namespace kiln::rt
 
 extern "C" {
@@ -79,6 +86,17 @@ void kiln_rt_conv2d_packed(intptr_t x, intptr_t wp, intptr_t bias, intptr_t resi
 void kiln_rt_matmul_packed(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, int64_t M, int64_t N,
                            int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
                            int64_t ldy, intptr_t bias, float lo, float hi);
+/// kiln_rt_conv2d_packed with the weights in BCR sparse form
+/// (kiln/bcr_layout.h; sparse.cpp).
+void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t residual, intptr_t y,
+                        int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW,
+                        int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW,
+                        int64_t PT, int64_t PL, float lo, float hi);
+/// kiln_rt_matmul_packed with B in BCR sparse form: the blob holds B^T
+/// (N x K, one output feature per row).
+void kiln_rt_matmul_bcr(intptr_t a, intptr_t blob, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                        int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
+                        int64_t ldy, intptr_t bias, float lo, float hi);
 void kiln_rt_conv_transpose2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N,
                               int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW,
                               int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,

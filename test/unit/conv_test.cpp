@@ -3,6 +3,7 @@
 // (1x1 without im2col, im2col + GEMM, depthwise) with strides, dilations,
 // asymmetric pads, groups, with and without bias, serial and on a pool.
 #include "kernels.h"
+#include "kiln/bcr_layout.h"
 #include "kiln/gemm_layout.h"
 #include "test_util.h"
 #include "thread_pool.h"
@@ -266,5 +267,42 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
       bad += fused.data()[i] != std::min(std::max(plain.data()[i] + res[i], 0.0f), 0.75f);
     CHECK(bad == 0);
     CHECK(fused.guardsIntact());
+  }
+}
+
+TEST_CASE("kiln_rt_conv2d_bcr with BCR-pruned weights matches a naive convolution", "[conv][bcr]") {
+  // Every ungrouped case (1x1 read in place, im2col of the used rows only,
+  // strides, dilations, pads), weights pruned at three rates; bias,
+  // residual and clamp as the dense packed kernel applies them.
+  kiln::rt::ThreadPool pool(2);
+  uint32_t seed = 12000;
+  for (const ConvCase &c : kConvCases) {
+    if (c.G != 1) continue;
+    for (double rate : {0.5, 0.75, 0.9}) {
+      INFO(c.name << " at " << rate);
+      int64_t OH = c.convOH(), OW = c.convOW(), n = c.N * c.F * OH * OW, K = c.C * c.KH * c.KW;
+      std::vector<float> x = randomFloats(c.N * c.C * c.H * c.W, seed++);
+      std::vector<float> w = randomFloats(c.F * K, seed++);
+      std::vector<float> bias = randomFloats(c.F, seed++), res = randomFloats(n, seed++);
+      kiln::bcr::prune(w.data(), c.F, K, 4, 8, rate);
+      std::vector<uint32_t> blob = kiln::bcr::pack(w.data(), c.F, K, kiln::bcr::rowOrder(w.data(), c.F, K, 4, 8));
+      REQUIRE(kiln::bcr::View::valid(blob.data(), (int64_t)blob.size()));
+      GuardedBuffer got(n), fused(n);
+      float inf = std::numeric_limits<float>::infinity();
+      PoolScope scope(&pool);
+      kiln_rt_conv2d_bcr((intptr_t)x.data(), (intptr_t)blob.data(), (intptr_t)bias.data(), 0, got.addr(), c.N, c.C,
+                         c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT, c.PL, -inf, inf);
+      Reference ref = naiveConv(c, x.data(), w.data(), bias.data());
+      CHECK(mismatches(got.data(), ref) == "");
+      CHECK(got.guardsIntact());
+      kiln_rt_conv2d_bcr((intptr_t)x.data(), (intptr_t)blob.data(), (intptr_t)bias.data(), (intptr_t)res.data(),
+                         fused.addr(), c.N, c.C, c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT,
+                         c.PL, 0.0f, 0.75f);
+      int64_t bad = 0;
+      for (int64_t i = 0; i < n; ++i)
+        bad += fused.data()[i] != std::min(std::max(got.data()[i] + res[i], 0.0f), 0.75f);
+      CHECK(bad == 0);
+      CHECK(fused.guardsIntact());
+    }
   }
 }

@@ -1,0 +1,336 @@
+/* BCR (block-based column-row) sparse weights: analysis, compact storage
+ * and the cost model, shared by the compiler (which detects the structure
+ * and packs constant weights at compile time) and the runtime (whose
+ * kernels read the packed form). C++17, header-only, no dependencies.
+ * The scheme is ../../../docs/sparsity.md's (after GRIM, TPAMI 2021).
+ *
+ * A weight is seen as W[M, K] with y = W x along K (a conv: one filter per
+ * row; a MatMul/Gemm with constant B: one output feature per row).
+ *
+ * Analysis: cut W into blocks of br x bc; in a BCR-pruned matrix every
+ * block's non-zeros fill the rectangle (kept rows) x (kept columns). A
+ * block size is exact when that holds for every block.
+ *
+ * Storage: rows are grouped in strips of SR = 4 (the kernel's register
+ * tile: 4 output rows x 16 spatial columns). Rows are first reordered
+ * inside each block row so that rows kept in the same blocks sit together
+ * (a row permutation, applied as results are stored). In a strip, every
+ * column k of W has a row mask (which of the 4 rows are non-zero there);
+ * columns with the same mask form one segment, a dense
+ * popcount(mask) x count matrix over gathered inputs: each input row is
+ * loaded once for all kept rows of the strip (load-redundancy
+ * elimination). The kernel has one specialisation per mask, so the kept
+ * rows are compile-time constants and live in registers.
+ *
+ * Blob (32-bit words, one constant in the compiled library):
+ *   [0] kMagic  [1] M  [2] K  [3] S = strips  [4] U = used columns
+ *   [5] br  [6] bc  (the detected block; 0 if not exact BCR)  [7] words
+ *   [8, 8+S]         word offset of each strip's segment list (S+1 entries)
+ *   then S*SR words  perm: W row stored in each strip slot (-1: none)
+ *   then U words     used: the columns of W with any non-zero, ascending
+ *   strip lists:     nseg, then per segment:
+ *                      mask | count << 4
+ *                      ceil(count/2) words: count u16 positions in `used`
+ *                      count*pop words: f32 values, [column][kept row]
+ * Kernels pack the U used input rows for a tile of spatial columns and
+ * index them by position, so pruned columns of W are never read (for a
+ * conv, their im2col rows are never built).
+ */
+#ifndef KILN_BCR_LAYOUT_H
+#define KILN_BCR_LAYOUT_H
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+namespace kiln::bcr {
+
+constexpr int SR = 4;                 // rows per strip
+constexpr uint32_t kMagic = 0x31524342; // "BCR1"
+constexpr int kHeader = 8;
+constexpr int kMaxCount = (1 << 27) - 1;
+
+inline int popcount4(unsigned m) { return (m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1) + ((m >> 3) & 1); }
+
+/// Values a BCR representation with br x bc blocks stores: the sum over
+/// blocks of (rows with a non-zero) x (columns with a non-zero). Equal to
+/// the non-zero count exactly when W is BCR at this block size.
+inline int64_t storedValues(const float *W, int64_t M, int64_t K, int br, int bc) {
+  int64_t stored = 0, nbc = (K + bc - 1) / bc;
+  std::vector<uint64_t> rowMask(nbc), colMask(nbc); // br <= 64, bc <= 64
+  for (int64_t i0 = 0; i0 < M; i0 += br) {
+    std::fill(rowMask.begin(), rowMask.end(), 0);
+    std::fill(colMask.begin(), colMask.end(), 0);
+    for (int64_t i = i0; i < std::min<int64_t>(M, i0 + br); ++i) {
+      const float *w = W + i * K;
+      for (int64_t k = 0; k < K; ++k)
+        if (w[k] != 0.0f) {
+          rowMask[k / bc] |= uint64_t(1) << (i - i0);
+          colMask[k / bc] |= uint64_t(1) << (k % bc);
+        }
+    }
+    for (int64_t j = 0; j < nbc; ++j)
+      stored += int64_t(__builtin_popcountll(rowMask[j])) * __builtin_popcountll(colMask[j]);
+  }
+  return stored;
+}
+
+inline int64_t nonZeros(const float *W, int64_t n) {
+  int64_t nz = 0;
+  for (int64_t i = 0; i < n; ++i) nz += W[i] != 0.0f;
+  return nz;
+}
+
+/// Magnitude-based BCR pruning of W[M, K] in place (kiln-prune): in each
+/// br x bc block (edge blocks smaller), the block-row or block-column with
+/// the least L2 energy per value removed is dropped, repeatedly, until at
+/// most (1 - rate) of the block's values are kept. Returns the values kept.
+inline int64_t prune(float *W, int64_t M, int64_t K, int br, int bc, double rate) {
+  int64_t kept = 0;
+  std::vector<double> rowE(br), colE(bc);
+  std::vector<char> rowOn(br), colOn(bc);
+  for (int64_t i0 = 0; i0 < M; i0 += br)
+    for (int64_t k0 = 0; k0 < K; k0 += bc) {
+      int r = int(std::min<int64_t>(br, M - i0)), c = int(std::min<int64_t>(bc, K - k0));
+      std::fill(rowOn.begin(), rowOn.end(), 1);
+      std::fill(colOn.begin(), colOn.end(), 1);
+      int nr = r, nc = c;
+      const double budget = (1.0 - rate) * r * c + 1e-9;
+      while (nr * nc > budget) {
+        std::fill(rowE.begin(), rowE.end(), 0.0);
+        std::fill(colE.begin(), colE.end(), 0.0);
+        for (int i = 0; i < r; ++i)
+          for (int j = 0; j < c; ++j)
+            if (rowOn[i] && colOn[j]) {
+              double e = double(W[(i0 + i) * K + k0 + j]) * W[(i0 + i) * K + k0 + j];
+              rowE[i] += e, colE[j] += e;
+            }
+        int bi = -1, bj = -1;
+        for (int i = 0; i < r; ++i)
+          if (rowOn[i] && (bi < 0 || rowE[i] < rowE[bi])) bi = i;
+        for (int j = 0; j < c; ++j)
+          if (colOn[j] && (bj < 0 || colE[j] < colE[bj])) bj = j;
+        // Energy lost per value removed: a row removes nc values, a column nr.
+        if (rowE[bi] / nc <= colE[bj] / nr) rowOn[bi] = 0, --nr;
+        else colOn[bj] = 0, --nc;
+      }
+      for (int i = 0; i < r; ++i)
+        for (int j = 0; j < c; ++j)
+          if (!rowOn[i] || !colOn[j]) W[(i0 + i) * K + k0 + j] = 0.0f;
+      kept += int64_t(nr) * nc;
+    }
+  return kept;
+}
+
+/// Candidate block sizes tried by detection (rows x columns).
+inline const std::vector<std::pair<int, int>> &candidateBlocks() {
+  static const std::vector<std::pair<int, int>> c = {
+      {4, 4}, {4, 8}, {4, 16}, {4, 32}, {8, 4}, {8, 8}, {8, 16}, {8, 32}, {16, 8}, {16, 16}, {16, 32}, {32, 32}};
+  return c;
+}
+
+/// The largest candidate block (by area, then rows) at which W is exactly
+/// BCR; {0, 0} if none is (unstructured or dense). Only candidates given.
+inline std::pair<int, int> detectBlock(const float *W, int64_t M, int64_t K, int64_t nnz,
+                                       const std::vector<std::pair<int, int>> &cands) {
+  std::pair<int, int> best{0, 0};
+  for (auto [br, bc] : cands) {
+    if (int64_t(br) * bc < int64_t(best.first) * best.second ||
+        (int64_t(br) * bc == int64_t(best.first) * best.second && br <= best.first))
+      continue;
+    if (storedValues(W, M, K, br, bc) == nnz) best = {br, bc};
+  }
+  return best;
+}
+
+/// Row order: within each group of `group` rows (the detected block's
+/// rows, a multiple of SR; else SR), rows sorted by which column blocks of
+/// width bc they have non-zeros in, so rows kept together share strips.
+inline std::vector<int32_t> rowOrder(const float *W, int64_t M, int64_t K, int group, int bc) {
+  std::vector<int32_t> perm(M);
+  std::iota(perm.begin(), perm.end(), 0);
+  if (group < SR || group % SR || bc <= 0) return perm;
+  int64_t nbc = (K + bc - 1) / bc;
+  std::vector<std::vector<bool>> sig(M, std::vector<bool>(nbc));
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t k = 0; k < K; ++k)
+      if (W[i * K + k] != 0.0f) sig[i][k / bc] = true;
+  for (int64_t i0 = 0; i0 < M; i0 += group)
+    std::stable_sort(perm.begin() + i0, perm.begin() + std::min<int64_t>(M, i0 + group),
+                     [&](int32_t a, int32_t b) {
+                       auto ca = std::count(sig[a].begin(), sig[a].end(), true);
+                       auto cb = std::count(sig[b].begin(), sig[b].end(), true);
+                       if (ca != cb) return ca > cb;
+                       return sig[a] > sig[b];
+                     });
+  return perm;
+}
+
+inline uint32_t floatBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float bitsFloat(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+/// Packs W[M, K] (row-major) into the blob described above. `perm` (size
+/// M, a permutation) orders rows into strips; br, bc are recorded only.
+/// Empty if K does not fit the u16 positions.
+inline std::vector<uint32_t> pack(const float *W, int64_t M, int64_t K, const std::vector<int32_t> &perm,
+                                  int br = 0, int bc = 0) {
+  if (K > 65535 || M <= 0 || int64_t(perm.size()) != M) return {};
+  int64_t S = (M + SR - 1) / SR;
+  std::vector<char> any(K, 0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t k = 0; k < K; ++k) any[k] |= W[i * K + k] != 0.0f;
+  std::vector<int32_t> pos(K, -1), used;
+  for (int64_t k = 0; k < K; ++k)
+    if (any[k]) {
+      pos[k] = int32_t(used.size());
+      used.push_back(int32_t(k));
+    }
+  std::vector<uint32_t> blob(kHeader + S + 1);
+  for (int64_t s = 0; s < S * SR; ++s) blob.push_back(uint32_t(s < M ? perm[s] : -1));
+  for (int32_t k : used) blob.push_back(uint32_t(k));
+  std::vector<int32_t> cols[16];
+  for (int64_t s = 0; s < S; ++s) {
+    blob[kHeader + s] = uint32_t(blob.size());
+    for (auto &c : cols) c.clear();
+    const float *rows[SR];
+    int nr = int(std::min<int64_t>(SR, M - s * SR));
+    for (int q = 0; q < nr; ++q) rows[q] = W + int64_t(perm[s * SR + q]) * K;
+    for (int32_t k : used) {
+      unsigned mask = 0;
+      for (int q = 0; q < nr; ++q) mask |= unsigned(rows[q][k] != 0.0f) << q;
+      if (mask) cols[mask].push_back(k);
+    }
+    size_t nsegAt = blob.size();
+    blob.push_back(0);
+    for (unsigned mask = 1; mask < 16; ++mask) {
+      // Long segments are split so that the count fits its field.
+      for (size_t c0 = 0; c0 < cols[mask].size(); c0 += kMaxCount) {
+        size_t count = std::min<size_t>(kMaxCount, cols[mask].size() - c0);
+        ++blob[nsegAt];
+        blob.push_back(mask | uint32_t(count) << 4);
+        size_t at = blob.size();
+        blob.resize(at + (count + 1) / 2);
+        for (size_t c = 0; c < count; ++c)
+          blob[at + c / 2] |= uint32_t(pos[cols[mask][c0 + c]]) << (16 * (c % 2));
+        for (size_t c = 0; c < count; ++c)
+          for (int q = 0; q < nr; ++q)
+            if (mask >> q & 1) blob.push_back(floatBits(rows[q][cols[mask][c0 + c]]));
+      }
+    }
+  }
+  blob[kHeader + S] = uint32_t(blob.size());
+  uint32_t head[kHeader] = {kMagic, uint32_t(M), uint32_t(K), uint32_t(S), uint32_t(used.size()),
+                            uint32_t(br), uint32_t(bc), uint32_t(blob.size())};
+  std::copy(head, head + kHeader, blob.begin());
+  return blob;
+}
+
+/// A read-only view of a packed blob (what the kernels walk).
+struct View {
+  const uint32_t *b;
+  int64_t M() const { return b[1]; }
+  int64_t K() const { return b[2]; }
+  int64_t strips() const { return b[3]; }
+  int64_t usedCount() const { return b[4]; }
+  const int32_t *perm() const { return reinterpret_cast<const int32_t *>(b + kHeader + strips() + 1); }
+  const int32_t *used() const { return perm() + strips() * SR; }
+  const uint32_t *strip(int64_t s) const { return b + b[kHeader + s]; }
+  int64_t stripWords(int64_t s) const { return int64_t(b[kHeader + s + 1]) - b[kHeader + s]; }
+  /// Whether `words` 32-bit words at b hold a well-formed blob (sizes and
+  /// offsets consistent; the runtime checks before trusting one).
+  static bool valid(const uint32_t *b, int64_t words) {
+    if (words < kHeader || b[0] != kMagic || int64_t(b[7]) != words) return false;
+    int64_t S = b[3], U = b[4], M = b[1], K = b[2];
+    if (S != (M + SR - 1) / SR || U > K) return false;
+    int64_t first = kHeader + S + 1 + S * SR + U;
+    if (first > words) return false;
+    const int32_t *perm = reinterpret_cast<const int32_t *>(b + kHeader + S + 1);
+    for (int64_t i = 0; i < S * SR; ++i)
+      if (perm[i] < -1 || perm[i] >= M) return false;
+    for (int64_t u = 0; u < U; ++u)
+      if (int32_t(b[first - U + u]) < 0 || int32_t(b[first - U + u]) >= K) return false;
+    for (int64_t s = 0; s < S; ++s) {
+      int64_t at = b[kHeader + s], end = b[kHeader + s + 1];
+      if (at < first || end > words || at >= end) return false;
+      int64_t nseg = b[at++];
+      for (int64_t g = 0; g < nseg; ++g) {
+        if (at >= end) return false;
+        unsigned mask = b[at] & 15;
+        int64_t count = b[at++] >> 4;
+        if (!mask || at + (count + 1) / 2 + count * popcount4(mask) > end) return false;
+        for (int64_t c = 0; c < count; ++c)
+          if (((b[at + c / 2] >> (16 * (c % 2))) & 0xffff) >= U) return false;
+        at += (count + 1) / 2 + count * popcount4(mask);
+      }
+      if (at != end) return false;
+    }
+    return true;
+  }
+};
+
+/// The dense W[M, K] a blob holds (tests; the inverse of pack).
+inline std::vector<float> unpack(const uint32_t *blob) {
+  View v{blob};
+  std::vector<float> W(v.M() * v.K(), 0.0f);
+  for (int64_t s = 0; s < v.strips(); ++s) {
+    const uint32_t *p = v.strip(s);
+    uint32_t nseg = *p++;
+    for (uint32_t g = 0; g < nseg; ++g) {
+      unsigned mask = *p & 15;
+      uint32_t count = *p++ >> 4;
+      const uint32_t *vals = p + (count + 1) / 2;
+      int pop = popcount4(mask);
+      for (uint32_t c = 0; c < count; ++c) {
+        int64_t k = v.used()[(p[c / 2] >> (16 * (c % 2))) & 0xffff];
+        int q = 0;
+        for (int r = 0; r < SR; ++r)
+          if (mask >> r & 1) W[int64_t(v.perm()[s * SR + r]) * v.K() + k] = bitsFloat(vals[c * pop + q++]);
+      }
+      p = vals + count * pop;
+    }
+  }
+  return W;
+}
+
+/// Cost model, in cycles per 16 output columns (one register tile wide),
+/// of the sparse kernel on this blob and of the dense GEMM on the same
+/// layer. Constants measured with bench/sparse.py's kernel sweep on
+/// x86-64 (AVX2); the same shape of costs holds for NEON.
+struct Cost {
+  double sparse = 0, dense = 0;
+};
+inline Cost estimate(const uint32_t *blob) {
+  View v{blob};
+  // Per column of a segment, by kept rows (loads of the input tile, the
+  // broadcast weights, and FMAs; 1-2 kept rows are latency bound).
+  static const double perColumn[5] = {0, 1.6, 2.2, 3.2, 4.1};
+  Cost c;
+  c.dense = double(v.M()) * v.K() / 0.80; // dense GEMM: ~80% of FMA peak
+  c.sparse = 2.0 * v.usedCount();         // packing the used input rows
+  for (int64_t s = 0; s < v.strips(); ++s) {
+    const uint32_t *p = v.strip(s);
+    uint32_t nseg = *p++;
+    c.sparse += 16; // store (and permute) the tile, epilogue
+    for (uint32_t g = 0; g < nseg; ++g) {
+      unsigned mask = *p & 15;
+      uint32_t count = *p++ >> 4;
+      c.sparse += 6 + count * perColumn[popcount4(mask)];
+      p += (count + 1) / 2 + count * popcount4(mask);
+    }
+  }
+  return c;
+}
+
+} // namespace kiln::bcr
+
+#endif

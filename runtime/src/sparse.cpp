@@ -1,0 +1,301 @@
+// BCR sparse kernels: y = W x for weights packed by kiln/bcr_layout.h.
+//
+// The output is computed in register tiles of 4 rows of W (one strip) x 16
+// spatial columns. For each tile of spatial columns, the input rows W
+// uses (and only those) are first packed into a contiguous [U][16] buffer;
+// each strip then walks its segments: per segment, every gathered input
+// row is loaded once (two vectors) and multiplied into the accumulators of
+// the strip's kept rows, whose set (the segment's mask) is a template
+// argument, so accumulators stay in registers and weights are broadcast
+// from the value stream. The epilogue (bias per row of W, residual, clamp)
+// is applied as the tile is stored through the row permutation.
+#include "kernels.h"
+#include "kiln/bcr_layout.h"
+#include "simd.h"
+#include "thread_pool.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+namespace kiln::rt {
+
+/// Where the input of a sparse product comes from: packed row u (a used
+/// column of W) at spatial column n is x[row * ld + n] (or x[n * ld + row]
+/// when trans), with row = rowOf[u] (rowOf null: row = u).
+struct BcrInput {
+  const float *x;
+  int64_t ld;
+  const int32_t *rowOf;
+  bool trans;
+};
+/// Result element (row r of W, spatial column n) goes to y[r * ldRow + n *
+/// ldCol] as clamp(acc + bias[r] + residual[same place], lo, hi).
+struct BcrOutput {
+  float *y;
+  int64_t ldRow, ldCol;
+  const float *bias, *residual;
+  float lo, hi;
+};
+
+namespace {
+
+constexpr int TW = 24; // spatial columns per full register tile (3 vectors)
+typedef uint16_t u16a __attribute__((may_alias));
+template <int V> using Acc = v8f[bcr::SR][V];
+
+constexpr int pop(unsigned m) { return (m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1) + ((m >> 3) & 1); }
+
+/// acc[r] += v[index of r among MASK's rows] * x for the rows in MASK.
+template <unsigned MASK, int V>
+__attribute__((always_inline)) inline void step(Acc<V> &acc, const float *v, const v8f (&x)[V]) {
+  for (int r = 0; r < bcr::SR; ++r) // unrolled: r and the value index are constants
+    if ((MASK >> r) & 1) {
+      v8f s = splat(v[pop(MASK & ((1u << r) - 1))]);
+      for (int j = 0; j < V; ++j) acc[r][j] += s * x[j];
+    }
+}
+
+template <int V> __attribute__((always_inline)) inline void loadX(const float *p, v8f (&x)[V]) {
+  for (int j = 0; j < V; ++j) x[j] = load8(p + 8 * j);
+}
+
+/// One segment: `count` gathered input rows (u16 positions at p) times the
+/// values that follow them, on a tile of V vectors (rows of xp are 8V
+/// floats), added into the strip's tile. Returns the next segment. Only
+/// the segment's own rows have accumulators here: with all 4 x V live
+/// across every mask, compilers spill them inside the loops.
+template <unsigned MASK, int V>
+__attribute__((always_inline)) inline const uint32_t *segment(const uint32_t *p, uint32_t count,
+                                                              const float *xp, float (&tile)[bcr::SR][8 * V],
+                                                              unsigned &done) {
+  constexpr int P = pop(MASK);
+  const u16a *idx = reinterpret_cast<const u16a *>(p);
+  const float *v = reinterpret_cast<const float *>(p + (count + 1) / 2);
+  uint32_t c = 0;
+  Acc<V> acc{};
+  v8f x[V];
+  if constexpr (P * V <= 4) {
+    // Few accumulators per column: a second set doubles the independent
+    // FMA chains (their latency, not throughput, bounds the loop).
+    Acc<V> b{};
+    v8f x2[V];
+    for (; c + 2 <= count; c += 2) {
+      loadX<V>(xp + idx[c] * 8 * V, x);
+      loadX<V>(xp + idx[c + 1] * 8 * V, x2);
+      step<MASK, V>(acc, v + c * P, x);
+      step<MASK, V>(b, v + (c + 1) * P, x2);
+    }
+    for (int r = 0; r < bcr::SR; ++r)
+      if (MASK >> r & 1)
+        for (int j = 0; j < V; ++j) acc[r][j] += b[r][j];
+  }
+  for (; c < count; ++c) {
+    loadX<V>(xp + idx[c] * 8 * V, x);
+    step<MASK, V>(acc, v + c * P, x);
+  }
+  // Rows no earlier segment wrote are stored, the others added to.
+  for (int r = 0; r < bcr::SR; ++r)
+    if (MASK >> r & 1)
+      for (int j = 0; j < V; ++j)
+        store8(tile[r] + 8 * j, done >> r & 1 ? load8(tile[r] + 8 * j) + acc[r][j] : acc[r][j]);
+  done |= MASK;
+  return reinterpret_cast<const uint32_t *>(v + count * P);
+}
+
+/// Packs spatial columns [n0, n0 + nb) of every used input row into
+/// xp[u * w + j] (w = 8V floats per row; zeros past nb).
+void packInput(const BcrInput &in, int64_t U, int64_t n0, int64_t nb, int64_t w, float *xp) {
+  if (!in.trans) {
+    for (int64_t u = 0; u < U; ++u) {
+      const float *src = in.x + (in.rowOf ? in.rowOf[u] : u) * in.ld + n0;
+      float *d = xp + u * w;
+      std::copy(src, src + nb, d);
+      std::fill(d + nb, d + w, 0.0f);
+    }
+    return;
+  }
+  for (int64_t j = 0; j < w; ++j) {
+    if (j >= nb) {
+      for (int64_t u = 0; u < U; ++u) xp[u * w + j] = 0.0f;
+      continue;
+    }
+    const float *src = in.x + (n0 + j) * in.ld;
+    for (int64_t u = 0; u < U; ++u) xp[u * w + j] = src[in.rowOf ? in.rowOf[u] : u];
+  }
+}
+
+/// Stores 4 rows of 8 (a[q]: row q) transposed: y[c * ld + q] = a[q][c].
+inline void storeTransposed4x8(const v8f (&a)[4], float *y, int64_t ld, int64_t cols) {
+  v8f lo01 = shuffle8<0, 8, 1, 9, 4, 12, 5, 13>(a[0], a[1]), hi01 = shuffle8<2, 10, 3, 11, 6, 14, 7, 15>(a[0], a[1]);
+  v8f lo23 = shuffle8<0, 8, 1, 9, 4, 12, 5, 13>(a[2], a[3]), hi23 = shuffle8<2, 10, 3, 11, 6, 14, 7, 15>(a[2], a[3]);
+  // c[k]: columns k (low half) and k + 4 (high half), rows 0-3 in order.
+  v8f c[4] = {shuffle8<0, 1, 8, 9, 4, 5, 12, 13>(lo01, lo23), shuffle8<2, 3, 10, 11, 6, 7, 14, 15>(lo01, lo23),
+              shuffle8<0, 1, 8, 9, 4, 5, 12, 13>(hi01, hi23), shuffle8<2, 3, 10, 11, 6, 7, 14, 15>(hi01, hi23)};
+  for (int k = 0; k < 8 && k < cols; ++k) std::memcpy(y + k * ld, reinterpret_cast<const float *>(&c[k % 4]) + 4 * (k / 4), 16);
+}
+
+template <int V>
+__attribute__((always_inline)) inline void storeTile(const BcrOutput &out, const int32_t *rows, int64_t n0,
+                                                     int64_t nb, const float (&tile)[bcr::SR][8 * V]) {
+  v8f lo = splat(out.lo), hi = splat(out.hi);
+  for (int q = 0; q < bcr::SR; ++q) {
+    int64_t r = rows[q];
+    if (r < 0) continue;
+    float b = out.bias ? out.bias[r] : 0.0f;
+    float *y = out.y + r * out.ldRow + n0 * out.ldCol;
+    const float *res = out.residual ? out.residual + r * out.ldRow + n0 * out.ldCol : nullptr;
+    if (out.ldCol == 1 && nb == 8 * V) {
+      for (int j = 0; j < V; ++j) {
+        v8f a = load8(tile[q] + 8 * j) + b;
+        store8(y + 8 * j, vclamp(res ? a + load8(res + 8 * j) : a, lo, hi));
+      }
+      continue;
+    }
+    for (int64_t j = 0; j < nb; ++j) {
+      float v = tile[q][j] + b + (res ? res[j * out.ldCol] : 0.0f);
+      y[j * out.ldCol] = std::min(std::max(v, out.lo), out.hi);
+    }
+  }
+}
+
+/// Vectors per tile for a tile of nb columns (the last one may be narrower).
+inline int vectorsFor(int64_t nb) { return nb > 16 ? 3 : nb > 8 ? 2 : 1; }
+
+/// All segments of one strip on one tile of packed input, then the store.
+template <int V>
+void stripTile(const uint32_t *p, const int32_t *rows, const float *xp, const BcrOutput &out, int64_t n0,
+               int64_t nb) {
+  float tile[bcr::SR][8 * V];
+  unsigned done = 0; // rows of the tile written so far
+  uint32_t nseg = *p++;
+  for (uint32_t g = 0; g < nseg; ++g) {
+    uint32_t head = *p++, count = head >> 4;
+    switch (head & 15) {
+#define KILN_SEG(m)                                                                                \
+  case m:                                                                                          \
+    p = segment<m, V>(p, count, xp, tile, done);                                                        \
+    break;
+      KILN_SEG(1) KILN_SEG(2) KILN_SEG(3) KILN_SEG(4) KILN_SEG(5) KILN_SEG(6) KILN_SEG(7) KILN_SEG(8)
+      KILN_SEG(9) KILN_SEG(10) KILN_SEG(11) KILN_SEG(12) KILN_SEG(13) KILN_SEG(14) KILN_SEG(15)
+#undef KILN_SEG
+    default: g = nseg; break; // not produced by the packer
+    }
+  }
+  for (int r = 0; r < bcr::SR; ++r)
+    if (!(done >> r & 1))
+      for (int j = 0; j < 8 * V; ++j) tile[r][j] = 0.0f;
+  storeTile<V>(out, rows, n0, nb, tile);
+}
+
+} // namespace
+
+/// y = W x over N spatial columns, W packed as a BCR blob; parallel over
+/// groups of column tiles x ranges of strips.
+void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutput &out) {
+  bcr::View v{blob};
+  const int64_t S = v.strips(), U = v.usedCount(), NT = (N + TW - 1) / TW;
+  if (N <= 0) return;
+  // Tiles per task: the packed input of a task stays within 256 KiB (L2).
+  const int64_t TG = std::clamp<int64_t>(262144 / (std::max<int64_t>(U, 1) * TW * 4), 1, 8);
+  const int64_t groups = (NT + TG - 1) / TG;
+  const int threads = currentThreads();
+  const int64_t ranges = threads > 1 ? std::clamp<int64_t>((4 * threads + groups - 1) / groups, 1, S) : 1;
+  const int64_t perRange = (S + ranges - 1) / ranges;
+  parallelFor(groups * ranges, [&](int64_t task) {
+    int64_t g = task / ranges, r = task % ranges;
+    int64_t t0 = g * TG, t1 = std::min(NT, t0 + TG);
+    std::vector<float> &buf = scratch(3);
+    buf.resize((t1 - t0) * U * TW + 16);
+    // 64-byte aligned: a row of the packed input is one or two cache lines.
+    float *xp = buf.data() + ((64 - (reinterpret_cast<uintptr_t>(buf.data()) & 63)) & 63) / sizeof(float);
+    // Tile t covers columns [t*TW, +nb), packed 8V wide at xp + (t-t0)*U*TW.
+    for (int64_t t = t0; t < t1; ++t) {
+      int64_t nb = std::min<int64_t>(TW, N - t * TW);
+      packInput(in, U, t * TW, nb, 8 * vectorsFor(nb), xp + (t - t0) * U * TW);
+    }
+    for (int64_t s = r * perRange; s < std::min(S, (r + 1) * perRange); ++s) {
+      const uint32_t *p = v.strip(s);
+      const int32_t *rows = v.perm() + s * bcr::SR;
+      for (int64_t t = t0; t < t1; ++t) {
+        int64_t nb = std::min<int64_t>(TW, N - t * TW);
+        const float *x = xp + (t - t0) * U * TW;
+        switch (vectorsFor(nb)) {
+        case 3: stripTile<3>(p, rows, x, out, t * TW, nb); break;
+        case 2: stripTile<2>(p, rows, x, out, t * TW, nb); break;
+        default: stripTile<1>(p, rows, x, out, t * TW, nb); break;
+        }
+      }
+    }
+  });
+}
+
+} // namespace kiln::rt
+
+using namespace kiln::rt;
+
+extern "C" {
+
+void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t residual, intptr_t y,
+                        int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW,
+                        int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW,
+                        int64_t PT, int64_t PL, float lo, float hi) {
+  const uint32_t *b = (const uint32_t *)blob;
+  kiln::bcr::View v{b};
+  const float *X = (const float *)x;
+  float *Y = (float *)y;
+  int64_t OHW = OH * OW, U = v.usedCount();
+  bool direct = KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W;
+  std::vector<float> &col = scratch(4);
+  for (int64_t n = 0; n < N; ++n) {
+    const float *xn = X + n * C * H * W;
+    BcrInput in{xn, H * W, v.used(), false};
+    if (!direct) {
+      // Only the im2col rows of columns W uses are built, in used order.
+      col.resize(U * OHW);
+      im2col(xn, U, v.used(), col.data(), H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL);
+      in = BcrInput{col.data(), OHW, nullptr, false};
+    }
+    BcrOutput out{Y + n * F * OHW, OHW, 1, (const float *)bias,
+                  residual ? (const float *)residual + n * F * OHW : nullptr, lo, hi};
+    bcrGemm(b, OHW, in, out);
+  }
+}
+
+void kiln_rt_matmul_bcr(intptr_t a, intptr_t blob, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                        int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
+                        int64_t ldy, intptr_t bias, float lo, float hi) {
+  const uint32_t *b = (const uint32_t *)blob;
+  kiln::bcr::View v{b};
+  const float *A = (const float *)a;
+  float *Y = (float *)y;
+  // Y_i^T [N, M] = W [N, K] * op(A_i)^T [K, M]: the spatial axis is M.
+  // op(A) = A: element (k, m) of op(A)^T is A[m * lda + k] (transposed
+  // input); op(A) = A^T: it is A[k * lda + m]. Y^T goes to a scratch
+  // buffer with whole-vector stores, then is transposed into Y in 4 x 8
+  // blocks (storing it transposed directly strides the cache sets).
+  std::vector<float> &t = scratch(4);
+  t.resize(N * M);
+  for (int64_t i = 0; i < batch; ++i) {
+    BcrInput in{A + i * strideA, lda, v.used(), transA == 0};
+    BcrOutput out{t.data(), M, 1, (const float *)bias, nullptr, lo, hi};
+    bcrGemm(b, M, in, out);
+    float *Yi = Y + i * strideY;
+    const float *T = t.data();
+    parallelFor((M + 7) / 8, [&](int64_t mb) {
+      int64_t m0 = mb * 8, mc = std::min<int64_t>(8, M - m0);
+      int64_t r = 0;
+      if (mc == 8)
+        for (; r + 4 <= N; r += 4) {
+          v8f a[4] = {load8(T + r * M + m0), load8(T + (r + 1) * M + m0), load8(T + (r + 2) * M + m0),
+                      load8(T + (r + 3) * M + m0)};
+          storeTransposed4x8(a, Yi + m0 * ldy + r, ldy, 8);
+        }
+      for (; r < N; ++r)
+        for (int64_t m = m0; m < m0 + mc; ++m) Yi[m * ldy + r] = T[r * M + m];
+    });
+  }
+  (void)K;
+}
+
+} // extern "C"

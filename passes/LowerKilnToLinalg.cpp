@@ -8,6 +8,8 @@
 // dense contractions. The arena planner then places the allocs.
 #include "kiln/Dialect/KilnDialect.h"
 #include "kiln/Transforms/Passes.h"
+#include "kiln/Transforms/Weights.h"
+#include "kiln/bcr_layout.h"
 #include "kiln/gemm_layout.h"
 
 #include "mlir/IR/AffineMap.h"
@@ -129,10 +131,15 @@ private:
     return b.create<memref::ExtractAlignedPointerAsIndexOp>(loc, memref);
   }
   Value globalConstant(ElementsAttr value);
-  /// The values of `v` if it is an f32 kiln.constant (weights), else none.
-  std::optional<std::vector<float>> constantFloats(Value v);
-  /// A new constant holding `data` (a weight packed for the GEMM).
-  Value packedConstant(std::vector<float> data);
+  /// A new constant holding `bytes` as a 1-d tensor of `elt` (a weight
+  /// packed for the GEMM, or a BCR blob).
+  Value packedConstant(ArrayRef<char> bytes, Type elt);
+  Value packedConstant(const std::vector<float> &data) {
+    return packedConstant(ArrayRef<char>((const char *)data.data(), data.size() * 4), f32());
+  }
+  /// Pointer to the BCR sparse blob (kiln/bcr_layout.h) of `op`'s weights
+  /// when kiln-detect-sparsity chose sparse code for it, else null.
+  Value sparseWeights(Operation *op);
   /// Pointer to op(w) (K x N, row length ldb) packed as GEMM operand B.
   Value packedB(const std::vector<float> &w, int64_t ldb, bool trans, int64_t K, int64_t N) {
     std::vector<float> packed(kiln::gemm::packedBSize(K, N));
@@ -175,9 +182,6 @@ private:
   std::optional<std::pair<float, float>> convAct;
   /// Set while lowering a Conv whose block adds a residual in its epilogue.
   Value convResidual;
-  /// Whether `conv` gets weights packed at compile time (constant, G = 1,
-  /// not one channel to one).
-  bool packsWeights(ConvOp conv);
   /// For a block Conv -> Add(conv, r) [-> Relu/Clip] whose result is `out`,
   /// with r from outside the block and shaped as the conv's result, and
   /// packed weights: r. Otherwise null.
@@ -205,27 +209,10 @@ Value BufferLowering::globalConstant(ElementsAttr value) {
   return b.create<memref::GetGlobalOp>(loc, mt, name);
 }
 
-/// The value outside a fusion block that an operand inside it stands for
-/// (operands from outside are the block's arguments).
-static Value outerValue(Value v) {
-  if (auto arg = dyn_cast<BlockArgument>(v))
-    if (auto f = dyn_cast_or_null<FusedOp>(arg.getOwner()->getParentOp()))
-      return f.getInputs()[arg.getArgNumber()];
-  return v;
-}
-
 /// The [lo, hi] a Relu or Clip clamps to.
 static std::pair<float, float> clampBounds(Operation *act) {
   if (auto c = dyn_cast<ClipOp>(act)) return {c.getMin().convertToFloat(), c.getMax().convertToFloat()};
   return {0.0f, std::numeric_limits<float>::infinity()};
-}
-
-bool BufferLowering::packsWeights(ConvOp op) {
-  auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
-  auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
-  Value w = outerValue(op.getWeight());
-  return xs.size() == 4 && op.getGroup() == 1 && !(xs[1] == 1 && ws[0] == 1) && w.getDefiningOp<ConstantOp>() &&
-         eltOf(w).isF32();
 }
 
 Value BufferLowering::convResidualOf(Operation *head, ArrayRef<Operation *> ops, Value out) {
@@ -244,28 +231,10 @@ Value BufferLowering::convResidualOf(Operation *head, ArrayRef<Operation *> ops,
   return last == out ? r : Value();
 }
 
-std::optional<std::vector<float>> BufferLowering::constantFloats(Value v) {
-  v = outerValue(v);
-  auto c = v.getDefiningOp<ConstantOp>();
-  if (!c || !eltOf(v).isF32()) return std::nullopt;
-  int64_t n = cast<ShapedType>(v.getType()).getNumElements();
-  if (auto res = dyn_cast<DenseResourceElementsAttr>(c.getValue())) {
-    auto *blob = res.getRawHandle().getBlob();
-    if (!blob || (int64_t)blob->getData().size() != n * 4) return std::nullopt;
-    std::vector<float> out(n);
-    std::memcpy(out.data(), blob->getData().data(), n * 4);
-    return out;
-  }
-  if (auto dense = dyn_cast<DenseElementsAttr>(c.getValue())) {
-    auto vals = dense.getValues<float>();
-    return std::vector<float>(vals.begin(), vals.end());
-  }
-  return std::nullopt;
-}
-
-Value BufferLowering::packedConstant(std::vector<float> data) {
-  auto type = RankedTensorType::get({(int64_t)data.size()}, f32());
-  auto blob = HeapAsmResourceBlob::allocateAndCopyInferAlign(ArrayRef<float>(data));
+Value BufferLowering::packedConstant(ArrayRef<char> bytes, Type elt) {
+  int64_t n = (int64_t)bytes.size() / 4;
+  auto type = RankedTensorType::get({n}, elt);
+  auto blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(bytes, alignof(float));
   auto attr = DenseResourceElementsAttr::get(type, "kiln_packed_" + std::to_string(globalCounter), std::move(blob));
   if (!kernel) return globalConstant(attr);
   // Inside a kernel, the constant is read in @kiln_main and passed in, as
@@ -278,6 +247,20 @@ Value BufferLowering::packedConstant(std::vector<float> data) {
     outer = globalConstant(attr);
   }
   return kernelArg(outer);
+}
+
+Value BufferLowering::sparseWeights(Operation *op) {
+  auto info = op->getAttrOfType<DictionaryAttr>("kiln.bcr");
+  auto sparse = info ? info.getAs<BoolAttr>("sparse") : BoolAttr();
+  auto block = info ? info.getAs<DenseI64ArrayAttr>("block") : DenseI64ArrayAttr();
+  if (!sparse || !sparse.getValue() || !block || block.size() != 2) return Value();
+  auto m = weightMatrix(op);
+  if (!m) return Value();
+  int br = (int)block[0], bc = (int)block[1];
+  std::vector<uint32_t> blob =
+      kiln::bcr::pack(m->w.data(), m->rows, m->cols, kiln::bcr::rowOrder(m->w.data(), m->rows, m->cols, br, bc), br, bc);
+  if (blob.empty()) return Value();
+  return ptr(packedConstant(ArrayRef<char>((const char *)blob.data(), blob.size() * 4), b.getI32Type()));
 }
 
 void BufferLowering::call(StringRef name, ArrayRef<Value> args) {
@@ -588,21 +571,27 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
                           ci(p[0]), ci(p[1]), ci(op.getGroup())};
   float inf = std::numeric_limits<float>::infinity();
   // Constant weights of an ungrouped, not depthwise conv are packed here,
-  // once, in the layout the GEMM reads (kiln/gemm_layout.h).
+  // once, in the layout the GEMM reads (kiln/gemm_layout.h), or as a BCR
+  // sparse blob where kiln-detect-sparsity chose sparse code.
   if (packsWeights(op))
     if (auto w = constantFloats(op.getWeight())) {
-      int64_t F = ws[0], K = ws[1] * ws[2] * ws[3];
-      std::vector<float> packed(kiln::gemm::packedASize(F, K));
-      kiln::gemm::packAFull(w->data(), K, false, F, K, packed.data());
+      Value packedW = sparseWeights(op);
+      const char *kernelName = packedW ? "kiln_rt_conv2d_bcr" : "kiln_rt_conv2d_packed";
+      if (!packedW) {
+        int64_t F = ws[0], K = ws[1] * ws[2] * ws[3];
+        std::vector<float> packed(kiln::gemm::packedASize(F, K));
+        kiln::gemm::packAFull(w->data(), K, false, F, K, packed.data());
+        packedW = ptr(packedConstant(packed));
+      }
       args.erase(args.begin() + 19); // the group
       Value unpacked = args[1];
-      args[1] = ptr(packedConstant(std::move(packed)));
+      args[1] = packedW;
       if (unpacked.use_empty()) unpacked.getDefiningOp()->erase(); // the weights' pointer
       args.push_back(cf(convAct ? convAct->first : -inf));
       args.push_back(cf(convAct ? convAct->second : inf));
       args.insert(args.begin() + 3, convResidual ? ptr(convResidual)
                                                  : b.create<arith::ConstantIndexOp>(loc, 0).getResult());
-      call("kiln_rt_conv2d_packed", args);
+      call(kernelName, args);
       return success();
     }
   if (convResidual)
@@ -647,14 +636,14 @@ LogicalResult BufferLowering::lowerGemm(GemmOp op) {
   }
   // Constant B (a weight) with alpha 1 and no C or a bias row C[N] (beta
   // 1): B packed here, the bias added on each tile as it is stored.
-  bool biasRow = op.getC() && cRows == 1 && cCols == N && N > 1 && op.getBeta().convertToFloat() == 1.0f;
-  if (op.getAlpha().convertToFloat() == 1.0f && (!op.getC() || biasRow) && !(M == 1 && !op.getTransA()))
+  if (packsWeights(op))
     if (auto w = constantFloats(op.getB())) {
       float inf = std::numeric_limits<float>::infinity();
-      Value bp = packedB(*w, op.getTransB() ? K : N, op.getTransB(), K, N);
-      call("kiln_rt_matmul_packed", {ptr(buf(op.getA())), bp, ptr(out),
-                                     ci(1), ci(M), ci(N), ci(K), ci(0), ci(op.getTransA() ? M : K),
-                                     ci(op.getTransA()), ci(0), ci(N), c, cf(-inf), cf(inf)});
+      Value bp = sparseWeights(op);
+      const char *kernelName = bp ? "kiln_rt_matmul_bcr" : "kiln_rt_matmul_packed";
+      if (!bp) bp = packedB(*w, op.getTransB() ? K : N, op.getTransB(), K, N);
+      call(kernelName, {ptr(buf(op.getA())), bp, ptr(out), ci(1), ci(M), ci(N), ci(K), ci(0),
+                        ci(op.getTransA() ? M : K), ci(op.getTransA()), ci(0), ci(N), c, cf(-inf), cf(inf)});
       return success();
     }
   call("kiln_rt_gemm", {ptr(buf(op.getA())), ptr(buf(op.getB())), c, ptr(out), ci(M), ci(N),
@@ -694,18 +683,20 @@ LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
   int64_t sa, sb;
   Value a = operand(op.getA(), M, K, sa);
   // A constant B shared by the whole batch (a weight) is packed here.
-  if (M > 1 && cast<ShapedType>(op.getB().getType()).getRank() == 2)
+  if (packsWeights(op))
     if (auto w = constantFloats(op.getB())) {
-      Value bp = packedB(*w, N, false, K, N);
+      Value bp = sparseWeights(op);
+      const char *kernelName = bp ? "kiln_rt_matmul_bcr" : "kiln_rt_matmul_packed";
+      if (!bp) bp = packedB(*w, N, false, K, N);
       float inf = std::numeric_limits<float>::infinity();
       Value noBias = b.create<arith::ConstantIndexOp>(loc, 0);
       if (stridedOut)
-        call("kiln_rt_matmul_packed", {ptr(a), bp, ptr(stridedOut->buffer), ci(batch), ci(M), ci(N), ci(K),
-                                       ci(sa), ci(K), ci(0), ci(stridedOut->layout.batchStride),
-                                       ci(stridedOut->layout.rowStride), noBias, cf(-inf), cf(inf)});
+        call(kernelName, {ptr(a), bp, ptr(stridedOut->buffer), ci(batch), ci(M), ci(N), ci(K), ci(sa), ci(K), ci(0),
+                          ci(stridedOut->layout.batchStride), ci(stridedOut->layout.rowStride), noBias, cf(-inf),
+                          cf(inf)});
       else
-        call("kiln_rt_matmul_packed", {ptr(a), bp, ptr(dest(op.getResult())), ci(batch), ci(M), ci(N), ci(K),
-                                       ci(sa), ci(K), ci(0), ci(M * N), ci(N), noBias, cf(-inf), cf(inf)});
+        call(kernelName, {ptr(a), bp, ptr(dest(op.getResult())), ci(batch), ci(M), ci(N), ci(K), ci(sa), ci(K),
+                          ci(0), ci(M * N), ci(N), noBias, cf(-inf), cf(inf)});
       return success();
     }
   Value bm = operand(op.getB(), K, N, sb);
@@ -1709,6 +1700,8 @@ static std::string kernelLabel(FusedOp f) {
       name += up ? (char)toupper(c) : c;
       up = false;
     }
+    if (auto info = op.getAttrOfType<DictionaryAttr>("kiln.bcr"))
+      if (auto sparse = info.getAs<BoolAttr>("sparse"); sparse && sparse.getValue()) name += "[bcr]";
     ops += (ops.empty() ? "" : "+") + name;
   }
   if (ops.size() > 60) ops = ops.substr(0, 57) + "...";

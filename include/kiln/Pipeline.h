@@ -28,6 +28,7 @@ struct CompileOptions {
   std::string statsJson;       // --stats-json=FILE
   std::string fusionReport;    // --fusion-report=FILE (.dot, .svg, .png, .html)
   std::string profileDb;       // --profile-db=FILE: measure "profile" fusion decisions
+  std::string sparsity = "auto"; // --sparsity=auto|off|bcr:RxC (kiln-detect-sparsity)
   ImportOptions import;
 };
 

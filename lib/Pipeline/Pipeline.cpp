@@ -15,6 +15,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/Pass/PassManager.h"
+#include "kiln/Transforms/Weights.h"
 #include "mlir/Transforms/Passes.h"
 #include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
 #include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
@@ -166,6 +167,83 @@ LogicalResult writeText(ModuleOp m, const std::string &path) {
   return success();
 }
 
+/// A layer kiln-detect-sparsity annotated (its `kiln.bcr` attribute).
+struct SparseLayer {
+  std::string name;
+  int64_t rows = 0, cols = 0, denseBytes = 0, sparseBytes = 0;
+  double sparsity = 0, speedup = 0;
+  int64_t br = 0, bc = 0;
+  bool exact = false, sparse = false;
+};
+
+/// The ONNX node name in a location (the first NameLoc), or "".
+std::string nodeName(Location loc) {
+  std::string name;
+  loc->walk([&](Location l) {
+    if (auto n = dyn_cast<NameLoc>(l)) {
+      name = n.getName().str();
+      return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  return name;
+}
+
+std::vector<SparseLayer> collectSparseLayers(ModuleOp m) {
+  std::vector<SparseLayer> out;
+  m.walk([&](Operation *op) {
+    auto info = op->getAttrOfType<DictionaryAttr>("kiln.bcr");
+    if (!info) return;
+    SparseLayer l;
+    l.name = nodeName(op->getLoc());
+    if (l.name.empty()) l.name = op->getName().getStringRef().str();
+    if (auto w = weightMatrix(op)) l.rows = w->rows, l.cols = w->cols;
+    l.sparsity = info.getAs<FloatAttr>("sparsity").getValueAsDouble();
+    l.speedup = info.getAs<FloatAttr>("speedup").getValueAsDouble();
+    auto block = info.getAs<DenseI64ArrayAttr>("block");
+    l.br = block[0], l.bc = block[1];
+    l.exact = info.getAs<BoolAttr>("exact").getValue();
+    l.sparse = info.getAs<BoolAttr>("sparse").getValue();
+    l.denseBytes = info.getAs<IntegerAttr>("dense_bytes").getInt();
+    l.sparseBytes = info.getAs<IntegerAttr>("sparse_bytes").getInt();
+    out.push_back(l);
+  });
+  return out;
+}
+
+void printSparseLayers(const std::vector<SparseLayer> &layers, const std::string &mode) {
+  if (mode == "off") {
+    llvm::outs() << "sparse layers         none (--sparsity=off)\n";
+    return;
+  }
+  int64_t dense = 0, sparse = 0, n = 0;
+  for (const SparseLayer &l : layers)
+    if (l.sparse) ++n, dense += l.denseBytes, sparse += l.sparseBytes;
+  llvm::outs() << fmt::format("sparse layers         {} of {} with zeros ({} weight bytes instead of {}, {:.1f}%)\n", n,
+                              layers.size(), sparse, dense, dense ? 100.0 * sparse / dense : 0.0);
+  if (layers.empty()) return;
+  llvm::outs() << fmt::format("  {:<28} {:>11} {:>8} {:>7} {:<7} {:>8} {:>10} {:>10}\n", "layer", "W", "sparsity",
+                              "block", "code", "model", "dense B", "sparse B");
+  for (const SparseLayer &l : layers) {
+    std::string block = l.exact ? fmt::format("{}x{}", l.br, l.bc) : l.br ? fmt::format("~{}x{}", l.br, l.bc) : "none";
+    std::string name = l.name.size() > 28 ? "..." + l.name.substr(l.name.size() - 25) : l.name;
+    llvm::outs() << fmt::format("  {:<28} {:>11} {:>7.1f}% {:>7} {:<7} {:>7.2f}x {:>10} {:>10}\n", name,
+                                fmt::format("{}x{}", l.rows, l.cols), 100 * l.sparsity, block,
+                                l.sparse ? "sparse" : "dense", l.speedup, l.denseBytes,
+                                l.sparseBytes ? std::to_string(l.sparseBytes) : "-");
+  }
+}
+
+std::string jsonEscape(const std::string &s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    if ((unsigned char)c < 0x20) o += fmt::format("\\u{:04x}", (int)c);
+    else o += c;
+  }
+  return o;
+}
+
 } // namespace
 
 LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
@@ -250,6 +328,16 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
           fstats.intermediateBytesSaved += (int64_t)tensorBytes(r);
     }
   });
+  if (failed(runner.stage("sparsity", m, [&] {
+        PassManager pm(&ctx);
+        configure(pm);
+        DetectSparsityOptions so;
+        so.mode = opts.sparsity;
+        pm.addPass(createDetectSparsity(so));
+        return pm.run(m);
+      })))
+    return failure();
+  std::vector<SparseLayer> sparseLayers = collectSparseLayers(m);
   if (!opts.fusionReport.empty() && failed(writeFusionReport(m, opts.fusionReport)))
     return failure();
   if (opts.emit == EmitKind::FusedMLIR) {
@@ -307,10 +395,18 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     llvm::raw_fd_ostream os(opts.statsJson, ec);
     if (ec)
       return emitError(m.getLoc()) << "cannot write '" << opts.statsJson << "': " << ec.message();
+    std::string layers;
+    for (const SparseLayer &l : sparseLayers)
+      layers += fmt::format("{}\n    {{\"name\": \"{}\", \"rows\": {}, \"cols\": {}, \"sparsity\": {:.4f}, "
+                            "\"block\": [{}, {}], \"exact\": {}, \"sparse\": {}, \"dense_bytes\": {}, "
+                            "\"sparse_bytes\": {}, \"modelled_speedup\": {:.3f}}}",
+                            layers.empty() ? "" : ",", jsonEscape(l.name), l.rows, l.cols, l.sparsity, l.br, l.bc,
+                            l.exact, l.sparse, l.denseBytes, l.sparseBytes, l.speedup);
     os << fmt::format("{{\n  \"onnx_nodes\": {},\n  \"ops_after_rewrite\": {},\n  \"kernels\": {},\n"
-                      "  \"intermediate_bytes_saved\": {},\n  \"arena_bytes\": {},\n  \"flops\": {}\n}}\n",
+                      "  \"intermediate_bytes_saved\": {},\n  \"arena_bytes\": {},\n  \"flops\": {},\n"
+                      "  \"sparse_layers\": [{}\n  ]\n}}\n",
                       fstats.onnxNodes, fstats.opsAfterRewrite, fstats.kernels,
-                      fstats.intermediateBytesSaved, summary.arenaBytes, modelFlops);
+                      fstats.intermediateBytesSaved, summary.arenaBytes, modelFlops, layers);
   }
   if (opts.stats) {
     runner.printStats();
@@ -333,6 +429,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     llvm::outs() << fmt::format("peak activation memory {:.2f} MiB (the arena: every intermediate, "
                                 "placed by liveness)\n", summary.arenaBytes / 1048576.0);
     llvm::outs() << fmt::format("model FLOPs           {:.3f} G per inference\n", modelFlops / 1e9);
+    printSparseLayers(sparseLayers, opts.sparsity);
   }
   return success();
 }

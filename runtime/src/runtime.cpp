@@ -222,7 +222,10 @@ const char *kiln_status_string(kiln_status s) {
 kiln_status kiln_model_open(const char *path, kiln_model **out) {
   if (!path || !out) return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_model_open: null argument");
   *out = nullptr;
-  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  // A path, never a library name: dlopen would search the library path
+  // for "model.so" instead of opening the file in this directory.
+  std::string file = std::strchr(path, '/') ? path : std::string("./") + path;
+  void *h = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!h) return setError(KILN_ERR_IO, "cannot load '%s': %s", path, dlerror());
   auto *abi = (const uint32_t *)dlsym(h, "kiln_model_abi_version");
   auto *meta = (const char *)dlsym(h, "kiln_model_meta");

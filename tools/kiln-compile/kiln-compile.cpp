@@ -44,6 +44,11 @@ static cl::opt<std::string> profileDb(
     cl::desc("Decide the fusion table's \"profile\" cells by compiling and timing the candidate "
              "blocks on this machine, kept in FILE for later compilations (host target only)"),
     cl::value_desc("FILE"));
+static cl::opt<std::string> sparsity(
+    "sparsity",
+    cl::desc("BCR sparse weights: auto (detect, cost model decides per layer), off (all dense), "
+             "bcr:RxC (every layer with zeros sparse, RxC blocks)"),
+    cl::init("auto"));
 static cl::opt<bool> verbose("v", cl::desc("Print each stage with its time and op count"));
 static cl::opt<bool> printIR("mlir-print-ir-after-all",
                              cl::desc("Print the IR after every pass (to stderr)"));
@@ -88,6 +93,7 @@ int main(int argc, char **argv) {
   opts.statsJson = statsJson;
   opts.fusionReport = fusionReport;
   opts.profileDb = profileDb;
+  opts.sparsity = sparsity;
   if (optLevel < '0' || optLevel > '3') {
     errs() << "kiln-compile: error: -O must be 0..3\n";
     return 2;

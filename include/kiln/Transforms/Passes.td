@@ -39,6 +39,30 @@ def PlanFusion : Pass<"kiln-plan-fusion", "mlir::func::FuncOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def DetectSparsity : Pass<"kiln-detect-sparsity", "mlir::ModuleOp"> {
+  let summary = "Find BCR structure in constant weights and choose sparse or dense code per layer";
+  let description = [{
+    For every layer whose constant weights the lowering packs (ungrouped
+    Conv, MatMul/Gemm with a constant B), the weight matrix W[rows, cols]
+    (y = W x) is analysed for BCR (block-based column-row) sparsity: exact
+    zeros, and the largest candidate block (4-32 rows x 4-32 columns) in
+    which every block's non-zeros fill a kept-rows x kept-columns rectangle.
+    The layer is annotated with `kiln.bcr` = {sparsity, block, exact,
+    sparse, dense_bytes, sparse_bytes, speedup}; kiln-lower-to-linalg then
+    packs the BCR blob (kiln/bcr_layout.h) and calls the sparse kernels
+    where `sparse` is true.
+
+    mode=auto: layers with at least 30% zeros are packed and lowered sparse
+    when the cost model of the sparse kernel (kiln::bcr::estimate) predicts
+    at least 1.15x over the dense GEMM. mode=bcr:RxC: every layer with zeros
+    is lowered sparse, blocked RxC, without the cost model. mode=off:
+    nothing is annotated (all dense).
+  }];
+  let options = [Option<"mode", "mode", "std::string", "\"auto\"", "auto, off or bcr:RxC">];
+  let statistics = [Statistic<"numSparse", "sparse-layers", "Layers lowered sparse">];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 def LowerKilnToLinalg : Pass<"kiln-lower-to-linalg", "mlir::ModuleOp"> {
   let summary = "Lower kiln graph ops to buffers: linalg on memrefs and runtime kernel calls";
   let description = [{

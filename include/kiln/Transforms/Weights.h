@@ -1,0 +1,40 @@
+// Constant weights as the passes see them: read through fusion blocks,
+// and in GEMM form (y = W x, W[rows, cols]) for the layers whose weights
+// kiln packs at compile time, densely (kiln/gemm_layout.h) or as BCR
+// sparse blobs (kiln/bcr_layout.h). Shared by kiln-detect-sparsity and
+// kiln-lower-to-linalg, so both agree on which layers those are.
+#ifndef KILN_TRANSFORMS_WEIGHTS_H
+#define KILN_TRANSFORMS_WEIGHTS_H
+
+#include "kiln/Dialect/KilnDialect.h"
+
+#include <optional>
+#include <vector>
+
+namespace kiln {
+
+/// The value outside a fusion block that an operand inside it stands for
+/// (operands from outside are the block's arguments).
+mlir::Value outerValue(mlir::Value v);
+
+/// The values of `v` if it is an f32 kiln.constant (weights), else none.
+std::optional<std::vector<float>> constantFloats(mlir::Value v);
+
+/// Whether the lowering packs this layer's constant weights at compile
+/// time: a 2-d Conv with group 1 (not one channel to one) and f32 constant
+/// weights; a MatMul with a constant rank-2 B and more than one row; a Gemm
+/// with constant B, alpha 1, no C or a bias row C (beta 1), not a row
+/// vector times B.
+bool packsWeights(mlir::Operation *op);
+
+/// W[rows, cols] of a layer packsWeights accepts: a Conv's filters
+/// [F, C*KH*KW]; B^T for MatMul/Gemm (one output feature per row).
+struct WeightMatrix {
+  std::vector<float> w;
+  int64_t rows = 0, cols = 0;
+};
+std::optional<WeightMatrix> weightMatrix(mlir::Operation *op);
+
+} // namespace kiln
+
+#endif

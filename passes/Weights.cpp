@@ -1,0 +1,100 @@
+// Constant weights of Conv/MatMul/Gemm layers (kiln/Transforms/Weights.h).
+#include "kiln/Transforms/Weights.h"
+
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
+
+#include <cstring>
+
+using namespace mlir;
+
+namespace kiln {
+
+Value outerValue(Value v) {
+  if (auto arg = dyn_cast<BlockArgument>(v))
+    if (auto f = dyn_cast_or_null<FusedOp>(arg.getOwner()->getParentOp()))
+      return f.getInputs()[arg.getArgNumber()];
+  return v;
+}
+
+static bool isF32(Value v) { return cast<ShapedType>(v.getType()).getElementType().isF32(); }
+
+std::optional<std::vector<float>> constantFloats(Value v) {
+  v = outerValue(v);
+  auto c = v.getDefiningOp<ConstantOp>();
+  if (!c || !isF32(v)) return std::nullopt;
+  int64_t n = cast<ShapedType>(v.getType()).getNumElements();
+  if (auto res = dyn_cast<DenseResourceElementsAttr>(c.getValue())) {
+    auto *blob = res.getRawHandle().getBlob();
+    if (!blob || (int64_t)blob->getData().size() != n * 4) return std::nullopt;
+    std::vector<float> out(n);
+    std::memcpy(out.data(), blob->getData().data(), n * 4);
+    return out;
+  }
+  if (auto dense = dyn_cast<DenseElementsAttr>(c.getValue())) {
+    auto vals = dense.getValues<float>();
+    return std::vector<float>(vals.begin(), vals.end());
+  }
+  return std::nullopt;
+}
+
+static bool isConstantF32(Value v) { return outerValue(v).getDefiningOp<ConstantOp>() && isF32(v); }
+
+bool packsWeights(Operation *op) {
+  if (auto conv = dyn_cast<ConvOp>(op)) {
+    auto xs = cast<ShapedType>(conv.getInput().getType()).getShape();
+    auto ws = cast<ShapedType>(conv.getWeight().getType()).getShape();
+    return xs.size() == 4 && conv.getGroup() == 1 && !(xs[1] == 1 && ws[0] == 1) && isConstantF32(conv.getWeight());
+  }
+  if (auto mm = dyn_cast<MatMulOp>(op)) {
+    auto ys = cast<ShapedType>(mm.getType()).getShape();
+    return ys.size() >= 2 && ys[ys.size() - 2] > 1 && cast<ShapedType>(mm.getB().getType()).getRank() == 2 &&
+           isConstantF32(mm.getB());
+  }
+  if (auto g = dyn_cast<GemmOp>(op)) {
+    auto ys = cast<ShapedType>(g.getType()).getShape();
+    int64_t M = ys[0], N = ys[1];
+    bool biasRow = false;
+    if (g.getC()) {
+      auto cs = cast<ShapedType>(g.getC().getType()).getShape();
+      int64_t cRows = cs.size() == 2 ? cs[0] : 1, cCols = cs.empty() ? 1 : cs.back();
+      biasRow = cRows == 1 && cCols == N && N > 1 && g.getBeta().convertToFloat() == 1.0f;
+    }
+    return g.getAlpha().convertToFloat() == 1.0f && (!g.getC() || biasRow) && !(M == 1 && !g.getTransA()) &&
+           isConstantF32(g.getB());
+  }
+  return false;
+}
+
+std::optional<WeightMatrix> weightMatrix(Operation *op) {
+  if (!packsWeights(op)) return std::nullopt;
+  WeightMatrix m;
+  auto transposed = [&](const std::vector<float> &b, int64_t K, int64_t N) { // B[K, N] -> B^T
+    m.rows = N, m.cols = K;
+    m.w.resize(K * N);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t n = 0; n < N; ++n) m.w[n * K + k] = b[k * N + n];
+  };
+  if (auto conv = dyn_cast<ConvOp>(op)) {
+    auto w = constantFloats(conv.getWeight());
+    if (!w) return std::nullopt;
+    auto ws = cast<ShapedType>(conv.getWeight().getType()).getShape();
+    m.rows = ws[0], m.cols = ws[1] * ws[2] * ws[3];
+    m.w = std::move(*w);
+    return m;
+  }
+  Value bv = isa<MatMulOp>(op) ? cast<MatMulOp>(op).getB() : cast<GemmOp>(op).getB();
+  auto b = constantFloats(bv);
+  if (!b) return std::nullopt;
+  auto bs = cast<ShapedType>(bv.getType()).getShape();
+  if (auto g = dyn_cast<GemmOp>(op); g && g.getTransB()) { // B is [N, K] already
+    m.rows = bs[0], m.cols = bs[1];
+    m.w = std::move(*b);
+    return m;
+  }
+  transposed(*b, bs[0], bs[1]);
+  return m;
+}
+
+} // namespace kiln

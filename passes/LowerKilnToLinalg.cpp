@@ -1850,7 +1850,14 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
   call("kiln_rt_kernel_end", {id});
   kernelLabels.push_back(b.getStringAttr(kernelLabel(f)));
   double flops = 0;
-  for (Operation &op : f.getBody().front().without_terminator()) flops += opCost(&op).flops;
+  for (Operation &op : f.getBody().front().without_terminator()) {
+    double opFlops = opCost(&op).flops;
+    // Sparse layers count the multiply-adds they do: the kept weights'.
+    if (auto info = op.getAttrOfType<DictionaryAttr>("kiln.bcr"))
+      if (auto sparse = info.getAs<BoolAttr>("sparse"); sparse && sparse.getValue())
+        opFlops *= 1.0 - info.getAs<FloatAttr>("sparsity").getValueAsDouble();
+    flops += opFlops;
+  }
   kernelFlops.push_back((int64_t)flops);
   for (auto [r, o] : llvm::zip(f.getResults(), outer)) buffers[r] = o;
   return result;

@@ -5,6 +5,7 @@
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
 
+#include <algorithm>
 #include <cstring>
 
 using namespace mlir;
@@ -73,8 +74,11 @@ std::optional<WeightMatrix> weightMatrix(Operation *op) {
   auto transposed = [&](const std::vector<float> &b, int64_t K, int64_t N) { // B[K, N] -> B^T
     m.rows = N, m.cols = K;
     m.w.resize(K * N);
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t n = 0; n < N; ++n) m.w[n * K + k] = b[k * N + n];
+    constexpr int64_t T = 32; // tiles: both sides stay in cache
+    for (int64_t k0 = 0; k0 < K; k0 += T)
+      for (int64_t n0 = 0; n0 < N; n0 += T)
+        for (int64_t k = k0; k < std::min(K, k0 + T); ++k)
+          for (int64_t n = n0; n < std::min(N, n0 + T); ++n) m.w[n * K + k] = b[k * N + n];
   };
   if (auto conv = dyn_cast<ConvOp>(op)) {
     auto w = constantFloats(conv.getWeight());

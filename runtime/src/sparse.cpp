@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 namespace kiln::rt {
 
@@ -28,6 +29,15 @@ struct BcrInput {
   int64_t ld;
   const int32_t *rowOf;
   bool trans;
+  /// Set for a convolution read through its taps (implicit im2col): row u
+  /// is tap used[u] = (c*KH + kh)*KW + kw of image x [C, H, W], spatial
+  /// column n is output (n / OW, n % OW); ld, rowOf and trans are unused.
+  const struct ConvTaps *conv = nullptr;
+};
+/// Geometry of a convolution read by taps, with per-used-row offsets.
+struct ConvTaps {
+  int64_t H, W, OW, SH, SW;
+  std::vector<int64_t> plane, dh, dw; // per used row: c*H*W, kh*DH - PT, kw*DW - PL
 };
 /// Result element (row r of W, spatial column n) goes to y[r * ldRow + n *
 /// ldCol] as clamp(acc + bias[r] + residual[same place], lo, hi).
@@ -105,14 +115,66 @@ __attribute__((always_inline)) inline const uint32_t *segment(const uint32_t *p,
 
 /// Packs spatial columns [n0, n0 + nb) of every used input row into
 /// xp[u * w + j] (w = 8V floats per row; zeros past nb).
-void packInput(const BcrInput &in, int64_t U, int64_t n0, int64_t nb, int64_t w, float *xp) {
-  if (!in.trans) {
-    for (int64_t u = 0; u < U; ++u) {
-      const float *src = in.x + (in.rowOf ? in.rowOf[u] : u) * in.ld + n0;
-      float *d = xp + u * w;
-      std::copy(src, src + nb, d);
-      std::fill(d + nb, d + w, 0.0f);
+/// Copies n <= w floats to d and zeros d[n, w) (whole vectors when n == w).
+inline void copyRow(const float *src, int64_t n, int64_t w, float *d) {
+  if (n == w) {
+    for (int64_t j = 0; j < w; j += 8) store8(d + j, load8(src + j));
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) d[j] = src[j];
+  for (int64_t j = n; j < w; ++j) d[j] = 0.0f;
+}
+
+/// Tap rows of a convolution for output columns [n0, n0 + nb): each output
+/// row the tile crosses is one run of consecutive outputs, read from one
+/// input row per tap (zeros where the tap falls in the padding).
+void packTaps(const BcrInput &in, int64_t U, int64_t n0, int64_t nb, int64_t w, float *xp) {
+  const ConvTaps &g = *in.conv;
+  struct Run {
+    int64_t j0, len, oh, ow0;
+  } runs[64];
+  int nruns = 0;
+  for (int64_t j = 0; j < nb && nruns < 64;) {
+    int64_t n = n0 + j, oh = n / g.OW, ow = n % g.OW, len = std::min(nb - j, g.OW - ow);
+    runs[nruns++] = {j, len, oh, ow};
+    j += len;
+  }
+  for (int64_t u = 0; u < U; ++u) {
+    float *d = xp + u * w;
+    for (int64_t j = nb; j < w; ++j) d[j] = 0.0f;
+    for (int r = 0; r < nruns; ++r) {
+      const Run &run = runs[r];
+      float *dr = d + run.j0;
+      int64_t ih = run.oh * g.SH + g.dh[u];
+      if (ih < 0 || ih >= g.H) {
+        for (int64_t j = 0; j < run.len; ++j) dr[j] = 0.0f;
+        continue;
+      }
+      const float *row = in.x + g.plane[u] + ih * g.W;
+      int64_t iw0 = run.ow0 * g.SW + g.dw[u], iwLast = iw0 + (run.len - 1) * g.SW;
+      if (g.SW == 1 && iw0 >= 0 && iwLast < g.W) {
+        int64_t j = 0;
+        for (; j + 8 <= run.len; j += 8) store8(dr + j, load8(row + iw0 + j));
+        for (; j < run.len; ++j) dr[j] = row[iw0 + j];
+        continue;
+      }
+      for (int64_t j = 0; j < run.len; ++j) {
+        int64_t iw = iw0 + j * g.SW;
+        dr[j] = iw >= 0 && iw < g.W ? row[iw] : 0.0f;
+      }
     }
+  }
+}
+
+/// Packs spatial columns [n0, n0 + nb) of every used input row into
+/// xp[u * w + j] (w = 8V floats per row; zeros past nb).
+void packInput(const BcrInput &in, int64_t U, int64_t n0, int64_t nb, int64_t w, float *xp) {
+  if (in.conv) {
+    packTaps(in, U, n0, nb, w, xp);
+    return;
+  }
+  if (!in.trans) {
+    for (int64_t u = 0; u < U; ++u) copyRow(in.x + (in.rowOf ? in.rowOf[u] : u) * in.ld + n0, nb, w, xp + u * w);
     return;
   }
   for (int64_t j = 0; j < w; ++j) {
@@ -246,16 +308,19 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
   float *Y = (float *)y;
   int64_t OHW = OH * OW, U = v.usedCount();
   bool direct = KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W;
-  std::vector<float> &col = scratch(4);
+  // Other convolutions read their taps straight from the image as each
+  // tile is packed (no im2col buffer), only for the columns W uses.
+  ConvTaps taps{H, W, OW, SH, SW, {}, {}, {}};
+  if (!direct)
+    for (int64_t u = 0; u < U; ++u) {
+      int64_t r = v.used()[u], c = r / (KH * KW), kh = r / KW % KH, kw = r % KW;
+      taps.plane.push_back(c * H * W);
+      taps.dh.push_back(kh * DH - PT);
+      taps.dw.push_back(kw * DW - PL);
+    }
   for (int64_t n = 0; n < N; ++n) {
     const float *xn = X + n * C * H * W;
-    BcrInput in{xn, H * W, v.used(), false};
-    if (!direct) {
-      // Only the im2col rows of columns W uses are built, in used order.
-      col.resize(U * OHW);
-      im2col(xn, U, v.used(), col.data(), H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL);
-      in = BcrInput{col.data(), OHW, nullptr, false};
-    }
+    BcrInput in{xn, H * W, v.used(), false, direct ? nullptr : &taps};
     BcrOutput out{Y + n * F * OHW, OHW, 1, (const float *)bias,
                   residual ? (const float *)residual + n * F * OHW : nullptr, lo, hi};
     bcrGemm(b, OHW, in, out);

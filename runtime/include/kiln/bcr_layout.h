@@ -41,6 +41,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <climits>
 #include <cstring>
 #include <numeric>
 #include <vector>
@@ -56,8 +57,10 @@ inline int popcount4(unsigned m) { return (m & 1) + ((m >> 1) & 1) + ((m >> 2) &
 
 /// Values a BCR representation with br x bc blocks stores: the sum over
 /// blocks of (rows with a non-zero) x (columns with a non-zero). Equal to
-/// the non-zero count exactly when W is BCR at this block size.
-inline int64_t storedValues(const float *W, int64_t M, int64_t K, int br, int bc) {
+/// the non-zero count exactly when W is BCR at this block size. Stops
+/// early, returning a value above `limit`, once the sum exceeds it.
+inline int64_t storedValues(const float *W, int64_t M, int64_t K, int br, int bc,
+                            int64_t limit = INT64_MAX) {
   int64_t stored = 0, nbc = (K + bc - 1) / bc;
   std::vector<uint64_t> rowMask(nbc), colMask(nbc); // br <= 64, bc <= 64
   for (int64_t i0 = 0; i0 < M; i0 += br) {
@@ -65,14 +68,17 @@ inline int64_t storedValues(const float *W, int64_t M, int64_t K, int br, int bc
     std::fill(colMask.begin(), colMask.end(), 0);
     for (int64_t i = i0; i < std::min<int64_t>(M, i0 + br); ++i) {
       const float *w = W + i * K;
-      for (int64_t k = 0; k < K; ++k)
-        if (w[k] != 0.0f) {
-          rowMask[k / bc] |= uint64_t(1) << (i - i0);
-          colMask[k / bc] |= uint64_t(1) << (k % bc);
-        }
+      for (int64_t j = 0; j < nbc; ++j) {
+        uint64_t cm = 0;
+        const int64_t k0 = j * bc, n = std::min<int64_t>(bc, K - k0);
+        for (int64_t k = 0; k < n; ++k) cm |= uint64_t(w[k0 + k] != 0.0f) << k; // branch-free
+        colMask[j] |= cm;
+        rowMask[j] |= uint64_t(cm != 0) << (i - i0);
+      }
     }
     for (int64_t j = 0; j < nbc; ++j)
       stored += int64_t(__builtin_popcountll(rowMask[j])) * __builtin_popcountll(colMask[j]);
+    if (stored > limit) return stored;
   }
   return stored;
 }
@@ -124,10 +130,11 @@ inline int64_t prune(float *W, int64_t M, int64_t K, int br, int bc, double rate
   return kept;
 }
 
-/// Candidate block sizes tried by detection (rows x columns).
+/// Candidate block sizes tried by detection (rows x columns), largest
+/// area first (then more rows).
 inline const std::vector<std::pair<int, int>> &candidateBlocks() {
   static const std::vector<std::pair<int, int>> c = {
-      {4, 4}, {4, 8}, {4, 16}, {4, 32}, {8, 4}, {8, 8}, {8, 16}, {8, 32}, {16, 8}, {16, 16}, {16, 32}, {32, 32}};
+      {32, 32}, {16, 32}, {16, 16}, {8, 32}, {16, 8}, {8, 16}, {4, 32}, {8, 8}, {4, 16}, {8, 4}, {4, 8}, {4, 4}};
   return c;
 }
 
@@ -135,14 +142,14 @@ inline const std::vector<std::pair<int, int>> &candidateBlocks() {
 /// BCR; {0, 0} if none is (unstructured or dense). Only candidates given.
 inline std::pair<int, int> detectBlock(const float *W, int64_t M, int64_t K, int64_t nnz,
                                        const std::vector<std::pair<int, int>> &cands) {
-  std::pair<int, int> best{0, 0};
-  for (auto [br, bc] : cands) {
-    if (int64_t(br) * bc < int64_t(best.first) * best.second ||
-        (int64_t(br) * bc == int64_t(best.first) * best.second && br <= best.first))
-      continue;
-    if (storedValues(W, M, K, br, bc) == nnz) best = {br, bc};
-  }
-  return best;
+  std::vector<std::pair<int, int>> order = cands;
+  std::stable_sort(order.begin(), order.end(), [](auto a, auto b) {
+    return int64_t(a.first) * a.second > int64_t(b.first) * b.second ||
+           (int64_t(a.first) * a.second == int64_t(b.first) * b.second && a.first > b.first);
+  });
+  for (auto [br, bc] : order)
+    if (storedValues(W, M, K, br, bc, nnz) == nnz) return {br, bc};
+  return {0, 0};
 }
 
 /// Row order: within each group of `group` rows (the detected block's
@@ -151,7 +158,8 @@ inline std::pair<int, int> detectBlock(const float *W, int64_t M, int64_t K, int
 inline std::vector<int32_t> rowOrder(const float *W, int64_t M, int64_t K, int group, int bc) {
   std::vector<int32_t> perm(M);
   std::iota(perm.begin(), perm.end(), 0);
-  if (group < SR || group % SR || bc <= 0) return perm;
+  // Groups of one strip: sorting inside a strip changes nothing.
+  if (group <= SR || group % SR || bc <= 0) return perm;
   int64_t nbc = (K + bc - 1) / bc;
   std::vector<std::vector<bool>> sig(M, std::vector<bool>(nbc));
   for (int64_t i = 0; i < M; ++i)

@@ -201,6 +201,33 @@ def external_data():
 
 
 @case
+def prunable():
+    # Three prunable layers (a 3x3 conv, a Gemm with transB, a MatMul; batch 2
+    # so the last two are GEMMs, not vector products) and
+    # one that must stay dense (depthwise), with metadata and an opset
+    # import besides the default: kiln-prune must keep all of it.
+    rng = np.random.default_rng(7)
+    r = lambda *s: nh.from_array(rng.uniform(-1, 1, s).astype(np.float32), None)
+    def named(t, name):
+        t.name = name
+        return t
+    nodes = [
+        h.make_node("Conv", ["x", "cw", "cb"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        h.make_node("Conv", ["c", "dw"], ["d"], name="depthwise", group=16, pads=[1, 1, 1, 1]),
+        h.make_node("Flatten", ["d"], ["f"], name="flatten"),
+        h.make_node("Gemm", ["f", "gw", "gb"], ["g"], name="fc", transB=1),
+        h.make_node("MatMul", ["g", "mw"], ["y"], name="proj"),
+    ]
+    inits = [named(r(16, 8, 3, 3), "cw"), named(r(16), "cb"), named(r(16, 1, 3, 3), "dw"),
+             named(r(32, 16 * 4 * 4), "gw"), named(r(32), "gb"), named(r(32, 24), "mw")]
+    m = graph(nodes, [vi("x", [2, 8, 4, 4])], [vi("y", None)], inits)
+    m.opset_import.append(h.make_opsetid("ai.onnx.ml", 3))
+    h.set_model_props(m, {"author": "kiln lit", "license": "none"})
+    m.producer_name = "make_onnx"
+    return m
+
+
+@case
 def int_input():
     return graph([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", [4], T.FLOAT16)], [vi("y", None)])
 

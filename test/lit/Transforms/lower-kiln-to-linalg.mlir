@@ -152,3 +152,38 @@ func.func @main(%d: tensor<4x3xf32>, %i: tensor<2x1xi64>, %u: tensor<2x3xf32>) -
   %0 = kiln.scatter_nd %d, %i, %u {reduction = "none"} : (tensor<4x3xf32>, tensor<2x1xi64>, tensor<2x3xf32>) -> tensor<4x3xf32>
   return %0 : tensor<4x3xf32>
 }
+
+// -----
+
+// Layers kiln-detect-sparsity marked sparse get their weights packed as a
+// BCR blob of 32-bit words (kiln/bcr_layout.h: 8 header words, 2 strip
+// offsets, 4 row slots, 27 used columns, 1 segment count, 1 segment head,
+// 14 words of column positions, 2 x 27 values = 111) and call the sparse
+// kernel with the dense packed kernel's arguments.
+// CHECK: func.func private @kiln_rt_conv2d_bcr(index, index, index, index, index, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, f32, f32)
+// CHECK-LABEL: func @kiln_main(
+// CHECK: memref.get_global @__kiln_const_1 : memref<111xi32>
+// CHECK: call @kiln_rt_conv2d_bcr(
+func.func @main(%x: tensor<1x3x4x4xf32>) -> tensor<1x2x4x4xf32> {
+  %w = kiln.constant dense<1.0> : tensor<2x3x3x3xf32> : tensor<2x3x3x3xf32>
+  %0 = kiln.conv %x, %w {dilations = array<i64: 1, 1>, group = 1 : i64, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 1, 1>, kiln.bcr = {block = array<i64: 0, 0>, sparse = true}} : (tensor<1x3x4x4xf32>, tensor<2x3x3x3xf32>) -> tensor<1x2x4x4xf32>
+  return %0 : tensor<1x2x4x4xf32>
+}
+
+// -----
+
+// A MatMul with a sparse constant B: the blob holds B^T (8 x 4: 2 strips);
+// layers marked dense (sparse = false) keep the dense packed kernel.
+// CHECK-DAG: func.func private @kiln_rt_matmul_bcr(index, index, index, i64, i64, i64, i64, i64, i64, i64, i64, i64, index, f32, f32)
+// CHECK-DAG: func.func private @kiln_rt_matmul_packed(
+// CHECK-LABEL: func @kiln_main(
+// CHECK: memref.get_global @{{.*}} : memref<{{[0-9]+}}xi32>
+// CHECK: call @kiln_rt_matmul_bcr(
+// CHECK: memref.get_global @{{.*}} : memref<64xf32>
+// CHECK: call @kiln_rt_matmul_packed(
+func.func @main(%a: tensor<16x4xf32>) -> (tensor<16x8xf32>, tensor<16x8xf32>) {
+  %b = kiln.constant dense<[[1.0, 0.0, 2.0, 0.0, 3.0, 0.0, 4.0, 0.0], [0.0, 5.0, 0.0, 6.0, 0.0, 7.0, 0.0, 8.0], [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]]> : tensor<4x8xf32> : tensor<4x8xf32>
+  %0 = kiln.matmul %a, %b {kiln.bcr = {block = array<i64: 4, 4>, sparse = true}} : (tensor<16x4xf32>, tensor<4x8xf32>) -> tensor<16x8xf32>
+  %1 = kiln.matmul %a, %b {kiln.bcr = {block = array<i64: 4, 4>, sparse = false}} : (tensor<16x4xf32>, tensor<4x8xf32>) -> tensor<16x8xf32>
+  return %0, %1 : tensor<16x8xf32>, tensor<16x8xf32>
+}

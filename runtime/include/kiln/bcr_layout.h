@@ -53,6 +53,18 @@ constexpr uint32_t kMagic = 0x31524342; // "BCR1"
 constexpr int kHeader = 8;
 constexpr int kMaxCount = (1 << 27) - 1;
 
+/// The sparse kernel's costs, in cycles per tile of 24 output columns, on
+/// x86-64 (AVX2, Zen 3): a column of a segment by kept rows, the fixed cost
+/// of a segment (dispatch on its mask, loop set-up and exit) and of a strip
+/// (its epilogue and store). A per-mask sweep gives 4.5 (1 row: loading
+/// the gathered inputs dominates) to 6.8 cycles (4 rows: 12 FMAs) per
+/// column with inputs in L1; whole layers of ResNet-50 and BERT
+/// (kiln-bench-sparse) run about 1.4x slower than that, which the column
+/// costs below include. Merging small segments into ones with more rows
+/// (zero-padded) was measured and does not pay. NEON has the same shape.
+constexpr double kColumnCycles[5] = {0, 6.0, 7.0, 8.0, 9.5};
+constexpr double kSegmentCycles = 20, kStripCycles = 30;
+
 inline int popcount4(unsigned m) { return (m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1) + ((m >> 3) & 1); }
 
 /// Values a BCR representation with br x bc blocks stores: the sum over
@@ -310,29 +322,26 @@ inline std::vector<float> unpack(const uint32_t *blob) {
   return W;
 }
 
-/// Cost model, in cycles per 16 output columns (one register tile wide),
-/// of the sparse kernel on this blob and of the dense GEMM on the same
-/// layer. Constants measured with bench/sparse.py's kernel sweep on
-/// x86-64 (AVX2); the same shape of costs holds for NEON.
+/// Cost model, in cycles per tile of 24 output columns (the kernel's
+/// register tile: 4 rows x 3 vectors), of the sparse kernel on this blob
+/// (the k*Cycles constants above) and of the dense GEMM on the same layer
+/// (about 85% of the FMA peak, 16 lanes per cycle).
 struct Cost {
   double sparse = 0, dense = 0;
 };
 inline Cost estimate(const uint32_t *blob) {
   View v{blob};
-  // Per column of a segment, by kept rows (loads of the input tile, the
-  // broadcast weights, and FMAs; 1-2 kept rows are latency bound).
-  static const double perColumn[5] = {0, 1.6, 2.2, 3.2, 4.1};
   Cost c;
-  c.dense = double(v.M()) * v.K() / 0.80; // dense GEMM: ~80% of FMA peak
-  c.sparse = 2.0 * v.usedCount();         // packing the used input rows
+  c.dense = double(v.M()) * v.K() * 24 / 16 / 0.85;
+  c.sparse = 1.5 * v.usedCount(); // packing the used input rows
   for (int64_t s = 0; s < v.strips(); ++s) {
     const uint32_t *p = v.strip(s);
     uint32_t nseg = *p++;
-    c.sparse += 16; // store (and permute) the tile, epilogue
+    c.sparse += kStripCycles;
     for (uint32_t g = 0; g < nseg; ++g) {
       unsigned mask = *p & 15;
       uint32_t count = *p++ >> 4;
-      c.sparse += 6 + count * perColumn[popcount4(mask)];
+      c.sparse += kSegmentCycles + count * kColumnCycles[popcount4(mask)];
       p += (count + 1) / 2 + count * popcount4(mask);
     }
   }

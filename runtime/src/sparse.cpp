@@ -113,8 +113,6 @@ __attribute__((always_inline)) inline const uint32_t *segment(const uint32_t *p,
   return reinterpret_cast<const uint32_t *>(v + count * P);
 }
 
-/// Packs spatial columns [n0, n0 + nb) of every used input row into
-/// xp[u * w + j] (w = 8V floats per row; zeros past nb).
 /// Copies n <= w floats to d and zeros d[n, w) (whole vectors when n == w).
 inline void copyRow(const float *src, int64_t n, int64_t w, float *d) {
   if (n == w) {
@@ -128,7 +126,7 @@ inline void copyRow(const float *src, int64_t n, int64_t w, float *d) {
 /// Tap rows of a convolution for output columns [n0, n0 + nb): each output
 /// row the tile crosses is one run of consecutive outputs, read from one
 /// input row per tap (zeros where the tap falls in the padding).
-void packTaps(const BcrInput &in, int64_t U, int64_t n0, int64_t nb, int64_t w, float *xp) {
+void packTaps(const BcrInput &in, int64_t u0, int64_t U, int64_t n0, int64_t nb, int64_t w, float *xp) {
   const ConvTaps &g = *in.conv;
   struct Run {
     int64_t j0, len, oh, ow0;
@@ -139,8 +137,9 @@ void packTaps(const BcrInput &in, int64_t U, int64_t n0, int64_t nb, int64_t w, 
     runs[nruns++] = {j, len, oh, ow};
     j += len;
   }
-  for (int64_t u = 0; u < U; ++u) {
-    float *d = xp + u * w;
+  for (int64_t i = 0; i < U; ++i) {
+    const int64_t u = u0 + i;
+    float *d = xp + i * w;
     for (int64_t j = nb; j < w; ++j) d[j] = 0.0f;
     for (int r = 0; r < nruns; ++r) {
       const Run &run = runs[r];
@@ -166,24 +165,25 @@ void packTaps(const BcrInput &in, int64_t U, int64_t n0, int64_t nb, int64_t w, 
   }
 }
 
-/// Packs spatial columns [n0, n0 + nb) of every used input row into
-/// xp[u * w + j] (w = 8V floats per row; zeros past nb).
-void packInput(const BcrInput &in, int64_t U, int64_t n0, int64_t nb, int64_t w, float *xp) {
+/// Packs spatial columns [n0, n0 + nb) of used input rows [u0, u0 + U)
+/// into xp[(u - u0) * w + j] (w = 8V floats per row; zeros past nb).
+void packInput(const BcrInput &in, int64_t u0, int64_t U, int64_t n0, int64_t nb, int64_t w, float *xp) {
   if (in.conv) {
-    packTaps(in, U, n0, nb, w, xp);
+    packTaps(in, u0, U, n0, nb, w, xp);
     return;
   }
+  auto row = [&](int64_t i) { return in.rowOf ? in.rowOf[u0 + i] : u0 + i; };
   if (!in.trans) {
-    for (int64_t u = 0; u < U; ++u) copyRow(in.x + (in.rowOf ? in.rowOf[u] : u) * in.ld + n0, nb, w, xp + u * w);
+    for (int64_t i = 0; i < U; ++i) copyRow(in.x + row(i) * in.ld + n0, nb, w, xp + i * w);
     return;
   }
   for (int64_t j = 0; j < w; ++j) {
     if (j >= nb) {
-      for (int64_t u = 0; u < U; ++u) xp[u * w + j] = 0.0f;
+      for (int64_t i = 0; i < U; ++i) xp[i * w + j] = 0.0f;
       continue;
     }
     const float *src = in.x + (n0 + j) * in.ld;
-    for (int64_t u = 0; u < U; ++u) xp[u * w + j] = src[in.rowOf ? in.rowOf[u] : u];
+    for (int64_t i = 0; i < U; ++i) xp[i * w + j] = src[row(i)];
   }
 }
 
@@ -224,19 +224,32 @@ __attribute__((always_inline)) inline void storeTile(const BcrOutput &out, const
 /// Vectors per tile for a tile of nb columns (the last one may be narrower).
 inline int vectorsFor(int64_t nb) { return nb > 16 ? 3 : nb > 8 ? 2 : 1; }
 
-/// All segments of one strip on one tile of packed input, then the store.
+/// All segments of one strip (in one chunk of columns) on one tile of
+/// packed input. The first chunk starts from zero, later ones from the
+/// partial sums stored in the output; the last applies the epilogue, the
+/// others store partial sums.
 template <int V>
 void stripTile(const uint32_t *p, const int32_t *rows, const float *xp, const BcrOutput &out, int64_t n0,
-               int64_t nb) {
+               int64_t nb, bool first, bool last) {
   float tile[bcr::SR][8 * V];
   unsigned done = 0; // rows of the tile written so far
+  if (!first) {
+    // Partial sums of the earlier chunks (row-major output, ldCol == 1).
+    for (int q = 0; q < bcr::SR; ++q) {
+      if (rows[q] < 0) continue;
+      const float *y = out.y + rows[q] * out.ldRow + n0;
+      for (int64_t j = 0; j < 8 * V; ++j) tile[q][j] = j < nb ? y[j] : 0.0f;
+      done |= 1u << q;
+    }
+  }
   uint32_t nseg = *p++;
+  if (!nseg && !first && !last) return; // nothing to add: the partial sums stay as they are
   for (uint32_t g = 0; g < nseg; ++g) {
     uint32_t head = *p++, count = head >> 4;
     switch (head & 15) {
 #define KILN_SEG(m)                                                                                \
   case m:                                                                                          \
-    p = segment<m, V>(p, count, xp, tile, done);                                                        \
+    p = segment<m, V>(p, count, xp, tile, done);                                                   \
     break;
       KILN_SEG(1) KILN_SEG(2) KILN_SEG(3) KILN_SEG(4) KILN_SEG(5) KILN_SEG(6) KILN_SEG(7) KILN_SEG(8)
       KILN_SEG(9) KILN_SEG(10) KILN_SEG(11) KILN_SEG(12) KILN_SEG(13) KILN_SEG(14) KILN_SEG(15)
@@ -247,19 +260,28 @@ void stripTile(const uint32_t *p, const int32_t *rows, const float *xp, const Bc
   for (int r = 0; r < bcr::SR; ++r)
     if (!(done >> r & 1))
       for (int j = 0; j < 8 * V; ++j) tile[r][j] = 0.0f;
-  storeTile<V>(out, rows, n0, nb, tile);
+  if (last) {
+    storeTile<V>(out, rows, n0, nb, tile);
+    return;
+  }
+  for (int q = 0; q < bcr::SR; ++q)
+    if (rows[q] >= 0) std::memcpy(out.y + rows[q] * out.ldRow + n0, tile[q], nb * sizeof(float));
 }
 
 } // namespace
 
 /// y = W x over N spatial columns, W packed as a BCR blob; parallel over
-/// groups of column tiles x ranges of strips.
+/// groups of column tiles x ranges of strips. Each task runs the chunks of
+/// used columns in order: it packs a chunk's input rows for its tiles, then
+/// every strip of its range reads them (one tile at a time, so they stay in
+/// L1), adding to the partial sums in the output. out.ldCol must be 1.
 void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutput &out) {
   bcr::View v{blob};
-  const int64_t S = v.strips(), U = v.usedCount(), NT = (N + TW - 1) / TW;
+  const int64_t S = v.strips(), U = v.usedCount(), UC = v.chunk(), C = v.chunks(), NT = (N + TW - 1) / TW;
   if (N <= 0) return;
-  // Tiles per task: the packed input of a task stays within 256 KiB (L2).
-  const int64_t TG = std::clamp<int64_t>(262144 / (std::max<int64_t>(U, 1) * TW * 4), 1, 8);
+  const int64_t rowsPerTile = std::min(U, UC); // packed rows per tile and chunk
+  // Tiles per task: their packed inputs (one chunk) stay within 192 KiB.
+  const int64_t TG = std::clamp<int64_t>(196608 / (std::max<int64_t>(rowsPerTile, 1) * TW * 4), 1, 8);
   const int64_t groups = (NT + TG - 1) / TG;
   const int threads = currentThreads();
   const int64_t ranges = threads > 1 ? std::clamp<int64_t>((4 * threads + groups - 1) / groups, 1, S) : 1;
@@ -267,25 +289,29 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
   parallelFor(groups * ranges, [&](int64_t task) {
     int64_t g = task / ranges, r = task % ranges;
     int64_t t0 = g * TG, t1 = std::min(NT, t0 + TG);
+    int64_t s0 = r * perRange, s1 = std::min(S, s0 + perRange);
     std::vector<float> &buf = scratch(3);
-    buf.resize((t1 - t0) * U * TW + 16);
+    buf.resize((t1 - t0) * rowsPerTile * TW + 16);
     // 64-byte aligned: a row of the packed input is one or two cache lines.
     float *xp = buf.data() + ((64 - (reinterpret_cast<uintptr_t>(buf.data()) & 63)) & 63) / sizeof(float);
-    // Tile t covers columns [t*TW, +nb), packed 8V wide at xp + (t-t0)*U*TW.
-    for (int64_t t = t0; t < t1; ++t) {
-      int64_t nb = std::min<int64_t>(TW, N - t * TW);
-      packInput(in, U, t * TW, nb, 8 * vectorsFor(nb), xp + (t - t0) * U * TW);
-    }
-    for (int64_t s = r * perRange; s < std::min(S, (r + 1) * perRange); ++s) {
-      const uint32_t *p = v.strip(s);
-      const int32_t *rows = v.perm() + s * bcr::SR;
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t u0 = c * UC, uc = std::min(UC, U - u0);
+      // Tile t covers columns [t*TW, +nb), packed 8V wide at xp + (t-t0)*rowsPerTile*TW.
       for (int64_t t = t0; t < t1; ++t) {
         int64_t nb = std::min<int64_t>(TW, N - t * TW);
-        const float *x = xp + (t - t0) * U * TW;
-        switch (vectorsFor(nb)) {
-        case 3: stripTile<3>(p, rows, x, out, t * TW, nb); break;
-        case 2: stripTile<2>(p, rows, x, out, t * TW, nb); break;
-        default: stripTile<1>(p, rows, x, out, t * TW, nb); break;
+        packInput(in, u0, uc, t * TW, nb, 8 * vectorsFor(nb), xp + (t - t0) * rowsPerTile * TW);
+      }
+      for (int64_t t = t0; t < t1; ++t) {
+        int64_t nb = std::min<int64_t>(TW, N - t * TW);
+        const float *x = xp + (t - t0) * rowsPerTile * TW;
+        for (int64_t s = s0; s < s1; ++s) {
+          const uint32_t *p = v.list(c, s);
+          const int32_t *rows = v.perm() + s * bcr::SR;
+          switch (vectorsFor(nb)) {
+          case 3: stripTile<3>(p, rows, x, out, t * TW, nb, c == 0, c == C - 1); break;
+          case 2: stripTile<2>(p, rows, x, out, t * TW, nb, c == 0, c == C - 1); break;
+          default: stripTile<1>(p, rows, x, out, t * TW, nb, c == 0, c == C - 1); break;
+          }
         }
       }
     }
@@ -318,11 +344,18 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
       taps.dh.push_back(kh * DH - PT);
       taps.dw.push_back(kw * DW - PL);
     }
+  // Partial sums of several chunks are kept in y: a residual sharing y's
+  // memory would be overwritten before the last chunk reads it.
+  const float *res = (const float *)residual;
+  std::vector<float> &resCopy = scratch(4);
+  if (res && v.chunks() > 1 && res < Y + N * F * OHW && Y < res + N * F * OHW) {
+    resCopy.assign(res, res + N * F * OHW);
+    res = resCopy.data();
+  }
   for (int64_t n = 0; n < N; ++n) {
     const float *xn = X + n * C * H * W;
     BcrInput in{xn, H * W, v.used(), false, direct ? nullptr : &taps};
-    BcrOutput out{Y + n * F * OHW, OHW, 1, (const float *)bias,
-                  residual ? (const float *)residual + n * F * OHW : nullptr, lo, hi};
+    BcrOutput out{Y + n * F * OHW, OHW, 1, (const float *)bias, res ? res + n * F * OHW : nullptr, lo, hi};
     bcrGemm(b, OHW, in, out);
   }
 }

@@ -44,9 +44,9 @@ std::vector<float> randomBcr(int64_t M, int64_t K, int br, int bc, double keep, 
   return W;
 }
 
-std::vector<uint32_t> packDetected(const std::vector<float> &W, int64_t M, int64_t K) {
+std::vector<uint32_t> packDetected(const std::vector<float> &W, int64_t M, int64_t K, int chunk = bcr::kChunk) {
   auto [br, bc] = bcr::detectBlock(W.data(), M, K, bcr::nonZeros(W.data(), M * K), bcr::candidateBlocks());
-  return bcr::pack(W.data(), M, K, bcr::rowOrder(W.data(), M, K, br, bc), br, bc);
+  return bcr::pack(W.data(), M, K, bcr::rowOrder(W.data(), M, K, br, bc), br, bc, chunk);
 }
 
 } // namespace
@@ -100,10 +100,12 @@ TEST_CASE("bcr::pack and unpack round-trip random patterns and edge blocks", "[b
   for (const Shape &s : shapes) {
     INFO(s.M << "x" << s.K << " blocks " << s.br << "x" << s.bc);
     std::vector<float> W = randomBcr(s.M, s.K, s.br, s.bc, s.keep, s.drop, seed++);
-    std::vector<uint32_t> blob = packDetected(W, s.M, s.K);
-    REQUIRE(!blob.empty());
-    CHECK(bcr::View::valid(blob.data(), (int64_t)blob.size()));
-    CHECK(bcr::unpack(blob.data()) == W);
+    for (int chunk : {bcr::kChunk, 16, 1}) {
+      std::vector<uint32_t> blob = packDetected(W, s.M, s.K, chunk);
+      REQUIRE(!blob.empty());
+      CHECK(bcr::View::valid(blob.data(), (int64_t)blob.size()));
+      CHECK(bcr::unpack(blob.data()) == W);
+    }
     // Random permutations round-trip too.
     std::vector<int32_t> perm(s.M);
     for (int64_t i = 0; i < s.M; ++i) perm[i] = (int32_t)i;
@@ -145,7 +147,7 @@ TEST_CASE("kiln_rt_matmul_bcr equals the dense product with bias and clamp", "[b
         INFO(s.batch << "x" << s.M << "x" << s.N << "x" << s.K << " transA " << transA << (p ? " pool" : ""));
         // B^T [N, K] is the BCR weight.
         std::vector<float> W = randomBcr(s.N, s.K, 4, 8, 0.5, 0.3, seed++);
-        std::vector<uint32_t> blob = packDetected(W, s.N, s.K);
+        std::vector<uint32_t> blob = packDetected(W, s.N, s.K, transA ? 16 : bcr::kChunk); // partial sums too
         std::vector<float> A = randomFloats(s.batch * s.M * s.K, seed++), bias = randomFloats(s.N, seed++);
         int64_t lda = transA ? s.M : s.K, ldy = s.N + 3, strideY = s.M * ldy;
         GuardedBuffer y(s.batch * strideY);

@@ -285,7 +285,9 @@ TEST_CASE("kiln_rt_conv2d_bcr with BCR-pruned weights matches a naive convolutio
       std::vector<float> w = randomFloats(c.F * K, seed++);
       std::vector<float> bias = randomFloats(c.F, seed++), res = randomFloats(n, seed++);
       kiln::bcr::prune(w.data(), c.F, K, 4, 8, rate);
-      std::vector<uint32_t> blob = kiln::bcr::pack(w.data(), c.F, K, kiln::bcr::rowOrder(w.data(), c.F, K, 4, 8));
+      // Small chunks of used columns (7) exercise the partial sums.
+      std::vector<uint32_t> blob =
+          kiln::bcr::pack(w.data(), c.F, K, kiln::bcr::rowOrder(w.data(), c.F, K, 4, 8), 4, 8, rate == 0.75 ? 7 : 256);
       REQUIRE(kiln::bcr::View::valid(blob.data(), (int64_t)blob.size()));
       GuardedBuffer got(n), fused(n);
       float inf = std::numeric_limits<float>::infinity();

@@ -156,13 +156,14 @@ func.func @main(%d: tensor<4x3xf32>, %i: tensor<2x1xi64>, %u: tensor<2x3xf32>) -
 // -----
 
 // Layers kiln-detect-sparsity marked sparse get their weights packed as a
-// BCR blob of 32-bit words (kiln/bcr_layout.h: 8 header words, 2 strip
-// offsets, 4 row slots, 27 used columns, 1 segment count, 1 segment head,
-// 14 words of column positions, 2 x 27 values = 111) and call the sparse
-// kernel with the dense packed kernel's arguments.
+// BCR blob of 32-bit words (kiln/bcr_layout.h: 10 header words, 2 list
+// offsets (1 chunk x 1 strip, and the end), 4 row slots, 27 used columns,
+// 1 segment count, 1 segment head, 14 words of column positions, 2 x 27
+// values = 113) and call the sparse kernel with the dense packed kernel's
+// arguments.
 // CHECK: func.func private @kiln_rt_conv2d_bcr(index, index, index, index, index, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, f32, f32)
 // CHECK-LABEL: func @kiln_main(
-// CHECK: memref.get_global @__kiln_const_1 : memref<111xi32>
+// CHECK: memref.get_global @__kiln_const_1 : memref<113xi32>
 // CHECK: call @kiln_rt_conv2d_bcr(
 func.func @main(%x: tensor<1x3x4x4xf32>) -> tensor<1x2x4x4xf32> {
   %w = kiln.constant dense<1.0> : tensor<2x3x3x3xf32> : tensor<2x3x3x3xf32>

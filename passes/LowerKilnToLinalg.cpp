@@ -45,12 +45,16 @@ Value typedConst(OpBuilder &b, Location l, Type t, double v) {
 
 class BufferLowering {
 public:
-  BufferLowering(ModuleOp module) : module(module), b(module.getContext()) {}
+  BufferLowering(ModuleOp module, bool portable)
+      : module(module), b(module.getContext()), portable(portable) {}
   LogicalResult run();
 
 private:
   ModuleOp module;
   OpBuilder b;
+  /// Contractions as linalg loop nests instead of runtime microkernels
+  /// (device targets: OpenCL), and no epilogues folded into kernel calls.
+  bool portable;
   func::FuncOp newFn;
   DenseMap<Value, Value> buffers;   // kiln tensor value -> memref
   DenseMap<Value, Value> outBuffer; // kiln value returned -> output argument
@@ -172,6 +176,15 @@ private:
   LogicalResult lowerConv(ConvOp op);
   LogicalResult lowerConvTranspose(ConvTransposeOp op);
   LogicalResult lowerGemm(GemmOp op);
+  /// Portable forms: one linalg.generic over the output whose body sums
+  /// over the reduction with nested scf.for loops (one work-item per output
+  /// element on a device).
+  void portableConv(Operation *op, Value x, Value w, Value bias, ArrayRef<int64_t> s, ArrayRef<int64_t> d,
+                    ArrayRef<int64_t> p, int64_t group, bool transposed);
+  void portableGemm(GemmOp op);
+  LogicalResult portableMatMul(MatMulOp op);
+  /// out[...] = body(indices of out), over out's shape.
+  void generateOver(Value out, function_ref<Value(OpBuilder &, Location, ValueRange)> body);
   /// A MatMul's result written through a Transpose into `buffer`.
   struct StridedOut {
     Value buffer;
@@ -556,12 +569,165 @@ Value BufferLowering::binaryScalar(Operation *op, OpBuilder &nb, Location l, Val
       .Default([](Operation *) { return Value(); });
 }
 
+/// acc + sum over the box [0, bounds) of term(ivs): nested scf.for loops.
+static Value sumLoops(OpBuilder &nb, Location l, ArrayRef<int64_t> bounds, Value acc,
+                      function_ref<Value(OpBuilder &, Location, ValueRange)> term,
+                      SmallVector<Value> ivs = {}) {
+  if (ivs.size() == bounds.size()) {
+    Value t = term(nb, l, ivs);
+    return nb.create<arith::AddFOp>(l, acc, t);
+  }
+  Value lo = nb.create<arith::ConstantIndexOp>(l, 0);
+  Value hi = nb.create<arith::ConstantIndexOp>(l, bounds[ivs.size()]);
+  Value one = nb.create<arith::ConstantIndexOp>(l, 1);
+  auto loop = nb.create<scf::ForOp>(l, lo, hi, one, ValueRange{acc},
+                                    [&](OpBuilder &fb, Location fl, Value iv, ValueRange args) {
+                                      SmallVector<Value> inner(ivs);
+                                      inner.push_back(iv);
+                                      Value r = sumLoops(fb, fl, bounds, args[0], term, inner);
+                                      fb.create<scf::YieldOp>(fl, r);
+                                    });
+  return loop.getResult(0);
+}
+
+void BufferLowering::generateOver(Value out, function_ref<Value(OpBuilder &, Location, ValueRange)> body) {
+  int64_t r = cast<MemRefType>(out.getType()).getRank();
+  b.create<linalg::GenericOp>(loc, ValueRange{}, ValueRange{out},
+                              SmallVector<AffineMap>{b.getMultiDimIdentityMap(r)},
+                              SmallVector<IterTy>(r, IterTy::parallel),
+                              [&](OpBuilder &nb, Location l, ValueRange) {
+                                SmallVector<Value> idx;
+                                for (int64_t d = 0; d < r; ++d) idx.push_back(nb.create<linalg::IndexOp>(l, d));
+                                nb.create<linalg::YieldOp>(l, ValueRange{body(nb, l, idx)});
+                              });
+}
+
+void BufferLowering::portableConv(Operation *op, Value xv, Value wv, Value biasV, ArrayRef<int64_t> s,
+                                  ArrayRef<int64_t> d, ArrayRef<int64_t> p, int64_t group, bool transposed) {
+  auto xs = cast<ShapedType>(xv.getType()).getShape();
+  auto ws = cast<ShapedType>(wv.getType()).getShape();
+  int64_t F = cast<ShapedType>(op->getResult(0).getType()).getShape()[1];
+  int64_t Cg = xs[1] / group, Fg = F / group;
+  Value x = buf(xv), w = buf(wv), bias = biasV ? buf(biasV) : Value();
+  Type et = eltOf(op->getResult(0));
+  generateOver(dest(op->getResult(0)), [&](OpBuilder &nb, Location l, ValueRange o) {
+    auto c = [&](int64_t v) { return nb.create<arith::ConstantIndexOp>(l, v).getResult(); };
+    auto mul = [&](Value a, int64_t k) { return nb.create<arith::MulIOp>(l, a, c(k)).getResult(); };
+    auto add = [&](Value a, Value b2) { return nb.create<arith::AddIOp>(l, a, b2).getResult(); };
+    auto sub = [&](Value a, Value b2) { return nb.create<arith::SubIOp>(l, a, b2).getResult(); };
+    auto cmp = [&](arith::CmpIPredicate pr, Value a, int64_t k) {
+      return nb.create<arith::CmpIOp>(l, pr, a, c(k)).getResult();
+    };
+    auto both = [&](Value a, Value b2) { return nb.create<arith::AndIOp>(l, a, b2).getResult(); };
+    Value g = nb.create<arith::DivUIOp>(l, o[1], c(Fg));
+    Value fl = nb.create<arith::RemUIOp>(l, o[1], c(Fg));
+    Value cBase = mul(g, Cg);
+    Value zero = typedConst(nb, l, et, 0);
+    Value init = bias ? nb.create<memref::LoadOp>(l, bias, ValueRange{o[1]}).getResult() : zero;
+    Value sum = sumLoops(nb, l, {Cg, ws[2], ws[3]}, init, [&](OpBuilder &, Location, ValueRange r) {
+      Value ok, at[2];
+      for (int i = 0; i < 2; ++i) {
+        Value pos;
+        if (!transposed) {
+          // in = out * stride - pad + k * dilation
+          pos = add(sub(mul(o[2 + i], s[i]), c(p[i])), mul(r[1 + i], d[i]));
+        } else {
+          // out = in * stride - pad + k * dilation: in = (out + pad - k * dilation) / stride
+          Value t = sub(add(o[2 + i], c(p[i])), mul(r[1 + i], d[i]));
+          Value nonNeg = cmp(arith::CmpIPredicate::sge, t, 0);
+          t = nb.create<arith::SelectOp>(l, nonNeg, t, c(0));
+          Value exact = cmp(arith::CmpIPredicate::eq, nb.create<arith::RemUIOp>(l, t, c(s[i])), 0);
+          ok = ok ? both(ok, both(nonNeg, exact)) : both(nonNeg, exact);
+          pos = nb.create<arith::DivUIOp>(l, t, c(s[i]));
+        }
+        Value in = both(cmp(arith::CmpIPredicate::sge, pos, 0), cmp(arith::CmpIPredicate::slt, pos, xs[2 + i]));
+        ok = ok ? both(ok, in) : in;
+        at[i] = pos;
+      }
+      for (Value &a : at) a = nb.create<arith::SelectOp>(l, ok, a, c(0));
+      Value ch = add(cBase, r[0]);
+      Value xval = nb.create<memref::LoadOp>(l, x, ValueRange{o[0], ch, at[0], at[1]});
+      xval = nb.create<arith::SelectOp>(l, ok, xval, zero);
+      Value wval = transposed ? nb.create<memref::LoadOp>(l, w, ValueRange{ch, fl, r[1], r[2]})
+                              : nb.create<memref::LoadOp>(l, w, ValueRange{o[1], r[0], r[1], r[2]});
+      return nb.create<arith::MulFOp>(l, xval, wval).getResult();
+    });
+    return sum;
+  });
+}
+
+void BufferLowering::portableGemm(GemmOp op) {
+  auto as = cast<ShapedType>(op.getA().getType()).getShape();
+  int64_t K = op.getTransA() ? as[0] : as[1];
+  Value a = buf(op.getA()), bm = buf(op.getB()), cm = op.getC() ? buf(op.getC()) : Value();
+  Type et = eltOf(op.getResult());
+  bool tA = op.getTransA(), tB = op.getTransB();
+  float alpha = op.getAlpha().convertToFloat(), beta = op.getBeta().convertToFloat();
+  generateOver(dest(op.getResult()), [&](OpBuilder &nb, Location l, ValueRange o) {
+    Value zero = typedConst(nb, l, et, 0);
+    Value acc = sumLoops(nb, l, {K}, zero, [&](OpBuilder &, Location, ValueRange r) {
+      Value av = nb.create<memref::LoadOp>(l, a, tA ? ValueRange{r[0], o[0]} : ValueRange{o[0], r[0]});
+      Value bv = nb.create<memref::LoadOp>(l, bm, tB ? ValueRange{o[1], r[0]} : ValueRange{r[0], o[1]});
+      return nb.create<arith::MulFOp>(l, av, bv).getResult();
+    });
+    if (alpha != 1.0f) acc = nb.create<arith::MulFOp>(l, acc, typedConst(nb, l, et, alpha));
+    if (cm && beta != 0.0f) {
+      auto cs = cast<MemRefType>(cm.getType()).getShape();
+      SmallVector<Value> at;
+      Value c0 = nb.create<arith::ConstantIndexOp>(l, 0);
+      for (size_t i = 0; i < cs.size(); ++i) {
+        size_t outDim = 2 - cs.size() + i; // right-aligned broadcasting
+        at.push_back(cs[i] == 1 ? c0 : o[outDim]);
+      }
+      Value cv = nb.create<memref::LoadOp>(l, cm, at);
+      if (beta != 1.0f) cv = nb.create<arith::MulFOp>(l, cv, typedConst(nb, l, et, beta));
+      acc = nb.create<arith::AddFOp>(l, acc, cv);
+    }
+    return acc;
+  });
+}
+
+LogicalResult BufferLowering::portableMatMul(MatMulOp op) {
+  auto as = cast<ShapedType>(op.getA().getType()).getShape();
+  auto bs = cast<ShapedType>(op.getB().getType()).getShape();
+  int64_t r = cast<ShapedType>(op.getType()).getRank();
+  if (as.size() < 2 || bs.size() < 2)
+    return op.emitError("a 1-d MatMul operand is not supported by this target");
+  Value a = buf(op.getA()), bm = buf(op.getB());
+  Type et = eltOf(op.getResult());
+  generateOver(dest(op.getResult()), [&](OpBuilder &nb, Location l, ValueRange o) {
+    Value c0 = nb.create<arith::ConstantIndexOp>(l, 0);
+    // Batch indices of an operand: right-aligned, size-1 dims broadcast.
+    auto batch = [&](ArrayRef<int64_t> shape) {
+      SmallVector<Value> at;
+      int64_t rank = shape.size();
+      for (int64_t i = 0; i < rank - 2; ++i) at.push_back(shape[i] == 1 ? c0 : o[r - rank + i]);
+      return at;
+    };
+    Value acc = sumLoops(nb, l, {as.back()}, typedConst(nb, l, et, 0), [&](OpBuilder &, Location, ValueRange k) {
+      SmallVector<Value> ai = batch(as), bi = batch(bs);
+      ai.append({o[r - 2], k[0]});
+      bi.append({k[0], o[r - 1]});
+      Value av = nb.create<memref::LoadOp>(l, a, ai);
+      Value bv = nb.create<memref::LoadOp>(l, bm, bi);
+      return nb.create<arith::MulFOp>(l, av, bv).getResult();
+    });
+    return acc;
+  });
+  return success();
+}
+
 LogicalResult BufferLowering::lowerConv(ConvOp op) {
   auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
   auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
   auto ys = cast<ShapedType>(op.getType()).getShape();
   if (xs.size() != 4)
     return op.emitError("only 2-d convolution reaches codegen");
+  if (portable) {
+    portableConv(op, op.getInput(), op.getWeight(), op.getBias(), op.getStrides(), op.getDilations(), op.getPads(),
+                 op.getGroup(), false);
+    return success();
+  }
   Value out = dest(op.getResult());
   Value bias = op.getBias() ? ptr(buf(op.getBias())) : b.create<arith::ConstantIndexOp>(loc, 0).getResult();
   auto s = op.getStrides(), d = op.getDilations(), p = op.getPads();
@@ -608,6 +774,13 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
 }
 
 LogicalResult BufferLowering::lowerConvTranspose(ConvTransposeOp op) {
+  if (portable) {
+    if (cast<ShapedType>(op.getInput().getType()).getRank() != 4)
+      return op.emitError("only 2-d transposed convolution reaches codegen");
+    portableConv(op, op.getInput(), op.getWeight(), op.getBias(), op.getStrides(), op.getDilations(), op.getPads(),
+                 op.getGroup(), true);
+    return success();
+  }
   auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
   auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
   auto ys = cast<ShapedType>(op.getType()).getShape();
@@ -622,6 +795,10 @@ LogicalResult BufferLowering::lowerConvTranspose(ConvTransposeOp op) {
 }
 
 LogicalResult BufferLowering::lowerGemm(GemmOp op) {
+  if (portable) {
+    portableGemm(op);
+    return success();
+  }
   auto as = cast<ShapedType>(op.getA().getType()).getShape();
   auto ys = cast<ShapedType>(op.getType()).getShape();
   int64_t M = ys[0], N = ys[1], K = op.getTransA() ? as[0] : as[1];
@@ -654,6 +831,8 @@ LogicalResult BufferLowering::lowerGemm(GemmOp op) {
 }
 
 LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
+  if (portable)
+    return portableMatMul(op);
   auto ys = cast<ShapedType>(op.getType()).getShape();
   int64_t rank = ys.size();
   int64_t M = ys[rank - 2], N = ys[rank - 1];
@@ -1766,7 +1945,7 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
     bool math = llvm::any_of(ops, [](Operation *op) { return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, SliceOp>(op); });
     // A Transpose fused after a MatMul head (see kiln-plan-fusion).
     TransposeOp shuffle;
-    if (head && isa<MatMulOp>(head) && head->getResult(0).hasOneUse())
+    if (!portable && head && isa<MatMulOp>(head) && head->getResult(0).hasOneUse())
       shuffle = dyn_cast<TransposeOp>(*head->getResult(0).getUsers().begin());
     if (shuffle) {
       loc = head->getLoc();
@@ -1781,7 +1960,7 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       math = llvm::any_of(inside, [](Operation *op) {
         return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, SliceOp>(op);
       });
-    } else if (head && isa<ConvOp>(head) && ops.size() == 2 && isa<ReluOp, ClipOp>(ops[1]) &&
+    } else if (!portable && head && isa<ConvOp>(head) && ops.size() == 2 && isa<ReluOp, ClipOp>(ops[1]) &&
                ops[1]->getOperand(0) == head->getResult(0) && out == ops[1]->getResult(0) &&
                eltOf(out).isF32()) {
       // Conv + Relu/Clip: the conv kernel clamps each output as it stores it.
@@ -1792,7 +1971,7 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       convAct.reset();
       inside.clear();
       math = false;
-    } else if (Value residual = convResidualOf(head, ops, out)) {
+    } else if (Value residual = portable ? Value() : convResidualOf(head, ops, out)) {
       // Conv + Add (+ Relu/Clip), the Add's other operand from outside the
       // block: the conv kernel adds it (and clamps) as it stores each tile.
       float inf = std::numeric_limits<float>::infinity();
@@ -2012,8 +2191,9 @@ LogicalResult BufferLowering::run() {
 }
 
 struct LowerKilnToLinalgPass : kiln::impl::LowerKilnToLinalgBase<LowerKilnToLinalgPass> {
+  using LowerKilnToLinalgBase::LowerKilnToLinalgBase;
   void runOnOperation() override {
-    BufferLowering lowering(getOperation());
+    BufferLowering lowering(getOperation(), portable);
     if (failed(lowering.run()))
       signalPassFailure();
   }

@@ -247,10 +247,11 @@ std::string jsonEscape(const std::string &s) {
 } // namespace
 
 LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
-  std::unique_ptr<Target> target = createCpuTarget(opts.target);
+  std::unique_ptr<Target> target = createTarget(opts.target);
   if (!target)
     return emitError(UnknownLoc::get(&ctx))
-           << "unknown target '" << opts.target << "' (supported: x86_64, aarch64)";
+           << "unknown target '" << opts.target << "' (supported: x86_64, aarch64, opencl)";
+  bool device = target->isDevice();
   StageRunner runner(opts);
   auto configure = [&](PassManager &pm) {
     if (opts.printIRAfterAll) {
@@ -333,6 +334,13 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
         configure(pm);
         DetectSparsityOptions so;
         so.mode = opts.sparsity;
+        if (device && so.mode != "off") {
+          // BCR kernels exist for the CPU only so far.
+          if (so.mode != "auto")
+            llvm::errs() << "kiln-compile: note: --sparsity=" << so.mode << " is not supported by target "
+                         << target->name() << "; layers stay dense\n";
+          so.mode = "off";
+        }
         pm.addPass(createDetectSparsity(so));
         return pm.run(m);
       })))
@@ -351,8 +359,13 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
   if (failed(runner.stage("lower", m, [&] {
         PassManager pm(&ctx);
         configure(pm);
-        pm.addPass(createLowerKilnToLinalg());
-        pm.addPass(createExtractWeights());
+        LowerKilnToLinalgOptions lo;
+        lo.portable = device;
+        pm.addPass(createLowerKilnToLinalg(lo));
+        // A device target reads every constant from the weights buffer.
+        ExtractWeightsOptions wo;
+        if (device) wo.minBytes = 1;
+        pm.addPass(createExtractWeights(wo));
         pm.addPass(createCSEPass());
         return pm.run(m);
       })))

@@ -64,7 +64,9 @@ std::string escapeName(const std::string &s) {
   return out.empty() ? "%" : out;
 }
 
-std::string serialize(const ModelSummary &s, llvm::StringRef target) {
+} // namespace
+
+std::string serializeModelSummary(const ModelSummary &s, llvm::StringRef target) {
   std::string m = "kiln-model 1\ntarget " + target.str() + "\narena " +
                   std::to_string(s.arenaBytes) + "\n";
   auto add = [&](const char *kind, const ModelSummary::Tensor &t) {
@@ -80,6 +82,8 @@ std::string serialize(const ModelSummary &s, llvm::StringRef target) {
          std::to_string(i < s.kernelFlops.size() ? s.kernelFlops[i] : 0) + "\n";
   return m;
 }
+
+namespace {
 
 class CpuTarget : public Target {
 public:
@@ -207,7 +211,7 @@ LogicalResult CpuTarget::emit(ModuleOp module, const ModelSummary &summary, Emit
                            llvm::GlobalValue::ExternalLinkage,
                            llvm::ConstantInt::get(llvm::Type::getInt32Ty(llctx), kModelAbiVersion),
                            "kiln_model_abi_version");
-  std::string meta = serialize(summary, arch);
+  std::string meta = serializeModelSummary(summary, arch);
   auto *metaInit = llvm::ConstantDataArray::getString(llctx, meta, true);
   new llvm::GlobalVariable(*llmod, metaInit->getType(), true, llvm::GlobalValue::ExternalLinkage,
                            metaInit, "kiln_model_meta");

@@ -12,9 +12,9 @@ using namespace llvm;
 
 static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.onnx>"), cl::Required);
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"), cl::value_desc("file"));
-static cl::opt<std::string> target("target", cl::desc("x86_64 (host, AVX2/FMA) or aarch64 (NEON)"),
+static cl::opt<std::string> target("target", cl::desc("x86_64 (host, AVX2/FMA), aarch64 (NEON) or opencl (OpenCL C kernels; see docs/opencl.md)"),
                                    cl::init("x86_64"));
-static cl::opt<std::string> emit("emit", cl::desc("Stop after a stage: mlir (graph after rewriting), fused (fusion blocks), llvm, obj, so"),
+static cl::opt<std::string> emit("emit", cl::desc("Stop after a stage: mlir (graph after rewriting), fused (fusion blocks), source (LLVM IR, or OpenCL C for --target=opencl; llvm is the same), obj, so"),
                                  cl::init("so"));
 static cl::opt<char> optLevel("O", cl::desc("Optimisation level -O0..-O3 (default 3)"),
                               cl::Prefix, cl::init('3'));
@@ -102,11 +102,14 @@ int main(int argc, char **argv) {
   StringRef ext;
   if (emit == "mlir") { opts.emit = kiln::EmitKind::MLIR; ext = ".mlir"; }
   else if (emit == "fused") { opts.emit = kiln::EmitKind::FusedMLIR; ext = ".mlir"; }
-  else if (emit == "llvm") { opts.emit = kiln::EmitKind::LLVM; ext = ".ll"; }
+  else if (emit == "llvm" || emit == "source") {
+    opts.emit = kiln::EmitKind::LLVM;
+    ext = target == "opencl" ? ".cl" : ".ll";
+  }
   else if (emit == "obj") { opts.emit = kiln::EmitKind::Object; ext = ".o"; }
   else if (emit == "so") { opts.emit = kiln::EmitKind::SharedLib; ext = ".so"; }
   else {
-    errs() << "kiln-compile: error: --emit must be mlir, fused, llvm, obj or so\n";
+    errs() << "kiln-compile: error: --emit must be mlir, fused, source (llvm), obj or so\n";
     return 2;
   }
   for (const std::string &spec : inputShapes) {

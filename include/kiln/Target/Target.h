@@ -34,6 +34,10 @@ class Target {
 public:
   virtual ~Target() = default;
   virtual llvm::StringRef name() const = 0;
+  /// A device target (OpenCL): contractions are lowered to loop nests
+  /// (kiln-lower-to-linalg portable) rather than calls into the CPU
+  /// runtime's microkernels, and BCR sparsity is off.
+  virtual bool isDevice() const { return false; }
   /// Passes lowering the buffer-level module to the target's own IR.
   virtual void addLoweringPasses(mlir::OpPassManager &pm) const = 0;
   /// Writes the lowered module as `kind` to `path` (LLVM IR text, an object
@@ -45,6 +49,11 @@ public:
 
 /// "x86_64" (host, AVX2/FMA) or "aarch64" (NEON); null if unknown.
 std::unique_ptr<Target> createCpuTarget(llvm::StringRef arch);
+/// OpenCL C kernels, one per fusion block, in a host library
+/// (lib/Target/OpenCLTarget.cpp).
+std::unique_ptr<Target> createOpenCLTarget();
+/// Any target by name: a CPU architecture or "opencl"; null if unknown.
+std::unique_ptr<Target> createTarget(llvm::StringRef name);
 
 } // namespace kiln
 

@@ -77,6 +77,12 @@ def LowerKilnToLinalg : Pass<"kiln-lower-to-linalg", "mlir::ModuleOp"> {
   let dependentDialects = ["mlir::linalg::LinalgDialect", "mlir::memref::MemRefDialect",
                            "mlir::arith::ArithDialect", "mlir::math::MathDialect",
                            "mlir::func::FuncDialect", "mlir::scf::SCFDialect"];
+  let options = [
+    Option<"portable", "portable", "bool", /*default=*/"false",
+           "Lower Conv, ConvTranspose, Gemm and MatMul to linalg loop nests "
+           "(one generic over the output) instead of runtime microkernel calls, "
+           "for device targets (OpenCL)">
+  ];
 }
 
 def ExtractWeights : Pass<"kiln-extract-weights", "mlir::ModuleOp"> {

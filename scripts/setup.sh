@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything kiln needs on Debian 12, idempotently:
 # apt packages (LLVM/MLIR 19, ONNX, protobuf, fmt, Catch2, cross toolchain,
-# qemu, torch for exporting test models) and a Python venv (.venv) with
+# qemu, OpenCL headers, ICD loader and PoCL's CPU driver, torch for
+# exporting test models) and a Python venv (.venv) with
 # onnx, onnxruntime and numpy used by tests and benchmarks only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ APT_PKGS=(
   llvm-19-dev libmlir-19-dev mlir-19-tools llvm-19-tools clang-19 libclang-rt-19-dev libzstd-dev
   libprotobuf-dev protobuf-compiler libonnx-dev libfmt-dev catch2
   g++-aarch64-linux-gnu qemu-user graphviz
+  opencl-c-headers ocl-icd-libopencl1 pocl-opencl-icd
   python3 python3-venv python3-numpy python3-pil python3-torch python3-torchvision
 )
 

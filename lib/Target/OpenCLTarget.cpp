@@ -96,6 +96,8 @@ public:
   };
   std::vector<Launch> launches;
   bool usesF64 = false;
+  /// Labels of blocks the emitter adds (kiln_main's own copies).
+  std::vector<std::string> extraLabels;
 
 private:
   ModuleOp module;
@@ -194,7 +196,7 @@ FailureOr<std::string> Emitter::address(Operation *op, Value memref, ValueRange 
 LogicalResult Emitter::bindMemref(Operation *op, Value result, Value source, int64_t extraBytes) {
   auto it = mems.find(source);
   if (it == mems.end())
-    return fail(op, "view of a buffer not traceable to the arena, the weights or an input/output");
+    return fail(op, "view (") << op->getName() << ") of a buffer not traceable to the arena, the weights or an input/output";
   MemDesc d = it->second;
   d.byteOffset += extraBytes;
   mems[result] = d;
@@ -369,6 +371,12 @@ LogicalResult Emitter::emitOp(Operation *op) {
     auto v = value(op, store.getValueToStore());
     if (failed(addr) || failed(v)) return failure();
     line(*addr + " = " + (store.getValueToStore().getType().isInteger(1) ? "(uchar)(" + *v + ")" : *v) + ";");
+    return success();
+  }
+  if (auto g = dyn_cast<memref::GetGlobalOp>(op)) {
+    if (g.getName() != "kiln_model_weights")
+      return fail(op, "constant '") << g.getName() << "' outside the weights blob";
+    mems[g.getResult()] = {"weights", 0};
     return success();
   }
   if (auto view = dyn_cast<memref::ViewOp>(op)) {
@@ -606,7 +614,7 @@ LogicalResult Emitter::emitFunction(func::FuncOp fn, int64_t block) {
   // same iteration space (a head and its epilogue) where every buffer the
   // first writes is read by the second at the same index.
   for (Operation &op : fn.getBody().front())
-    if (isa<memref::ViewOp, memref::ReinterpretCastOp, memref::SubViewOp, memref::CastOp,
+    if (isa<memref::GetGlobalOp, memref::ViewOp, memref::ReinterpretCastOp, memref::SubViewOp, memref::CastOp,
             memref::CollapseShapeOp, memref::ExpandShapeOp>(op))
       if (failed(emitOp(&op))) return failure();
   scf::naivelyFuseParallelOps(fn.getBody(), [&](Value a, Value b) { return mayAlias(a, b); });
@@ -614,7 +622,7 @@ LogicalResult Emitter::emitFunction(func::FuncOp fn, int64_t block) {
   bool inRun = false; // the last phase is a run of sequential ops
   for (Operation &op : fn.getBody().front()) {
     if (isa<func::ReturnOp>(op)) break;
-    if (isa<memref::ViewOp, memref::ReinterpretCastOp, memref::SubViewOp, memref::CastOp,
+    if (isa<memref::GetGlobalOp, memref::ViewOp, memref::ReinterpretCastOp, memref::SubViewOp, memref::CastOp,
             memref::CollapseShapeOp, memref::ExpandShapeOp>(op))
       continue; // bound above
     if (op.getNumRegions() == 0 && isPure(&op)) continue; // recomputed in the kernel
@@ -646,17 +654,27 @@ LogicalResult Emitter::run(const ModelSummary &summary) {
     kernelParams += ", __global uchar *" + n;
     mems[args[i]] = {n, 0};
   }
-  int64_t block = 0;
-  SmallVector<Operation *> mainSide; // side effects of kiln_main itself
-  for (Operation &op : kmain.getBody().front()) {
-    if (auto g = dyn_cast<memref::GetGlobalOp>(op)) {
-      if (g.getName() != "kiln_model_weights")
-        return fail(&op, "constant '") << g.getName() << "' outside the weights blob";
-      mems[g.getResult()] = {"weights", 0};
-      continue;
+  int64_t block = -1;
+  // Side effects of kiln_main itself (copies of returned views): phases of
+  // a kernel of their own, counted with the block before them (or a "Copy"
+  // block when the model has no other).
+  SmallVector<SmallVector<Operation *>> phases;
+  bool inRun = false;
+  auto flush = [&]() -> LogicalResult {
+    if (phases.empty()) return success();
+    if (block < 0) {
+      extraLabels.push_back("Copy");
+      block = summary.kernels.size() + extraLabels.size() - 1;
     }
+    LogicalResult r = emitKernel(kmain, phases, block);
+    phases.clear();
+    inRun = false;
+    return r;
+  };
+  for (Operation &op : kmain.getBody().front()) {
     if (auto call = dyn_cast<func::CallOp>(op)) {
       StringRef callee = call.getCallee();
+      if (failed(flush())) return failure();
       if (callee == "kiln_rt_kernel_begin") {
         if (auto c = getConstantIntValue(call.getOperand(0))) block = *c;
         continue;
@@ -675,12 +693,22 @@ LogicalResult Emitter::run(const ModelSummary &summary) {
       continue;
     }
     if (isa<func::ReturnOp>(op)) break;
-    if (failed(emitOp(&op))) {
-      // Only views and scalars are expected here; anything else is a bug.
-      return failure();
+    if (isa<memref::GetGlobalOp, memref::ViewOp, memref::ReinterpretCastOp, memref::SubViewOp, memref::CastOp,
+            memref::CollapseShapeOp, memref::ExpandShapeOp>(op)) {
+      if (failed(emitOp(&op))) return failure();
+      continue;
     }
+    if (op.getNumRegions() == 0 && isPure(&op)) continue;
+    if (auto p = dyn_cast<scf::ParallelOp>(op); p && p.getNumResults() == 0) {
+      phases.push_back({&op});
+      inRun = false;
+      continue;
+    }
+    if (!inRun) phases.emplace_back();
+    phases.back().push_back(&op);
+    inRun = true;
   }
-  (void)mainSide;
+  if (failed(flush())) return failure();
   std::string head = kPrelude;
   if (usesF64) head = "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n" + head;
   source = head + "\n" + source;
@@ -761,7 +789,12 @@ LogicalResult OpenCLTarget::emit(ModuleOp module, const ModelSummary &summary, E
     }
     std::string c = "#include <stdint.h>\n";
     c += fmt::format("const uint32_t kiln_model_abi_version = {};\n", kModelAbiVersion);
-    c += "const char kiln_model_meta[] = " + cString(serializeModelSummary(summary, "opencl")) + ";\n";
+    ModelSummary withCopies = summary;
+    for (const std::string &l : em.extraLabels) {
+      withCopies.kernels.push_back(l);
+      withCopies.kernelFlops.push_back(0);
+    }
+    c += "const char kiln_model_meta[] = " + cString(serializeModelSummary(withCopies, "opencl")) + ";\n";
     c += "const char kiln_opencl_source[] = " + cString(em.source) + ";\n";
     c += fmt::format("const int64_t kiln_opencl_weights_bytes = {};\n", weights.size());
     c += fmt::format("const int64_t kiln_opencl_launches[] = {{{}", em.launches.size());

@@ -4,7 +4,10 @@
 //   uint32_t kiln_model_abi_version;           must equal KILN_MODEL_ABI_VERSION
 //   const char kiln_model_meta[];              text, see parseMeta below
 //   void kiln_model_run(void **buffers);       {arena, inputs..., outputs...}
+// except OpenCL libraries (meta "target opencl"), which export a program and
+// a launch table instead of kiln_model_run: see opencl.h.
 #include "kiln/runtime.h"
+#include "opencl.h"
 #include "thread_pool.h"
 
 #include <dlfcn.h>
@@ -33,6 +36,12 @@ kiln_status setError(kiln_status s, const char *fmt, ...) {
   vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
   lastError = buf;
+  return s;
+}
+
+/// For messages that may be longer than setError's buffer (build logs).
+kiln_status setErrorText(kiln_status s, std::string text) {
+  lastError = std::move(text);
   return s;
 }
 
@@ -73,18 +82,21 @@ const char *kHostArch = "unknown";
 struct kiln_model {
   void *handle = nullptr;
   void (*run)(void **) = nullptr;
+  kiln::rt::opencl::ModelPtr ocl; // OpenCL models only (then run is null)
   std::string target;
   size_t arenaBytes = 0;
   std::vector<TensorDesc> inputs, outputs;
   std::vector<std::string> kernels; // labels, in kernel order
   std::vector<double> kernelFlops;  // floating-point operations of each kernel
   ~kiln_model() {
+    ocl.reset();
     if (handle) dlclose(handle);
   }
 };
 
 struct kiln_context {
   kiln_model *model = nullptr;
+  kiln::rt::opencl::ContextPtr ocl; // OpenCL models only (then arena is null)
   void *arena = nullptr;
   std::unique_ptr<kiln::rt::ThreadPool> pool;
   int threads = 1;
@@ -215,6 +227,7 @@ const char *kiln_status_string(kiln_status s) {
   case KILN_ERR_OUT_OF_MEMORY: return "out of memory";
   case KILN_ERR_BUSY: return "context busy";
   case KILN_ERR_INTERNAL: return "internal error";
+  case KILN_ERR_DEVICE: return "OpenCL/device error";
   default: return "unknown status";
   }
 }
@@ -229,8 +242,10 @@ kiln_status kiln_model_open(const char *path, kiln_model **out) {
   if (!h) return setError(KILN_ERR_IO, "cannot load '%s': %s", path, dlerror());
   auto *abi = (const uint32_t *)dlsym(h, "kiln_model_abi_version");
   auto *meta = (const char *)dlsym(h, "kiln_model_meta");
+  // OpenCL libraries have no kiln_model_run: that is checked below, once
+  // the metadata says which kind of library this is.
   auto run = (void (*)(void **))dlsym(h, "kiln_model_run");
-  if (!abi || !meta || !run) {
+  if (!abi || !meta) {
     dlclose(h);
     return setError(KILN_ERR_ABI, "'%s' is not a kiln model library", path);
   }
@@ -252,6 +267,29 @@ kiln_status kiln_model_open(const char *path, kiln_model **out) {
     delete m;
     return setError(KILN_ERR_ABI, "'%s': bad model metadata: %s", path, err.c_str());
   }
+  if (m->target == "opencl") {
+    kiln::rt::opencl::ModelDesc desc;
+    desc.arenaBytes = m->arenaBytes;
+    for (const TensorDesc &t : m->inputs) desc.inputBytes.push_back(t.bytes());
+    for (const TensorDesc &t : m->outputs) desc.outputBytes.push_back(t.bytes());
+    desc.numKernels = m->kernels.size();
+    kiln_status s;
+    try {
+      s = kiln::rt::opencl::openModel(h, path, desc, m->ocl, err);
+    } catch (const std::bad_alloc &) {
+      s = KILN_ERR_OUT_OF_MEMORY, err = "out of memory";
+    }
+    if (s != KILN_OK) {
+      delete m;
+      return setErrorText(s, err);
+    }
+    *out = m;
+    return KILN_OK;
+  }
+  if (!run) {
+    delete m;
+    return setError(KILN_ERR_ABI, "'%s' is not a kiln model library", path);
+  }
   if (m->target != kHostArch) {
     std::string t = m->target;
     delete m;
@@ -268,6 +306,9 @@ int32_t kiln_model_num_inputs(const kiln_model *m) { return m ? (int32_t)m->inpu
 int32_t kiln_model_num_outputs(const kiln_model *m) { return m ? (int32_t)m->outputs.size() : 0; }
 size_t kiln_model_arena_bytes(const kiln_model *m) { return m ? m->arenaBytes : 0; }
 const char *kiln_model_target(const kiln_model *m) { return m ? m->target.c_str() : ""; }
+const char *kiln_model_device(const kiln_model *m) {
+  return m && m->ocl ? kiln::rt::opencl::deviceDescription(m->ocl.get()) : "";
+}
 
 static kiln_status info(const std::vector<TensorDesc> *list, int32_t i, kiln_tensor_info *out) {
   if (!list || !out) return setError(KILN_ERR_INVALID_ARGUMENT, "null argument");
@@ -294,6 +335,21 @@ kiln_status kiln_context_create(kiln_model *m, kiln_context **out) {
   auto *c = new (std::nothrow) kiln_context;
   if (!c) return setError(KILN_ERR_OUT_OF_MEMORY, "out of memory");
   c->model = m;
+  if (m->ocl) {
+    std::string err;
+    kiln_status s;
+    try {
+      s = kiln::rt::opencl::createContext(m->ocl.get(), c->ocl, err);
+    } catch (const std::bad_alloc &) {
+      s = KILN_ERR_OUT_OF_MEMORY, err = "out of memory";
+    }
+    if (s != KILN_OK) {
+      delete c;
+      return setErrorText(s, err);
+    }
+    *out = c;
+    return KILN_OK;
+  }
   c->buffers.assign(1 + m->inputs.size() + m->outputs.size(), nullptr);
   size_t bytes = (m->arenaBytes + 63) / 64 * 64;
   c->arena = std::aligned_alloc(64, bytes ? bytes : 64);
@@ -383,6 +439,19 @@ kiln_status kiln_run(kiln_context *c, const kiln_tensor *inputs, size_t nIn, kil
   bool expected = false;
   if (!c->busy.compare_exchange_strong(expected, true))
     return setError(KILN_ERR_BUSY, "kiln_run: context is already running on another thread");
+  if (c->ocl) {
+    std::string err;
+    kiln_status s;
+    try {
+      if (c->profiling) c->kernelMs.assign(m->kernels.size(), 0.0);
+      s = kiln::rt::opencl::run(c->ocl.get(), inputs, outputs, c->profiling ? c->kernelMs.data() : nullptr, err);
+    } catch (const std::bad_alloc &) {
+      s = KILN_ERR_OUT_OF_MEMORY, err = "out of memory";
+    }
+    if (s != KILN_OK && c->profiling) c->kernelMs.clear(); // no profiled run to report
+    c->busy.store(false);
+    return s == KILN_OK ? KILN_OK : setErrorText(s, "kiln_run: " + err);
+  }
   if (c->threads > 1 && !c->pool) {
     c->pool.reset(new (std::nothrow) kiln::rt::ThreadPool(c->threads));
   }
@@ -402,6 +471,28 @@ kiln_status kiln_run(kiln_context *c, const kiln_tensor *inputs, size_t nIn, kil
   kernelTimer = nullptr;
   kiln::rt::setCurrentPool(prev);
   c->busy.store(false);
+  return KILN_OK;
+}
+
+kiln_status kiln_opencl_select_device(const char *spec) {
+  std::string err;
+  kiln_status s = kiln::rt::opencl::selectDevice(spec, err);
+  return s == KILN_OK ? KILN_OK : setErrorText(s, "kiln_opencl_select_device: " + err);
+}
+
+kiln_status kiln_opencl_list_devices(char *buf, size_t size) {
+  if (!buf && size) return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_opencl_list_devices: null buffer");
+  std::string text, err;
+  if (kiln_status s = kiln::rt::opencl::listDevices(text, err))
+    return setErrorText(s, "kiln_opencl_list_devices: " + err);
+  if (size) {
+    size_t n = std::min(text.size(), size - 1);
+    std::memcpy(buf, text.data(), n);
+    buf[n] = '\0';
+  }
+  if (text.size() >= size)
+    return setError(KILN_ERR_BUFFER, "kiln_opencl_list_devices: the list needs %zu bytes, got %zu",
+                    text.size() + 1, size);
   return KILN_OK;
 }
 

@@ -110,6 +110,10 @@ def first_error(text):
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
+# Extra kiln-compile flags (--target=...), set from the command line.
+TARGET_FLAGS = []
+
+
 def check(folder, build, workdir, timeout):
     name = os.path.basename(folder)
     try:
@@ -118,7 +122,8 @@ def check(folder, build, workdir, timeout):
     except Exception as e:  # noqa: BLE001 - a model onnx itself cannot read
         op, special = "?", None
     lib = os.path.join(workdir, name + ".so")
-    rc, out, err = run([os.path.join(build, "bin", "kiln-compile"), os.path.join(folder, "model.onnx"), "-o", lib],
+    rc, out, err = run([os.path.join(build, "bin", "kiln-compile"), os.path.join(folder, "model.onnx"), "-o", lib]
+                       + TARGET_FLAGS,
                        timeout)
     if rc is None or rc < 0 or rc not in (0, 1):
         return name, op, special, "crash", f"kiln-compile: {err.strip()[-300:]}"
@@ -182,7 +187,7 @@ def graph_inputs(model):
 
 def compile_cmd(build, folder, lib, names, frozen, data):
     """kiln-compile with the named graph inputs frozen to data's values."""
-    cmd = [os.path.join(build, "bin", "kiln-compile"), os.path.join(folder, "model.onnx"), "-o", lib]
+    cmd = [os.path.join(build, "bin", "kiln-compile"), os.path.join(folder, "model.onnx"), "-o", lib] + TARGET_FLAGS
     return cmd + [f"--freeze-input={n}={os.path.join(data, f'input_{names.index(n)}.pb')}" for n in frozen]
 
 
@@ -227,13 +232,23 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="folders whose name contains this")
+    ap.add_argument("--write-passes", help="write the names of the passing folders to this file")
+    ap.add_argument("--list", help="file with folder names to run, one per line (e.g. those that pass on CPU)")
     ap.add_argument("--timeout", type=int, default=120)
     ap.add_argument("--doc")
     ap.add_argument("--min-pass", type=int, default=0)
+    ap.add_argument("--target", default="", help="kiln-compile --target (default: the host CPU); "
+                    "opencl runs on the runtime's OpenCL device")
     args = ap.parse_args()
+    if args.target:
+        TARGET_FLAGS.append(f"--target={args.target}")
 
     folders = sorted(d for d in glob.glob(os.path.join(node_dir(), "test_*")) if args.only in os.path.basename(d))
+    if args.list:
+        with open(args.list) as f:
+            wanted = set(line.strip() for line in f if line.strip())
+        folders = [d for d in folders if os.path.basename(d) in wanted]
     t0 = time.time()
     with tempfile.TemporaryDirectory() as work, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda d: check(d, args.build, work, args.timeout), folders))
@@ -250,6 +265,9 @@ def main():
     print("  using sequences/optionals/strings/training: " + ", ".join(f"{k} {v}" for k, v in sorted(special.items())))
     if args.doc:
         write_doc(args.doc, results, elapsed)
+    if args.write_passes:
+        with open(args.write_passes, "w") as f:
+            f.writelines(r[0] + "\n" for r in results if r[3] == "pass")
     bugs = sum(counts[k] for k in BUGS)
     print(f"{counts['pass']} passed, {bugs} failed, {counts['unsupported']} skipped")
     ok = bugs == 0 and counts["pass"] >= args.min_pass

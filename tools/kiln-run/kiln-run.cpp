@@ -24,6 +24,7 @@ namespace {
 void usage() {
   fprintf(stderr,
           "usage: kiln-run MODEL.so [options]\n"
+          "       kiln-run --list-devices\n"
           "  --inputs DIR     read DIR/input_N.pb (ONNX TensorProto)\n"
           "  --random         seeded random inputs in [-1, 1) (default when no --inputs)\n"
           "  --seed S         random seed (default 0)\n"
@@ -31,7 +32,12 @@ void usage() {
           "  --rtol R --atol A  tolerances (default 1e-3, 1e-4)\n"
           "  --outputs DIR    write outputs as DIR/output_N.pb\n"
           "  --bench N        time N runs (after --warmup W, default 3)\n"
-          "  --threads T      kernel threads (default 1)\n"
+          "  --threads T      kernel threads (default 1; CPU models only)\n"
+          "  --device SPEC    OpenCL device for OpenCL models: P:D (platform:device, as\n"
+          "                   --list-devices numbers them) or part of the device name\n"
+          "                   (default: $KILN_OPENCL_DEVICE, else the first GPU, else\n"
+          "                   the first device)\n"
+          "  --list-devices   print the OpenCL devices and exit\n"
           "  --profile N      time each kernel (fusion block) over N runs and print\n"
           "                   them by median time, with a total per kind of block\n"
           "  --json           print one JSON object instead of text\n");
@@ -130,7 +136,8 @@ void printProfile(const kiln_model *m, const std::vector<double> &med, int runs)
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string model, inputsDir, expectDir, outputsDir;
+  std::string model, inputsDir, expectDir, outputsDir, device;
+  bool listDevices = false;
   double rtol = 1e-3, atol = 1e-4;
   int bench = 0, warmup = 3, threads = 1, profile = 0;
   unsigned seed = 0;
@@ -160,12 +167,23 @@ int main(int argc, char **argv) {
     else if (a == "--threads") threads = (int)nextNum(1);
     else if (a == "--profile") profile = (int)nextNum(1);
     else if (a == "--json") json = true;
+    else if (a == "--device") device = next();
+    else if (a == "--list-devices") listDevices = true;
     else if (a == "-h" || a == "--help") { usage(); return 0; }
     else if (!a.empty() && a[0] == '-') { usage(); return fail("unknown option " + a); }
     else if (model.empty()) model = a;
     else return fail("more than one model given");
   }
+  if (listDevices) {
+    std::vector<char> buf(1 << 16);
+    kiln_status s;
+    while ((s = kiln_opencl_list_devices(buf.data(), buf.size())) == KILN_ERR_BUFFER) buf.resize(buf.size() * 4);
+    if (s != KILN_OK) return fail(kiln_last_error());
+    fputs(buf.data(), stdout);
+    return 0;
+  }
   if (model.empty()) { usage(); return 2; }
+  if (!device.empty() && kiln_opencl_select_device(device.c_str()) != KILN_OK) return fail(kiln_last_error());
 
   kiln_model *m = nullptr;
   if (kiln_model_open(model.c_str(), &m) != KILN_OK) return fail(kiln_last_error());
@@ -327,6 +345,7 @@ int main(int argc, char **argv) {
   if (json) {
     std::string s = "{\"ok\": " + std::string(allOk ? "true" : "false") +
                     ", \"model\": " + jsonStr(model) + ", \"threads\": " + std::to_string(threads) +
+                    (*kiln_model_device(m) ? ", \"device\": " + jsonStr(kiln_model_device(m)) : "") +
                     ", \"arena_bytes\": " + std::to_string(kiln_model_arena_bytes(m)) +
                     ", \"flops\": " + num(modelFlops) + ", \"anon_rss_growth_bytes\": " +
                     std::to_string(rssGrowth) + ", \"outputs\": [";
@@ -354,6 +373,7 @@ int main(int argc, char **argv) {
   } else {
     printf("model %s (%s), %d input(s), %d output(s), arena %zu bytes, %d thread(s)\n", model.c_str(),
            kiln_model_target(m), nIn, nOut, kiln_model_arena_bytes(m), threads);
+    if (*kiln_model_device(m)) printf("device %s\n", kiln_model_device(m));
     for (int i = 0; i < nOut; ++i) {
       size_t count = outs[i].raw.size() / kiln_dtype_size((kiln_dtype)outs[i].dtype);
       printf("output %d '%s' %s:", i, outs[i].name.c_str(), shapeStr(outs[i].dims).c_str());

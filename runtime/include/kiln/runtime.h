@@ -18,6 +18,16 @@
  * Symbols: compiled model libraries call the runtime's kernels (kiln_rt_*),
  * resolved when the model is opened; link the runtime as a shared library
  * (or export its symbols) in the application.
+ *
+ * OpenCL: libraries compiled with --target=opencl run on an OpenCL device
+ * through the same calls. The runtime loads the ICD loader (libOpenCL.so.1)
+ * only when such a model is opened, so applications running CPU models do
+ * not need it. The device is the one kiln_opencl_select_device names, else
+ * the one the environment variable KILN_OPENCL_DEVICE names, else the first
+ * GPU, else the first device. Built programs are cached on disk in
+ * $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln/opencl, else
+ * $HOME/.cache/kiln/opencl. kiln_context_set_threads has no effect on
+ * OpenCL models; per-kernel times are the device times of the launches.
  */
 #ifndef KILN_RUNTIME_H
 #define KILN_RUNTIME_H
@@ -44,6 +54,8 @@ typedef enum {
   KILN_ERR_OUT_OF_MEMORY = 7,
   KILN_ERR_BUSY = 8,             /* context already running on another thread */
   KILN_ERR_INTERNAL = 9,
+  KILN_ERR_DEVICE = 10,          /* OpenCL/device error: no ICD loader or device,
+                                    program build or launch failure */
   /* Not a status: makes the enum int-sized so that any int a caller passes
    * is a valid value (the runtime answers "unknown" rather than invoking
    * undefined behaviour). */
@@ -98,8 +110,11 @@ kiln_status kiln_model_input_info(const kiln_model *model, int32_t index, kiln_t
 kiln_status kiln_model_output_info(const kiln_model *model, int32_t index, kiln_tensor_info *info);
 /* Bytes of intermediate memory each context allocates (planned at compile time). */
 size_t kiln_model_arena_bytes(const kiln_model *model);
-/* The target the library was compiled for ("x86_64", "aarch64"). */
+/* The target the library was compiled for ("x86_64", "aarch64", "opencl"). */
 const char *kiln_model_target(const kiln_model *model);
+/* The device an OpenCL model runs on, as "P:D name (type, version)"; "" for
+ * CPU models. */
+const char *kiln_model_device(const kiln_model *model);
 
 /* Kernels (fusion blocks) of the model, and a label for each, e.g.
  * "Conv+Relu 1x64x56x56" (null when index is out of range). */
@@ -122,6 +137,19 @@ kiln_status kiln_context_kernel_times(const kiln_context *ctx, double *ms, size_
 /* Runs the model: inputs and outputs in the model's order. */
 kiln_status kiln_run(kiln_context *ctx, const kiln_tensor *inputs, size_t num_inputs,
                      kiln_tensor *outputs, size_t num_outputs);
+
+/* OpenCL device for the OpenCL models opened afterwards, process-wide; it
+ * takes precedence over KILN_OPENCL_DEVICE. spec is "P:D" (platform and
+ * device index, as kiln_opencl_list_devices numbers them) or part of a
+ * device name (case-insensitive); null or "" goes back to the default.
+ * KILN_ERR_DEVICE when no device matches (the message lists the devices)
+ * or OpenCL is not available. */
+kiln_status kiln_opencl_select_device(const char *spec);
+/* Writes the OpenCL devices, one line each: "P:D name (type, version)".
+ * KILN_ERR_DEVICE when there is no ICD loader or no device;
+ * KILN_ERR_BUFFER when the text (with its NUL) does not fit in size bytes
+ * (the message gives the size needed; buf then holds what fits). */
+kiln_status kiln_opencl_list_devices(char *buf, size_t size);
 
 #ifdef __cplusplus
 }

@@ -1988,7 +1988,15 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       // The head writes the output buffer (viewed in its shape); the
       // epilogue then reads each element where it writes it.
       loc = head->getLoc();
-      outBuffer[head->getResult(0)] = viewAs(outArg, cast<ShapedType>(head->getResult(0).getType()).getShape());
+      // In place only when the epilogue reads each element where it writes
+      // it: a Transpose, Slice or Expand after the head (the CPU lowering
+      // folds MatMul + Transpose into the call instead) reads elsewhere, so
+      // the head gets a buffer of its own.
+      bool reindexes = llvm::any_of(inside, [&](Operation *o) {
+        return o != head && isa<TransposeOp, SliceOp, ExpandOp>(o);
+      });
+      if (!reindexes)
+        outBuffer[head->getResult(0)] = viewAs(outArg, cast<ShapedType>(head->getResult(0).getType()).getShape());
       result = lowerOp(head);
       inside.erase(head);
     }

@@ -7,7 +7,7 @@ aarch64 target), and classify the case as pass, mismatch, compile error or
 crash/timeout. Prints one line per case and a final 'N passed, N failed'.
 Exit status 0 only if every case passed.
 
-usage: run_e2e.py DIR [--target x86_64|aarch64] [--only a,b] [--build build]
+usage: run_e2e.py DIR [--target x86_64|aarch64|opencl] [--only a,b] [--build build]
                       [--build-aarch64 build-aarch64] [--rtol R --atol A]
 """
 import argparse
@@ -53,6 +53,11 @@ def main():
         runner = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", os.path.join(args.build_aarch64, "bin", "kiln-run")]
     else:
         runner = [os.path.join(args.build, "bin", "kiln-run")]
+    if args.target == "opencl":
+        rc, out, err, _ = run(runner + ["--list-devices"], 60)
+        if rc != 0:
+            print(f"SKIP: no OpenCL device ({(err or out).strip()[:200]})")
+            return 77  # ctest SKIP_RETURN_CODE
 
     passed = failed = 0
     for name in names:

@@ -36,6 +36,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <map>
 
 using namespace mlir;
 
@@ -82,6 +83,7 @@ static std::optional<Space> spaceOf(scf::ParallelOp par) {
 struct MemDesc {
   std::string root;
   int64_t byteOffset = 0;
+  const char *space = "__global"; // __constant: a small table in the source
 };
 
 class Emitter {
@@ -96,6 +98,8 @@ public:
   };
   std::vector<Launch> launches;
   bool usesF64 = false;
+  /// __constant tables of the source, by name.
+  std::map<std::string, std::string> tables;
   /// Labels of blocks the emitter adds (kiln_main's own copies).
   std::vector<std::string> extraLabels;
 
@@ -190,7 +194,7 @@ FailureOr<std::string> Emitter::address(Operation *op, Value memref, ValueRange 
     if (failed(iv)) return failure();
     idx += fmt::format(" + {} * {}", *iv, s);
   }
-  return fmt::format("((__global {}*)({} + {}))[{}]", *et, it->second.root, it->second.byteOffset, idx);
+  return fmt::format("(({} {}*)({} + {}))[{}]", it->second.space, *et, it->second.root, it->second.byteOffset, idx);
 }
 
 LogicalResult Emitter::bindMemref(Operation *op, Value result, Value source, int64_t extraBytes) {
@@ -374,9 +378,27 @@ LogicalResult Emitter::emitOp(Operation *op) {
     return success();
   }
   if (auto g = dyn_cast<memref::GetGlobalOp>(op)) {
-    if (g.getName() != "kiln_model_weights")
+    if (g.getName() == "kiln_model_weights") {
+      mems[g.getResult()] = {"weights", 0};
+      return success();
+    }
+    // Constants kiln-extract-weights leaves (bit-packed i1 masks): a
+    // __constant table of bytes in the source.
+    auto global = module.lookupSymbol<memref::GlobalOp>(g.getName());
+    auto init = global && global.getConstant() && global.getInitialValue()
+                    ? dyn_cast<DenseElementsAttr>(*global.getInitialValue())
+                    : DenseElementsAttr();
+    if (!init || !init.getElementType().isInteger(1))
       return fail(op, "constant '") << g.getName() << "' outside the weights blob";
-    mems[g.getResult()] = {"weights", 0};
+    std::string name = "kiln_" + g.getName().str();
+    if (!tables.count(name)) {
+      std::string t = fmt::format("__constant uchar {}[{}] = {{", name, std::max<int64_t>(1, init.getNumElements()));
+      int64_t i = 0;
+      for (bool v : init.getValues<bool>()) t += (i++ ? "," : "") + std::string(v ? "1" : "0");
+      if (!i) t += "0";
+      tables[name] = t + "};\n";
+    }
+    mems[g.getResult()] = {name, 0, "__constant"};
     return success();
   }
   if (auto view = dyn_cast<memref::ViewOp>(op)) {
@@ -494,7 +516,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
       if (failed(et)) return failure();
       std::string e = std::to_string(off);
       for (size_t k = 0; k < ivs.size(); ++k) e += fmt::format(" + {} * {}", ivs[k], strides[k]);
-      return fmt::format("((__global {}*)({} + {}))[{}]", *et, it->second.root, it->second.byteOffset, e);
+      return fmt::format("(({} {}*)({} + {}))[{}]", it->second.space, *et, it->second.root, it->second.byteOffset,
+                         e);
     };
     auto src = idx(copy.getSource()), dst = idx(copy.getTarget());
     if (failed(src) || failed(dst)) return failure();
@@ -510,6 +533,45 @@ LogicalResult Emitter::emitOp(Operation *op) {
   if (op->getNumRegions() || !isPure(op)) return fail(op, "unsupported op ") << op->getName();
   return emitScalar(op);
 }
+
+/// A function's top-level side effects grouped into the phases of its
+/// kernel: each parallel loop is one; a run of other ops (with the scalars
+/// computed from their results) another. Scalars that need no side effect
+/// are recomputed up front.
+struct Phases {
+  SmallVector<SmallVector<Operation *>> list;
+  bool inRun = false;
+  DenseSet<Value> late; // results only a phase can compute
+
+  void add(Operation &op) {
+    bool pure = op.getNumRegions() == 0 && isPure(&op);
+    if (pure && llvm::none_of(op.getOperands(), [&](Value v) { return late.count(v); })) return;
+    if (auto p = dyn_cast<scf::ParallelOp>(op); p && p.getNumResults() == 0) {
+      list.push_back({&op});
+      inRun = false;
+      return;
+    }
+    if (!inRun) list.emplace_back();
+    list.back().push_back(&op);
+    inRun = true;
+    for (Value r : op.getResults()) late.insert(r);
+  }
+  /// An op whose result is used outside its phase (no home in the kernel:
+  /// each phase is its own C scope), or null.
+  Operation *crossing() const {
+    for (const auto &ph : list) {
+      DenseSet<Operation *> in(ph.begin(), ph.end());
+      for (Operation *op : ph)
+        for (Value r : op->getResults())
+          for (Operation *u : r.getUsers()) {
+            Operation *top = u;
+            while (top && top->getBlock() != op->getBlock()) top = top->getParentOp();
+            if (!top || !in.count(top)) return op;
+          }
+    }
+    return nullptr;
+  }
+};
 
 /// Binds the induction variables of `par` to the linear index `gid`
 /// (row-major) and emits its body.
@@ -540,11 +602,16 @@ LogicalResult Emitter::emitKernel(func::FuncOp fn, ArrayRef<SmallVector<Operatio
   DenseMap<Value, std::string> saved = names;
   auto restore = llvm::make_scope_exit([&] { names = saved; });
   Operation *first = phases.front().front();
+  (void)first;
+  // The function's top-level scalars (hoisted out of its loops), wherever
+  // they stand between phases; one that depends on a phase's result is left
+  // out here (its use then reports it).
   for (Operation &op : fn.getBody().front()) {
-    if (&op == first) break;
     if (isa<arith::ConstantOp>(op)) continue; // literals, inlined at use
     if (op.getNumRegions() == 0 && isPure(&op) && op.getNumResults() == 1 &&
-        !isa<MemRefType>(op.getResult(0).getType()))
+        !isa<MemRefType>(op.getResult(0).getType()) && llvm::all_of(op.getOperands(), [&](Value v) {
+          return names.count(v) || v.getDefiningOp<arith::ConstantOp>();
+        }))
       if (failed(emitScalar(&op))) return failure();
   }
   auto parallelOf = [](ArrayRef<Operation *> ph) {
@@ -618,25 +685,17 @@ LogicalResult Emitter::emitFunction(func::FuncOp fn, int64_t block) {
             memref::CollapseShapeOp, memref::ExpandShapeOp>(op))
       if (failed(emitOp(&op))) return failure();
   scf::naivelyFuseParallelOps(fn.getBody(), [&](Value a, Value b) { return mayAlias(a, b); });
-  SmallVector<SmallVector<Operation *>> phases;
-  bool inRun = false; // the last phase is a run of sequential ops
+  Phases phases;
   for (Operation &op : fn.getBody().front()) {
     if (isa<func::ReturnOp>(op)) break;
     if (isa<memref::GetGlobalOp, memref::ViewOp, memref::ReinterpretCastOp, memref::SubViewOp, memref::CastOp,
             memref::CollapseShapeOp, memref::ExpandShapeOp>(op))
       continue; // bound above
-    if (op.getNumRegions() == 0 && isPure(&op)) continue; // recomputed in the kernel
-    if (auto p = dyn_cast<scf::ParallelOp>(op); p && p.getNumResults() == 0) {
-      phases.push_back({&op});
-      inRun = false;
-      continue;
-    }
-    if (!inRun) phases.emplace_back();
-    phases.back().push_back(&op);
-    inRun = true;
+    phases.add(op);
   }
-  if (phases.empty()) return success();
-  return emitKernel(fn, phases, block);
+  if (phases.list.empty()) return success();
+  if (Operation *op = phases.crossing()) return fail(op, "a value crosses the phases of a kernel");
+  return emitKernel(fn, phases.list, block);
 }
 
 LogicalResult Emitter::run(const ModelSummary &summary) {
@@ -658,17 +717,17 @@ LogicalResult Emitter::run(const ModelSummary &summary) {
   // Side effects of kiln_main itself (copies of returned views): phases of
   // a kernel of their own, counted with the block before them (or a "Copy"
   // block when the model has no other).
-  SmallVector<SmallVector<Operation *>> phases;
-  bool inRun = false;
+  Phases phases;
   auto flush = [&]() -> LogicalResult {
-    if (phases.empty()) return success();
+    if (phases.list.empty()) return success();
     if (block < 0) {
       extraLabels.push_back("Copy");
       block = summary.kernels.size() + extraLabels.size() - 1;
     }
-    LogicalResult r = emitKernel(kmain, phases, block);
-    phases.clear();
-    inRun = false;
+    if (Operation *op = phases.crossing()) return fail(op, "a value crosses the phases of a kernel");
+    LogicalResult r = emitKernel(kmain, phases.list, block);
+    phases.list.clear();
+    phases.inRun = false;
     return r;
   };
   for (Operation &op : kmain.getBody().front()) {
@@ -698,19 +757,12 @@ LogicalResult Emitter::run(const ModelSummary &summary) {
       if (failed(emitOp(&op))) return failure();
       continue;
     }
-    if (op.getNumRegions() == 0 && isPure(&op)) continue;
-    if (auto p = dyn_cast<scf::ParallelOp>(op); p && p.getNumResults() == 0) {
-      phases.push_back({&op});
-      inRun = false;
-      continue;
-    }
-    if (!inRun) phases.emplace_back();
-    phases.back().push_back(&op);
-    inRun = true;
+    phases.add(op);
   }
   if (failed(flush())) return failure();
   std::string head = kPrelude;
   if (usesF64) head = "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n" + head;
+  for (auto &[name, t] : tables) head += t;
   source = head + "\n" + source;
   return success();
 }

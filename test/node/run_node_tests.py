@@ -233,6 +233,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--only", default="", help="folders whose name contains this")
+    ap.add_argument("--every", type=int, default=1, help="only every N-th folder (sorted by name): a sample")
     ap.add_argument("--write-passes", help="write the names of the passing folders to this file")
     ap.add_argument("--list", help="file with folder names to run, one per line (e.g. those that pass on CPU)")
     ap.add_argument("--timeout", type=int, default=120)
@@ -249,6 +250,7 @@ def main():
         with open(args.list) as f:
             wanted = set(line.strip() for line in f if line.strip())
         folders = [d for d in folders if os.path.basename(d) in wanted]
+    folders = folders[::max(1, args.every)]
     t0 = time.time()
     with tempfile.TemporaryDirectory() as work, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda d: check(d, args.build, work, args.timeout), folders))

@@ -244,6 +244,12 @@ def main():
     args = ap.parse_args()
     if args.target:
         TARGET_FLAGS.append(f"--target={args.target}")
+    if args.target == "opencl":
+        p = subprocess.run([os.path.join(args.build, "bin", "kiln-run"), "--list-devices"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            print(f"SKIP: no OpenCL device ({(p.stderr or p.stdout).strip()[:200]})")
+            return 77  # ctest SKIP_RETURN_CODE
 
     folders = sorted(d for d in glob.glob(os.path.join(node_dir(), "test_*")) if args.only in os.path.basename(d))
     if args.list:

@@ -1902,6 +1902,10 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
   // Output buffers live in @kiln_main.
   SmallVector<Value> outer;
   for (Value r : f.getResults()) outer.push_back(dest(r));
+  // A block whose results are all empty has nothing to compute (and
+  // zero-sized memrefs have no bare-pointer form): no kernel.
+  if (llvm::all_of(f.getResults(), [](Value r) { return cast<ShapedType>(r.getType()).getNumElements() == 0; }))
+    return success();
   int kernelId = kernelCounter++;
   std::string name = "kiln_kernel_" + std::to_string(kernelId);
   func::FuncOp fn;

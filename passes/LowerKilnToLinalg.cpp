@@ -144,6 +144,18 @@ private:
   /// Pointer to the BCR sparse blob (kiln/bcr_layout.h) of `op`'s weights
   /// when kiln-detect-sparsity chose sparse code for it, else null.
   Value sparseWeights(Operation *op);
+  /// The blob itself (empty when the layer stays dense).
+  std::vector<uint32_t> sparseBlob(Operation *op);
+  /// A sparse layer in portable form: the blob and each row's strip slot
+  /// as buffers, and the blob's geometry.
+  struct SparseRows {
+    Value blob, slots;
+    int64_t strips = 0, chunks = 0, chunk = 0, usedAt = 0;
+  };
+  std::optional<SparseRows> portableSparse(Operation *op);
+  /// init + sum over the kept weights of W's row `row` times input(column).
+  Value sparseSum(OpBuilder &nb, Location l, const SparseRows &sp, Value row, Value init,
+                  function_ref<Value(OpBuilder &, Location, Value)> input);
   /// Pointer to op(w) (K x N, row length ldb) packed as GEMM operand B.
   Value packedB(const std::vector<float> &w, int64_t ldb, bool trans, int64_t K, int64_t N) {
     std::vector<float> packed(kiln::gemm::packedBSize(K, N));
@@ -262,18 +274,112 @@ Value BufferLowering::packedConstant(ArrayRef<char> bytes, Type elt) {
   return kernelArg(outer);
 }
 
-Value BufferLowering::sparseWeights(Operation *op) {
+std::vector<uint32_t> BufferLowering::sparseBlob(Operation *op) {
   auto info = op->getAttrOfType<DictionaryAttr>("kiln.bcr");
   auto sparse = info ? info.getAs<BoolAttr>("sparse") : BoolAttr();
   auto block = info ? info.getAs<DenseI64ArrayAttr>("block") : DenseI64ArrayAttr();
-  if (!sparse || !sparse.getValue() || !block || block.size() != 2) return Value();
+  if (!sparse || !sparse.getValue() || !block || block.size() != 2) return {};
   auto m = weightMatrix(op);
-  if (!m) return Value();
+  if (!m) return {};
   int br = (int)block[0], bc = (int)block[1];
-  std::vector<uint32_t> blob =
-      kiln::bcr::pack(m->w.data(), m->rows, m->cols, kiln::bcr::rowOrder(m->w.data(), m->rows, m->cols, br, bc), br, bc);
+  return kiln::bcr::pack(m->w.data(), m->rows, m->cols, kiln::bcr::rowOrder(m->w.data(), m->rows, m->cols, br, bc),
+                         br, bc);
+}
+
+Value BufferLowering::sparseWeights(Operation *op) {
+  std::vector<uint32_t> blob = sparseBlob(op);
   if (blob.empty()) return Value();
   return ptr(packedConstant(ArrayRef<char>((const char *)blob.data(), blob.size() * 4), b.getI32Type()));
+}
+
+std::optional<BufferLowering::SparseRows> BufferLowering::portableSparse(Operation *op) {
+  std::vector<uint32_t> blob = sparseBlob(op);
+  if (blob.empty()) return std::nullopt;
+  kiln::bcr::View v{blob.data()};
+  // Where each row of W sits: strip * SR + lane (the inverse permutation).
+  std::vector<int32_t> slot(v.M(), 0);
+  for (int64_t i = 0; i < v.strips() * kiln::bcr::SR; ++i)
+    if (v.perm()[i] >= 0) slot[v.perm()[i]] = int32_t(i);
+  SparseRows r;
+  r.strips = v.strips();
+  r.chunks = v.chunks();
+  r.chunk = v.chunk();
+  r.usedAt = v.used() - reinterpret_cast<const int32_t *>(blob.data());
+  r.blob = packedConstant(ArrayRef<char>((const char *)blob.data(), blob.size() * 4), b.getI32Type());
+  r.slots = packedConstant(ArrayRef<char>((const char *)slot.data(), slot.size() * 4), b.getI32Type());
+  return r;
+}
+
+Value BufferLowering::sparseSum(OpBuilder &nb, Location l, const SparseRows &sp, Value row, Value init,
+                                function_ref<Value(OpBuilder &, Location, Value)> input) {
+  // Walks the BCR blob (kiln/bcr_layout.h) for one output: the row's
+  // strip and lane, then per chunk the strip's segments; a segment whose
+  // mask has the lane contributes its values of that lane times the
+  // gathered inputs.
+  auto c = [&](OpBuilder &o, int64_t v) { return o.create<arith::ConstantIndexOp>(l, v).getResult(); };
+  auto c32 = [&](OpBuilder &o, int64_t v) { return o.create<arith::ConstantIntOp>(l, v, 32).getResult(); };
+  auto word = [&](OpBuilder &o, Value at) { return o.create<memref::LoadOp>(l, sp.blob, ValueRange{at}).getResult(); };
+  auto idx = [&](OpBuilder &o, Value i32) {
+    return o.create<arith::IndexCastUIOp>(l, o.getIndexType(), i32).getResult();
+  };
+  Value slot = idx(nb, nb.create<memref::LoadOp>(l, sp.slots, ValueRange{row}));
+  Value strip = nb.create<arith::DivUIOp>(l, slot, c(nb, kiln::bcr::SR));
+  Value lane = nb.create<arith::IndexCastUIOp>(l, nb.getI32Type(),
+                                              nb.create<arith::RemUIOp>(l, slot, c(nb, kiln::bcr::SR)));
+  auto chunks = nb.create<scf::ForOp>(
+      l, c(nb, 0), c(nb, sp.chunks), c(nb, 1), ValueRange{init},
+      [&](OpBuilder &cb, Location, Value ch, ValueRange cargs) {
+        Value listAt = cb.create<arith::AddIOp>(
+            l, cb.create<arith::AddIOp>(l, c(cb, kiln::bcr::kHeader), cb.create<arith::MulIOp>(l, ch, c(cb, sp.strips))),
+            strip);
+        Value off = idx(cb, word(cb, listAt));
+        Value nseg = idx(cb, word(cb, off));
+        Value usedBase = cb.create<arith::AddIOp>(l, c(cb, sp.usedAt), cb.create<arith::MulIOp>(l, ch, c(cb, sp.chunk)));
+        auto segs = cb.create<scf::ForOp>(
+            l, c(cb, 0), nseg, c(cb, 1), ValueRange{cb.create<arith::AddIOp>(l, off, c(cb, 1)), cargs[0]},
+            [&](OpBuilder &sb, Location, Value, ValueRange sargs) {
+              Value p = sargs[0], acc = sargs[1];
+              Value hdr = word(sb, p);
+              Value mask = sb.create<arith::AndIOp>(l, hdr, c32(sb, 15));
+              Value count = idx(sb, sb.create<arith::ShRUIOp>(l, hdr, c32(sb, 4)));
+              Value pop = idx(sb, sb.create<math::CtPopOp>(l, mask));
+              Value posAt = sb.create<arith::AddIOp>(l, p, c(sb, 1));
+              Value half = sb.create<arith::DivUIOp>(l, sb.create<arith::AddIOp>(l, count, c(sb, 1)), c(sb, 2));
+              Value valAt = sb.create<arith::AddIOp>(l, posAt, half);
+              Value bit = sb.create<arith::AndIOp>(l, sb.create<arith::ShRUIOp>(l, mask, lane), c32(sb, 1));
+              Value has = sb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ne, bit, c32(sb, 0));
+              auto ifOp = sb.create<scf::IfOp>(
+                  l, has,
+                  [&](OpBuilder &tb, Location) {
+                    Value below = tb.create<arith::SubIOp>(l, tb.create<arith::ShLIOp>(l, c32(tb, 1), lane), c32(tb, 1));
+                    Value li = idx(tb, tb.create<math::CtPopOp>(l, tb.create<arith::AndIOp>(l, mask, below)));
+                    auto cols = tb.create<scf::ForOp>(
+                        l, c(tb, 0), count, c(tb, 1), ValueRange{acc},
+                        [&](OpBuilder &jb, Location, Value j, ValueRange jargs) {
+                          Value w = word(jb, jb.create<arith::AddIOp>(l, posAt, jb.create<arith::DivUIOp>(l, j, c(jb, 2))));
+                          Value odd = jb.create<arith::IndexCastUIOp>(
+                              l, jb.getI32Type(), jb.create<arith::RemUIOp>(l, j, c(jb, 2)));
+                          Value pos = jb.create<arith::AndIOp>(
+                              l, jb.create<arith::ShRUIOp>(l, w, jb.create<arith::MulIOp>(l, odd, c32(jb, 16))),
+                              c32(jb, 0xffff));
+                          Value col = idx(jb, jb.create<memref::LoadOp>(
+                                                  l, sp.blob, ValueRange{jb.create<arith::AddIOp>(l, usedBase, idx(jb, pos))}));
+                          Value at = jb.create<arith::AddIOp>(l, valAt,
+                                                              jb.create<arith::AddIOp>(l, jb.create<arith::MulIOp>(l, j, pop), li));
+                          Value val = jb.create<arith::BitcastOp>(l, jb.getF32Type(), word(jb, at));
+                          Value x = input(jb, l, col);
+                          Value sum = jb.create<arith::AddFOp>(l, jargs[0], jb.create<arith::MulFOp>(l, val, x));
+                          jb.create<scf::YieldOp>(l, sum);
+                        });
+                    tb.create<scf::YieldOp>(l, cols.getResult(0));
+                  },
+                  [&](OpBuilder &eb, Location) { eb.create<scf::YieldOp>(l, acc); });
+              Value next = sb.create<arith::AddIOp>(l, valAt, sb.create<arith::MulIOp>(l, count, pop));
+              sb.create<scf::YieldOp>(l, ValueRange{next, ifOp.getResult(0)});
+            });
+        cb.create<scf::YieldOp>(l, segs.getResult(1));
+      });
+  return chunks.getResult(0);
 }
 
 void BufferLowering::call(StringRef name, ArrayRef<Value> args) {
@@ -610,6 +716,7 @@ void BufferLowering::portableConv(Operation *op, Value xv, Value wv, Value biasV
   int64_t Cg = xs[1] / group, Fg = F / group;
   Value x = buf(xv), w = buf(wv), bias = biasV ? buf(biasV) : Value();
   Type et = eltOf(op->getResult(0));
+  std::optional<SparseRows> sp = transposed ? std::nullopt : portableSparse(op);
   generateOver(dest(op->getResult(0)), [&](OpBuilder &nb, Location l, ValueRange o) {
     auto c = [&](int64_t v) { return nb.create<arith::ConstantIndexOp>(l, v).getResult(); };
     auto mul = [&](Value a, int64_t k) { return nb.create<arith::MulIOp>(l, a, c(k)).getResult(); };
@@ -624,7 +731,9 @@ void BufferLowering::portableConv(Operation *op, Value xv, Value wv, Value biasV
     Value cBase = mul(g, Cg);
     Value zero = typedConst(nb, l, et, 0);
     Value init = bias ? nb.create<memref::LoadOp>(l, bias, ValueRange{o[1]}).getResult() : zero;
-    Value sum = sumLoops(nb, l, {Cg, ws[2], ws[3]}, init, [&](OpBuilder &, Location, ValueRange r) {
+    // One product: tap (c, kh, kw) of the input times its weight (null
+    // weight: the input only, for the sparse walk).
+    auto tap = [&](ValueRange r, bool withWeight) -> Value {
       Value ok, at[2];
       for (int i = 0; i < 2; ++i) {
         Value pos;
@@ -648,11 +757,21 @@ void BufferLowering::portableConv(Operation *op, Value xv, Value wv, Value biasV
       Value ch = add(cBase, r[0]);
       Value xval = nb.create<memref::LoadOp>(l, x, ValueRange{o[0], ch, at[0], at[1]});
       xval = nb.create<arith::SelectOp>(l, ok, xval, zero);
+      if (!withWeight) return xval;
       Value wval = transposed ? nb.create<memref::LoadOp>(l, w, ValueRange{ch, fl, r[1], r[2]})
                               : nb.create<memref::LoadOp>(l, w, ValueRange{o[1], r[0], r[1], r[2]});
       return nb.create<arith::MulFOp>(l, xval, wval).getResult();
-    });
-    return sum;
+    };
+    if (sp)
+      // Column k of W is tap (k / (KH*KW), k / KW % KH, k % KW).
+      return sparseSum(nb, l, *sp, o[1], init, [&](OpBuilder &, Location, Value col) {
+        Value ci = nb.create<arith::DivUIOp>(l, col, c(ws[2] * ws[3]));
+        Value kh = nb.create<arith::RemUIOp>(l, nb.create<arith::DivUIOp>(l, col, c(ws[3])), c(ws[2]));
+        Value kw = nb.create<arith::RemUIOp>(l, col, c(ws[3]));
+        return tap(ValueRange{ci, kh, kw}, false);
+      });
+    return sumLoops(nb, l, {Cg, ws[2], ws[3]}, init,
+                    [&](OpBuilder &, Location, ValueRange r) { return tap(r, true); });
   });
 }
 
@@ -663,9 +782,12 @@ void BufferLowering::portableGemm(GemmOp op) {
   Type et = eltOf(op.getResult());
   bool tA = op.getTransA(), tB = op.getTransB();
   float alpha = op.getAlpha().convertToFloat(), beta = op.getBeta().convertToFloat();
+  std::optional<SparseRows> sp = portableSparse(op); // W = op(B)^T: row n, column k
   generateOver(dest(op.getResult()), [&](OpBuilder &nb, Location l, ValueRange o) {
     Value zero = typedConst(nb, l, et, 0);
-    Value acc = sumLoops(nb, l, {K}, zero, [&](OpBuilder &, Location, ValueRange r) {
+    Value acc = sp ? sparseSum(nb, l, *sp, o[1], zero, [&](OpBuilder &, Location, Value k) {
+      return nb.create<memref::LoadOp>(l, a, tA ? ValueRange{k, o[0]} : ValueRange{o[0], k}).getResult();
+    }) : sumLoops(nb, l, {K}, zero, [&](OpBuilder &, Location, ValueRange r) {
       Value av = nb.create<memref::LoadOp>(l, a, tA ? ValueRange{r[0], o[0]} : ValueRange{o[0], r[0]});
       Value bv = nb.create<memref::LoadOp>(l, bm, tB ? ValueRange{o[1], r[0]} : ValueRange{r[0], o[1]});
       return nb.create<arith::MulFOp>(l, av, bv).getResult();
@@ -695,6 +817,7 @@ LogicalResult BufferLowering::portableMatMul(MatMulOp op) {
     return op.emitError("a 1-d MatMul operand is not supported by this target");
   Value a = buf(op.getA()), bm = buf(op.getB());
   Type et = eltOf(op.getResult());
+  std::optional<SparseRows> sp = portableSparse(op); // W = B^T: row n, column k
   generateOver(dest(op.getResult()), [&](OpBuilder &nb, Location l, ValueRange o) {
     Value c0 = nb.create<arith::ConstantIndexOp>(l, 0);
     // Batch indices of an operand: right-aligned, size-1 dims broadcast.
@@ -704,6 +827,12 @@ LogicalResult BufferLowering::portableMatMul(MatMulOp op) {
       for (int64_t i = 0; i < rank - 2; ++i) at.push_back(shape[i] == 1 ? c0 : o[r - rank + i]);
       return at;
     };
+    if (sp)
+      return sparseSum(nb, l, *sp, o[r - 1], typedConst(nb, l, et, 0), [&](OpBuilder &, Location, Value k) {
+        SmallVector<Value> ai = batch(as);
+        ai.append({o[r - 2], k});
+        return nb.create<memref::LoadOp>(l, a, ai).getResult();
+      });
     Value acc = sumLoops(nb, l, {as.back()}, typedConst(nb, l, et, 0), [&](OpBuilder &, Location, ValueRange k) {
       SmallVector<Value> ai = batch(as), bi = batch(bs);
       ai.append({o[r - 2], k[0]});

@@ -334,13 +334,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
         configure(pm);
         DetectSparsityOptions so;
         so.mode = opts.sparsity;
-        if (device && so.mode != "off") {
-          // BCR kernels exist for the CPU only so far.
-          if (so.mode != "auto")
-            llvm::errs() << "kiln-compile: note: --sparsity=" << so.mode << " is not supported by target "
-                         << target->name() << "; layers stay dense\n";
-          so.mode = "off";
-        }
+
         pm.addPass(createDetectSparsity(so));
         return pm.run(m);
       })))

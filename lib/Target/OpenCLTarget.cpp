@@ -341,6 +341,7 @@ LogicalResult Emitter::emitScalar(Operation *op) {
       .Case([&](math::RoundEvenOp) { return fn("rint"); })
       .Case([&](math::TruncOp) { return fn("trunc"); })
       .Case([&](math::AbsFOp) { return fn("fabs"); })
+      .Case([&](math::CtPopOp) { return "(" + *rt + ")popcount(" + unsignedOf(a[0]) + ")"; })
       .Case([&](math::AbsIOp) { return "(" + a[0] + " < 0 ? -" + a[0] + " : " + a[0] + ")"; })
       .Case([&](math::PowFOp) { return fn("pow"); })
       .Case([&](math::FmaOp) { return fn("fma"); })

@@ -79,6 +79,16 @@ const char *kHostArch = "unknown";
 
 } // namespace
 
+/// fn(), with an allocation failure turned into KILN_ERR_OUT_OF_MEMORY.
+template <class Fn> kiln_status noThrow(std::string &err, Fn &&fn) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc &) {
+    err = "out of memory";
+    return KILN_ERR_OUT_OF_MEMORY;
+  }
+}
+
 struct kiln_model {
   void *handle = nullptr;
   void (*run)(void **) = nullptr;
@@ -273,12 +283,7 @@ kiln_status kiln_model_open(const char *path, kiln_model **out) {
     for (const TensorDesc &t : m->inputs) desc.inputBytes.push_back(t.bytes());
     for (const TensorDesc &t : m->outputs) desc.outputBytes.push_back(t.bytes());
     desc.numKernels = m->kernels.size();
-    kiln_status s;
-    try {
-      s = kiln::rt::opencl::openModel(h, path, desc, m->ocl, err);
-    } catch (const std::bad_alloc &) {
-      s = KILN_ERR_OUT_OF_MEMORY, err = "out of memory";
-    }
+    kiln_status s = noThrow(err, [&] { return kiln::rt::opencl::openModel(h, path, desc, m->ocl, err); });
     if (s != KILN_OK) {
       delete m;
       return setErrorText(s, err);
@@ -337,12 +342,7 @@ kiln_status kiln_context_create(kiln_model *m, kiln_context **out) {
   c->model = m;
   if (m->ocl) {
     std::string err;
-    kiln_status s;
-    try {
-      s = kiln::rt::opencl::createContext(m->ocl.get(), c->ocl, err);
-    } catch (const std::bad_alloc &) {
-      s = KILN_ERR_OUT_OF_MEMORY, err = "out of memory";
-    }
+    kiln_status s = noThrow(err, [&] { return kiln::rt::opencl::createContext(m->ocl.get(), c->ocl, err); });
     if (s != KILN_OK) {
       delete c;
       return setErrorText(s, err);

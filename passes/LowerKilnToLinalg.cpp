@@ -2326,6 +2326,18 @@ LogicalResult BufferLowering::run() {
   }
   b.create<func::ReturnOp>(loc);
   fn.erase();
+  // An empty input or output that nothing touches has no bare-pointer form
+  // in LLVM (a zero-sized memref): it becomes memref<1xT>, never read.
+  SmallVector<Type> types(newFn.getArgumentTypes());
+  bool retyped = false;
+  for (auto [i, arg] : llvm::enumerate(newFn.getArguments())) {
+    auto mt = dyn_cast<MemRefType>(arg.getType());
+    if (!mt || mt.getNumElements() != 0 || !arg.use_empty()) continue;
+    types[i] = MemRefType::get({1}, mt.getElementType());
+    arg.setType(types[i]);
+    retyped = true;
+  }
+  if (retyped) newFn.setType(b.getFunctionType(types, {}));
   module->setAttr("kiln.kernel_labels", b.getArrayAttr(kernelLabels));
   module->setAttr("kiln.kernel_flops", b.getI64ArrayAttr(kernelFlops));
   return success();

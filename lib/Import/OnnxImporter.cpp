@@ -62,9 +62,9 @@ std::string joinDims(ArrayRef<int64_t> dims) {
 int64_t product(ArrayRef<int64_t> d) {
   int64_t p = 1;
   for (int64_t x : d) {
-    if (x != 0 && p > std::numeric_limits<int64_t>::max() / std::max<int64_t>(x, 1))
+    if (x < 0) fail("shape " + joinDims(d) + " has a negative dimension");
+    if (__builtin_mul_overflow(p, x, &p))
       fail("shape " + joinDims(d) + " has more elements than int64 can count");
-    p *= x;
   }
   return p;
 }

@@ -78,6 +78,12 @@ static std::optional<Space> spaceOf(scf::ParallelOp par) {
   return sp;
 }
 
+/// Ops that only name (part of) a buffer: bound to a root, never emitted.
+static bool isViewLike(Operation *op) {
+  return isa<memref::GetGlobalOp, memref::ViewOp, memref::ReinterpretCastOp, memref::SubViewOp, memref::CastOp,
+             memref::CollapseShapeOp, memref::ExpandShapeOp>(op);
+}
+
 /// Where a memref's elements live: a root buffer (a kernel argument name)
 /// and a byte offset into it; the element layout comes from the memref type.
 struct MemDesc {
@@ -120,6 +126,8 @@ private:
   FailureOr<std::string> ctype(Operation *op, Type t, bool memory = false);
   FailureOr<std::string> value(Operation *user, Value v);
   FailureOr<std::string> address(Operation *op, Value memref, ValueRange indices);
+  /// The element of `memref` at index expressions `indices` (C text).
+  FailureOr<std::string> addressAt(Operation *op, Value memref, ArrayRef<std::string> indices);
   LogicalResult bindMemref(Operation *op, Value result, Value source, int64_t extraBytes = 0);
   LogicalResult emitOp(Operation *op);
   LogicalResult emitBlock(Block &block);
@@ -177,6 +185,16 @@ FailureOr<std::string> Emitter::value(Operation *user, Value v) {
 }
 
 FailureOr<std::string> Emitter::address(Operation *op, Value memref, ValueRange indices) {
+  SmallVector<std::string> idx;
+  for (Value i : indices) {
+    auto iv = value(op, i);
+    if (failed(iv)) return failure();
+    idx.push_back(*iv);
+  }
+  return addressAt(op, memref, idx);
+}
+
+FailureOr<std::string> Emitter::addressAt(Operation *op, Value memref, ArrayRef<std::string> indices) {
   auto it = mems.find(memref);
   if (it == mems.end())
     return fail(op, "buffer not traceable to the arena, the weights or an input/output"), failure();
@@ -189,11 +207,7 @@ FailureOr<std::string> Emitter::address(Operation *op, Value memref, ValueRange 
   auto et = ctype(op, mt.getElementType(), true);
   if (failed(et)) return failure();
   std::string idx = std::to_string(offset);
-  for (auto [i, s] : llvm::zip(indices, strides)) {
-    auto iv = value(op, i);
-    if (failed(iv)) return failure();
-    idx += fmt::format(" + {} * {}", *iv, s);
-  }
+  for (auto [i, s] : llvm::zip(indices, strides)) idx += fmt::format(" + {} * {}", i, s);
   return fmt::format("(({} {}*)({} + {}))[{}]", it->second.space, *et, it->second.root, it->second.byteOffset, idx);
 }
 
@@ -505,21 +519,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
       line(fmt::format("for (long {0} = 0; {0} < {1}; ++{0}) {{", n, d));
       ++indent;
     }
-    // Bind the loop variables as values of fresh block-less names.
-    auto idx = [&](Value m) -> FailureOr<std::string> {
-      auto it = mems.find(m);
-      if (it == mems.end()) return fail(op, "copy of an untraceable buffer"), failure();
-      auto t = cast<MemRefType>(m.getType());
-      SmallVector<int64_t> strides;
-      int64_t off;
-      if (failed(getStridesAndOffset(t, strides, off))) return fail(op, "copy with a dynamic layout"), failure();
-      auto et = ctype(op, t.getElementType(), true);
-      if (failed(et)) return failure();
-      std::string e = std::to_string(off);
-      for (size_t k = 0; k < ivs.size(); ++k) e += fmt::format(" + {} * {}", ivs[k], strides[k]);
-      return fmt::format("(({} {}*)({} + {}))[{}]", it->second.space, *et, it->second.root, it->second.byteOffset,
-                         e);
-    };
+    auto idx = [&](Value m) { return addressAt(op, m, ivs); };
     auto src = idx(copy.getSource()), dst = idx(copy.getTarget());
     if (failed(src) || failed(dst)) return failure();
     line(*dst + " = " + *src + ";");
@@ -682,15 +682,13 @@ LogicalResult Emitter::emitFunction(func::FuncOp fn, int64_t block) {
   // same iteration space (a head and its epilogue) where every buffer the
   // first writes is read by the second at the same index.
   for (Operation &op : fn.getBody().front())
-    if (isa<memref::GetGlobalOp, memref::ViewOp, memref::ReinterpretCastOp, memref::SubViewOp, memref::CastOp,
-            memref::CollapseShapeOp, memref::ExpandShapeOp>(op))
+    if (isViewLike(&op))
       if (failed(emitOp(&op))) return failure();
   scf::naivelyFuseParallelOps(fn.getBody(), [&](Value a, Value b) { return mayAlias(a, b); });
   Phases phases;
   for (Operation &op : fn.getBody().front()) {
     if (isa<func::ReturnOp>(op)) break;
-    if (isa<memref::GetGlobalOp, memref::ViewOp, memref::ReinterpretCastOp, memref::SubViewOp, memref::CastOp,
-            memref::CollapseShapeOp, memref::ExpandShapeOp>(op))
+    if (isViewLike(&op))
       continue; // bound above
     phases.add(op);
   }
@@ -727,7 +725,7 @@ LogicalResult Emitter::run(const ModelSummary &summary) {
     }
     if (Operation *op = phases.crossing()) return fail(op, "a value crosses the phases of a kernel");
     LogicalResult r = emitKernel(kmain, phases.list, block);
-    phases.list.clear();
+    phases.list.clear(); // a new kernel starts
     phases.inRun = false;
     return r;
   };
@@ -753,8 +751,7 @@ LogicalResult Emitter::run(const ModelSummary &summary) {
       continue;
     }
     if (isa<func::ReturnOp>(op)) break;
-    if (isa<memref::GetGlobalOp, memref::ViewOp, memref::ReinterpretCastOp, memref::SubViewOp, memref::CastOp,
-            memref::CollapseShapeOp, memref::ExpandShapeOp>(op)) {
+    if (isViewLike(&op)) {
       if (failed(emitOp(&op))) return failure();
       continue;
     }

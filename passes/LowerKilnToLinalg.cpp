@@ -37,7 +37,20 @@ namespace {
 using IterTy = utils::IteratorType;
 
 /// A scalar constant of any int or float type.
+/// The element type a buffer stores: unsigned integers (ui8, ...) of the
+/// kiln dialect become signless; arith picks the unsigned ops instead.
+Type storageType(Type t) {
+  if (auto it = dyn_cast<IntegerType>(t); it && !it.isSignless())
+    return IntegerType::get(t.getContext(), it.getWidth());
+  return t;
+}
+
+bool isUnsignedElt(Value v) {
+  return cast<ShapedType>(v.getType()).getElementType().isUnsignedInteger();
+}
+
 Value typedConst(OpBuilder &b, Location l, Type t, double v) {
+  t = storageType(t);
   if (auto ft = dyn_cast<FloatType>(t))
     return b.create<arith::ConstantOp>(l, FloatAttr::get(ft, v));
   return b.create<arith::ConstantOp>(l, IntegerAttr::get(t, (int64_t)v));
@@ -64,7 +77,7 @@ private:
   Type f32() { return b.getF32Type(); }
   MemRefType memrefOf(Value v) {
     auto t = cast<RankedTensorType>(v.getType());
-    return MemRefType::get(t.getShape(), t.getElementType());
+    return MemRefType::get(t.getShape(), storageType(t.getElementType()));
   }
   Value buf(Value v) { return buffers.lookup(v); }
   /// The buffer an op writes its result into: the output argument when the
@@ -80,7 +93,7 @@ private:
     return a;
   }
   Value alloc(ArrayRef<int64_t> shape, Type elt = {}) {
-    return newBuffer(MemRefType::get(shape, elt ? elt : f32()));
+    return newBuffer(MemRefType::get(shape, elt ? storageType(elt) : f32()));
   }
 
   /// While a kernel function is being built: where its call will go in
@@ -115,7 +128,7 @@ private:
   /// the block's leaves: every pointwise op is composed into the body and
   /// its operands' index maps, so no intermediate is stored.
   void emitPointwise(Value outValue, Value outBuf, const DenseSet<Operation *> &inside);
-  Value castScalar(OpBuilder &nb, Location l, Value x, Type to);
+  Value castScalar(OpBuilder &nb, Location l, Value x, Type from, Type to);
   static Type eltOf(Value v) { return cast<ShapedType>(v.getType()).getElementType(); }
   LogicalResult lowerCast(CastOp op);
   LogicalResult lowerGather(GatherOp op);
@@ -223,7 +236,10 @@ private:
 
 Value BufferLowering::globalConstant(ElementsAttr value) {
   auto type = cast<ShapedType>(value.getType());
-  auto mt = MemRefType::get(type.getShape(), type.getElementType());
+  auto mt = MemRefType::get(type.getShape(), storageType(type.getElementType()));
+  if (mt.getElementType() != type.getElementType())
+    if (auto dense = dyn_cast<DenseElementsAttr>(value))
+      value = dense.bitcast(mt.getElementType());
   std::string name = "__kiln_const_" + std::to_string(globalCounter++);
   {
     OpBuilder::InsertionGuard g(b);
@@ -486,6 +502,17 @@ Value BufferLowering::padded(Value in, ArrayRef<int64_t> lo, ArrayRef<int64_t> h
 Value BufferLowering::unaryScalar(Operation *op, OpBuilder &nb, Location l, Value x) {
   if (isa<IntegerType>(x.getType())) {
     Value zero = typedConst(nb, l, x.getType(), 0);
+    if (isUnsignedElt(op->getOperand(0))) {
+      return TypeSwitch<Operation *, Value>(op)
+          .Case([&](NegOp) { return nb.create<arith::SubIOp>(l, zero, x); })
+          .Case<AbsOp, ReluOp>([&](Operation *) { return x; })
+          .Case([&](SignOp) {
+            Value nz = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ne, x, zero);
+            return nb.create<arith::ExtUIOp>(l, x.getType(), nz);
+          })
+          .Case([&](NotOp) { return nb.create<arith::XOrIOp>(l, x, typedConst(nb, l, x.getType(), -1)); })
+          .Default([](Operation *) { return Value(); });
+    }
     return TypeSwitch<Operation *, Value>(op)
         .Case([&](NegOp) { return nb.create<arith::SubIOp>(l, zero, x); })
         .Case([&](AbsOp) { return nb.create<math::AbsIOp>(l, x); })
@@ -496,7 +523,8 @@ Value BufferLowering::unaryScalar(Operation *op, OpBuilder &nb, Location l, Valu
           Value neg = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, x, zero);
           return nb.create<arith::SelectOp>(l, pos, one, nb.create<arith::SelectOp>(l, neg, m1, zero));
         })
-        .Case([&](NotOp) { return nb.create<arith::XOrIOp>(l, x, typedConst(nb, l, x.getType(), 1)); })
+        // Bitwise not (all ones is 1 for bool).
+        .Case([&](NotOp) { return nb.create<arith::XOrIOp>(l, x, typedConst(nb, l, x.getType(), -1)); })
         .Default([](Operation *) { return Value(); });
   }
   Type ft = x.getType();
@@ -623,31 +651,53 @@ Value BufferLowering::unaryScalar(Operation *op, OpBuilder &nb, Location l, Valu
 
 Value BufferLowering::binaryScalar(Operation *op, OpBuilder &nb, Location l, Value x, Value y) {
   if (isa<IntegerType>(x.getType())) {
-    // Integer (and bool) forms.
+    if (auto sh = dyn_cast<BitShiftOp>(op)) {
+      // Shifts by the width or more give 0 (numpy), not LLVM poison.
+      unsigned w = x.getType().getIntOrFloatBitWidth();
+      Value r = sh.getLeft() ? nb.create<arith::ShLIOp>(l, x, y).getResult()
+                             : nb.create<arith::ShRUIOp>(l, x, y).getResult();
+      Value inRange = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ult, y,
+                                               typedConst(nb, l, x.getType(), w));
+      return nb.create<arith::SelectOp>(l, inRange, r, typedConst(nb, l, x.getType(), 0));
+    }
+    // Integer (and bool) forms; unsigned types take the unsigned ops.
+    bool u = isUnsignedElt(op->getOperand(0));
+    using P = arith::CmpIPredicate;
+    auto cmp = [&](P s, P uns) { return nb.create<arith::CmpIOp>(l, u ? uns : s, x, y).getResult(); };
     return TypeSwitch<Operation *, Value>(op)
         .Case([&](AddOp) { return nb.create<arith::AddIOp>(l, x, y); })
         .Case([&](SubOp) { return nb.create<arith::SubIOp>(l, x, y); })
         .Case([&](MulOp) { return nb.create<arith::MulIOp>(l, x, y); })
-        .Case([&](DivOp) { return nb.create<arith::DivSIOp>(l, x, y); })
-        .Case([&](MaxOp) { return nb.create<arith::MaxSIOp>(l, x, y); })
-        .Case([&](MinOp) { return nb.create<arith::MinSIOp>(l, x, y); })
+        .Case([&](DivOp) -> Value {
+          if (u) return nb.create<arith::DivUIOp>(l, x, y);
+          return nb.create<arith::DivSIOp>(l, x, y);
+        })
+        .Case([&](MaxOp) -> Value {
+          if (u) return nb.create<arith::MaxUIOp>(l, x, y);
+          return nb.create<arith::MaxSIOp>(l, x, y);
+        })
+        .Case([&](MinOp) -> Value {
+          if (u) return nb.create<arith::MinUIOp>(l, x, y);
+          return nb.create<arith::MinSIOp>(l, x, y);
+        })
         .Case([&](ModOp o) -> Value {
+          if (u) return nb.create<arith::RemUIOp>(l, x, y);
           Value r = nb.create<arith::RemSIOp>(l, x, y);
           if (o.getFmod())
             return r;
           // Python %: the result takes the divisor's sign.
           Value zero = typedConst(nb, l, x.getType(), 0);
-          Value rNeg = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, r, zero);
-          Value yNeg = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, y, zero);
-          Value rNz = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ne, r, zero);
+          Value rNeg = nb.create<arith::CmpIOp>(l, P::slt, r, zero);
+          Value yNeg = nb.create<arith::CmpIOp>(l, P::slt, y, zero);
+          Value rNz = nb.create<arith::CmpIOp>(l, P::ne, r, zero);
           Value fix = nb.create<arith::AndIOp>(l, rNz, nb.create<arith::XOrIOp>(l, rNeg, yNeg));
           return nb.create<arith::SelectOp>(l, fix, nb.create<arith::AddIOp>(l, r, y), r);
         })
-        .Case([&](EqualOp) { return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::eq, x, y); })
-        .Case([&](LessOp) { return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::slt, x, y); })
-        .Case([&](LessOrEqualOp) { return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::sle, x, y); })
-        .Case([&](GreaterOp) { return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::sgt, x, y); })
-        .Case([&](GreaterOrEqualOp) { return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::sge, x, y); })
+        .Case([&](EqualOp) { return cmp(P::eq, P::eq); })
+        .Case([&](LessOp) { return cmp(P::slt, P::ult); })
+        .Case([&](LessOrEqualOp) { return cmp(P::sle, P::ule); })
+        .Case([&](GreaterOp) { return cmp(P::sgt, P::ugt); })
+        .Case([&](GreaterOrEqualOp) { return cmp(P::sge, P::uge); })
         .Case([&](AndOp) { return nb.create<arith::AndIOp>(l, x, y); })
         .Case([&](OrOp) { return nb.create<arith::OrIOp>(l, x, y); })
         .Case([&](XorOp) { return nb.create<arith::XOrIOp>(l, x, y); })
@@ -1211,33 +1261,49 @@ LogicalResult BufferLowering::lowerTrilu(TriluOp op) {
 
 LogicalResult BufferLowering::lowerCast(CastOp op) {
   Value out = dest(op.getResult());
-  Type to = eltOf(out);
+  Type from = eltOf(op.getInput()), to = eltOf(op.getResult());
   elementwise(ValueRange{buf(op.getInput())}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
-    return castScalar(nb, l, a[0], to);
+    return castScalar(nb, l, a[0], from, to);
   });
   return success();
 }
 
-Value BufferLowering::castScalar(OpBuilder &nb, Location l, Value x, Type to) {
-  {
-    Type from = x.getType();
-    auto fromF = dyn_cast<FloatType>(from), toF = dyn_cast<FloatType>(to);
-    if (to.isInteger(1)) { // anything -> bool: x != 0
-      Value zero = typedConst(nb, l, from, 0);
-      if (fromF) return nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::UNE, x, zero);
-      return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ne, x, zero);
-    }
-    if (fromF && toF)
-      return fromF.getWidth() < toF.getWidth() ? nb.create<arith::ExtFOp>(l, to, x).getResult()
-                                               : nb.create<arith::TruncFOp>(l, to, x).getResult();
-    if (fromF) return nb.create<arith::FPToSIOp>(l, to, x);
-    if (toF) return from.isInteger(1) ? nb.create<arith::UIToFPOp>(l, to, x).getResult()
-                                      : nb.create<arith::SIToFPOp>(l, to, x).getResult();
-    unsigned fw = from.getIntOrFloatBitWidth(), tw = to.getIntOrFloatBitWidth();
-    if (fw < tw) return from.isInteger(1) ? nb.create<arith::ExtUIOp>(l, to, x).getResult()
-                                          : nb.create<arith::ExtSIOp>(l, to, x).getResult();
-    return nb.create<arith::TruncIOp>(l, to, x);
+Value BufferLowering::castScalar(OpBuilder &nb, Location l, Value x, Type from, Type to) {
+  // `from` and `to` are the kiln element types (they say whether an
+  // integer is unsigned); the scalars are signless.
+  bool fromU = from.isUnsignedInteger() || from.isInteger(1), toU = to.isUnsignedInteger();
+  from = storageType(from);
+  to = storageType(to);
+  if (from == to) return x;
+  auto fromF = dyn_cast<FloatType>(from), toF = dyn_cast<FloatType>(to);
+  if (to.isInteger(1)) { // anything -> bool: x != 0
+    Value zero = typedConst(nb, l, from, 0);
+    if (fromF) return nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::UNE, x, zero);
+    return nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ne, x, zero);
   }
+  if (fromF && toF) {
+    if (fromF.getWidth() == toF.getWidth()) // f16 <-> bf16: through f32
+      return nb.create<arith::TruncFOp>(l, to, nb.create<arith::ExtFOp>(l, nb.getF32Type(), x));
+    return fromF.getWidth() < toF.getWidth() ? nb.create<arith::ExtFOp>(l, to, x).getResult()
+                                             : nb.create<arith::TruncFOp>(l, to, x).getResult();
+  }
+  if (fromF) {
+    // Narrow floats convert through float32 (LLVM has no direct half <-> int).
+    if (fromF.getWidth() < 32) x = nb.create<arith::ExtFOp>(l, nb.getF32Type(), x);
+    return toU ? nb.create<arith::FPToUIOp>(l, to, x).getResult()
+               : nb.create<arith::FPToSIOp>(l, to, x).getResult();
+  }
+  if (toF) {
+    Type mid = toF.getWidth() < 32 ? Type(nb.getF32Type()) : to;
+    Value f = fromU ? nb.create<arith::UIToFPOp>(l, mid, x).getResult()
+                    : nb.create<arith::SIToFPOp>(l, mid, x).getResult();
+    return mid == to ? f : nb.create<arith::TruncFOp>(l, to, f).getResult();
+  }
+  unsigned fw = from.getIntOrFloatBitWidth(), tw = to.getIntOrFloatBitWidth();
+  if (fw == tw) return x; // i8 <-> ui8: the same bits
+  if (fw < tw) return fromU ? nb.create<arith::ExtUIOp>(l, to, x).getResult()
+                            : nb.create<arith::ExtSIOp>(l, to, x).getResult();
+  return nb.create<arith::TruncIOp>(l, to, x);
 }
 
 /// An index loaded from a tensor as `index`: negative counts from the end,
@@ -1968,7 +2034,7 @@ void BufferLowering::emitPointwise(Value outValue, Value outBuf, const DenseSet<
           Location l = d->getLoc();
           if (isa<ExpandOp>(d)) result = ops[0];
           else if (isa<WhereOp>(d)) result = nb->create<arith::SelectOp>(l, ops[0], ops[1], ops[2]);
-          else if (isa<CastOp>(d)) result = castScalar(*nb, l, ops[0], eltOf(d->getResult(0)));
+          else if (isa<CastOp>(d)) result = castScalar(*nb, l, ops[0], eltOf(d->getOperand(0)), eltOf(d->getResult(0)));
           else if (ops.size() == 1) result = unaryScalar(d, *nb, l, ops[0]);
           else result = binaryScalar(d, *nb, l, ops[0], ops[1]);
         }
@@ -2213,7 +2279,7 @@ LogicalResult BufferLowering::lowerOp(Operation *op) {
     return success();
   }
   if (isa<AddOp, SubOp, MulOp, DivOp, PowOp, PReluOp, MaxOp, MinOp, ModOp, EqualOp, LessOp,
-          LessOrEqualOp, GreaterOp, GreaterOrEqualOp, AndOp, OrOp, XorOp>(op)) {
+          LessOrEqualOp, GreaterOp, GreaterOrEqualOp, AndOp, OrOp, XorOp, BitShiftOp>(op)) {
     Value x = buf(op->getOperand(0)), y = buf(op->getOperand(1));
     Value out = dest(op->getResult(0));
     elementwise(ValueRange{x, y}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
@@ -2288,11 +2354,11 @@ LogicalResult BufferLowering::run() {
   SmallVector<Type> argTypes;
   for (Type t : ftype.getInputs()) {
     auto rt = cast<RankedTensorType>(t);
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+    argTypes.push_back(MemRefType::get(rt.getShape(), storageType(rt.getElementType())));
   }
   for (Type t : ftype.getResults()) {
     auto rt = cast<RankedTensorType>(t);
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+    argTypes.push_back(MemRefType::get(rt.getShape(), storageType(rt.getElementType())));
   }
   b.setInsertionPoint(fn);
   newFn = b.create<func::FuncOp>(fn.getLoc(), "kiln_main", b.getFunctionType(argTypes, {}));

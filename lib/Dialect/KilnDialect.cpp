@@ -68,7 +68,7 @@ bool kiln::isElementwiseMath(Operation *op) {
              AsinhOp, AcoshOp, AtanhOp, EluOp, CeluOp, ThresholdedReluOp, SeluOp, ShrinkOp, GeluOp,
              NotOp, IsNaNOp, IsInfOp, AddOp, SubOp, MulOp, DivOp, PowOp, PReluOp, MaxOp, MinOp,
              ModOp, EqualOp, LessOp, LessOrEqualOp, GreaterOp, GreaterOrEqualOp, AndOp, OrOp, XorOp,
-             WhereOp, CastOp>(op);
+             BitShiftOp, WhereOp, CastOp>(op);
 }
 
 bool kiln::isPointwise(Operation *op) {

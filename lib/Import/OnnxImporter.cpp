@@ -256,7 +256,17 @@ private:
     case onnx::TensorProto::DOUBLE: return b.getF64Type();
     case onnx::TensorProto::INT64: return b.getI64Type();
     case onnx::TensorProto::INT32: return b.getI32Type();
+    case onnx::TensorProto::INT16: return b.getI16Type();
+    case onnx::TensorProto::INT8: return b.getI8Type();
+    // Unsigned integers keep their signedness in the kiln dialect (ui8, ...);
+    // the buffer lowering stores them signless and picks unsigned arith.
+    case onnx::TensorProto::UINT8: return b.getIntegerType(8, false);
+    case onnx::TensorProto::UINT16: return b.getIntegerType(16, false);
+    case onnx::TensorProto::UINT32: return b.getIntegerType(32, false);
+    case onnx::TensorProto::UINT64: return b.getIntegerType(64, false);
     case onnx::TensorProto::BOOL: return b.getI1Type();
+    case onnx::TensorProto::FLOAT16: return b.getF16Type();
+    case onnx::TensorProto::BFLOAT16: return b.getBF16Type();
     default: return Type();
     }
   }
@@ -277,7 +287,8 @@ private:
       fail(std::string("integer tensor of dtype ") + dtypeName(c.dtype) + " is not supported");
     auto t = RankedTensorType::get(c.shape, et);
     SmallVector<APInt> vals;
-    for (int64_t v : c.data) vals.push_back(APInt(et.getIntOrFloatBitWidth(), v, /*isSigned=*/true));
+    for (int64_t v : c.data)
+      vals.push_back(APInt(et.getIntOrFloatBitWidth(), v, /*isSigned=*/!et.isUnsignedInteger()));
     return b.create<ConstantOp>(loc, DenseElementsAttr::get(t, vals));
   }
   Value materializeIntAsFloat(const IntConst &c) {
@@ -368,6 +379,11 @@ private:
   template <typename OpT> void convCompare();
   template <typename OpT> void convLogic();
   void convNot();
+  template <typename OpT> void convBitwise();
+  void convBitwiseNot();
+  void convBitShift();
+  void convPow();
+  Value castTo(Value v, Type et);
   void convWhere();
   void convIsNaN();
   void convIsInf();
@@ -665,7 +681,8 @@ std::optional<Type> Importer::valueInfoType(const onnx::ValueInfoProto &vi, bool
   Type elt = elementType(tt.elem_type());
   if (!elt) {
     error(fileLoc(), "graph value '" + vi.name() + "' has dtype " + dtypeName(tt.elem_type()) +
-                         "; supported: float32, float64, int64, int32, bool");
+                         "; supported: float32, float64, float16, bfloat16, int64, int32, int16, int8, "
+                         "uint64, uint32, uint16, uint8, bool");
     return std::nullopt;
   }
   SmallVector<int64_t> shape;
@@ -726,21 +743,42 @@ bool Importer::tensorToInt(const onnx::TensorProto &t, IntConst &out) {
     }
     break;
   case onnx::TensorProto::INT32:
+  case onnx::TensorProto::INT16:
   case onnx::TensorProto::INT8:
   case onnx::TensorProto::UINT8:
-  case onnx::TensorProto::BOOL:
+  case onnx::TensorProto::UINT16:
+  case onnx::TensorProto::UINT32:
+  case onnx::TensorProto::UINT64:
+  case onnx::TensorProto::BOOL: {
+    int dt = t.data_type();
+    bool isUnsigned = dt == onnx::TensorProto::UINT8 || dt == onnx::TensorProto::UINT16 ||
+                      dt == onnx::TensorProto::UINT32 || dt == onnx::TensorProto::UINT64 ||
+                      dt == onnx::TensorProto::BOOL;
+    size_t es = dt == onnx::TensorProto::UINT64 ? 8
+                : dt == onnx::TensorProto::INT32 || dt == onnx::TensorProto::UINT32 ? 4
+                : dt == onnx::TensorProto::INT16 || dt == onnx::TensorProto::UINT16 ? 2 : 1;
     if (t.has_raw_data()) {
-      size_t es = t.data_type() == onnx::TensorProto::INT32 ? 4 : 1;
       if ((int64_t)t.raw_data().size() != n * (int64_t)es) fail("initializer '" + t.name() + "': raw_data size disagrees with its shape");
+      const char *raw = t.raw_data().data();
       for (int64_t i = 0; i < n; ++i) {
-        if (es == 4) { int32_t v; memcpy(&v, t.raw_data().data() + 4 * i, 4); out.data.push_back(v); }
-        else if (t.data_type() == onnx::TensorProto::INT8) out.data.push_back((int8_t)t.raw_data()[i]);
-        else out.data.push_back((uint8_t)t.raw_data()[i]);
+        uint64_t u = 0;
+        memcpy(&u, raw + es * i, es); // little-endian, as ONNX stores raw data
+        int64_t v = (int64_t)u;
+        if (!isUnsigned && es < 8) { // sign-extend
+          unsigned sh = 64 - 8 * es;
+          v = (int64_t)(u << sh) >> sh;
+        }
+        out.data.push_back(v);
       }
+    } else if (dt == onnx::TensorProto::UINT32 || dt == onnx::TensorProto::UINT64) {
+      out.data.assign(t.uint64_data().begin(), t.uint64_data().end());
     } else {
       out.data.assign(t.int32_data().begin(), t.int32_data().end());
+      if (isUnsigned) // int32_data holds the values; keep them in range
+        for (int64_t &v : out.data) v &= (int64_t(1) << (8 * es)) - 1;
     }
     break;
+  }
   default:
     return false;
   }
@@ -767,6 +805,24 @@ Value Importer::tensorToFloat(const onnx::TensorProto &t) {
     }
     if ((int64_t)f.size() != n) fail("tensor '" + t.name() + "': data size disagrees with its shape");
     return b.create<ConstantOp>(loc, DenseElementsAttr::get(f32(shape), ArrayRef<float>(f)));
+  }
+  if (t.data_type() == onnx::TensorProto::FLOAT16 || t.data_type() == onnx::TensorProto::BFLOAT16) {
+    // 16-bit floats: raw_data holds them, or int32_data their bit patterns.
+    bool half = t.data_type() == onnx::TensorProto::FLOAT16;
+    std::vector<uint16_t> bits;
+    if (t.has_raw_data()) {
+      if ((int64_t)t.raw_data().size() != n * 2) fail("tensor '" + t.name() + "': raw_data size disagrees with its shape");
+      bits.resize(n);
+      if (n) memcpy(bits.data(), t.raw_data().data(), n * 2);
+    } else {
+      for (int32_t v : t.int32_data()) bits.push_back((uint16_t)v);
+    }
+    if ((int64_t)bits.size() != n) fail("tensor '" + t.name() + "': data size disagrees with its shape");
+    const llvm::fltSemantics &sem = half ? APFloat::IEEEhalf() : APFloat::BFloat();
+    SmallVector<APFloat> vals;
+    for (uint16_t v : bits) vals.push_back(APFloat(sem, APInt(16, v)));
+    Type et = half ? Type(b.getF16Type()) : Type(b.getBF16Type());
+    return b.create<ConstantOp>(loc, DenseElementsAttr::get(RankedTensorType::get(shape, et), vals));
   }
   if (t.data_type() != onnx::TensorProto::FLOAT)
     fail("tensor '" + t.name() + "' has unsupported dtype " + dtypeName(t.data_type()));
@@ -1142,7 +1198,13 @@ bool Importer::tryFoldInts() {
     setIntOutput(0, c);
     return true;
   }
+  // Arithmetic is folded for the index dtypes only; narrow and unsigned
+  // integers wrap and compare differently, so the generated code does it.
+  auto indexDtype = [](int32_t dt) {
+    return dt == onnx::TensorProto::INT64 || dt == onnx::TensorProto::INT32;
+  };
   if (op == "Neg" || op == "Abs" || op == "Sign") {
+    if (!indexDtype(intInput(0, "X").dtype)) return false;
     IntConst c = intInput(0, "X");
     for (int64_t &v : c.data)
       v = op == "Neg"   ? (int64_t)(0 - (uint64_t)v)
@@ -1156,6 +1218,7 @@ bool Importer::tryFoldInts() {
       op == "GreaterOrEqual") {
     if (numInputs() != 2) return false;
     const IntConst &x = intInput(0, "A"), &y = intInput(1, "B");
+    if (!indexDtype(x.dtype) || !indexDtype(y.dtype)) return false;
     if (x.data.size() != y.data.size() && x.data.size() != 1 && y.data.size() != 1)
       return false;
     // Same element count (or one side a single element): the result takes
@@ -1206,7 +1269,47 @@ void Importer::convertNode() {
       fail("input '" + n + "' is not produced by any node, initializer or graph input"
            " (or the graph is not in topological order / has a cycle)");
   }
-  converters().at(node->op_type())(*this);
+  // float16/bfloat16: the op computes in float32 (casts in, casts its
+  // float outputs back), as ONNX Runtime does for most ops on CPU. Cast and
+  // CastLike convert between the types themselves.
+  Type half;
+  bool hasF64 = false;
+  const std::string &op = node->op_type();
+  if (op != "Cast" && op != "CastLike")
+    for (int i = 0; i < numInputs(); ++i) {
+      auto it = hasInput(i) ? values.find(node->input(i)) : values.end();
+      if (it == values.end()) continue;
+      Type et = ttype(it->second).getElementType();
+      if (et.isF16() || et.isBF16()) half = et;
+      hasF64 |= et.isF64();
+    }
+  if (!half || hasF64) {
+    converters().at(op)(*this);
+    return;
+  }
+  std::vector<std::pair<std::string, Value>> saved;
+  for (int i = 0; i < numInputs(); ++i) {
+    if (!hasInput(i)) continue;
+    auto it = values.find(node->input(i));
+    if (it == values.end() || ttype(it->second).getElementType() != half) continue;
+    saved.emplace_back(it->first, it->second);
+    it->second = b.create<CastOp>(loc, f32(shapeOf(it->second)), it->second);
+  }
+  auto restore = [&] {
+    for (auto &[name, v] : saved) values[name] = v;
+  };
+  try {
+    converters().at(op)(*this);
+  } catch (...) {
+    restore();
+    throw;
+  }
+  restore();
+  for (const std::string &out : node->output()) {
+    auto it = out.empty() ? values.end() : values.find(out);
+    if (it != values.end() && ttype(it->second).getElementType().isF32())
+      it->second = b.create<CastOp>(loc, RankedTensorType::get(shapeOf(it->second), half), it->second);
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -1435,6 +1538,21 @@ void Importer::convHardSigmoid() {
 
 void Importer::convClip() {
   Value x = input(0);
+  Type et = ttype(x).getElementType();
+  if (isa<IntegerType>(et) && !et.isInteger(1) && opset >= 11) {
+    // Integer Clip: Min(Max(x, min), max) with the bound tensors themselves.
+    Value r = x;
+    for (int i : {1, 2}) {
+      if (!hasInput(i)) continue;
+      Value bnd = input(i);
+      requireSameType(x, bnd, i == 1 ? "input and min" : "input and max");
+      if (ttype(bnd).getNumElements() != 1) fail("min/max must be scalars");
+      r = i == 1 ? b.create<MaxOp>(loc, x.getType(), r, bnd).getResult()
+                 : b.create<MinOp>(loc, x.getType(), r, bnd).getResult();
+    }
+    setOutput(0, r);
+    return;
+  }
   requireF32(x, "X");
   float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
   if (opset < 11) {
@@ -2152,6 +2270,59 @@ template <typename OpT> void Importer::convLogic() {
   setOutput(0, b.create<OpT>(loc, boolType(*s), x, y));
 }
 
+/// BitwiseAnd/Or/Xor on integer tensors (the same kiln ops as And/Or/Xor).
+template <typename OpT> void Importer::convBitwise() {
+  Value x = input(0), y = input(1);
+  requireSameType(x, y, "A and B");
+  Type et = ttype(x).getElementType();
+  if (!isa<IntegerType>(et) || et.isInteger(1)) fail("inputs must be integer tensors");
+  auto s = broadcastShapes(shapeOf(x), shapeOf(y));
+  if (failed(s)) fail("shapes " + joinDims(shapeOf(x)) + " and " + joinDims(shapeOf(y)) + " cannot broadcast");
+  setOutput(0, b.create<OpT>(loc, like(x, *s), x, y));
+}
+
+void Importer::convBitwiseNot() {
+  Value x = input(0);
+  Type et = ttype(x).getElementType();
+  if (!isa<IntegerType>(et) || et.isInteger(1)) fail("input must be an integer tensor");
+  setOutput(0, b.create<NotOp>(loc, x.getType(), x));
+}
+
+void Importer::convBitShift() {
+  Value x = input(0), y = input(1);
+  requireSameType(x, y, "X and Y");
+  if (!ttype(x).getElementType().isUnsignedInteger())
+    fail("inputs must be unsigned integer tensors");
+  std::string dir = attrString("direction", "");
+  if (dir != "LEFT" && dir != "RIGHT") fail("'direction' must be LEFT or RIGHT, got '" + dir + "'");
+  auto s = broadcastShapes(shapeOf(x), shapeOf(y));
+  if (failed(s)) fail("shapes cannot broadcast");
+  setOutput(0, b.create<BitShiftOp>(loc, like(x, *s), x, y, b.getBoolAttr(dir == "LEFT")));
+}
+
+Value Importer::castTo(Value v, Type et) {
+  if (ttype(v).getElementType() == et) return v;
+  return b.create<CastOp>(loc, RankedTensorType::get(shapeOf(v), et), v);
+}
+
+/// Pow: float bases take any exponent type (cast to the base's type);
+/// integer bases compute in float64 and truncate back, as ONNX Runtime does.
+void Importer::convPow() {
+  Value x = input(0), y = input(1);
+  Type xt = ttype(x).getElementType(), yt = ttype(y).getElementType();
+  if (xt.isInteger(1) || yt.isInteger(1)) fail("bool inputs are not supported");
+  auto s = broadcastShapes(shapeOf(x), shapeOf(y));
+  if (failed(s)) fail("shapes " + joinDims(shapeOf(x)) + " and " + joinDims(shapeOf(y)) + " cannot broadcast");
+  if (isa<FloatType>(xt)) {
+    y = castTo(y, xt);
+    setOutput(0, b.create<PowOp>(loc, like(x, *s), x, y));
+    return;
+  }
+  Type f64 = b.getF64Type();
+  Value p = b.create<PowOp>(loc, RankedTensorType::get(*s, f64), castTo(x, f64), castTo(y, f64));
+  setOutput(0, castTo(p, xt));
+}
+
 void Importer::convNot() {
   Value x = input(0);
   if (!ttype(x).getElementType().isInteger(1)) fail("input must be a bool tensor");
@@ -2836,7 +3007,7 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"Sub", &Importer::convBinary<SubOp>},
       {"Mul", &Importer::convBinary<MulOp>},
       {"Div", &Importer::convBinary<DivOp>},
-      {"Pow", &Importer::convBinary<PowOp>},
+      {"Pow", &Importer::convPow},
       {"PRelu", &Importer::convBinary<PReluOp>},
       {"Sqrt", &Importer::convUnary<SqrtOp>},
       {"Exp", &Importer::convUnary<ExpOp>},
@@ -2947,6 +3118,11 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"Or", &Importer::convLogic<OrOp>},
       {"Xor", &Importer::convLogic<XorOp>},
       {"Not", &Importer::convNot},
+      {"BitwiseAnd", &Importer::convBitwise<AndOp>},
+      {"BitwiseOr", &Importer::convBitwise<OrOp>},
+      {"BitwiseXor", &Importer::convBitwise<XorOp>},
+      {"BitwiseNot", &Importer::convBitwiseNot},
+      {"BitShift", &Importer::convBitShift},
       {"Where", &Importer::convWhere},
       {"IsNaN", &Importer::convIsNaN},
       {"IsInf", &Importer::convIsInf},

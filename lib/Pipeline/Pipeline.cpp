@@ -112,11 +112,11 @@ private:
 std::string dtypeName(Type t) {
   if (t.isF32()) return "f32";
   if (t.isF64()) return "f64";
+  if (t.isF16()) return "f16";
+  if (t.isBF16()) return "bf16";
   if (t.isInteger(1)) return "bool";
-  if (t.isSignlessInteger(64)) return "i64";
-  if (t.isSignlessInteger(32)) return "i32";
-  if (t.isSignlessInteger(8)) return "i8";
-  if (t.isUnsignedInteger(8)) return "u8";
+  if (auto it = dyn_cast<IntegerType>(t))
+    return (it.isUnsigned() ? "u" : "i") + std::to_string(it.getWidth());
   return "unknown";
 }
 

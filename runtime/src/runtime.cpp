@@ -142,8 +142,10 @@ static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
       int rank = -1;
       ls >> name >> dtype >> rank;
       static const std::pair<const char *, kiln_dtype> kDtypes[] = {
-          {"f32", KILN_F32}, {"f64", KILN_F64}, {"i64", KILN_I64}, {"i32", KILN_I32},
-          {"i8", KILN_I8},   {"u8", KILN_U8},   {"bool", KILN_BOOL}};
+          {"f32", KILN_F32}, {"f64", KILN_F64}, {"f16", KILN_F16}, {"bf16", KILN_BF16},
+          {"i64", KILN_I64}, {"i32", KILN_I32}, {"i16", KILN_I16}, {"i8", KILN_I8},
+          {"u64", KILN_U64}, {"u32", KILN_U32}, {"u16", KILN_U16}, {"u8", KILN_U8},
+          {"bool", KILN_BOOL}};
       bool known = false;
       for (auto &[n, d] : kDtypes)
         if (dtype == n) { t.dtype = d; known = true; }
@@ -218,8 +220,9 @@ const char *kiln_last_error(void) { return lastError.c_str(); }
 
 size_t kiln_dtype_size(kiln_dtype d) {
   switch (d) {
-  case KILN_F32: case KILN_I32: return 4;
-  case KILN_F64: case KILN_I64: return 8;
+  case KILN_F32: case KILN_I32: case KILN_U32: return 4;
+  case KILN_F64: case KILN_I64: case KILN_U64: return 8;
+  case KILN_F16: case KILN_BF16: case KILN_I16: case KILN_U16: return 2;
   case KILN_U8: case KILN_I8: case KILN_BOOL: return 1;
   default: return 0;
   }

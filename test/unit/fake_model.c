@@ -43,7 +43,7 @@ void kiln_rt_kernel_end(int64_t id);
 const uint32_t kiln_model_abi_version = FAKE_ABI;
 
 #ifdef FAKE_BAD_META
-const char kiln_model_meta[] = "kiln-model 1\ntarget " FAKE_TARGET "\ninput x f16 1 4\n";
+const char kiln_model_meta[] = "kiln-model 1\ntarget " FAKE_TARGET "\ninput x f8 1 4\n";
 #else
 const char kiln_model_meta[] = "kiln-model 1\n"
                                "target " FAKE_TARGET "\n"

@@ -158,6 +158,28 @@ TEST_CASE("parseTensor converts raw_data of every supported dtype", "[tensor_pb]
   CHECK(raw(9, std::string("\x01\x00\x01", 3), 3) == std::vector<float>{1, 0, 1});
   CHECK(raw(2, "\xff\x02", 2) == std::vector<float>{255, 2});
   CHECK(raw(3, "\xff\x02", 2) == std::vector<float>{-1, 2});
+  CHECK(raw(4, bytesOf(uint16_t(65535)) + bytesOf(uint16_t(7)), 2) == std::vector<float>{65535, 7});
+  CHECK(raw(5, bytesOf(int16_t(-300)), 1) == std::vector<float>{-300});
+  CHECK(raw(12, bytesOf(uint32_t(4000000000u)), 1) == std::vector<float>{4000000000.0f});
+  CHECK(raw(13, bytesOf(uint64_t(1) << 63), 1) == std::vector<float>{9223372036854775808.0f});
+  // float16: 1.0, -2.5, the largest finite (65504), the smallest subnormal
+  // (2^-24), infinity; bfloat16: the top half of a float32.
+  CHECK(raw(10, bytesOf(uint16_t(0x3c00)) + bytesOf(uint16_t(0xc100)) + bytesOf(uint16_t(0x7bff)) +
+                    bytesOf(uint16_t(0x0001)) + bytesOf(uint16_t(0x7c00)), 5) ==
+        std::vector<float>{1.0f, -2.5f, 65504.0f, std::ldexp(1.0f, -24),
+                           std::numeric_limits<float>::infinity()});
+  CHECK(raw(16, bytesOf(uint16_t(0x3fc0)) + bytesOf(uint16_t(0xbf80)), 2) == std::vector<float>{1.5f, -1.0f});
+}
+
+TEST_CASE("parseTensor reads float16 bits from int32_data and uint64 from uint64_data", "[tensor_pb]") {
+  constexpr int kUint64Data = 11;
+  Tensor h = parseOk(varintField(kDims, 2) + varintField(kDataType, 10) +
+                     lenField(kInt32Data, varint(0x3800) + varint(0xbc00)));
+  CHECK(h.data == std::vector<float>{0.5f, -1.0f});
+  CHECK(h.raw == bytesOf(uint16_t(0x3800)) + bytesOf(uint16_t(0xbc00)));
+  Tensor u = parseOk(varintField(kDims, 1) + varintField(kDataType, 13) +
+                     varintField(kUint64Data, ~uint64_t(0)));
+  CHECK(u.raw == bytesOf(~uint64_t(0)));
 }
 
 TEST_CASE("parseTensor skips fields it does not use", "[tensor_pb]") {
@@ -224,8 +246,8 @@ TEST_CASE("parseTensor rejects data that does not match the dims", "[tensor_pb]"
   }
   SECTION("no data at all") { parseFails(varintField(kDims, 2), "element count does not match"); }
   SECTION("raw_data of an unsupported dtype") {
-    parseFails(varintField(kDims, 1) + varintField(kDataType, 10) + lenField(kRawData, "ab"),
-               "unsupported dtype 10");
+    parseFails(varintField(kDims, 1) + varintField(kDataType, 17) + lenField(kRawData, "a"),
+               "unsupported dtype 17");
   }
   SECTION("negative dimension") {
     parseFails(varintField(kDims, uint64_t(int64_t(-2))) + lenField(kRawData, ""), "bad dimension");

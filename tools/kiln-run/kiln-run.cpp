@@ -29,7 +29,9 @@ void usage() {
           "  --random         seeded random inputs in [-1, 1) (default when no --inputs)\n"
           "  --seed S         random seed (default 0)\n"
           "  --expect DIR     compare with DIR/output_N.pb\n"
-          "  --rtol R --atol A  tolerances (default 1e-3, 1e-4)\n"
+          "  --rtol R --atol A  tolerances (default 1e-3, 1e-4; float16/bfloat16 outputs\n"
+          "                   at least one unit in the last place, since ONNX leaves\n"
+          "                   their rounding open)\n"
           "  --outputs DIR    write outputs as DIR/output_N.pb\n"
           "  --bench N        time N runs (after --warmup W, default 3)\n"
           "  --threads T      kernel threads (default 1; CPU models only)\n"
@@ -210,6 +212,8 @@ int main(int argc, char **argv) {
       if (ins[i].dims != shape)
         return fail("input " + std::to_string(i) + " ('" + info.name + "') has shape " +
                     shapeStr(ins[i].dims) + ", the model expects " + shapeStr(shape));
+      // numpy has no bfloat16: ONNX's test data stores its bits as uint16.
+      if (info.dtype == KILN_BF16 && ins[i].dtype == KILN_U16) ins[i].dtype = KILN_BF16;
       if (ins[i].dtype != (int32_t)info.dtype)
         return fail("input " + std::to_string(i) + " ('" + info.name + "') has dtype " +
                     std::to_string(ins[i].dtype) + ", the model expects " +
@@ -230,7 +234,16 @@ int main(int argc, char **argv) {
         case KILN_I64: memcpy(q, &v, 8); break;
         case KILN_I32: { int32_t x = (int32_t)v; memcpy(q, &x, 4); break; }
         case KILN_BOOL: *q = (char)(v & 1); break;
-        default: *q = (char)v; break;
+        case KILN_F16: case KILN_BF16: { // round-toward-zero from float (|f| < 1: no overflow)
+          uint32_t b;
+          memcpy(&b, &f, 4);
+          int e = (int)((b >> 23) & 0xff) - 112;
+          uint16_t h = info.dtype == KILN_BF16 ? (uint16_t)(b >> 16)
+                       : (uint16_t)(((b >> 16) & 0x8000) | (e > 0 ? (e << 10) | ((b >> 13) & 0x3ff) : 0));
+          memcpy(q, &h, 2);
+          break;
+        }
+        default: memcpy(q, &v, es); break; // integers, little-endian
         }
       }
     }
@@ -306,6 +319,10 @@ int main(int argc, char **argv) {
         return fail(err);
       Compare &c = cmp[i];
       c.done = true;
+      if (outs[i].dtype == KILN_BF16 && exp.dtype == KILN_U16) { // bits, as for inputs
+        exp.dtype = KILN_BF16;
+        for (size_t k = 0; k < exp.data.size(); ++k) exp.data[k] = (float)kiln::tools::valueAt(exp, k);
+      }
       if (exp.dtype != outs[i].dtype) {
         c.dtypeDiffers = true;
         c.ok = false;
@@ -317,6 +334,9 @@ int main(int argc, char **argv) {
           return fail("expected output " + std::to_string(i) + " has shape " + shapeStr(exp.dims) +
                       ", the model produces " + shapeStr(outs[i].dims));
       }
+      double r = rtol;
+      if (outs[i].dtype == KILN_F16) r = std::max(r, std::ldexp(1.0, -10));
+      if (outs[i].dtype == KILN_BF16) r = std::max(r, std::ldexp(1.0, -7));
       for (size_t k = 0; k < exp.data.size(); ++k) {
         double e = kiln::tools::valueAt(exp, k), g = kiln::tools::valueAt(outs[i], k);
         if (std::isnan(e) && std::isnan(g)) continue;
@@ -326,7 +346,7 @@ int main(int argc, char **argv) {
         double rd = ad / std::max(std::fabs(e), 1e-12);
         c.maxAbs = std::max(c.maxAbs, ad);
         if (std::fabs(e) > atol) c.maxRel = std::max(c.maxRel, rd);
-        if (!(ad <= atol + rtol * std::fabs(e))) c.ok = false;
+        if (!(ad <= atol + r * std::fabs(e))) c.ok = false;
       }
       allOk &= c.ok;
     }

@@ -1,5 +1,6 @@
 #include "tensor_pb.h"
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -41,24 +42,58 @@ void putVarint(std::string &s, uint64_t v) {
 
 size_t dtypeSize(int32_t dtype) {
   switch (dtype) {
-  case 1: case 6: return 4;          // float, int32
-  case 7: case 11: return 8;         // int64, double
-  case 2: case 3: case 9: return 1;  // uint8, int8, bool
+  case 1: case 6: case 12: return 4;          // float, int32, uint32
+  case 7: case 11: case 13: return 8;         // int64, double, uint64
+  case 4: case 5: case 10: case 16: return 2; // uint16, int16, float16, bfloat16
+  case 2: case 3: case 9: return 1;           // uint8, int8, bool
   default: return 0;
   }
 }
 
-double valueAt(const Tensor &t, size_t i) {
-  if (t.raw.empty()) return t.data[i];
-  const char *q = t.raw.data() + i * dtypeSize(t.dtype);
-  switch (t.dtype) {
+namespace {
+/// IEEE half bits to float.
+float halfToFloat(uint16_t h) {
+  int exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  float mag = exp == 0x1f ? (man ? NAN : INFINITY)
+              : exp       ? std::ldexp((float)(man | 0x400), exp - 25)
+                          : std::ldexp((float)man, -24);
+  return (h & 0x8000) ? -mag : mag;
+}
+
+/// Element i of little-endian bytes of an ONNX dtype, as a double.
+double decode(const char *q, int32_t dtype) {
+  switch (dtype) {
   case 1: { float v; memcpy(&v, q, 4); return v; }
+  case 2: return (uint8_t)q[0];
+  case 3: return (int8_t)q[0];
+  case 4: { uint16_t v; memcpy(&v, q, 2); return v; }
+  case 5: { int16_t v; memcpy(&v, q, 2); return v; }
   case 6: { int32_t v; memcpy(&v, q, 4); return v; }
   case 7: { int64_t v; memcpy(&v, q, 8); return (double)v; }
+  case 9: return q[0] != 0;
+  case 10: { uint16_t v; memcpy(&v, q, 2); return halfToFloat(v); }
   case 11: { double v; memcpy(&v, q, 8); return v; }
-  case 3: return (int8_t)q[0];
-  default: return (uint8_t)q[0];
+  case 12: { uint32_t v; memcpy(&v, q, 4); return v; }
+  case 13: { uint64_t v; memcpy(&v, q, 8); return (double)v; }
+  case 16: { uint16_t v; memcpy(&v, q, 2); uint32_t b = (uint32_t)v << 16; float f; memcpy(&f, &b, 4); return f; }
+  default: return 0;
   }
+}
+
+/// Stores a value from a typed field (float_data, int32_data, ...) as the
+/// dtype's bytes; float16/bfloat16 arrive as their bit patterns.
+void encode(char *q, int32_t dtype, double v, uint64_t bitsOrInt) {
+  switch (dtype) {
+  case 1: { float f = (float)v; memcpy(q, &f, 4); break; }
+  case 11: memcpy(q, &v, 8); break;
+  default: memcpy(q, &bitsOrInt, dtypeSize(dtype)); break; // little-endian truncation
+  }
+}
+} // namespace
+
+double valueAt(const Tensor &t, size_t i) {
+  if (t.raw.empty()) return t.data[i];
+  return decode(t.raw.data() + i * dtypeSize(t.dtype), t.dtype);
 }
 
 bool parseTensor(const std::string &bytes, Tensor &out, std::string &err) {
@@ -67,6 +102,7 @@ bool parseTensor(const std::string &bytes, Tensor &out, std::string &err) {
   std::string raw;
   bool hasRaw = false;
   std::vector<double> nums;
+  std::vector<uint64_t> ints; // the same values as integers (int32/int64/uint64_data)
   while (r.ok && r.p < r.end) {
     uint64_t key = r.varint();
     if (!r.ok) break;
@@ -75,19 +111,23 @@ bool parseTensor(const std::string &bytes, Tensor &out, std::string &err) {
       uint64_t v = r.varint();
       if (field == 1) out.dims.push_back((int64_t)v);
       else if (field == 2) out.dtype = (int32_t)v;
-      else if (field == 5 || field == 7) nums.push_back(field == 5 ? (double)(int32_t)v : (double)(int64_t)v);
+      else if (field == 5 || field == 7 || field == 11) {
+        nums.push_back(field == 5 ? (double)(int32_t)v : field == 7 ? (double)(int64_t)v : (double)v);
+        ints.push_back(field == 5 ? (uint64_t)(int64_t)(int32_t)v : v);
+      }
     } else if (wire == 2) {
       uint64_t n = r.varint();
       const uint8_t *d;
       if (!r.bytes(n, d)) break;
       if (field == 8) out.name.assign((const char *)d, n);
       else if (field == 9) { raw.assign((const char *)d, n); hasRaw = true; }
-      else if (field == 1 || field == 5 || field == 7) { // packed varints
+      else if (field == 1 || field == 5 || field == 7 || field == 11) { // packed varints
         Reader pr{d, d + n};
         while (pr.ok && pr.p < pr.end) {
           uint64_t v = pr.varint();
-          if (field == 1) out.dims.push_back((int64_t)v);
-          else nums.push_back(field == 5 ? (double)(int32_t)v : (double)(int64_t)v);
+          if (field == 1) { out.dims.push_back((int64_t)v); continue; }
+          nums.push_back(field == 5 ? (double)(int32_t)v : field == 7 ? (double)(int64_t)v : (double)v);
+          ints.push_back(field == 5 ? (uint64_t)(int64_t)(int32_t)v : v);
         }
         if (!pr.ok) r.ok = false;
       } else if (field == 4) { // packed floats
@@ -120,45 +160,24 @@ bool parseTensor(const std::string &bytes, Tensor &out, std::string &err) {
     if (d < 0 || d > maxElements || (d > 0 && n > maxElements / d)) { err = "bad dimension"; return false; }
     n *= d;
   }
+  size_t es = dtypeSize(out.dtype);
   if (hasRaw) {
-    size_t es = 0;
-    switch (out.dtype) {
-    case 1: case 6: es = 4; break;   // float, int32
-    case 7: case 11: es = 8; break;  // int64, double
-    case 9: case 2: case 3: es = 1; break; // bool, uint8, int8
-    default: err = "unsupported dtype " + std::to_string(out.dtype); return false;
-    }
+    if (!es) { err = "unsupported dtype " + std::to_string(out.dtype); return false; }
     if (raw.size() != (size_t)n * es) { err = "raw_data size does not match dims"; return false; }
     out.data.resize(n);
-    for (int64_t i = 0; i < n; ++i) {
-      const char *q = raw.data() + i * es;
-      switch (out.dtype) {
-      case 1: memcpy(&out.data[i], q, 4); break;
-      case 6: { int32_t v; memcpy(&v, q, 4); out.data[i] = (float)v; break; }
-      case 7: { int64_t v; memcpy(&v, q, 8); out.data[i] = (float)v; break; }
-      case 11: { double v; memcpy(&v, q, 8); out.data[i] = (float)v; break; }
-      case 3: out.data[i] = (float)(int8_t)q[0]; break;
-      default: out.data[i] = (float)(uint8_t)q[0]; break;
-      }
-    }
+    for (int64_t i = 0; i < n; ++i) out.data[i] = (float)decode(raw.data() + i * es, out.dtype);
     out.raw = raw;
   } else {
     if ((int64_t)nums.size() != n) { err = "element count does not match dims"; return false; }
-    out.data.assign(nums.begin(), nums.end());
-    size_t es = dtypeSize(out.dtype);
+    bool integral = ints.size() == nums.size();
     if (es) {
       out.raw.resize(n * es);
-      for (int64_t i = 0; i < n; ++i) {
-        char *q = &out.raw[i * es];
-        double v = nums[i];
-        switch (out.dtype) {
-        case 1: { float f = (float)v; memcpy(q, &f, 4); break; }
-        case 6: { int32_t x = (int32_t)v; memcpy(q, &x, 4); break; }
-        case 7: { int64_t x = (int64_t)v; memcpy(q, &x, 8); break; }
-        case 11: memcpy(q, &v, 8); break;
-        default: *q = (char)(int64_t)v; break;
-        }
-      }
+      for (int64_t i = 0; i < n; ++i)
+        encode(&out.raw[i * es], out.dtype, nums[i], integral ? ints[i] : (uint64_t)(int64_t)nums[i]);
+      out.data.resize(n);
+      for (int64_t i = 0; i < n; ++i) out.data[i] = (float)decode(&out.raw[i * es], out.dtype);
+    } else {
+      out.data.assign(nums.begin(), nums.end());
     }
   }
   return true;

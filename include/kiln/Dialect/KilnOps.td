@@ -412,6 +412,10 @@ def Kiln_XorOp : Kiln_BinaryOp<"xor"> {
   let algebra = kAssocComm;
  }
 def Kiln_NotOp : Kiln_UnaryOp<"not">;
+def Kiln_BitShiftOp : Kiln_BinaryOp<"bit_shift"> {
+  let summary = "integer shift of lhs by rhs bits, left or right (logical for unsigned)";
+  let arguments = (ins AnyRankedTensor:$lhs, AnyRankedTensor:$rhs, BoolAttr:$left);
+}
 
 def Kiln_IsNaNOp : Kiln_Op<"is_nan", "OneToOne"> {
   let arguments = (ins AnyRankedTensor:$input);

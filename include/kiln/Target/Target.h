@@ -21,7 +21,7 @@ struct ModelSummary {
   struct Tensor {
     std::string name;
     std::vector<int64_t> shape;
-    std::string dtype = "f32"; // f32, f64, i64, i32, i8, u8, bool
+    std::string dtype = "f32"; // f32 f64 f16 bf16 i64 i32 i16 i8 u64 u32 u16 u8 bool
   };
   std::vector<Tensor> inputs, outputs;
   int64_t arenaBytes = 0;

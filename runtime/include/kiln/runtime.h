@@ -67,10 +67,16 @@ typedef enum {
   KILN_F32 = 1,
   KILN_U8 = 2,
   KILN_I8 = 3,
+  KILN_U16 = 4,
+  KILN_I16 = 5,
   KILN_I32 = 6,
   KILN_I64 = 7,
   KILN_BOOL = 9, /* one byte per element, 0 or 1 */
+  KILN_F16 = 10, /* IEEE half */
   KILN_F64 = 11,
+  KILN_U32 = 12,
+  KILN_U64 = 13,
+  KILN_BF16 = 16,
   KILN_DTYPE_MAX_ENUM = 0x7fffffff /* not a dtype; see KILN_STATUS_MAX_ENUM */
 } kiln_dtype;
 

@@ -229,7 +229,7 @@ def prunable():
 
 @case
 def int_input():
-    return graph([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", [4], T.FLOAT16)], [vi("y", None)])
+    return graph([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", [4], T.COMPLEX64)], [vi("y", None)])
 
 
 @case

@@ -68,6 +68,12 @@ private:
   /// Contractions as linalg loop nests instead of runtime microkernels
   /// (device targets: OpenCL), and no epilogues folded into kernel calls.
   bool portable;
+  /// Whether a contraction takes the portable form: on device targets, and
+  /// for non-float32 types (integer MatMulInteger/ConvInteger), which the
+  /// runtime's float kernels do not serve.
+  bool portableOp(Operation *op) {
+    return portable || (op && !eltOf(op->getResult(0)).isF32());
+  }
   func::FuncOp newFn;
   DenseMap<Value, Value> buffers;   // kiln tensor value -> memref
   DenseMap<Value, Value> outBuffer; // kiln value returned -> output argument
@@ -725,12 +731,18 @@ Value BufferLowering::binaryScalar(Operation *op, OpBuilder &nb, Location l, Val
       .Default([](Operation *) { return Value(); });
 }
 
+static Value mulScalar(OpBuilder &nb, Location l, Value a, Value b) {
+  if (isa<IntegerType>(a.getType())) return nb.create<arith::MulIOp>(l, a, b);
+  return nb.create<arith::MulFOp>(l, a, b);
+}
+
 /// acc + sum over the box [0, bounds) of term(ivs): nested scf.for loops.
 static Value sumLoops(OpBuilder &nb, Location l, ArrayRef<int64_t> bounds, Value acc,
                       function_ref<Value(OpBuilder &, Location, ValueRange)> term,
                       SmallVector<Value> ivs = {}) {
   if (ivs.size() == bounds.size()) {
     Value t = term(nb, l, ivs);
+    if (isa<IntegerType>(t.getType())) return nb.create<arith::AddIOp>(l, acc, t);
     return nb.create<arith::AddFOp>(l, acc, t);
   }
   Value lo = nb.create<arith::ConstantIndexOp>(l, 0);
@@ -810,7 +822,7 @@ void BufferLowering::portableConv(Operation *op, Value xv, Value wv, Value biasV
       if (!withWeight) return xval;
       Value wval = transposed ? nb.create<memref::LoadOp>(l, w, ValueRange{ch, fl, r[1], r[2]})
                               : nb.create<memref::LoadOp>(l, w, ValueRange{o[1], r[0], r[1], r[2]});
-      return nb.create<arith::MulFOp>(l, xval, wval).getResult();
+      return mulScalar(nb, l, xval, wval);
     };
     if (sp)
       // Column k of W is tap (k / (KH*KW), k / KW % KH, k % KW).
@@ -840,7 +852,7 @@ void BufferLowering::portableGemm(GemmOp op) {
     }) : sumLoops(nb, l, {K}, zero, [&](OpBuilder &, Location, ValueRange r) {
       Value av = nb.create<memref::LoadOp>(l, a, tA ? ValueRange{r[0], o[0]} : ValueRange{o[0], r[0]});
       Value bv = nb.create<memref::LoadOp>(l, bm, tB ? ValueRange{o[1], r[0]} : ValueRange{r[0], o[1]});
-      return nb.create<arith::MulFOp>(l, av, bv).getResult();
+      return mulScalar(nb, l, av, bv);
     });
     if (alpha != 1.0f) acc = nb.create<arith::MulFOp>(l, acc, typedConst(nb, l, et, alpha));
     if (cm && beta != 0.0f) {
@@ -889,7 +901,7 @@ LogicalResult BufferLowering::portableMatMul(MatMulOp op) {
       bi.append({k[0], o[r - 1]});
       Value av = nb.create<memref::LoadOp>(l, a, ai);
       Value bv = nb.create<memref::LoadOp>(l, bm, bi);
-      return nb.create<arith::MulFOp>(l, av, bv).getResult();
+      return mulScalar(nb, l, av, bv);
     });
     return acc;
   });
@@ -902,7 +914,7 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
   auto ys = cast<ShapedType>(op.getType()).getShape();
   if (xs.size() != 4)
     return op.emitError("only 2-d convolution reaches codegen");
-  if (portable) {
+  if (portableOp(op)) {
     portableConv(op, op.getInput(), op.getWeight(), op.getBias(), op.getStrides(), op.getDilations(), op.getPads(),
                  op.getGroup(), false);
     return success();
@@ -974,7 +986,7 @@ LogicalResult BufferLowering::lowerConvTranspose(ConvTransposeOp op) {
 }
 
 LogicalResult BufferLowering::lowerGemm(GemmOp op) {
-  if (portable) {
+  if (portableOp(op)) {
     portableGemm(op);
     return success();
   }
@@ -1010,7 +1022,7 @@ LogicalResult BufferLowering::lowerGemm(GemmOp op) {
 }
 
 LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
-  if (portable)
+  if (portableOp(op))
     return portableMatMul(op);
   auto ys = cast<ShapedType>(op.getType()).getShape();
   int64_t rank = ys.size();
@@ -2144,7 +2156,7 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
     bool math = llvm::any_of(ops, [](Operation *op) { return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, SliceOp>(op); });
     // A Transpose fused after a MatMul head (see kiln-plan-fusion).
     TransposeOp shuffle;
-    if (!portable && head && isa<MatMulOp>(head) && head->getResult(0).hasOneUse())
+    if (!portableOp(head) && head && isa<MatMulOp>(head) && head->getResult(0).hasOneUse())
       shuffle = dyn_cast<TransposeOp>(*head->getResult(0).getUsers().begin());
     if (shuffle) {
       loc = head->getLoc();
@@ -2159,7 +2171,7 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       math = llvm::any_of(inside, [](Operation *op) {
         return isElementwiseMath(op) || isa<ExpandOp, TransposeOp, SliceOp>(op);
       });
-    } else if (!portable && head && isa<ConvOp>(head) && ops.size() == 2 && isa<ReluOp, ClipOp>(ops[1]) &&
+    } else if (!portableOp(head) && head && isa<ConvOp>(head) && ops.size() == 2 && isa<ReluOp, ClipOp>(ops[1]) &&
                ops[1]->getOperand(0) == head->getResult(0) && out == ops[1]->getResult(0) &&
                eltOf(out).isF32()) {
       // Conv + Relu/Clip: the conv kernel clamps each output as it stores it.
@@ -2170,7 +2182,7 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       convAct.reset();
       inside.clear();
       math = false;
-    } else if (Value residual = portable ? Value() : convResidualOf(head, ops, out)) {
+    } else if (Value residual = portableOp(head) ? Value() : convResidualOf(head, ops, out)) {
       // Conv + Add (+ Relu/Clip), the Add's other operand from outside the
       // block: the conv kernel adds it (and clamps) as it stores each tile.
       float inf = std::numeric_limits<float>::infinity();

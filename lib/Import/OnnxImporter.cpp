@@ -383,6 +383,20 @@ private:
   void convBitwiseNot();
   void convBitShift();
   void convPow();
+  Value buildConv(Value x, Value w, std::optional<Value> bias);
+  Value buildMatMul(Value a, Value b);
+  Value quantParam(Value v, int64_t axis, int64_t rank, ArrayRef<int64_t> xShape);
+  int64_t quantAxis(Value x, Value scale);
+  Value quantize(Value x, Value scale, std::optional<Value> zp, Type out, int64_t axis);
+  Value dequantize(Value x, Value scale, std::optional<Value> zp, int64_t axis);
+  Value integerOperand(Value x, std::optional<Value> zp, int64_t axis);
+  void convQuantizeLinear();
+  void convDequantizeLinear();
+  void convDynamicQuantizeLinear();
+  void convMatMulInteger();
+  void convConvInteger();
+  void convQLinearMatMul();
+  void convQLinearConv();
   Value castTo(Value v, Type et);
   void convWhere();
   void convIsNaN();
@@ -1351,6 +1365,12 @@ void Importer::convConv() {
   Value x = input(0), w = input(1);
   requireF32(x, "X");
   requireF32(w, "W");
+  setOutput(0, buildConv(x, w, optInput(2)));
+}
+
+/// A Conv of x and w (float32, or int32 for ConvInteger/QLinearConv) with
+/// the node's attributes.
+Value Importer::buildConv(Value x, Value w, std::optional<Value> bias) {
   auto xs = shapeOf(x), ws = shapeOf(w);
   if (xs.size() < 3 || xs.size() > 4)
     fail("only 1-d and 2-d convolutions are supported (input rank " + std::to_string(xs.size()) + ")");
@@ -1375,7 +1395,6 @@ void Importer::convConv() {
   for (int64_t i = 0; i < spatial; ++i)
     if (strides[i] <= 0 || dil[i] <= 0) fail("strides and dilations must be positive");
   auto pads = spatialPads(spatial, xs.drop_front(2), kernel, strides, dil);
-  std::optional<Value> bias = optInput(2);
   if (bias && (shapeOf(*bias).size() != 1 || shapeOf(*bias)[0] != ws[0]))
     fail("bias must have shape [" + std::to_string(ws[0]) + "]");
 
@@ -1397,12 +1416,12 @@ void Importer::convConv() {
       fail("kernel is larger than the padded input");
     out.push_back(o);
   }
-  Value r = b.create<ConvOp>(loc, f32(out), x, w, bias.value_or(Value()),
+  Value r = b.create<ConvOp>(loc, like(x, out), x, w, bias.value_or(Value()),
                              b.getDenseI64ArrayAttr(strides), b.getDenseI64ArrayAttr(dil),
                              b.getDenseI64ArrayAttr(pads), b.getI64IntegerAttr(group));
   if (spatial == 1)
     r = reshape(r, {out[0], out[1], out[3]});
-  setOutput(0, r);
+  return r;
 }
 
 void Importer::convConvTranspose() {
@@ -1472,6 +1491,11 @@ void Importer::convMatMul() {
   Value a = input(0), bb = input(1);
   requireF32(a, "A");
   requireF32(bb, "B");
+  setOutput(0, buildMatMul(a, bb));
+}
+
+/// numpy matmul of a and bb (float32, or int32 for the integer ops).
+Value Importer::buildMatMul(Value a, Value bb) {
   SmallVector<int64_t> as(shapeOf(a)), bs(shapeOf(bb));
   if (as.empty() || bs.empty()) fail("MatMul operands must have rank >= 1");
   bool vecA = as.size() == 1, vecB = bs.size() == 1;
@@ -1484,11 +1508,208 @@ void Importer::convMatMul() {
   SmallVector<int64_t> out(*batch);
   out.push_back(as[as.size() - 2]);
   out.push_back(bs.back());
-  Value r = b.create<MatMulOp>(loc, f32(out), a, bb);
+  Value r = b.create<MatMulOp>(loc, like(a, out), a, bb);
   SmallVector<int64_t> fin(*batch);
   if (!vecA) fin.push_back(out[out.size() - 2]);
   if (!vecB) fin.push_back(out.back());
-  setOutput(0, reshape(r, fin));
+  return reshape(r, fin);
+}
+
+//===----------------------------------------------------------------------===//
+// Quantization: decomposed into kiln's elementwise ops (which fuse with
+// their neighbours) and int32 contractions.
+//===----------------------------------------------------------------------===//
+
+/// A scale or zero point shaped to broadcast against x (of shape xShape):
+/// a scalar as it is, a 1-d per-axis tensor along `axis`, a blocked one
+/// (same rank as x, dim `axis` = blocks) repeated over each block.
+Value Importer::quantParam(Value v, int64_t axis, int64_t rank, ArrayRef<int64_t> xShape) {
+  auto s = shapeOf(v);
+  int64_t n = ttype(v).getNumElements();
+  if (s.empty() || (s.size() == 1 && n == 1 && (rank == 0 || xShape[axis] != 1))) return reshape(v, {});
+  if (s.size() == 1) {
+    if (s[0] != xShape[axis])
+      fail("per-axis scale/zero point has " + std::to_string(s[0]) + " values but axis " +
+           std::to_string(axis) + " has " + std::to_string(xShape[axis]));
+    SmallVector<int64_t> shape(rank, 1);
+    shape[axis] = s[0];
+    return reshape(v, shape);
+  }
+  int64_t block = attrInt("block_size", 0);
+  if ((int64_t)s.size() != rank || block <= 0)
+    fail("scale/zero point of shape " + joinDims(s) + " needs a block_size for blocked quantization");
+  for (int64_t i = 0; i < rank; ++i)
+    if (i != axis && s[i] != xShape[i]) fail("blocked scale/zero point must match the input off the axis");
+  if (s[axis] * block != xShape[axis])
+    fail("blocked quantization needs the axis (" + std::to_string(xShape[axis]) +
+         ") to be a multiple of block_size " + std::to_string(block));
+  SmallVector<int64_t> split(s), full(s);
+  split.insert(split.begin() + axis + 1, 1);
+  full.insert(full.begin() + axis + 1, block);
+  Value e = b.create<ExpandOp>(loc, like(v, full), reshape(v, split));
+  return reshape(e, xShape);
+}
+
+/// The node's quantization axis; only checked when the scale is not a
+/// scalar (per-tensor quantization ignores it).
+int64_t Importer::quantAxis(Value x, Value scale) {
+  int64_t rank = shapeOf(x).size();
+  if (ttype(scale).getNumElements() == 1 && shapeOf(scale).size() <= 1) return 0;
+  return normAxis(attrInt("axis", 1), rank);
+}
+
+/// y = saturate(round_half_even(x / scale) + zp), as `out` (an integer type).
+Value Importer::quantize(Value x, Value scale, std::optional<Value> zp, Type out, int64_t axis) {
+  auto xs = shapeOf(x);
+  int64_t rank = xs.size();
+  auto it = cast<IntegerType>(out);
+  unsigned w = it.getWidth();
+  double lo = it.isUnsigned() ? 0 : -std::ldexp(1.0, w - 1);
+  double hi = it.isUnsigned() ? std::ldexp(1.0, w) - 1 : std::ldexp(1.0, w - 1) - 1;
+  Value q = b.create<DivOp>(loc, x.getType(), x, quantParam(scale, axis, rank, xs));
+  q = b.create<RoundOp>(loc, q.getType(), q);
+  if (zp) {
+    Value z = castTo(quantParam(*zp, axis, rank, xs), b.getF32Type());
+    q = b.create<AddOp>(loc, q.getType(), q, z);
+  }
+  q = b.create<ClipOp>(loc, q.getType(), q, b.getF32FloatAttr((float)lo), b.getF32FloatAttr((float)hi));
+  return castTo(q, out);
+}
+
+/// y = (x - zp) * scale in float32 (an int32 x is exact below 2^24).
+Value Importer::dequantize(Value x, Value scale, std::optional<Value> zp, int64_t axis) {
+  auto xs = shapeOf(x);
+  int64_t rank = xs.size();
+  Value f = castTo(x, b.getF32Type());
+  if (zp) {
+    Value z = castTo(quantParam(*zp, axis, rank, xs), b.getF32Type());
+    f = b.create<SubOp>(loc, f.getType(), f, z);
+  }
+  Value sc = quantParam(scale, axis, rank, xs);
+  auto s = broadcastShapes(shapeOf(f), shapeOf(sc));
+  return b.create<MulOp>(loc, f32(*s), f, sc);
+}
+
+/// An 8-bit integer operand minus its zero point, as int32.
+Value Importer::integerOperand(Value x, std::optional<Value> zp, int64_t axis) {
+  Type et = ttype(x).getElementType();
+  if (!isa<IntegerType>(et) || et.isInteger(1) || et.getIntOrFloatBitWidth() > 16)
+    fail("quantized operands must be 8- or 16-bit integers");
+  Type i32 = b.getI32Type();
+  Value v = castTo(x, i32);
+  if (!zp) return v;
+  if (ttype(*zp).getElementType() != et) fail("zero point dtype differs from its tensor's");
+  auto xs = shapeOf(x);
+  Value z = castTo(quantParam(*zp, axis, xs.size(), xs), i32);
+  auto s = broadcastShapes(shapeOf(v), shapeOf(z));
+  if (failed(s)) fail("zero point does not broadcast");
+  return b.create<SubOp>(loc, like(v, *s), v, z);
+}
+
+void Importer::convQuantizeLinear() {
+  Value x = input(0), scale = input(1);
+  std::optional<Value> zp = optInput(2);
+  requireF32(x, "x");
+  int64_t axis = quantAxis(x, scale);
+  Type out = zp ? ttype(*zp).getElementType() : Type();
+  if (int64_t od = attrInt("output_dtype", 0)) {
+    Type t = elementType(od);
+    if (!t) fail(std::string("output_dtype ") + dtypeName(od) + " is not supported");
+    if (out && out != t) fail("output_dtype disagrees with the zero point's dtype");
+    out = t;
+  }
+  if (!out) out = b.getIntegerType(8, false);
+  if (!isa<IntegerType>(out) || out.isInteger(1))
+    fail("only integer quantization is supported (float8 and int4 are not)");
+  setOutput(0, quantize(x, scale, zp, out, axis));
+}
+
+void Importer::convDequantizeLinear() {
+  Value x = input(0), scale = input(1);
+  std::optional<Value> zp = optInput(2);
+  requireF32(scale, "x_scale");
+  Type et = ttype(x).getElementType();
+  if (!isa<IntegerType>(et) || et.isInteger(1))
+    fail("only integer inputs are supported (float8 and int4 are not)");
+  setOutput(0, dequantize(x, scale, zp, quantAxis(x, scale)));
+}
+
+/// y_scale = (max(0, max x) - min(0, min x)) / 255, y_zero_point =
+/// saturate(round(-min / y_scale)), y = QuantizeLinear(x) as uint8.
+void Importer::convDynamicQuantizeLinear() {
+  Value x = input(0);
+  requireF32(x, "x");
+  int64_t rank = shapeOf(x).size();
+  SmallVector<int64_t> all;
+  for (int64_t i = 0; i < rank; ++i) all.push_back(i);
+  auto axes = b.getDenseI64ArrayAttr(all);
+  auto scalar = f32({});
+  Value zero = b.create<ConstantOp>(loc, DenseElementsAttr::get(scalar, 0.0f));
+  Value mn = b.create<ReduceMinOp>(loc, scalar, x, axes, b.getBoolAttr(false));
+  Value mx = b.create<ReduceMaxOp>(loc, scalar, x, axes, b.getBoolAttr(false));
+  mn = b.create<MinOp>(loc, scalar, mn, zero);
+  mx = b.create<MaxOp>(loc, scalar, mx, zero);
+  Value range = b.create<SubOp>(loc, scalar, mx, mn);
+  Value c255 = b.create<ConstantOp>(loc, DenseElementsAttr::get(scalar, 255.0f));
+  Value scale = b.create<DivOp>(loc, scalar, range, c255);
+  Value z = b.create<DivOp>(loc, scalar, b.create<NegOp>(loc, scalar, mn), scale);
+  z = b.create<RoundOp>(loc, scalar, z);
+  z = b.create<ClipOp>(loc, scalar, z, b.getF32FloatAttr(0), b.getF32FloatAttr(255));
+  Type u8 = b.getIntegerType(8, false);
+  Value zp = castTo(z, u8);
+  setOutput(0, quantize(x, scale, zp, u8, 0));
+  setOutput(1, scale);
+  setOutput(2, zp);
+}
+
+void Importer::convMatMulInteger() {
+  Value a = input(0), bb = input(1);
+  auto as = shapeOf(a);
+  // a_zero_point: scalar, or one per row of A (its second-to-last axis);
+  // b_zero_point: scalar, or one per column of B (its last axis).
+  Value ai = integerOperand(a, optInput(2), as.size() >= 2 ? as.size() - 2 : 0);
+  Value bi = integerOperand(bb, optInput(3), shapeOf(bb).size() - 1);
+  setOutput(0, buildMatMul(ai, bi));
+}
+
+void Importer::convConvInteger() {
+  Value x = input(0), w = input(1);
+  // The input's zero point is a scalar; the weight's one per output channel.
+  Value xi = integerOperand(x, optInput(2), 1);
+  Value wi = integerOperand(w, optInput(3), 0);
+  setOutput(0, buildConv(xi, wi, std::nullopt));
+}
+
+void Importer::convQLinearMatMul() {
+  Value a = input(0), bb = input(3);
+  auto as = shapeOf(a);
+  Value ai = integerOperand(a, input(2), as.size() >= 2 ? as.size() - 2 : 0);
+  Value bi = integerOperand(bb, input(5), shapeOf(bb).size() - 1);
+  Value acc = castTo(buildMatMul(ai, bi), b.getF32Type());
+  Value sa = quantParam(input(1), as.size() >= 2 ? as.size() - 2 : 0, as.size(), as);
+  Value sb = quantParam(input(4), shapeOf(bb).size() - 1, shapeOf(bb).size(), shapeOf(bb));
+  auto mulB = [&](Value x, Value y) {
+    auto s = broadcastShapes(shapeOf(x), shapeOf(y));
+    if (failed(s)) fail("scales do not broadcast");
+    return b.create<MulOp>(loc, f32(*s), x, y).getResult();
+  };
+  Value real = mulB(mulB(acc, sa), sb);
+  int64_t r = shapeOf(real).size();
+  setOutput(0, quantize(real, input(6), input(7), ttype(input(7)).getElementType(), r ? r - 1 : 0));
+}
+
+void Importer::convQLinearConv() {
+  Value x = input(0), w = input(3);
+  Value xi = integerOperand(x, input(2), 1);
+  Value wi = integerOperand(w, input(5), 0);
+  std::optional<Value> bias = optInput(8);
+  if (bias && ttype(*bias).getElementType() != b.getI32Type()) fail("bias must be int32");
+  Value acc = castTo(buildConv(xi, wi, bias), b.getF32Type());
+  auto ys = shapeOf(acc);
+  Value sx = quantParam(input(1), 1, shapeOf(x).size(), shapeOf(x));
+  Value sw = quantParam(input(4), 1, ys.size(), ys); // per output channel
+  Value real = b.create<MulOp>(loc, acc.getType(), b.create<MulOp>(loc, acc.getType(), acc, sx), sw);
+  setOutput(0, quantize(real, input(6), input(7), ttype(input(7)).getElementType(), 1));
 }
 
 template <typename OpT> void Importer::convBinary() {
@@ -3123,6 +3344,13 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"BitwiseXor", &Importer::convBitwise<XorOp>},
       {"BitwiseNot", &Importer::convBitwiseNot},
       {"BitShift", &Importer::convBitShift},
+      {"QuantizeLinear", &Importer::convQuantizeLinear},
+      {"DequantizeLinear", &Importer::convDequantizeLinear},
+      {"DynamicQuantizeLinear", &Importer::convDynamicQuantizeLinear},
+      {"MatMulInteger", &Importer::convMatMulInteger},
+      {"ConvInteger", &Importer::convConvInteger},
+      {"QLinearMatMul", &Importer::convQLinearMatMul},
+      {"QLinearConv", &Importer::convQLinearConv},
       {"Where", &Importer::convWhere},
       {"IsNaN", &Importer::convIsNaN},
       {"IsInf", &Importer::convIsInf},

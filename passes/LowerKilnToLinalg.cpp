@@ -42,7 +42,112 @@ using IterTy = utils::IteratorType;
 Type storageType(Type t) {
   if (auto it = dyn_cast<IntegerType>(t); it && !it.isSignless())
     return IntegerType::get(t.getContext(), it.getWidth());
+  if (isa<FloatType>(t) && t.getIntOrFloatBitWidth() == 8) // float8: its bits (no LLVM type)
+    return IntegerType::get(t.getContext(), 8);
   return t;
+}
+
+/// The parameters of a float8 format (ONNX's four).
+struct Float8Format {
+  int expBits, manBits, bias;
+  bool fnuz;  // no negative zero, no infinity; NaN is 0x80
+  bool hasInf; // f8E5M2
+  double maxValue;
+  int maxCode, nanCode;
+};
+
+static Float8Format float8Format(Type t) {
+  if (isa<Float8E4M3FNType>(t)) return {4, 3, 7, false, false, 448.0, 0x7e, 0x7f};
+  if (isa<Float8E4M3FNUZType>(t)) return {4, 3, 8, true, false, 240.0, 0x7f, 0x80};
+  if (isa<Float8E5M2Type>(t)) return {5, 2, 15, false, true, 57344.0, 0x7b, 0x7f};
+  return {5, 2, 16, true, false, 57344.0, 0x7f, 0x80}; // Float8E5M2FNUZ
+}
+
+namespace {
+/// Scalar i32/f32 helpers for the float8 conversions.
+struct Bits {
+  OpBuilder &b;
+  Location l;
+  Value i(int64_t v) { return b.create<arith::ConstantOp>(l, b.getI32IntegerAttr((int32_t)v)); }
+  Value f(double v) { return b.create<arith::ConstantOp>(l, b.getF32FloatAttr((float)v)); }
+  Value shr(Value x, int64_t n) { return b.create<arith::ShRUIOp>(l, x, i(n)); }
+  Value shl(Value x, int64_t n) { return b.create<arith::ShLIOp>(l, x, i(n)); }
+  Value band(Value x, int64_t m) { return b.create<arith::AndIOp>(l, x, i(m)); }
+  Value bor(Value x, Value y) { return b.create<arith::OrIOp>(l, x, y); }
+  Value add(Value x, int64_t k) { return b.create<arith::AddIOp>(l, x, i(k)); }
+  Value eq(Value x, int64_t k) { return b.create<arith::CmpIOp>(l, arith::CmpIPredicate::eq, x, i(k)); }
+  Value sel(Value c, Value x, Value y) { return b.create<arith::SelectOp>(l, c, x, y); }
+  /// 2^e as f32, e an i32 in the normal range.
+  Value pow2(Value e) { return b.create<arith::BitcastOp>(l, b.getF32Type(), shl(add(e, 127), 23)); }
+};
+} // namespace
+
+/// float8 bits (i8) to f32, exactly.
+static Value float8ToF32(OpBuilder &nb, Location l, Value x, Type f8) {
+  Float8Format f = float8Format(f8);
+  Bits k{nb, l};
+  Value xi = nb.create<arith::ExtUIOp>(l, nb.getI32Type(), x);
+  Value e = k.band(k.shr(xi, f.manBits), (1 << f.expBits) - 1);
+  Value m = k.band(xi, (1 << f.manBits) - 1);
+  Value normal = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ne, e, k.i(0));
+  Value mFull = k.sel(normal, k.bor(m, k.i(1 << f.manBits)), m);
+  Value eEff = nb.create<arith::MaxSIOp>(l, e, k.i(1));
+  // value = mFull * 2^(eEff - bias - manBits)
+  Value mag = nb.create<arith::MulFOp>(l, nb.create<arith::UIToFPOp>(l, nb.getF32Type(), mFull),
+                                       k.pow2(k.add(eEff, -f.bias - f.manBits)));
+  Value neg = nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ne, k.band(xi, 0x80), k.i(0));
+  Value v = k.sel(neg, nb.create<arith::NegFOp>(l, mag), mag);
+  int allExp = (1 << f.expBits) - 1;
+  Value nan;
+  if (f.fnuz) nan = k.eq(xi, 0x80);
+  else if (f.hasInf) nan = nb.create<arith::AndIOp>(l, k.eq(e, allExp), nb.create<arith::CmpIOp>(l, arith::CmpIPredicate::ne, m, k.i(0)));
+  else nan = k.eq(k.band(xi, 0x7f), 0x7f);
+  if (f.hasInf) {
+    Value inf = nb.create<arith::AndIOp>(l, k.eq(e, allExp), k.eq(m, 0));
+    Value infV = k.sel(neg, k.f(-INFINITY), k.f(INFINITY));
+    v = k.sel(inf, infV, v);
+  }
+  return k.sel(nan, k.f(NAN), v);
+}
+
+/// f32 to float8 bits (i8): round to nearest even, then ONNX Cast's rules
+/// for out-of-range values with and without saturation.
+static Value f32ToFloat8(OpBuilder &nb, Location l, Value v, Type f8, bool saturate) {
+  Float8Format f = float8Format(f8);
+  Bits k{nb, l};
+  Value bits = nb.create<arith::BitcastOp>(l, nb.getI32Type(), v);
+  Value sign = k.shl(k.shr(bits, 31), 7);
+  Value a = nb.create<math::AbsFOp>(l, v);
+  Value isNan = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::UNO, v, v);
+  // The grid's exponent: a's, but not below the subnormal range's.
+  Value ea = k.add(k.shr(nb.create<arith::BitcastOp>(l, nb.getI32Type(), a), 23), -127);
+  ea = nb.create<arith::MaxSIOp>(l, ea, k.i(1 - f.bias));
+  Value up = k.pow2(nb.create<arith::SubIOp>(l, k.i(f.manBits), ea));
+  Value down = k.pow2(k.add(ea, -f.manBits));
+  Value r = nb.create<arith::MulFOp>(l, nb.create<math::RoundEvenOp>(l, nb.create<arith::MulFOp>(l, a, up)), down);
+  Value over = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OGT, r, k.f(f.maxValue));
+  // Encode r (representable, <= max).
+  Value rb = nb.create<arith::BitcastOp>(l, nb.getI32Type(), r);
+  Value normal = nb.create<arith::CmpFOp>(l, arith::CmpFPredicate::OGE, r, k.f(std::ldexp(1.0, 1 - f.bias)));
+  Value eN = k.add(k.add(k.shr(rb, 23), -127), f.bias);
+  Value codeN = k.bor(k.shl(eN, f.manBits), k.band(k.shr(rb, 23 - f.manBits), (1 << f.manBits) - 1));
+  Value codeS = nb.create<arith::FPToUIOp>(
+      l, nb.getI32Type(), nb.create<arith::MulFOp>(l, r, k.f(std::ldexp(1.0, f.bias - 1 + f.manBits))));
+  Value code = k.sel(normal, codeN, codeS);
+  // Signed result; FNUZ has no negative zero.
+  Value signedCode = k.bor(code, sign);
+  if (f.fnuz) signedCode = k.sel(k.eq(code, 0), code, signedCode);
+  Value nanCode = k.i(f.nanCode);
+  Value result = signedCode;
+  Value satCode = k.bor(k.i(f.maxCode), sign);
+  if (saturate) {
+    result = k.sel(over, satCode, result); // infinities included
+  } else {
+    Value bad = f.hasInf ? k.bor(k.i(0x7c), sign) : nanCode;
+    result = k.sel(over, bad, result);
+  }
+  result = k.sel(isNan, nanCode, result);
+  return nb.create<arith::TruncIOp>(l, nb.getI8Type(), result);
 }
 
 bool isUnsignedElt(Value v) {
@@ -134,7 +239,7 @@ private:
   /// the block's leaves: every pointwise op is composed into the body and
   /// its operands' index maps, so no intermediate is stored.
   void emitPointwise(Value outValue, Value outBuf, const DenseSet<Operation *> &inside);
-  Value castScalar(OpBuilder &nb, Location l, Value x, Type from, Type to);
+  Value castScalar(OpBuilder &nb, Location l, Value x, Type from, Type to, bool saturate = true);
   static Type eltOf(Value v) { return cast<ShapedType>(v.getType()).getElementType(); }
   LogicalResult lowerCast(CastOp op);
   LogicalResult lowerGather(GatherOp op);
@@ -1275,15 +1380,24 @@ LogicalResult BufferLowering::lowerCast(CastOp op) {
   Value out = dest(op.getResult());
   Type from = eltOf(op.getInput()), to = eltOf(op.getResult());
   elementwise(ValueRange{buf(op.getInput())}, out, [&](OpBuilder &nb, Location l, ValueRange a) {
-    return castScalar(nb, l, a[0], from, to);
+    return castScalar(nb, l, a[0], from, to, op.getSaturate());
   });
   return success();
 }
 
-Value BufferLowering::castScalar(OpBuilder &nb, Location l, Value x, Type from, Type to) {
+Value BufferLowering::castScalar(OpBuilder &nb, Location l, Value x, Type from, Type to, bool saturate) {
   // `from` and `to` are the kiln element types (they say whether an
   // integer is unsigned); the scalars are signless.
   bool fromU = from.isUnsignedInteger() || from.isInteger(1), toU = to.isUnsignedInteger();
+  auto isF8 = [](Type t) { return isa<FloatType>(t) && t.getIntOrFloatBitWidth() == 8; };
+  if (isF8(from)) { // decode to f32, then on as from f32
+    if (from == to) return x;
+    return castScalar(nb, l, float8ToF32(nb, l, x, from), nb.getF32Type(), to, saturate);
+  }
+  if (isF8(to)) { // to f32 first (exact from f16/bf16), then encode
+    Value f = castScalar(nb, l, x, from, nb.getF32Type(), saturate);
+    return f32ToFloat8(nb, l, f, to, saturate);
+  }
   from = storageType(from);
   to = storageType(to);
   if (from == to) return x;
@@ -2046,7 +2160,8 @@ void BufferLowering::emitPointwise(Value outValue, Value outBuf, const DenseSet<
           Location l = d->getLoc();
           if (isa<ExpandOp>(d)) result = ops[0];
           else if (isa<WhereOp>(d)) result = nb->create<arith::SelectOp>(l, ops[0], ops[1], ops[2]);
-          else if (isa<CastOp>(d)) result = castScalar(*nb, l, ops[0], eltOf(d->getOperand(0)), eltOf(d->getResult(0)));
+          else if (isa<CastOp>(d)) result = castScalar(*nb, l, ops[0], eltOf(d->getOperand(0)), eltOf(d->getResult(0)),
+                                                         cast<CastOp>(d).getSaturate());
           else if (ops.size() == 1) result = unaryScalar(d, *nb, l, ops[0]);
           else result = binaryScalar(d, *nb, l, ops[0], ops[1]);
         }

@@ -267,10 +267,17 @@ private:
     case onnx::TensorProto::BOOL: return b.getI1Type();
     case onnx::TensorProto::FLOAT16: return b.getF16Type();
     case onnx::TensorProto::BFLOAT16: return b.getBF16Type();
+    // float8 (Cast, CastLike, QuantizeLinear and DequantizeLinear only);
+    // numbered as onnx.proto, newer than Debian's protobuf schema.
+    case 17: return b.getFloat8E4M3FNType();
+    case 18: return b.getFloat8E4M3FNUZType();
+    case 19: return b.getFloat8E5M2Type();
+    case 20: return b.getFloat8E5M2FNUZType();
     default: return Type();
     }
   }
   bool isFloat(Value v) { return isa<FloatType>(ttype(v).getElementType()); }
+  static bool isFloat8(Type t) { return isa<FloatType>(t) && t.getIntOrFloatBitWidth() == 8; }
   void requireSameType(Value a, Value c, StringRef what) {
     if (ttype(a).getElementType() != ttype(c).getElementType())
       fail(("inputs of different dtypes (" + what + ")").str());
@@ -695,8 +702,8 @@ std::optional<Type> Importer::valueInfoType(const onnx::ValueInfoProto &vi, bool
   Type elt = elementType(tt.elem_type());
   if (!elt) {
     error(fileLoc(), "graph value '" + vi.name() + "' has dtype " + dtypeName(tt.elem_type()) +
-                         "; supported: float32, float64, float16, bfloat16, int64, int32, int16, int8, "
-                         "uint64, uint32, uint16, uint8, bool");
+                         "; supported: float32, float64, float16, bfloat16, float8 (e4m3fn, e4m3fnuz, e5m2, "
+                         "e5m2fnuz), int64, int32, int16, int8, uint64, uint32, uint16, uint8, bool");
     return std::nullopt;
   }
   SmallVector<int64_t> shape;
@@ -819,6 +826,16 @@ Value Importer::tensorToFloat(const onnx::TensorProto &t) {
     }
     if ((int64_t)f.size() != n) fail("tensor '" + t.name() + "': data size disagrees with its shape");
     return b.create<ConstantOp>(loc, DenseElementsAttr::get(f32(shape), ArrayRef<float>(f)));
+  }
+  if (Type f8 = elementType(t.data_type()); f8 && isa<FloatType>(f8) && f8.getIntOrFloatBitWidth() == 8) {
+    // float8: one byte each, in raw_data or int32_data.
+    std::vector<uint8_t> bits;
+    if (t.has_raw_data()) bits.assign(t.raw_data().begin(), t.raw_data().end());
+    else for (int32_t v : t.int32_data()) bits.push_back((uint8_t)v);
+    if ((int64_t)bits.size() != n) fail("tensor '" + t.name() + "': data size disagrees with its shape");
+    SmallVector<APFloat> vals;
+    for (uint8_t v : bits) vals.push_back(APFloat(cast<FloatType>(f8).getFloatSemantics(), APInt(8, v)));
+    return b.create<ConstantOp>(loc, DenseElementsAttr::get(RankedTensorType::get(shape, f8), vals));
   }
   if (t.data_type() == onnx::TensorProto::FLOAT16 || t.data_type() == onnx::TensorProto::BFLOAT16) {
     // 16-bit floats: raw_data holds them, or int32_data their bit patterns.
@@ -1289,6 +1306,12 @@ void Importer::convertNode() {
   Type half;
   bool hasF64 = false;
   const std::string &op = node->op_type();
+  if (op != "Cast" && op != "CastLike" && op != "QuantizeLinear" && op != "DequantizeLinear")
+    for (int i = 0; i < numInputs(); ++i) {
+      auto it = hasInput(i) ? values.find(node->input(i)) : values.end();
+      if (it != values.end() && isFloat8(ttype(it->second).getElementType()))
+        fail("float8 tensors are supported by Cast, CastLike, QuantizeLinear and DequantizeLinear only");
+    }
   if (op != "Cast" && op != "CastLike")
     for (int i = 0; i < numInputs(); ++i) {
       auto it = hasInput(i) ? values.find(node->input(i)) : values.end();
@@ -1619,8 +1642,17 @@ void Importer::convQuantizeLinear() {
     out = t;
   }
   if (!out) out = b.getIntegerType(8, false);
+  if (isFloat8(out)) {
+    // y = cast(x / scale + zp) with Cast's rounding and saturation.
+    auto xs = shapeOf(x);
+    Value q = b.create<DivOp>(loc, x.getType(), x, quantParam(scale, axis, xs.size(), xs));
+    if (zp) q = b.create<AddOp>(loc, q.getType(), q, castTo(quantParam(*zp, axis, xs.size(), xs), b.getF32Type()));
+    setOutput(0, b.create<CastOp>(loc, RankedTensorType::get(xs, out), q,
+                                  b.getBoolAttr(attrInt("saturate", 1) != 0)));
+    return;
+  }
   if (!isa<IntegerType>(out) || out.isInteger(1))
-    fail("only integer quantization is supported (float8 and int4 are not)");
+    fail("only integer and float8 quantization is supported");
   setOutput(0, quantize(x, scale, zp, out, axis));
 }
 
@@ -1629,8 +1661,8 @@ void Importer::convDequantizeLinear() {
   std::optional<Value> zp = optInput(2);
   requireF32(scale, "x_scale");
   Type et = ttype(x).getElementType();
-  if (!isa<IntegerType>(et) || et.isInteger(1))
-    fail("only integer inputs are supported (float8 and int4 are not)");
+  if ((!isa<IntegerType>(et) || et.isInteger(1)) && !isFloat8(et))
+    fail("only integer and float8 inputs are supported");
   setOutput(0, dequantize(x, scale, zp, quantAxis(x, scale)));
 }
 
@@ -2471,7 +2503,8 @@ void Importer::convCast() {
     setOutput(0, x);
     return;
   }
-  setOutput(0, b.create<CastOp>(loc, RankedTensorType::get(shapeOf(x), to), x));
+  bool saturate = attrInt("saturate", 1) != 0;
+  setOutput(0, b.create<CastOp>(loc, RankedTensorType::get(shapeOf(x), to), x, b.getBoolAttr(saturate)));
 }
 
 template <typename OpT> void Importer::convCompare() {

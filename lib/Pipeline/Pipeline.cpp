@@ -114,6 +114,10 @@ std::string dtypeName(Type t) {
   if (t.isF64()) return "f64";
   if (t.isF16()) return "f16";
   if (t.isBF16()) return "bf16";
+  if (isa<Float8E4M3FNType>(t)) return "f8e4m3fn";
+  if (isa<Float8E4M3FNUZType>(t)) return "f8e4m3fnuz";
+  if (isa<Float8E5M2Type>(t)) return "f8e5m2";
+  if (isa<Float8E5M2FNUZType>(t)) return "f8e5m2fnuz";
   if (t.isInteger(1)) return "bool";
   if (auto it = dyn_cast<IntegerType>(t))
     return (it.isUnsigned() ? "u" : "i") + std::to_string(it.getWidth());

@@ -145,7 +145,8 @@ static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
           {"f32", KILN_F32}, {"f64", KILN_F64}, {"f16", KILN_F16}, {"bf16", KILN_BF16},
           {"i64", KILN_I64}, {"i32", KILN_I32}, {"i16", KILN_I16}, {"i8", KILN_I8},
           {"u64", KILN_U64}, {"u32", KILN_U32}, {"u16", KILN_U16}, {"u8", KILN_U8},
-          {"bool", KILN_BOOL}};
+          {"bool", KILN_BOOL}, {"f8e4m3fn", KILN_F8E4M3FN}, {"f8e4m3fnuz", KILN_F8E4M3FNUZ},
+          {"f8e5m2", KILN_F8E5M2}, {"f8e5m2fnuz", KILN_F8E5M2FNUZ}};
       bool known = false;
       for (auto &[n, d] : kDtypes)
         if (dtype == n) { t.dtype = d; known = true; }
@@ -224,6 +225,7 @@ size_t kiln_dtype_size(kiln_dtype d) {
   case KILN_F64: case KILN_I64: case KILN_U64: return 8;
   case KILN_F16: case KILN_BF16: case KILN_I16: case KILN_U16: return 2;
   case KILN_U8: case KILN_I8: case KILN_BOOL: return 1;
+  case KILN_F8E4M3FN: case KILN_F8E4M3FNUZ: case KILN_F8E5M2: case KILN_F8E5M2FNUZ: return 1;
   default: return 0;
   }
 }

@@ -169,6 +169,15 @@ TEST_CASE("parseTensor converts raw_data of every supported dtype", "[tensor_pb]
         std::vector<float>{1.0f, -2.5f, 65504.0f, std::ldexp(1.0f, -24),
                            std::numeric_limits<float>::infinity()});
   CHECK(raw(16, bytesOf(uint16_t(0x3fc0)) + bytesOf(uint16_t(0xbf80)), 2) == std::vector<float>{1.5f, -1.0f});
+  // float8 (values from the ONNX float8 spec): e4m3fn max 448, smallest
+  // subnormal 2^-9, -1.0; e5m2 max 57344 and -infinity; the fnuz formats'
+  // bias is one more, and 0x80 is their NaN.
+  CHECK(raw(17, "\x7e\x01\xb8", 3) == std::vector<float>{448.0f, std::ldexp(1.0f, -9), -1.0f});
+  CHECK(raw(19, "\x7b\xfc", 2) == std::vector<float>{57344.0f, -std::numeric_limits<float>::infinity()});
+  CHECK(raw(18, "\x40", 1) == std::vector<float>{1.0f});
+  CHECK(raw(20, "\x40", 1) == std::vector<float>{1.0f});
+  CHECK(std::isnan(raw(18, "\x80", 1)[0]));
+  CHECK(std::isnan(raw(17, "\x7f", 1)[0]));
 }
 
 TEST_CASE("parseTensor reads float16 bits from int32_data and uint64 from uint64_data", "[tensor_pb]") {
@@ -246,8 +255,8 @@ TEST_CASE("parseTensor rejects data that does not match the dims", "[tensor_pb]"
   }
   SECTION("no data at all") { parseFails(varintField(kDims, 2), "element count does not match"); }
   SECTION("raw_data of an unsupported dtype") {
-    parseFails(varintField(kDims, 1) + varintField(kDataType, 17) + lenField(kRawData, "a"),
-               "unsupported dtype 17");
+    parseFails(varintField(kDims, 1) + varintField(kDataType, 21) + lenField(kRawData, "a"),
+               "unsupported dtype 21");
   }
   SECTION("negative dimension") {
     parseFails(varintField(kDims, uint64_t(int64_t(-2))) + lenField(kRawData, ""), "bad dimension");

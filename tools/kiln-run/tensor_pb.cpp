@@ -46,6 +46,7 @@ size_t dtypeSize(int32_t dtype) {
   case 7: case 11: case 13: return 8;         // int64, double, uint64
   case 4: case 5: case 10: case 16: return 2; // uint16, int16, float16, bfloat16
   case 2: case 3: case 9: return 1;           // uint8, int8, bool
+  case 17: case 18: case 19: case 20: return 1; // float8 formats
   default: return 0;
   }
 }
@@ -58,6 +59,18 @@ float halfToFloat(uint16_t h) {
               : exp       ? std::ldexp((float)(man | 0x400), exp - 25)
                           : std::ldexp((float)man, -24);
   return (h & 0x8000) ? -mag : mag;
+}
+
+/// A float8 byte as a float: formats by (exponent bits, bias, fnuz), from
+/// the ONNX float8 spec; written independently of the compiler's converter.
+double float8ToDouble(uint8_t b, int expBits, int bias, bool fnuz) {
+  int manBits = 7 - expBits, e = (b >> manBits) & ((1 << expBits) - 1), m = b & ((1 << manBits) - 1);
+  bool neg = b & 0x80;
+  if (fnuz && b == 0x80) return NAN;
+  if (!fnuz && expBits == 4 && (b & 0x7f) == 0x7f) return NAN;
+  if (!fnuz && expBits == 5 && e == 31) return m ? NAN : (neg ? -INFINITY : INFINITY);
+  double mag = e ? std::ldexp(1.0 + m / double(1 << manBits), e - bias) : std::ldexp(m / double(1 << manBits), 1 - bias);
+  return neg ? -mag : mag;
 }
 
 /// Element i of little-endian bytes of an ONNX dtype, as a double.
@@ -76,6 +89,10 @@ double decode(const char *q, int32_t dtype) {
   case 12: { uint32_t v; memcpy(&v, q, 4); return v; }
   case 13: { uint64_t v; memcpy(&v, q, 8); return (double)v; }
   case 16: { uint16_t v; memcpy(&v, q, 2); uint32_t b = (uint32_t)v << 16; float f; memcpy(&f, &b, 4); return f; }
+  case 17: return float8ToDouble((uint8_t)q[0], 4, 7, false);
+  case 18: return float8ToDouble((uint8_t)q[0], 4, 8, true);
+  case 19: return float8ToDouble((uint8_t)q[0], 5, 15, false);
+  case 20: return float8ToDouble((uint8_t)q[0], 5, 16, true);
   default: return 0;
   }
 }

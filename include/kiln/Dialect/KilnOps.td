@@ -430,7 +430,11 @@ def Kiln_IsInfOp : Kiln_Op<"is_inf", "OneToOne"> {
 
 def Kiln_CastOp : Kiln_Op<"cast", "OneToOne"> {
   let summary = "convert elements to the result's element type (ONNX Cast semantics)";
-  let arguments = (ins AnyRankedTensor:$input);
+  let description = [{
+    `saturate` applies to float8 results only: out-of-range values become
+    the largest finite value (else NaN, or infinity for f8E5M2).
+  }];
+  let arguments = (ins AnyRankedTensor:$input, DefaultValuedAttr<BoolAttr, "true">:$saturate);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }

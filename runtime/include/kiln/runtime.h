@@ -77,6 +77,10 @@ typedef enum {
   KILN_U32 = 12,
   KILN_U64 = 13,
   KILN_BF16 = 16,
+  KILN_F8E4M3FN = 17, /* float8 formats, one byte each */
+  KILN_F8E4M3FNUZ = 18,
+  KILN_F8E5M2 = 19,
+  KILN_F8E5M2FNUZ = 20,
   KILN_DTYPE_MAX_ENUM = 0x7fffffff /* not a dtype; see KILN_STATUS_MAX_ENUM */
 } kiln_dtype;
 

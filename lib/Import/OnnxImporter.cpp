@@ -404,6 +404,19 @@ private:
   void convConvInteger();
   void convQLinearMatMul();
   void convQLinearConv();
+  void convEyeLike();
+  void convWindow();
+  void convMeanVarianceNormalization();
+  void convLRN();
+  void convGroupNormalization();
+  void convCompress();
+  void convCol2Im();
+  void convAffineGrid();
+  void convCenterCropPad();
+  Value floatConst(ArrayRef<int64_t> shape, ArrayRef<float> data) {
+    return b.create<ConstantOp>(loc, DenseElementsAttr::get(f32(shape), data));
+  }
+  Value binary(StringRef op, Value x, Value y);
   Value castTo(Value v, Type et);
   void convWhere();
   void convIsNaN();
@@ -2577,6 +2590,260 @@ void Importer::convPow() {
   setOutput(0, castTo(p, xt));
 }
 
+//===----------------------------------------------------------------------===//
+// Ops built from others: constants, normalisations, crops
+//===----------------------------------------------------------------------===//
+
+/// x op y with numpy broadcasting, op one of Add, Sub, Mul, Div (float32).
+Value Importer::binary(StringRef op, Value x, Value y) {
+  auto s = broadcastShapes(shapeOf(x), shapeOf(y));
+  if (failed(s)) fail("shapes " + joinDims(shapeOf(x)) + " and " + joinDims(shapeOf(y)) + " cannot broadcast");
+  auto t = like(x, *s);
+  if (op == "Add") return b.create<AddOp>(loc, t, x, y);
+  if (op == "Sub") return b.create<SubOp>(loc, t, x, y);
+  if (op == "Mul") return b.create<MulOp>(loc, t, x, y);
+  return b.create<DivOp>(loc, t, x, y);
+}
+
+/// EyeLike: a compile-time constant with ones on diagonal k.
+void Importer::convEyeLike() {
+  Value x = input(0);
+  auto xs = shapeOf(x);
+  if (xs.size() != 2) fail("input must be 2-d");
+  Type et = ttype(x).getElementType();
+  if (int64_t dt = attrInt("dtype", 0)) {
+    et = elementType(dt);
+    if (!et) fail(std::string("dtype ") + dtypeName(dt) + " is not supported");
+  }
+  int64_t k = attrInt("k", 0);
+  std::vector<float> v(xs[0] * xs[1], 0.0f);
+  for (int64_t i = 0; i < xs[0]; ++i)
+    if (i + k >= 0 && i + k < xs[1]) v[i * xs[1] + i + k] = 1.0f;
+  setOutput(0, castTo(floatConst(xs, v), et));
+}
+
+/// Hann, Hamming and Blackman windows of a constant size.
+void Importer::convWindow() {
+  const IntConst &sz = intInput(0, "size");
+  if (sz.data.size() != 1) fail("size must be a scalar");
+  int64_t n = sz.data[0];
+  if (n <= 0 || n > kMaxFoldElements) fail("window size " + std::to_string(n) + " is out of range");
+  bool periodic = attrInt("periodic", 1) != 0;
+  double den = periodic ? (double)n : (double)(n - 1);
+  const std::string &op = node->op_type();
+  std::vector<float> w(n);
+  for (int64_t i = 0; i < n; ++i) {
+    double t = den > 0 ? 2.0 * M_PI * i / den : 0.0;
+    if (op == "HannWindow") w[i] = (float)(0.5 - 0.5 * std::cos(t));
+    else if (op == "HammingWindow") w[i] = (float)(25.0 / 46.0 - 21.0 / 46.0 * std::cos(t));
+    else w[i] = (float)(0.42 - 0.5 * std::cos(t) + 0.08 * std::cos(2 * t));
+  }
+  Type et = elementType(attrInt("output_datatype", onnx::TensorProto::FLOAT));
+  if (!et) fail("output_datatype is not supported");
+  setOutput(0, castTo(floatConst({n}, w), et));
+}
+
+/// (X - E[X]) / (sqrt(E[X^2] - E[X]^2) + 1e-9), as the ONNX function body.
+void Importer::convMeanVarianceNormalization() {
+  Value x = input(0);
+  requireF32(x, "X");
+  int64_t rank = shapeOf(x).size();
+  SmallVector<int64_t> axes;
+  for (int64_t a : attrInts("axes").value_or(std::vector<int64_t>{0, 2, 3})) axes.push_back(normAxis(a, rank));
+  llvm::sort(axes);
+  SmallVector<int64_t> keep(shapeOf(x));
+  for (int64_t a : axes) keep[a] = 1;
+  auto axesAttr = b.getDenseI64ArrayAttr(axes);
+  Value mean = b.create<ReduceMeanOp>(loc, f32(keep), x, axesAttr, b.getBoolAttr(true));
+  Value meanSq = b.create<ReduceMeanOp>(loc, f32(keep), b.create<MulOp>(loc, x.getType(), x, x), axesAttr,
+                                        b.getBoolAttr(true));
+  Value var = b.create<SubOp>(loc, f32(keep), meanSq, b.create<MulOp>(loc, f32(keep), mean, mean));
+  Value sd = b.create<AddOp>(loc, f32(keep), b.create<SqrtOp>(loc, f32(keep), var), floatConst({}, {1e-9f}));
+  setOutput(0, binary("Div", binary("Sub", x, mean), sd));
+}
+
+/// LRN: x / (bias + alpha / size * sum of x^2 over `size` channels)^beta;
+/// the channel sum is an average pool (count_include_pad) times size.
+void Importer::convLRN() {
+  Value x = input(0);
+  requireF32(x, "X");
+  auto xs = shapeOf(x);
+  if (xs.size() < 3) fail("input must have rank >= 3");
+  int64_t size = attrInt("size", 0);
+  if (size <= 0) fail("size must be positive");
+  float alpha = attrFloat("alpha", 1e-4f), beta = attrFloat("beta", 0.75f), bias = attrFloat("bias", 1.0f);
+  int64_t rest = 1;
+  for (size_t i = 2; i < xs.size(); ++i) rest *= xs[i];
+  Value sq = b.create<MulOp>(loc, x.getType(), x, x);
+  Value sq4 = reshape(sq, {xs[0], 1, xs[1], rest});
+  int64_t lo = (size - 1) / 2, hi = size - 1 - lo;
+  Value avg = b.create<AveragePoolOp>(loc, f32({xs[0], 1, xs[1], rest}), sq4, b.getDenseI64ArrayAttr({size, 1}),
+                                      b.getDenseI64ArrayAttr({1, 1}), b.getDenseI64ArrayAttr({1, 1}),
+                                      b.getDenseI64ArrayAttr({lo, 0, hi, 0}), b.getBoolAttr(true));
+  avg = reshape(avg, xs);
+  Value d = binary("Add", binary("Mul", avg, floatConst({}, {alpha})), floatConst({}, {bias}));
+  d = b.create<PowOp>(loc, d.getType(), d, floatConst({}, {beta}));
+  setOutput(0, binary("Div", x, d));
+}
+
+/// GroupNormalization: per (batch, group) mean and variance, then a scale
+/// and bias per channel (opset 21) or per group (opset 18).
+void Importer::convGroupNormalization() {
+  Value x = input(0), scale = input(1), bias = input(2);
+  requireF32(x, "X");
+  auto xs = shapeOf(x);
+  if (xs.size() < 3) fail("input must have rank >= 3");
+  int64_t g = attrInt("num_groups", 0), c = xs[1];
+  if (g <= 0 || c % g) fail("num_groups must divide the channels");
+  float eps = attrFloat("epsilon", 1e-5f);
+  int64_t rest = 1;
+  for (size_t i = 2; i < xs.size(); ++i) rest *= xs[i];
+  Value xr = reshape(x, {xs[0], g, c / g * rest});
+  auto axes = b.getDenseI64ArrayAttr({2});
+  auto kt = f32({xs[0], g, 1});
+  Value mean = b.create<ReduceMeanOp>(loc, kt, xr, axes, b.getBoolAttr(true));
+  Value d = binary("Sub", xr, mean);
+  Value var = b.create<ReduceMeanOp>(loc, kt, b.create<MulOp>(loc, d.getType(), d, d), axes, b.getBoolAttr(true));
+  Value inv = b.create<ReciprocalOp>(loc, kt, b.create<SqrtOp>(loc, kt, binary("Add", var, floatConst({}, {eps}))));
+  Value y = reshape(binary("Mul", d, inv), xs);
+  auto perChannel = [&](Value v) {
+    int64_t n = ttype(v).getNumElements();
+    if (n == g && g != c) { // one per group: repeat over its channels
+      v = b.create<ExpandOp>(loc, f32({g, c / g}), reshape(v, {g, 1}));
+    } else if (n != c) {
+      fail("scale/bias must have num_groups or channel values");
+    }
+    SmallVector<int64_t> shape(xs.size(), 1);
+    shape[1] = c;
+    return reshape(v, shape);
+  };
+  setOutput(0, binary("Add", binary("Mul", y, perChannel(scale)), perChannel(bias)));
+}
+
+/// Compress with a constant condition: a Gather of the kept indices.
+void Importer::convCompress() {
+  Value x = input(0);
+  const IntConst &cond = intInput(1, "condition");
+  auto xs = shapeOf(x);
+  std::optional<int64_t> axis;
+  if (attr("axis")) axis = normAxis(attrInt("axis", 0), xs.size());
+  if (!axis) {
+    x = reshape(x, {ttype(x).getNumElements()});
+    axis = 0;
+  }
+  int64_t n = shapeOf(x)[*axis];
+  IntConst idx{{}, {}, onnx::TensorProto::INT64};
+  for (int64_t i = 0; i < (int64_t)cond.data.size() && i < n; ++i)
+    if (cond.data[i]) idx.data.push_back(i);
+  if ((int64_t)cond.data.size() > n && llvm::any_of(ArrayRef<int64_t>(cond.data).drop_front(n), [](int64_t v) { return v != 0; }))
+    fail("condition selects past the end of the axis");
+  if (idx.data.empty()) fail("the condition selects nothing (empty outputs are not supported)");
+  idx.shape = {(int64_t)idx.data.size()};
+  SmallVector<int64_t> out(shapeOf(x));
+  out[*axis] = idx.shape[0];
+  setOutput(0, b.create<GatherOp>(loc, like(x, out), x, materializeInt(idx), b.getI64IntegerAttr(*axis)));
+}
+
+/// Col2Im (2-d): a grouped ConvTranspose whose weights are one-hot over the
+/// block, which adds every column back at its place in the image.
+void Importer::convCol2Im() {
+  Value x = input(0);
+  requireF32(x, "input");
+  const IntConst &img = intInput(1, "image_shape"), &blk = intInput(2, "block_shape");
+  if (img.data.size() != 2 || blk.data.size() != 2) fail("only 2-d images are supported");
+  auto xs = shapeOf(x);
+  if (xs.size() != 3) fail("input must be [N, C*prod(block_shape), L]");
+  int64_t kh = blk.data[0], kw = blk.data[1], k = kh * kw;
+  if (kh <= 0 || kw <= 0 || xs[1] % k) fail("block_shape does not divide the input's second dim");
+  int64_t c = xs[1] / k;
+  auto strides = defaults(attrInts("strides"), 2, 1), dil = defaults(attrInts("dilations"), 2, 1);
+  auto pads = defaults(attrInts("pads"), 4, 0);
+  if (strides.size() != 2 || dil.size() != 2 || pads.size() != 4) fail("attributes must be 2-d");
+  int64_t blocks[2];
+  for (int i = 0; i < 2; ++i) {
+    int64_t eff = dil[i] * (blk.data[i] - 1) + 1, span = img.data[i] + pads[i] + pads[i + 2] - eff;
+    if (strides[i] <= 0 || dil[i] <= 0 || span < 0 || span % strides[i])
+      fail("image_shape, block_shape, pads and strides do not tile exactly");
+    blocks[i] = span / strides[i] + 1;
+  }
+  if (blocks[0] * blocks[1] != xs[2]) fail("L does not match the number of blocks");
+  std::vector<float> w(c * k * k, 0.0f); // [C*K, 1, kh, kw]
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t j = 0; j < k; ++j) w[(ci * k + j) * k + j] = 1.0f;
+  Value x4 = reshape(x, {xs[0], xs[1], blocks[0], blocks[1]});
+  SmallVector<int64_t> out{xs[0], c, img.data[0], img.data[1]};
+  setOutput(0, b.create<ConvTransposeOp>(loc, f32(out), x4, floatConst({c * k, 1, kh, kw}, w), Value(),
+                                         b.getDenseI64ArrayAttr(strides), b.getDenseI64ArrayAttr(dil),
+                                         b.getDenseI64ArrayAttr(pads), b.getI64IntegerAttr(c)));
+}
+
+/// AffineGrid: the base grid of normalised coordinates (a constant) times
+/// theta^T, one MatMul.
+void Importer::convAffineGrid() {
+  Value theta = input(0);
+  requireF32(theta, "theta");
+  const IntConst &size = intInput(1, "size");
+  bool align = attrInt("align_corners", 0) != 0;
+  int64_t nd = (int64_t)size.data.size() - 2; // spatial dims: 2 or 3
+  if (nd != 2 && nd != 3) fail("size must have 4 or 5 values");
+  auto ts = shapeOf(theta);
+  if (ts.size() != 3 || ts[1] != nd || ts[2] != nd + 1) fail("theta must be [N, " + std::to_string(nd) + ", " + std::to_string(nd + 1) + "]");
+  SmallVector<int64_t> dims(size.data.begin() + 2, size.data.end()); // (D,) H, W
+  int64_t points = 1;
+  for (int64_t d : dims) {
+    if (d <= 0) fail("size must be positive");
+    points *= d;
+  }
+  auto coord = [&](int64_t i, int64_t n) {
+    if (n == 1) return 0.0f;
+    return align ? (float)(-1.0 + 2.0 * i / (n - 1)) : (float)((2.0 * i + 1) / n - 1.0);
+  };
+  std::vector<float> base;
+  for (int64_t p = 0; p < points; ++p) {
+    SmallVector<int64_t> at(nd);
+    for (int64_t r = p, d = nd - 1; d >= 0; --d) { at[d] = r % dims[d]; r /= dims[d]; }
+    for (int64_t d = nd - 1; d >= 0; --d) base.push_back(coord(at[d], dims[d])); // x (W) first
+    base.push_back(1.0f);
+  }
+  Value g = floatConst({points, nd + 1}, base);
+  Value tT = b.create<TransposeOp>(loc, f32({ts[0], nd + 1, nd}), theta, b.getDenseI64ArrayAttr({0, 2, 1}));
+  Value r = buildMatMul(g, tT); // [N, points, nd]
+  SmallVector<int64_t> out{ts[0]};
+  out.append(dims.begin(), dims.end());
+  out.push_back(nd);
+  setOutput(0, reshape(r, out));
+}
+
+/// CenterCropPad: a centred Slice where the input is larger, a centred
+/// zero Pad where it is smaller.
+void Importer::convCenterCropPad() {
+  Value x = input(0);
+  const IntConst &shape = intInput(1, "shape");
+  auto xs = shapeOf(x);
+  int64_t rank = xs.size();
+  SmallVector<int64_t> axes;
+  if (auto a = attrInts("axes")) for (int64_t v : *a) axes.push_back(normAxis(v, rank));
+  else for (int64_t i = 0; i < rank; ++i) axes.push_back(i);
+  if (axes.size() != shape.data.size()) fail("shape must have one value per axis");
+  SmallVector<int64_t> st(rank, 0), sliced(xs), pads(2 * rank, 0), padded;
+  for (size_t i = 0; i < axes.size(); ++i) {
+    int64_t a = axes[i], want = shape.data[i];
+    if (want <= 0) fail("target shape must be positive");
+    if (xs[a] > want) { st[a] = (xs[a] - want) / 2; sliced[a] = want; }
+    else if (xs[a] < want) { pads[a] = (want - xs[a]) / 2; pads[a + rank] = want - xs[a] - pads[a]; }
+  }
+  Value r = x;
+  if (ArrayRef<int64_t>(sliced) != xs)
+    r = b.create<SliceOp>(loc, like(x, sliced), x, b.getDenseI64ArrayAttr(st),
+                          b.getDenseI64ArrayAttr(SmallVector<int64_t>(rank, 1)));
+  if (llvm::any_of(pads, [](int64_t p) { return p != 0; })) {
+    for (int64_t i = 0; i < rank; ++i) padded.push_back(sliced[i] + pads[i] + pads[i + rank]);
+    r = b.create<PadOp>(loc, like(x, padded), r, b.getDenseI64ArrayAttr(pads), b.getStringAttr("constant"),
+                        b.getF32FloatAttr(0.0f));
+  }
+  setOutput(0, r);
+}
+
 void Importer::convNot() {
   Value x = input(0);
   if (!ttype(x).getElementType().isInteger(1)) fail("input must be a bool tensor");
@@ -3384,6 +3651,17 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"ConvInteger", &Importer::convConvInteger},
       {"QLinearMatMul", &Importer::convQLinearMatMul},
       {"QLinearConv", &Importer::convQLinearConv},
+      {"EyeLike", &Importer::convEyeLike},
+      {"HannWindow", &Importer::convWindow},
+      {"HammingWindow", &Importer::convWindow},
+      {"BlackmanWindow", &Importer::convWindow},
+      {"MeanVarianceNormalization", &Importer::convMeanVarianceNormalization},
+      {"LRN", &Importer::convLRN},
+      {"GroupNormalization", &Importer::convGroupNormalization},
+      {"Compress", &Importer::convCompress},
+      {"Col2Im", &Importer::convCol2Im},
+      {"AffineGrid", &Importer::convAffineGrid},
+      {"CenterCropPad", &Importer::convCenterCropPad},
       {"Where", &Importer::convWhere},
       {"IsNaN", &Importer::convIsNaN},
       {"IsInf", &Importer::convIsInf},

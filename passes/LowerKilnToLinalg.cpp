@@ -2514,7 +2514,7 @@ LogicalResult BufferLowering::run() {
   loc = ret.getLoc();
   for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
     Value dst = entry->getArgument(nIn + i);
-    if (buf(v) != dst)
+    if (buf(v) != dst && cast<MemRefType>(dst.getType()).getNumElements() != 0) // nothing to copy when empty
       b.create<linalg::CopyOp>(loc, buf(v), dst);
   }
   b.create<func::ReturnOp>(loc);

@@ -747,11 +747,6 @@ std::optional<Type> Importer::valueInfoType(const onnx::ValueInfoProto &vi, bool
       return std::nullopt;
     }
   }
-  if (isInput && isa<FloatType>(elt) && llvm::is_contained(shape, 0)) {
-    error(fileLoc(), "input '" + vi.name() + "' has the zero-sized shape " + joinDims(shape) +
-                         "; zero-sized graph inputs are not supported");
-    return std::nullopt;
-  }
   try {
     checkTensorSize(shape, elt, "input '" + vi.name() + "'");
   } catch (NodeError &e) {

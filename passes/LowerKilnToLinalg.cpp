@@ -2173,8 +2173,24 @@ void BufferLowering::emitPointwise(Value outValue, Value outBuf, const DenseSet<
   at(outValue, ident, nullptr, {});
   SmallVector<Value> ins;
   SmallVector<AffineMap> maps;
+  // (outShape: the loop extents, the output value's shape)
   for (auto &[v, m] : leaves) {
-    ins.push_back(buf(v));
+    // A Slice starting at 0 composes to a plain dim index, which linalg
+    // takes as the operand's extent: read that part of the buffer through
+    // a subview of the loop's extent instead.
+    Value in = buf(v);
+    auto mt = cast<MemRefType>(in.getType());
+    SmallVector<int64_t> sizes(mt.getShape());
+    bool narrowed = false;
+    for (auto [r, e] : llvm::enumerate(m.getResults()))
+      if (auto de = dyn_cast<AffineDimExpr>(e); de && sizes[r] != outShape[de.getPosition()]) {
+        sizes[r] = outShape[de.getPosition()];
+        narrowed = true;
+      }
+    if (narrowed)
+      in = b.create<memref::SubViewOp>(loc, in, SmallVector<int64_t>(sizes.size(), 0), sizes,
+                                       SmallVector<int64_t>(sizes.size(), 1));
+    ins.push_back(in);
     maps.push_back(m);
   }
   maps.push_back(AffineMap::getMultiDimIdentityMap(nd, ctx));

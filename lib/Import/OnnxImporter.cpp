@@ -413,6 +413,20 @@ private:
   void convCol2Im();
   void convAffineGrid();
   void convCenterCropPad();
+  void convRecurrent();
+  Value sliceAxis(Value v, int64_t axis, int64_t start, int64_t len) {
+    SmallVector<int64_t> st(shapeOf(v).size(), 0), out(shapeOf(v));
+    st[axis] = start;
+    out[axis] = len;
+    if (ArrayRef<int64_t>(out) == shapeOf(v)) return v;
+    return b.create<SliceOp>(loc, like(v, out), v, b.getDenseI64ArrayAttr(st),
+                             b.getDenseI64ArrayAttr(SmallVector<int64_t>(out.size(), 1)));
+  }
+  Value transpose(Value v, ArrayRef<int64_t> perm) {
+    SmallVector<int64_t> out;
+    for (int64_t p : perm) out.push_back(shapeOf(v)[p]);
+    return b.create<TransposeOp>(loc, like(v, out), v, b.getDenseI64ArrayAttr(perm));
+  }
   Value floatConst(ArrayRef<int64_t> shape, ArrayRef<float> data) {
     return b.create<ConstantOp>(loc, DenseElementsAttr::get(f32(shape), data));
   }
@@ -2839,6 +2853,154 @@ void Importer::convCenterCropPad() {
   setOutput(0, r);
 }
 
+/// RNN, GRU and LSTM, unrolled over the (static) sequence: the input
+/// projection is one MatMul for all steps, then per step a MatMul with the
+/// recurrence weights and the gates' elementwise ops (which fuse).
+void Importer::convRecurrent() {
+  const std::string &op = node->op_type();
+  int64_t G = op == "RNN" ? 1 : op == "GRU" ? 3 : 4;
+  Value X = input(0), W = input(1), R = input(2);
+  requireF32(X, "X");
+  requireF32(W, "W");
+  requireF32(R, "R");
+  if (shapeOf(X).size() != 3) fail("X must be 3-d");
+  bool batchFirst = attrInt("layout", 0) != 0;
+  if (batchFirst) X = transpose(X, {1, 0, 2});
+  int64_t seq = shapeOf(X)[0], batch = shapeOf(X)[1], inSz = shapeOf(X)[2];
+  std::string dir = attrString("direction", "forward");
+  if (dir != "forward" && dir != "reverse" && dir != "bidirectional") fail("unknown direction '" + dir + "'");
+  int64_t dirs = dir == "bidirectional" ? 2 : 1;
+  int64_t hid = attrInt("hidden_size", shapeOf(R).size() == 3 ? shapeOf(R)[2] : 0);
+  if (hid <= 0) fail("hidden_size must be positive");
+  if (shapeOf(W) != ArrayRef<int64_t>{dirs, G * hid, inSz}) fail("W must be [" + std::to_string(dirs) + ", " + std::to_string(G * hid) + ", " + std::to_string(inSz) + "]");
+  if (shapeOf(R) != ArrayRef<int64_t>{dirs, G * hid, hid}) fail("R must be [" + std::to_string(dirs) + ", " + std::to_string(G * hid) + ", " + std::to_string(hid) + "]");
+  std::optional<Value> B = optInput(3), lens = optInput(4), h0 = optInput(5);
+  std::optional<Value> c0 = op == "LSTM" ? optInput(6) : std::nullopt, P = op == "LSTM" ? optInput(7) : std::nullopt;
+  if (attrInt("input_forget", 0)) fail("input_forget=1 is not supported");
+  bool linearBeforeReset = attrInt("linear_before_reset", 0) != 0;
+  std::vector<std::string> acts;
+  if (auto *a = attr("activations")) for (const auto &n : a->strings()) acts.push_back(n);
+  std::vector<std::string> defaults = op == "RNN" ? std::vector<std::string>{"Tanh"}
+                                      : op == "GRU" ? std::vector<std::string>{"Sigmoid", "Tanh"}
+                                                    : std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"};
+  if (acts.empty()) {
+    for (int64_t d = 0; d < dirs; ++d) acts.insert(acts.end(), defaults.begin(), defaults.end());
+  } else if (acts.size() != defaults.size() * dirs) {
+    fail("expects " + std::to_string(defaults.size() * dirs) + " activations");
+  }
+  std::optional<float> clip;
+  if (attr("clip")) clip = attrFloat("clip", 0);
+  auto activate = [&](const std::string &name, Value v) -> Value {
+    if (clip) v = b.create<ClipOp>(loc, v.getType(), v, b.getF32FloatAttr(-*clip), b.getF32FloatAttr(*clip));
+    if (name == "Sigmoid") return b.create<SigmoidOp>(loc, v.getType(), v);
+    if (name == "Tanh") return b.create<TanhOp>(loc, v.getType(), v);
+    if (name == "Relu") return b.create<ReluOp>(loc, v.getType(), v);
+    fail("activation '" + name + "' is not supported (Sigmoid, Tanh, Relu are)");
+  };
+  auto perDir = [&](std::optional<Value> v, int64_t d, ArrayRef<int64_t> shape) -> Value {
+    if (v) return reshape(sliceAxis(*v, 0, d, 1), shape);
+    return floatConst(shape, std::vector<float>(product(shape), 0.0f));
+  };
+  Type i32 = b.getI32Type();
+  std::optional<Value> lensI32;
+  if (lens) lensI32 = reshape(castTo(*lens, i32), {batch, 1});
+  Value zeros = floatConst({batch, hid}, std::vector<float>(batch * hid, 0.0f));
+  std::vector<std::vector<Value>> ys(seq, std::vector<Value>(dirs));
+  SmallVector<Value> yh, yc;
+  for (int64_t d = 0; d < dirs; ++d) {
+    bool reverse = dir == "reverse" || d == 1;
+    const std::string *f = &acts[d * defaults.size()];
+    Value WdT = transpose(reshape(sliceAxis(W, 0, d, 1), {G * hid, inSz}), {1, 0});
+    Value RdT = transpose(reshape(sliceAxis(R, 0, d, 1), {G * hid, hid}), {1, 0});
+    Value xw = buildMatMul(reshape(X, {seq * batch, inSz}), WdT);
+    Value rb;
+    if (B) {
+      Value bd = reshape(sliceAxis(*B, 0, d, 1), {2 * G * hid});
+      xw = binary("Add", xw, sliceAxis(bd, 0, 0, G * hid));
+      rb = sliceAxis(bd, 0, G * hid, G * hid);
+    }
+    xw = reshape(xw, {seq, batch, G * hid});
+    Value H = perDir(h0, d, {batch, hid}), C = perDir(c0, d, {batch, hid});
+    Value peep = P ? reshape(sliceAxis(*P, 0, d, 1), {3 * hid}) : Value();
+    auto gate = [&](Value v, int64_t k) { return sliceAxis(v, 1, k * hid, hid); };
+    for (int64_t step = 0; step < seq; ++step) {
+      int64_t t = reverse ? seq - 1 - step : step;
+      Value xt = reshape(sliceAxis(xw, 0, t, 1), {batch, G * hid});
+      Value Hn, Cn = C;
+      if (op == "GRU") {
+        // Gates z, r, h.
+        Value rzT = sliceAxis(RdT, 1, 0, 2 * hid), rhT = sliceAxis(RdT, 1, 2 * hid, hid);
+        Value hr = buildMatMul(H, rzT);
+        if (rb) hr = binary("Add", hr, sliceAxis(rb, 0, 0, 2 * hid));
+        Value z = activate(f[0], binary("Add", gate(xt, 0), gate(hr, 0)));
+        Value r = activate(f[0], binary("Add", gate(xt, 1), gate(hr, 1)));
+        Value rbh = rb ? sliceAxis(rb, 0, 2 * hid, hid) : Value();
+        Value hh;
+        if (linearBeforeReset) {
+          hh = buildMatMul(H, rhT);
+          if (rbh) hh = binary("Add", hh, rbh);
+          hh = binary("Mul", r, hh);
+        } else {
+          hh = buildMatMul(binary("Mul", r, H), rhT);
+          if (rbh) hh = binary("Add", hh, rbh);
+        }
+        Value ht = activate(f[1], binary("Add", gate(xt, 2), hh));
+        // H = (1 - z) * ht + z * H = ht + z * (H - ht)
+        Hn = binary("Add", ht, binary("Mul", z, binary("Sub", H, ht)));
+      } else {
+        Value g = binary("Add", xt, buildMatMul(H, RdT));
+        if (rb) g = binary("Add", g, rb);
+        if (op == "RNN") {
+          Hn = activate(f[0], g);
+        } else {
+          // Gates i, o, f, c; peepholes P = [Pi, Po, Pf].
+          auto withPeep = [&](Value v, int64_t k, Value c) {
+            return peep ? binary("Add", v, binary("Mul", sliceAxis(peep, 0, k * hid, hid), c)) : v;
+          };
+          Value ig = activate(f[0], withPeep(gate(g, 0), 0, C));
+          Value fg = activate(f[0], withPeep(gate(g, 2), 2, C));
+          Value cc = activate(f[1], gate(g, 3));
+          Cn = binary("Add", binary("Mul", fg, C), binary("Mul", ig, cc));
+          Value og = activate(f[0], withPeep(gate(g, 1), 1, Cn));
+          Hn = binary("Mul", og, activate(f[2], Cn));
+        }
+      }
+      Value y = Hn;
+      if (lensI32) {
+        // Steps past a batch entry's length keep its state and output 0.
+        Value tc = materializeInt(IntConst{{}, {t}, onnx::TensorProto::INT32});
+        Value live = b.create<LessOp>(loc, boolType({batch, 1}), tc, *lensI32);
+        Hn = b.create<WhereOp>(loc, Hn.getType(), live, Hn, H);
+        Cn = b.create<WhereOp>(loc, Cn.getType(), live, Cn, C);
+        y = b.create<WhereOp>(loc, Hn.getType(), live, y, zeros);
+      }
+      H = Hn;
+      C = Cn;
+      ys[t][d] = reshape(y, {1, 1, batch, hid});
+    }
+    yh.push_back(reshape(H, {1, batch, hid}));
+    yc.push_back(reshape(C, {1, batch, hid}));
+  }
+  auto concat = [&](ArrayRef<Value> vs, int64_t axis) -> Value {
+    if (vs.size() == 1) return vs[0];
+    SmallVector<int64_t> out(shapeOf(vs[0]));
+    out[axis] = 0;
+    for (Value v : vs) out[axis] += shapeOf(v)[axis];
+    return b.create<ConcatOp>(loc, like(vs[0], out), vs, b.getI64IntegerAttr(axis));
+  };
+  SmallVector<Value> steps;
+  for (auto &perT : ys) steps.push_back(concat(perT, 1));
+  Value Y = concat(steps, 0), Yh = concat(yh, 0), Yc = concat(yc, 0);
+  if (batchFirst) {
+    Y = transpose(Y, {2, 0, 1, 3});
+    Yh = transpose(Yh, {1, 0, 2});
+    Yc = transpose(Yc, {1, 0, 2});
+  }
+  setOutput(0, Y);
+  setOutput(1, Yh);
+  if (op == "LSTM") setOutput(2, Yc);
+}
+
 void Importer::convNot() {
   Value x = input(0);
   if (!ttype(x).getElementType().isInteger(1)) fail("input must be a bool tensor");
@@ -3657,6 +3819,9 @@ const std::unordered_map<std::string, Importer::Converter> &Importer::converters
       {"Col2Im", &Importer::convCol2Im},
       {"AffineGrid", &Importer::convAffineGrid},
       {"CenterCropPad", &Importer::convCenterCropPad},
+      {"RNN", &Importer::convRecurrent},
+      {"GRU", &Importer::convRecurrent},
+      {"LSTM", &Importer::convRecurrent},
       {"Where", &Importer::convWhere},
       {"IsNaN", &Importer::convIsNaN},
       {"IsInf", &Importer::convIsInf},

@@ -2337,7 +2337,9 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       bool reindexes = llvm::any_of(inside, [&](Operation *o) {
         return o != head && isa<TransposeOp, SliceOp, ExpandOp>(o);
       });
-      if (!reindexes)
+      // So does a head whose epilogue changes the element type (a Cast).
+      bool retypes = storageType(eltOf(head->getResult(0))) != cast<MemRefType>(outArg.getType()).getElementType();
+      if (!reindexes && !retypes)
         outBuffer[head->getResult(0)] = viewAs(outArg, cast<ShapedType>(head->getResult(0).getType()).getShape());
       result = lowerOp(head);
       inside.erase(head);

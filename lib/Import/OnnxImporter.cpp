@@ -18,6 +18,7 @@
 #include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/AsmState.h"
+#include "llvm/ADT/ScopeExit.h"
 
 #include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
@@ -431,6 +432,13 @@ private:
     return b.create<ConstantOp>(loc, DenseElementsAttr::get(f32(shape), data));
   }
   Value binary(StringRef op, Value x, Value y);
+  /// An empty tensor of x's dtype: a constant (nothing to compute).
+  Value emptyLike(Value x, ArrayRef<int64_t> shape) {
+    auto t = like(x, shape);
+    Type et = t.getElementType();
+    Attribute zero = isa<FloatType>(et) ? Attribute(FloatAttr::get(et, 0.0)) : Attribute(IntegerAttr::get(et, 0));
+    return b.create<ConstantOp>(loc, DenseElementsAttr::get(t, zero));
+  }
   Value castTo(Value v, Type et);
   void convWhere();
   void convIsNaN();
@@ -1891,6 +1899,15 @@ void Importer::convLpPool() {
 
 template <typename OpT> void Importer::convPool() {
   Value x = input(0);
+  Type et = ttype(x).getElementType();
+  if (std::is_same_v<OpT, MaxPoolOp> && isa<IntegerType>(et) && !et.isInteger(1) &&
+      et.getIntOrFloatBitWidth() <= 16) {
+    // 8/16-bit integers are exact in float32: pool there and cast back.
+    requireNoOutput(1, "Indices");
+    if (attrInt("storage_order", 0) != 0) fail("storage_order=1 is not supported");
+    setOutput(0, castTo(buildPool<OpT>(castTo(x, b.getF32Type()), false), et));
+    return;
+  }
   requireF32(x, "X");
   if (std::is_same_v<OpT, MaxPoolOp>) {
     requireNoOutput(1, "Indices");
@@ -1969,6 +1986,22 @@ template <typename OpT> void Importer::convGlobalPool() {
 
 template <typename OpT> void Importer::convReduce() {
   Value x = input(0);
+  if constexpr (std::is_same_v<OpT, ReduceMaxOp> || std::is_same_v<OpT, ReduceMinOp>) {
+    if (ttype(x).getElementType().isInteger(1)) {
+      // bool max/min (any/all): reduce 0/1 as float32, then back to bool.
+      const std::string &in = node->input(0);
+      Value saved = values.count(in) ? values[in] : Value();
+      values[in] = castTo(x, b.getF32Type());
+      auto restore = llvm::make_scope_exit([&] {
+        if (saved) values[in] = saved;
+        else values.erase(in);
+      });
+      convReduce<OpT>();
+      const std::string &out = node->output(0);
+      values[out] = castTo(values[out], b.getI1Type());
+      return;
+    }
+  }
   requireFloat(x, "data");
   auto xs = shapeOf(x);
   int64_t rank = xs.size();
@@ -2204,10 +2237,13 @@ void Importer::convSlice() {
       e = std::clamp<int64_t>(e, -1, d - 1);
       n = s > e ? (s - e + (-step) - 1) / (-step) : 0;
     }
-    if (n == 0) fail("slice produces an empty tensor, which is not supported");
     st[a] = s;
     sp[a] = step;
     out[a] = n;
+  }
+  if (llvm::is_contained(out, 0)) { // an empty result: an empty constant
+    setOutput(0, emptyLike(x, out));
+    return;
   }
   setOutput(0, b.create<SliceOp>(loc, like(x, out), x, b.getDenseI64ArrayAttr(st),
                                  b.getDenseI64ArrayAttr(sp)));
@@ -2493,7 +2529,7 @@ void Importer::convSplit() {
   if ((int64_t)sizes.size() != nOut) fail("split sizes do not match the number of outputs");
   int64_t total = 0;
   for (int64_t v : sizes) {
-    if (v <= 0) fail("split sizes must be positive (empty outputs are not supported)");
+    if (v < 0) fail("split sizes must not be negative");
     if (v > xs[axis]) fail("split sizes do not add up to the axis length");
     total += v; // no overflow: each term is at most the axis length
     if (total > xs[axis]) fail("split sizes do not add up to the axis length");
@@ -2505,7 +2541,8 @@ void Importer::convSplit() {
     st[axis] = off;
     out[axis] = sizes[i];
     off += sizes[i];
-    setOutput(i, b.create<SliceOp>(loc, like(x, out), x, b.getDenseI64ArrayAttr(st), b.getDenseI64ArrayAttr(sp)));
+    if (llvm::is_contained(out, 0)) setOutput(i, emptyLike(x, out));
+    else setOutput(i, b.create<SliceOp>(loc, like(x, out), x, b.getDenseI64ArrayAttr(st), b.getDenseI64ArrayAttr(sp)));
   }
 }
 

@@ -531,7 +531,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
   }
   if (auto call = dyn_cast<func::CallOp>(op))
     return fail(op, "call of '") << call.getCallee() << "' has no OpenCL form (a runtime kernel of the CPU target)";
-  if (op->getNumRegions() || !isPure(op)) return fail(op, "unsupported op ") << op->getName();
+  // Effect-free, not "pure": divisions are not speculatable but still scalars.
+  if (op->getNumRegions() || !isMemoryEffectFree(op)) return fail(op, "unsupported op ") << op->getName();
   return emitScalar(op);
 }
 

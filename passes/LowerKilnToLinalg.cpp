@@ -42,7 +42,7 @@ using IterTy = utils::IteratorType;
 Type storageType(Type t) {
   if (auto it = dyn_cast<IntegerType>(t); it && !it.isSignless())
     return IntegerType::get(t.getContext(), it.getWidth());
-  if (isa<FloatType>(t) && t.getIntOrFloatBitWidth() == 8) // float8: its bits (no LLVM type)
+  if (isFloat8(t)) // float8: its bits (no LLVM type)
     return IntegerType::get(t.getContext(), 8);
   return t;
 }
@@ -1389,12 +1389,11 @@ Value BufferLowering::castScalar(OpBuilder &nb, Location l, Value x, Type from, 
   // `from` and `to` are the kiln element types (they say whether an
   // integer is unsigned); the scalars are signless.
   bool fromU = from.isUnsignedInteger() || from.isInteger(1), toU = to.isUnsignedInteger();
-  auto isF8 = [](Type t) { return isa<FloatType>(t) && t.getIntOrFloatBitWidth() == 8; };
-  if (isF8(from)) { // decode to f32, then on as from f32
+  if (isFloat8(from)) { // decode to f32, then on as from f32
     if (from == to) return x;
     return castScalar(nb, l, float8ToF32(nb, l, x, from), nb.getF32Type(), to, saturate);
   }
-  if (isF8(to)) { // to f32 first (exact from f16/bf16), then encode
+  if (isFloat8(to)) { // to f32 first (exact from f16/bf16), then encode
     Value f = castScalar(nb, l, x, from, nb.getF32Type(), saturate);
     return f32ToFloat8(nb, l, f, to, saturate);
   }

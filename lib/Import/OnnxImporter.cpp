@@ -18,7 +18,6 @@
 #include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/AsmState.h"
-#include "llvm/ADT/ScopeExit.h"
 
 #include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
@@ -278,7 +277,6 @@ private:
     }
   }
   bool isFloat(Value v) { return isa<FloatType>(ttype(v).getElementType()); }
-  static bool isFloat8(Type t) { return isa<FloatType>(t) && t.getIntOrFloatBitWidth() == 8; }
   void requireSameType(Value a, Value c, StringRef what) {
     if (ttype(a).getElementType() != ttype(c).getElementType())
       fail(("inputs of different dtypes (" + what + ")").str());
@@ -440,6 +438,25 @@ private:
     return b.create<ConstantOp>(loc, DenseElementsAttr::get(t, zero));
   }
   Value castTo(Value v, Type et);
+  /// While it lives, the node's input `i` reads as `v` (the converter sees
+  /// a cast copy); the original binding comes back when it ends, also when
+  /// the converter fails.
+  struct InputOverride {
+    Importer &im;
+    std::vector<std::pair<std::string, Value>> saved; // null: was not bound
+    void set(int i, Value v) {
+      const std::string &name = im.node->input(i);
+      auto it = im.values.find(name);
+      saved.emplace_back(name, it == im.values.end() ? Value() : it->second);
+      im.values[name] = v;
+    }
+    ~InputOverride() {
+      for (auto it = saved.rbegin(); it != saved.rend(); ++it) {
+        if (it->second) im.values[it->first] = it->second;
+        else im.values.erase(it->first);
+      }
+    }
+  };
   void convWhere();
   void convIsNaN();
   void convIsInf();
@@ -857,7 +874,7 @@ Value Importer::tensorToFloat(const onnx::TensorProto &t) {
     if ((int64_t)f.size() != n) fail("tensor '" + t.name() + "': data size disagrees with its shape");
     return b.create<ConstantOp>(loc, DenseElementsAttr::get(f32(shape), ArrayRef<float>(f)));
   }
-  if (Type f8 = elementType(t.data_type()); f8 && isa<FloatType>(f8) && f8.getIntOrFloatBitWidth() == 8) {
+  if (Type f8 = elementType(t.data_type()); f8 && isFloat8(f8)) {
     // float8: one byte each, in raw_data or int32_data.
     std::vector<uint8_t> bits;
     if (t.has_raw_data()) bits.assign(t.raw_data().begin(), t.raw_data().end());
@@ -1336,42 +1353,32 @@ void Importer::convertNode() {
   Type half;
   bool hasF64 = false;
   const std::string &op = node->op_type();
-  if (op != "Cast" && op != "CastLike" && op != "QuantizeLinear" && op != "DequantizeLinear")
-    for (int i = 0; i < numInputs(); ++i) {
-      auto it = hasInput(i) ? values.find(node->input(i)) : values.end();
-      if (it != values.end() && isFloat8(ttype(it->second).getElementType()))
-        fail("float8 tensors are supported by Cast, CastLike, QuantizeLinear and DequantizeLinear only");
-    }
-  if (op != "Cast" && op != "CastLike")
-    for (int i = 0; i < numInputs(); ++i) {
-      auto it = hasInput(i) ? values.find(node->input(i)) : values.end();
-      if (it == values.end()) continue;
-      Type et = ttype(it->second).getElementType();
-      if (et.isF16() || et.isBF16()) half = et;
-      hasF64 |= et.isF64();
-    }
+  bool casts = op == "Cast" || op == "CastLike", quant = op == "QuantizeLinear" || op == "DequantizeLinear";
+  auto inputType = [&](int i) -> Type {
+    auto it = hasInput(i) ? values.find(node->input(i)) : values.end();
+    return it == values.end() ? Type() : ttype(it->second).getElementType();
+  };
+  for (int i = 0; i < numInputs() && !casts; ++i) {
+    Type et = inputType(i);
+    if (!et) continue;
+    if (isFloat8(et) && !quant)
+      fail("float8 tensors are supported by Cast, CastLike, QuantizeLinear and DequantizeLinear only");
+    if (et.isF16() || et.isBF16()) half = et;
+    hasF64 |= et.isF64();
+  }
   if (!half || hasF64) {
     converters().at(op)(*this);
     return;
   }
-  std::vector<std::pair<std::string, Value>> saved;
-  for (int i = 0; i < numInputs(); ++i) {
-    if (!hasInput(i)) continue;
-    auto it = values.find(node->input(i));
-    if (it == values.end() || ttype(it->second).getElementType() != half) continue;
-    saved.emplace_back(it->first, it->second);
-    it->second = b.create<CastOp>(loc, f32(shapeOf(it->second)), it->second);
-  }
-  auto restore = [&] {
-    for (auto &[name, v] : saved) values[name] = v;
-  };
-  try {
+  {
+    InputOverride inputs{*this, {}};
+    for (int i = 0; i < numInputs(); ++i)
+      if (inputType(i) == half) {
+        Value v = values[node->input(i)];
+        inputs.set(i, b.create<CastOp>(loc, f32(shapeOf(v)), v));
+      }
     converters().at(op)(*this);
-  } catch (...) {
-    restore();
-    throw;
   }
-  restore();
   for (const std::string &out : node->output()) {
     auto it = out.empty() ? values.end() : values.find(out);
     if (it != values.end() && ttype(it->second).getElementType().isF32())
@@ -1900,19 +1907,16 @@ void Importer::convLpPool() {
 template <typename OpT> void Importer::convPool() {
   Value x = input(0);
   Type et = ttype(x).getElementType();
-  if (std::is_same_v<OpT, MaxPoolOp> && isa<IntegerType>(et) && !et.isInteger(1) &&
-      et.getIntOrFloatBitWidth() <= 16) {
-    // 8/16-bit integers are exact in float32: pool there and cast back.
-    requireNoOutput(1, "Indices");
-    if (attrInt("storage_order", 0) != 0) fail("storage_order=1 is not supported");
-    setOutput(0, castTo(buildPool<OpT>(castTo(x, b.getF32Type()), false), et));
-    return;
-  }
-  requireF32(x, "X");
   if (std::is_same_v<OpT, MaxPoolOp>) {
     requireNoOutput(1, "Indices");
     if (attrInt("storage_order", 0) != 0) fail("storage_order=1 is not supported");
+    if (isa<IntegerType>(et) && !et.isInteger(1) && et.getIntOrFloatBitWidth() <= 16) {
+      // 8/16-bit integers are exact in float32: pool there and cast back.
+      setOutput(0, castTo(buildPool<OpT>(castTo(x, b.getF32Type()), false), et));
+      return;
+    }
   }
+  requireF32(x, "X");
   setOutput(0, buildPool<OpT>(x, false));
 }
 
@@ -1989,14 +1993,11 @@ template <typename OpT> void Importer::convReduce() {
   if constexpr (std::is_same_v<OpT, ReduceMaxOp> || std::is_same_v<OpT, ReduceMinOp>) {
     if (ttype(x).getElementType().isInteger(1)) {
       // bool max/min (any/all): reduce 0/1 as float32, then back to bool.
-      const std::string &in = node->input(0);
-      Value saved = values.count(in) ? values[in] : Value();
-      values[in] = castTo(x, b.getF32Type());
-      auto restore = llvm::make_scope_exit([&] {
-        if (saved) values[in] = saved;
-        else values.erase(in);
-      });
-      convReduce<OpT>();
+      {
+        InputOverride inputs{*this, {}};
+        inputs.set(0, castTo(x, b.getF32Type()));
+        convReduce<OpT>();
+      }
       const std::string &out = node->output(0);
       values[out] = castTo(values[out], b.getI1Type());
       return;

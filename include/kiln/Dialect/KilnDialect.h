@@ -69,6 +69,9 @@ bool isPointwise(mlir::Operation *op);
 /// Pointwise ops that compute (not only move) elements.
 bool isElementwiseMath(mlir::Operation *op);
 
+/// One of the float8 formats (stored as bytes; Cast and quantization only).
+inline bool isFloat8(mlir::Type t) { return mlir::isa<mlir::FloatType>(t) && t.getIntOrFloatBitWidth() == 8; }
+
 /// Where a MatMul result of shape `shape` ([batch..., M, N]) lands when it
 /// is written through Transpose(perm) into a contiguous buffer: the stride
 /// between batches (the batch dims flattened) and between rows. nullopt when

@@ -397,6 +397,15 @@ def legacy_opset_relu():
 
 
 @case
+def half_storage():
+    # float16 in and out, a bfloat16 result: half storage on every target.
+    nodes = [h.make_node("Add", ["x", "x"], ["y"], name="add_half"),
+             h.make_node("Cast", ["x"], ["xf"], name="to_float", to=T.FLOAT),
+             h.make_node("Cast", ["xf"], ["z"], name="to_bf16", to=T.BFLOAT16)]
+    return graph(nodes, [vi("x", [8], T.FLOAT16)], [vi("y", None), vi("z", None)])
+
+
+@case
 def wrong_input_count():
     return graph([h.make_node("Relu", ["x", "x"], ["y"], name="relu2")], [vi("x", [4])], [vi("y", None)])
 

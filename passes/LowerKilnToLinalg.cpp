@@ -893,8 +893,10 @@ void BufferLowering::portableConv(Operation *op, Value xv, Value wv, Value biasV
       return nb.create<arith::CmpIOp>(l, pr, a, c(k)).getResult();
     };
     auto both = [&](Value a, Value b2) { return nb.create<arith::AndIOp>(l, a, b2).getResult(); };
-    Value g = nb.create<arith::DivUIOp>(l, o[1], c(Fg));
-    Value fl = nb.create<arith::RemUIOp>(l, o[1], c(Fg));
+    // (Ungrouped: no index arithmetic, so the input visibly does not depend
+    // on the output channel; device targets tile along it.)
+    Value g = group == 1 ? c(0) : nb.create<arith::DivUIOp>(l, o[1], c(Fg)).getResult();
+    Value fl = group == 1 ? o[1] : nb.create<arith::RemUIOp>(l, o[1], c(Fg)).getResult();
     Value cBase = mul(g, Cg);
     Value zero = typedConst(nb, l, et, 0);
     Value init = bias ? nb.create<memref::LoadOp>(l, bias, ValueRange{o[1]}).getResult() : zero;
@@ -916,14 +918,24 @@ void BufferLowering::portableConv(Operation *op, Value xv, Value wv, Value biasV
           ok = ok ? both(ok, both(nonNeg, exact)) : both(nonNeg, exact);
           pos = nb.create<arith::DivUIOp>(l, t, c(s[i]));
         }
-        Value in = both(cmp(arith::CmpIPredicate::sge, pos, 0), cmp(arith::CmpIPredicate::slt, pos, xs[2 + i]));
-        ok = ok ? both(ok, in) : in;
+        // Bounds checks only where a tap can fall in the padding.
+        Value in;
+        int64_t outD = cast<ShapedType>(op->getResult(0).getType()).getShape()[2 + i];
+        bool low = transposed || p[i] > 0;
+        bool high = transposed || (outD - 1) * s[i] - p[i] + (ws[2 + i] - 1) * d[i] >= xs[2 + i];
+        if (low) in = cmp(arith::CmpIPredicate::sge, pos, 0);
+        if (high) {
+          Value below = cmp(arith::CmpIPredicate::slt, pos, xs[2 + i]);
+          in = in ? both(in, below) : below;
+        }
+        if (in) ok = ok ? both(ok, in) : in;
         at[i] = pos;
       }
-      for (Value &a : at) a = nb.create<arith::SelectOp>(l, ok, a, c(0));
+      if (ok)
+        for (Value &a : at) a = nb.create<arith::SelectOp>(l, ok, a, c(0));
       Value ch = add(cBase, r[0]);
       Value xval = nb.create<memref::LoadOp>(l, x, ValueRange{o[0], ch, at[0], at[1]});
-      xval = nb.create<arith::SelectOp>(l, ok, xval, zero);
+      if (ok) xval = nb.create<arith::SelectOp>(l, ok, xval, zero);
       if (!withWeight) return xval;
       Value wval = transposed ? nb.create<memref::LoadOp>(l, w, ValueRange{ch, fl, r[1], r[2]})
                               : nb.create<memref::LoadOp>(l, w, ValueRange{o[1], r[0], r[1], r[2]});

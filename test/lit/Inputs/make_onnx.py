@@ -397,6 +397,14 @@ def legacy_opset_relu():
 
 
 @case
+def matmul_tiled():
+    # 256x128 times a constant 128x128: enough outputs for register tiles.
+    wv = nh.from_array(((np.arange(128 * 128) % 7) * 0.25 - 0.75).astype(np.float32).reshape(128, 128), "w")
+    return graph([h.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [vi("x", [256, 128])], [vi("y", None)],
+                 [wv])
+
+
+@case
 def half_storage():
     # float16 in and out, a bfloat16 result: half storage on every target.
     nodes = [h.make_node("Add", ["x", "x"], ["y"], name="add_half"),

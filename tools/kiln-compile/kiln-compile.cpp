@@ -10,47 +10,49 @@
 
 using namespace llvm;
 
-static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.onnx>"), cl::Required);
-static cl::opt<std::string> outputFile("o", cl::desc("Output file"), cl::value_desc("file"));
-static cl::opt<std::string> target("target", cl::desc("x86_64 (host, AVX2/FMA), aarch64 (NEON) or opencl (OpenCL C kernels; see docs/opencl.md)"),
+// Only kiln-compile's own options in --help (LLVM's stay accepted, hidden).
+static cl::OptionCategory kilnOptions("kiln-compile options");
+static cl::opt<std::string> inputFile(cl::cat(kilnOptions), cl::Positional, cl::desc("<model.onnx>"), cl::Required);
+static cl::opt<std::string> outputFile(cl::cat(kilnOptions), "o", cl::desc("Output file"), cl::value_desc("file"));
+static cl::opt<std::string> target(cl::cat(kilnOptions), "target", cl::desc("x86_64 (host, AVX2/FMA), aarch64 (NEON) or opencl (OpenCL C kernels; see docs/opencl.md)"),
                                    cl::init("x86_64"));
-static cl::opt<std::string> emit("emit", cl::desc("Stop after a stage: mlir (graph after rewriting), fused (fusion blocks), source (LLVM IR, or OpenCL C for --target=opencl; llvm is the same), obj, so"),
+static cl::opt<std::string> emit(cl::cat(kilnOptions), "emit", cl::desc("Stop after a stage: mlir (graph after rewriting), fused (fusion blocks), source (LLVM IR, or OpenCL C for --target=opencl; llvm is the same), obj, so"),
                                  cl::init("so"));
-static cl::opt<char> optLevel("O", cl::desc("Optimisation level -O0..-O3 (default 3)"),
+static cl::opt<char> optLevel(cl::cat(kilnOptions), "O", cl::desc("Optimisation level -O0..-O3 (default 3)"),
                               cl::Prefix, cl::init('3'));
-static cl::list<std::string> inputShapes("input-shape",
+static cl::list<std::string> inputShapes(cl::cat(kilnOptions), "input-shape",
                                          cl::desc("Pin an input's shape: NAME=d0,d1,..."),
                                          cl::value_desc("NAME=d0,d1,..."));
 static cl::list<std::string> freezeInputs(
-    "freeze-input",
+    cl::cat(kilnOptions), "freeze-input",
     cl::desc("Replace graph input NAME by the tensor in FILE (ONNX TensorProto), e.g. axes or "
              "shape inputs that must be static"),
     cl::value_desc("NAME=FILE.pb"));
-static cl::opt<int64_t> maxTensorMiB("max-tensor-mib",
+static cl::opt<int64_t> maxTensorMiB(cl::cat(kilnOptions), "max-tensor-mib",
                                      cl::desc("Refuse models with a tensor larger than this (MiB, default 8192)"),
                                      cl::init(8192));
 // LLVM owns "-stats" and "-stats-json"; ours are spelled --stats and
 // --stats-json on the command line and renamed before parsing.
-static cl::opt<bool> stats("kiln-stats", cl::desc("(--stats) Print op counts per stage and the arena size"));
-static cl::opt<bool> noRewrite("no-rewrite", cl::desc("Skip graph rewriting (kiln-rewrite), for comparison"));
-static cl::opt<bool> noFusion("no-fusion", cl::desc("One kernel per op instead of fusion blocks, for comparison"));
-static cl::opt<std::string> statsJson("kiln-stats-json", cl::desc("(--stats-json) Write the --stats figures as JSON to FILE"),
+static cl::opt<bool> stats(cl::cat(kilnOptions), "kiln-stats", cl::desc("(--stats) Print op counts per stage and the arena size"));
+static cl::opt<bool> noRewrite(cl::cat(kilnOptions), "no-rewrite", cl::desc("Skip graph rewriting (kiln-rewrite), for comparison"));
+static cl::opt<bool> noFusion(cl::cat(kilnOptions), "no-fusion", cl::desc("One kernel per op instead of fusion blocks, for comparison"));
+static cl::opt<std::string> statsJson(cl::cat(kilnOptions), "kiln-stats-json", cl::desc("(--stats-json) Write the --stats figures as JSON to FILE"),
                                       cl::value_desc("FILE"));
 static cl::opt<std::string> fusionReport(
-    "fusion-report", cl::desc("Draw the fusion plan: FILE.dot, .svg, .png or .html (Graphviz)"),
+    cl::cat(kilnOptions), "fusion-report", cl::desc("Draw the fusion plan: FILE.dot, .svg, .png or .html (Graphviz)"),
     cl::value_desc("FILE"));
 static cl::opt<std::string> profileDb(
-    "profile-db",
+    cl::cat(kilnOptions), "profile-db",
     cl::desc("Decide the fusion table's \"profile\" cells by compiling and timing the candidate "
              "blocks on this machine, kept in FILE for later compilations (host target only)"),
     cl::value_desc("FILE"));
 static cl::opt<std::string> sparsity(
-    "sparsity",
+    cl::cat(kilnOptions), "sparsity",
     cl::desc("BCR sparse weights: auto (detect, cost model decides per layer), off (all dense), "
              "bcr:RxC (every layer with zeros sparse, RxC blocks)"),
     cl::init("auto"));
-static cl::opt<bool> verbose("v", cl::desc("Print each stage with its time and op count"));
-static cl::opt<bool> printIR("mlir-print-ir-after-all",
+static cl::opt<bool> verbose(cl::cat(kilnOptions), "v", cl::desc("Print each stage with its time and op count"));
+static cl::opt<bool> printIR(cl::cat(kilnOptions), "mlir-print-ir-after-all",
                              cl::desc("Print the IR after every pass (to stderr)"));
 
 /// "node 'conv1' (Conv): " for node locations, "" otherwise.
@@ -80,6 +82,7 @@ int main(int argc, char **argv) {
       a = renamed.back().c_str();
     }
   }
+  cl::HideUnrelatedOptions(kilnOptions);
   cl::ParseCommandLineOptions((int)args.size(), args.data(), "kiln: ONNX model compiler\n");
 
   kiln::CompileOptions opts;

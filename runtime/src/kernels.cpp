@@ -39,17 +39,20 @@ template <int Q> inline v8f deinterleave(v8f a, v8f b) {
 }
 /// C[MR x NR] (+)= Apanel[kc x MR] * Bpanel[kc x NR]; packed panels. On
 /// the last K block, `ep` adds a bias per row and clamps as it stores.
-void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, bool accumulate,
+/// NV: vectors of 8 columns computed (2; 1 for a last panel of at most 8
+/// columns, e.g. N = 49: half the multiply-adds instead of wasted ones).
+template <int NV>
+void microKernelN(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, bool accumulate,
                  int m, int n, const Epilogue *ep, int64_t row0, int64_t col0) {
   v8f acc[MR][2];
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = v8f{};
   for (int64_t p = 0; p < kc; ++p) {
-    v8f b0 = load8(b + p * NR), b1 = load8(b + p * NR + 8);
+    v8f b0 = load8(b + p * NR), b1 = NV == 2 ? load8(b + p * NR + 8) : v8f{};
     const float *ap = a + p * MR;
     for (int i = 0; i < MR; ++i) {
       v8f ai = splat(ap[i]);
       acc[i][0] += ai * b0;
-      acc[i][1] += ai * b1;
+      if (NV == 2) acc[i][1] += ai * b1;
     }
   }
   if (ep) {
@@ -101,6 +104,12 @@ void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t l
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < n; ++j)
       c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i][j] : tile[i][j];
+}
+
+void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, bool accumulate, int m, int n,
+                 const Epilogue *ep, int64_t row0, int64_t col0) {
+  if (n <= 8) microKernelN<1>(kc, a, b, c, ldc, accumulate, m, n, ep, row0, col0);
+  else microKernelN<2>(kc, a, b, c, ldc, accumulate, m, n, ep, row0, col0);
 }
 
 /// Element (i, k) of op(A) with op(A) = A or A^T, A row-major with lda.

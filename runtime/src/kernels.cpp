@@ -147,102 +147,115 @@ void packB(const float *B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int6
 }
 
 
-/// B accumulators of 8 outputs each (outputs ow0 .. ow0 + 8B of one row)
-/// over all KH x KW taps, from the phase-split padded plane (see below).
-template <int B>
+/// d[0, n) = s[0, n), inline (row copies of a few floats: a call to
+/// memcpy costs more than the copy).
+inline void copyFloats(float *d, const float *s, int64_t n) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) store8(d + j, load8(s + j));
+  for (; j < n; ++j) d[j] = s[j];
+}
+
+/// V accumulators of 8 consecutive outputs of the flattened phase grid
+/// (see depthwiseConv) over all taps: V independent FMA chains.
+template <int V>
 inline void depthwiseBlock(const float *base, const int64_t *tapOff, const float *wc, int64_t KK,
                            float b0, bool clamp, float lo, float hi, float *out) {
-  v8f acc[B];
-  for (int i = 0; i < B; ++i) acc[i] = splat(b0);
+  v8f acc[V];
+  for (int i = 0; i < V; ++i) acc[i] = splat(b0);
   for (int64_t t = 0; t < KK; ++t) {
     const float *p = base + tapOff[t];
     v8f w = splat(wc[t]);
-    for (int i = 0; i < B; ++i) acc[i] += w * load8(p + 8 * i);
+    for (int i = 0; i < V; ++i) acc[i] += w * load8(p + 8 * i);
   }
-  for (int i = 0; i < B; ++i)
+  for (int i = 0; i < V; ++i)
     store8(out + 8 * i, clamp ? vclamp(acc[i], splat(lo), splat(hi)) : acc[i]);
 }
 
 /// Depthwise convolution (one filter per channel), parallel over (n, c).
-/// Each input plane is first copied into a zero-padded scratch plane split
-/// into SW column phases (phase q holds padded columns q, q+SW, ...), so
-/// every tap reads a unit-stride run for any stride and no bounds are
-/// tested in the inner loop; outputs are computed 32 (then 8) at a time
-/// in vector registers across all taps, with bias and clamp on the store.
+/// Each input plane is first copied into a zero-padded scratch buffer split
+/// into SH x SW phase planes (phase (qr, qc) holds padded rows qr, qr+SH,
+/// ... and columns qc, qc+SW, ...), each PWs = OW + (KW-1)*DW/SW columns
+/// wide. Tap (kh, kw) of output (oh, ow) then reads phase
+/// (kh*DH % SH, kw*DW % SW) at row oh + kh*DH/SH, column ow + kw*DW/SW: in
+/// the flattened phase plane, output index o = oh*PWs + ow reads o plus a
+/// fixed offset per tap. So the whole plane is one 1-d loop of unit-stride
+/// vectors with no bounds tests and 8 independent accumulators (the
+/// PWs - OW columns past each row's end are computed and dropped), and the
+/// rows are copied out at the end. Bias and clamp are applied in registers.
 void depthwiseConv(const float *X, const float *Wt, const float *Bs, float *Y, int64_t N, int64_t C,
                    int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t SH,
                    int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL, bool clamp, float lo,
                    float hi) {
-  int64_t PH = (OH - 1) * SH + (KH - 1) * DH + 1;  // padded rows read
-  int64_t PWn = (OW - 1) * SW + (KW - 1) * DW + 1; // padded columns read
-  // Columns per phase: the last (partial) block of 8 outputs reads up to
-  // column off/SW + roundup(OW, 8) - 1 of its phase, inside the zeros.
-  int64_t PWs = std::max((PWn + SW - 1) / SW, (KW - 1) * DW / SW + (OW + 7) / 8 * 8);
-  int64_t KK = KH * KW;
-  // Where tap (kh, kw) reads, relative to output (row r0, column ow0) at
-  // pad + r0 * PWs + ow0: its column phase's plane, row and column.
+  constexpr int64_t BV = 8; // vectors per block
+  const int64_t PWs = OW + (KW - 1) * DW / SW, PHs = OH + (KH - 1) * DH / SH;
+  const int64_t L = OH * PWs, Lr = (L + 8 * BV - 1) / (8 * BV) * (8 * BV);
+  // Phase planes, each followed by zeros for the last block's reads (up to
+  // Lr - L + (PWs - OW) - 1 past the plane).
+  const int64_t PS = PHs * PWs + Lr - L + PWs;
+  const int64_t KK = KH * KW;
   std::vector<int64_t> tapOff(KK);
   for (int64_t kh = 0; kh < KH; ++kh)
     for (int64_t kw = 0; kw < KW; ++kw) {
-      int64_t off = kw * DW;
-      tapOff[kh * KW + kw] = ((off % SW) * PH + kh * DH) * PWs + off / SW;
+      int64_t rh = kh * DH, rw = kw * DW;
+      tapOff[kh * KW + kw] = ((rh % SH) * SW + rw % SW) * PS + (rh / SH) * PWs + rw / SW;
     }
-  parallelFor(N * C, [&](int64_t nc) {
-    int64_t c = nc % C;
-    const float *xc = X + nc * H * W, *wc = Wt + c * KK;
-    float *yc = Y + nc * OH * OW;
-    float b0 = Bs ? Bs[c] : 0.0f;
+  // Padded columns a phase row holds: [0, SW * PWs); rows: [0, SH * PHs).
+  const int64_t x0 = PL, x1 = std::min(W + PL, SW * PWs);
+  // Tasks of several planes when planes are small (a task's set-up and the
+  // pool's dispatch cost about as much as a 7x7 plane), 4 per thread at least.
+  const int64_t NC = N * C;
+  if (NC == 0 || OH * OW == 0) return;
+  const int64_t per = std::max<int64_t>(
+      1, std::min<int64_t>(4096 / (OH * OW) + 1, NC / (4 * currentThreads())));
+  parallelFor((NC + per - 1) / per, [&](int64_t task) {
     // The copy below rewrites the same cells for every plane of one
     // geometry and leaves the rest zero: zero the buffer only when this
     // thread's last depthwise plane had another geometry.
-    static thread_local std::vector<float> padBuf;
-    static thread_local std::array<int64_t, 8> padGeometry{};
-    std::array<int64_t, 8> geometry{PH, PWs, PWn, SW, H, W, PT, PL};
-    if (geometry != padGeometry || padBuf.size() != (size_t)(SW * PH * PWs)) {
-      padBuf.assign(SW * PH * PWs, 0.0f);
+    static thread_local std::vector<float> padBuf, outBuf;
+    static thread_local std::array<int64_t, 9> padGeometry{};
+    std::array<int64_t, 9> geometry{PHs, PWs, PS, SH, SW, H, W, PT, PL};
+    if (geometry != padGeometry || padBuf.size() != (size_t)(SH * SW * PS)) {
+      padBuf.assign(SH * SW * PS, 0.0f);
       padGeometry = geometry;
     }
-    float *pad = padBuf.data();
-    for (int64_t r = 0; r < PH; ++r) {
-      int64_t ih = r - PT;
-      if (ih < 0 || ih >= H) continue;
-      const float *row = xc + ih * W;
-      int64_t x0 = std::max<int64_t>(0, PL), x1 = std::min<int64_t>(PWn, W + PL);
-      if (SW == 1) {
-        if (x1 > x0) std::memcpy(pad + r * PWs + x0, row + x0 - PL, (x1 - x0) * sizeof(float));
-      } else if (SW == 2) {
-        // Even and odd columns, 8 of each per step (deinterleaved in registers).
-        int64_t j = (x0 + 1) / 2; // first j with both 2j, 2j+1 >= x0
-        for (int64_t x = x0; x < std::min(x1, 2 * j); ++x) pad[((x & 1) * PH + r) * PWs + x / 2] = row[x - PL];
-        float *even = pad + r * PWs, *odd = pad + (PH + r) * PWs;
-        for (; 2 * j + 16 <= x1; j += 8) {
-          v8f lo8 = load8(row + 2 * j - PL), hi8 = load8(row + 2 * j - PL + 8);
-          store8(even + j, deinterleave<0>(lo8, hi8));
-          store8(odd + j, deinterleave<1>(lo8, hi8));
+    if (outBuf.size() < (size_t)Lr) outBuf.resize(Lr);
+    float *pad = padBuf.data(), *out = outBuf.data();
+    for (int64_t nc = task * per; nc < std::min(NC, (task + 1) * per); ++nc) {
+      int64_t c = nc % C;
+      const float *xc = X + nc * H * W, *wc = Wt + c * KK;
+      float *yc = Y + nc * OH * OW;
+      float b0 = Bs ? Bs[c] : 0.0f;
+      // Padded row rr * SH + qr goes to row rr of row phase qr (no division:
+      // this loop runs per row of every plane).
+      for (int64_t qr = 0, rr = 0; qr < SH && x1 > x0; rr = (rr + 1 < PHs ? rr + 1 : (++qr, 0))) {
+        int64_t ih = rr * SH + qr - PT;
+        if (ih < 0 || ih >= H) continue;
+        const float *row = xc + ih * W - PL; // row[x]: padded column x
+        float *dst = pad + qr * SW * PS + rr * PWs; // column phase q at dst + q * PS
+        if (SW == 1) {
+          copyFloats(dst + x0, row + x0, x1 - x0);
+          continue;
         }
-        for (int64_t x = 2 * j; x < x1; ++x) pad[((x & 1) * PH + r) * PWs + x / 2] = row[x - PL];
-      } else {
-        for (int64_t q = 0; q < SW; ++q) {
-          float *dst = pad + (q * PH + r) * PWs;
-          for (int64_t j = (std::max<int64_t>(x0 - q, 0) + SW - 1) / SW; j * SW + q < x1; ++j)
-            dst[j] = row[j * SW + q - PL];
+        if (SW == 2) {
+          // Even and odd columns, 8 of each per step (deinterleaved in registers).
+          int64_t x = x0;
+          if (x & 1) dst[PS + x / 2] = row[x], ++x;
+          for (; x + 16 <= x1; x += 16) {
+            v8f lo8 = load8(row + x), hi8 = load8(row + x + 8);
+            store8(dst + x / 2, deinterleave<0>(lo8, hi8));
+            store8(dst + PS + x / 2, deinterleave<1>(lo8, hi8));
+          }
+          for (; x + 1 < x1; x += 2) dst[x / 2] = row[x], dst[PS + x / 2] = row[x + 1];
+          if (x < x1) dst[x / 2] = row[x];
+          continue;
         }
+        for (int64_t q = 0; q < SW; ++q) // column phase q: padded columns q, q + SW, ...
+          for (int64_t x = x0 + (q - x0 % SW + SW) % SW; x < x1; x += SW) dst[q * PS + x / SW] = row[x];
       }
-    }
-    for (int64_t oh = 0; oh < OH; ++oh) {
-      int64_t r0 = oh * SH, ow = 0;
-      float *y = yc + oh * OW;
-      const float *row = pad + r0 * PWs;
-      for (; ow + 32 <= OW; ow += 32)
-        depthwiseBlock<4>(row + ow, tapOff.data(), wc, KK, b0, clamp, lo, hi, y + ow);
-      for (; ow + 8 <= OW; ow += 8)
-        depthwiseBlock<1>(row + ow, tapOff.data(), wc, KK, b0, clamp, lo, hi, y + ow);
-      if (ow < OW) {
-        // The last partial block, computed whole over the zero padding.
-        float tail[8];
-        depthwiseBlock<1>(row + ow, tapOff.data(), wc, KK, b0, clamp, lo, hi, tail);
-        std::memcpy(y + ow, tail, (OW - ow) * sizeof(float));
-      }
+      int64_t o = 0;
+      for (; o < Lr; o += 8 * BV)
+        depthwiseBlock<BV>(pad + o, tapOff.data(), wc, KK, b0, clamp, lo, hi, out + o);
+      for (int64_t oh = 0; oh < OH; ++oh) copyFloats(yc + oh * OW, out + oh * PWs, OW);
     }
   });
 }
@@ -346,11 +359,20 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       const float *bp = packedB ? packedB + gemm::packedBOffset(N, k0, kc, j0) : pb.data();
       if (!packedA) packA(A, lda, transA, i0, mc, k0, kc, pa.data());
       if (!packedB) packB(B, ldb, transB, k0, kc, j0, nc, pb.data());
-      for (int64_t jp = 0; jp < nc; jp += NR)
+      auto tile = [&](int64_t ip, int64_t jp) {
+        microKernel(kc, ap + ip * kc, bp + jp * kc, C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0,
+                    (int)std::min<int64_t>(MR, mc - ip), (int)std::min<int64_t>(NR, nc - jp),
+                    k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
+      };
+      if (kc < 64) {
+        // Shallow products store C about as often as they multiply: walk
+        // C along its rows (6 rows at a time) rather than down its columns.
         for (int64_t ip = 0; ip < mc; ip += MR)
-          microKernel(kc, ap + ip * kc, bp + jp * kc, C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0,
-                      (int)std::min<int64_t>(MR, mc - ip), (int)std::min<int64_t>(NR, nc - jp),
-                      k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
+          for (int64_t jp = 0; jp < nc; jp += NR) tile(ip, jp);
+      } else {
+        for (int64_t jp = 0; jp < nc; jp += NR)
+          for (int64_t ip = 0; ip < mc; ip += MR) tile(ip, jp);
+      }
     }
   });
 }

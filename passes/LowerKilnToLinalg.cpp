@@ -11,6 +11,7 @@
 #include "kiln/Transforms/Weights.h"
 #include "kiln/bcr_layout.h"
 #include "kiln/gemm_layout.h"
+#include "kiln/winograd_layout.h"
 
 #include "mlir/IR/AffineMap.h"
 #include "mlir/IR/AsmState.h"
@@ -163,8 +164,8 @@ Value typedConst(OpBuilder &b, Location l, Type t, double v) {
 
 class BufferLowering {
 public:
-  BufferLowering(ModuleOp module, bool portable)
-      : module(module), b(module.getContext()), portable(portable) {}
+  BufferLowering(ModuleOp module, bool portable, StringRef winograd)
+      : module(module), b(module.getContext()), portable(portable), winograd(winograd.str()) {}
   LogicalResult run();
 
 private:
@@ -173,6 +174,9 @@ private:
   /// Contractions as linalg loop nests instead of runtime microkernels
   /// (device targets: OpenCL), and no epilogues folded into kernel calls.
   bool portable;
+  std::string winograd; // auto, off, 2 or 4 (kiln-lower-to-linalg's option)
+  /// The Winograd tile m (2 or 4) for this conv, or 0 for im2col + GEMM.
+  int winogradTile(ConvOp op);
   /// Whether a contraction takes the portable form: on device targets, and
   /// for non-float32 types (integer MatMulInteger/ConvInteger), which the
   /// runtime's float kernels do not serve.
@@ -1025,6 +1029,20 @@ LogicalResult BufferLowering::portableMatMul(MatMulOp op) {
   return success();
 }
 
+int BufferLowering::winogradTile(ConvOp op) {
+  if (winograd == "off") return 0;
+  auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
+  auto ys = cast<ShapedType>(op.getType()).getShape();
+  auto s = op.getStrides(), d = op.getDilations();
+  if (op.getGroup() != 1 || ws[2] != 3 || ws[3] != 3 || s[0] != 1 || s[1] != 1 || d[0] != 1 || d[1] != 1)
+    return 0;
+  if (winograd == "2") return 2;
+  if (winograd == "4") return 4;
+  // auto: only convs deep enough that the GEMMs dominate the transforms.
+  if (ws[0] < 16 || ws[1] < 16) return 0;
+  return ys[2] >= 12 && ys[3] >= 12 ? 4 : 2;
+}
+
 LogicalResult BufferLowering::lowerConv(ConvOp op) {
   auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
   auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
@@ -1051,6 +1069,20 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
     if (auto w = constantFloats(op.getWeight())) {
       Value packedW = sparseWeights(op);
       const char *kernelName = packedW ? "kiln_rt_conv2d_bcr" : "kiln_rt_conv2d_packed";
+      if (int m = packedW ? 0 : winogradTile(op)) {
+        // Winograd: weights transformed (G g G^T) and packed here, once.
+        int64_t F = ws[0], C = ws[1];
+        std::vector<float> up(kiln::winograd::packedSize(m, F, C));
+        kiln::winograd::transformWeights(m, w->data(), F, C, up.data());
+        Value unpacked = args[1];
+        Value resid = convResidual ? ptr(convResidual) : b.create<arith::ConstantIndexOp>(loc, 0).getResult();
+        call("kiln_rt_conv2d_winograd",
+             {args[0], ptr(packedConstant(up)), args[2], resid, args[3], ci(xs[0]), ci(xs[1]), ci(xs[2]), ci(xs[3]),
+              ci(ws[0]), ci(ys[2]), ci(ys[3]), ci(p[0]), ci(p[1]), ci(m), cf(convAct ? convAct->first : -inf),
+              cf(convAct ? convAct->second : inf)});
+        if (unpacked.use_empty()) unpacked.getDefiningOp()->erase();
+        return success();
+      }
       if (!packedW) {
         int64_t F = ws[0], K = ws[1] * ws[2] * ws[3];
         std::vector<float> packed(kiln::gemm::packedASize(F, K));
@@ -2568,7 +2600,11 @@ LogicalResult BufferLowering::run() {
 struct LowerKilnToLinalgPass : kiln::impl::LowerKilnToLinalgBase<LowerKilnToLinalgPass> {
   using LowerKilnToLinalgBase::LowerKilnToLinalgBase;
   void runOnOperation() override {
-    BufferLowering lowering(getOperation(), portable);
+    if (winograd != "auto" && winograd != "off" && winograd != "2" && winograd != "4") {
+      getOperation().emitError("--winograd must be auto, off, 2 or 4, not '") << winograd << "'";
+      return signalPassFailure();
+    }
+    BufferLowering lowering(getOperation(), portable, winograd);
     if (failed(lowering.run()))
       signalPassFailure();
   }

@@ -29,6 +29,7 @@ struct CompileOptions {
   std::string fusionReport;    // --fusion-report=FILE (.dot, .svg, .png, .html)
   std::string profileDb;       // --profile-db=FILE: measure "profile" fusion decisions
   std::string sparsity = "auto"; // --sparsity=auto|off|bcr:RxC (kiln-detect-sparsity)
+  std::string winograd = "auto"; // --winograd=auto|off|2|4 (kiln-lower-to-linalg)
   ImportOptions import;
 };
 

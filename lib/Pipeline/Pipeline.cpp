@@ -359,6 +359,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
         configure(pm);
         LowerKilnToLinalgOptions lo;
         lo.portable = device;
+        lo.winograd = opts.winograd;
         pm.addPass(createLowerKilnToLinalg(lo));
         // A device target reads every constant from the weights buffer.
         ExtractWeightsOptions wo;

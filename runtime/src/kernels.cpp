@@ -305,7 +305,7 @@ template <typename F> void forBatch(int64_t batch, F fn) {
 } // namespace
 
 std::vector<float> &scratch(int slot) {
-  static thread_local std::vector<float> bufs[5];
+  static thread_local std::vector<float> bufs[7];
   return bufs[slot];
 }
 

@@ -92,6 +92,13 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
                         int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW,
                         int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW,
                         int64_t PT, int64_t PL, float lo, float hi);
+/// 3x3, stride 1, undilated, ungrouped conv by Winograd F(m x m, 3 x 3)
+/// (m = 2 or 4) with weights transformed and packed by
+/// kiln::winograd::transformWeights (winograd.cpp); bias, residual and
+/// clamp as kiln_rt_conv2d_packed.
+void kiln_rt_conv2d_winograd(intptr_t x, intptr_t up, intptr_t bias, intptr_t residual, intptr_t y, int64_t N,
+                             int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT,
+                             int64_t PL, int64_t m, float lo, float hi);
 /// kiln_rt_matmul_packed with B in BCR sparse form: the blob holds B^T
 /// (N x K, one output feature per row).
 void kiln_rt_matmul_bcr(intptr_t a, intptr_t blob, intptr_t y, int64_t batch, int64_t M, int64_t N,

@@ -5,6 +5,7 @@
 #include "kernels.h"
 #include "kiln/bcr_layout.h"
 #include "kiln/gemm_layout.h"
+#include "kiln/winograd_layout.h"
 #include "test_util.h"
 #include "thread_pool.h"
 
@@ -307,4 +308,51 @@ TEST_CASE("kiln_rt_conv2d_bcr with BCR-pruned weights matches a naive convolutio
       CHECK(fused.guardsIntact());
     }
   }
+}
+
+TEST_CASE("kiln_rt_conv2d_winograd matches a naive convolution", "[conv][winograd]") {
+  // F(2x2, 3x3) and F(4x4, 3x3) with weights transformed as the compiler
+  // does (kiln::winograd::transformWeights): edge tiles (output sizes not
+  // multiples of m), pads 0..2 on each side, channel and filter counts
+  // that are not multiples of 8, batches, bias, residual and clamp,
+  // serially and on a pool. Winograd rounds differently from a direct sum,
+  // so the check is against the naive loop within the tests' tolerance.
+  kiln::rt::ThreadPool pool(3);
+  // name, N, C, H, W, F, KH, KW, SH, SW, DH, DW, PT, PL, PB, PR, G
+  const ConvCase cases[] = {
+      {"pad 1, 8x8", 1, 8, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+      {"odd sizes and counts", 2, 5, 7, 11, 13, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+      {"no padding", 1, 16, 9, 10, 24, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, 1},
+      {"asymmetric pads", 1, 12, 6, 5, 9, 3, 3, 1, 1, 1, 1, 2, 0, 1, 2, 1},
+      {"ResNet-like 14x14", 1, 64, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+  };
+  uint32_t seed = 15000;
+  float inf = std::numeric_limits<float>::infinity();
+  for (const ConvCase &c : cases)
+    for (int m : {2, 4}) {
+      int64_t OH = c.convOH(), OW = c.convOW(), n = c.N * c.F * OH * OW;
+      std::vector<float> x = randomFloats(c.N * c.C * c.H * c.W, seed++);
+      std::vector<float> w = randomFloats(c.F * c.C * 9, seed++);
+      std::vector<float> bias = randomFloats(c.F, seed++), res = randomFloats(n, seed++);
+      std::vector<float> up(kiln::winograd::packedSize(m, c.F, c.C));
+      kiln::winograd::transformWeights(m, w.data(), c.F, c.C, up.data());
+      Reference ref = naiveConv(c, x.data(), w.data(), bias.data());
+      for (kiln::rt::ThreadPool *p : {(kiln::rt::ThreadPool *)nullptr, &pool}) {
+        INFO(c.name << ", m=" << m << ", threads=" << (p ? p->size() : 1));
+        PoolScope scope(p);
+        GuardedBuffer got(n), fused(n);
+        kiln_rt_conv2d_winograd((intptr_t)x.data(), (intptr_t)up.data(), (intptr_t)bias.data(), 0, got.addr(), c.N,
+                                c.C, c.H, c.W, c.F, OH, OW, c.PT, c.PL, m, -inf, inf);
+        CHECK(mismatches(got.data(), ref, 1e-4) == "");
+        CHECK(got.guardsIntact());
+        // Residual and clamp: clamp(conv + bias + residual) exactly.
+        kiln_rt_conv2d_winograd((intptr_t)x.data(), (intptr_t)up.data(), (intptr_t)bias.data(), (intptr_t)res.data(),
+                                fused.addr(), c.N, c.C, c.H, c.W, c.F, OH, OW, c.PT, c.PL, m, 0.0f, 0.75f);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; ++i)
+          bad += fused.data()[i] != std::min(std::max(got.data()[i] + res[i], 0.0f), 0.75f);
+        CHECK(bad == 0);
+        CHECK(fused.guardsIntact());
+      }
+    }
 }

@@ -51,6 +51,11 @@ static cl::opt<std::string> sparsity(
     cl::desc("BCR sparse weights: auto (detect, cost model decides per layer), off (all dense), "
              "bcr:RxC (every layer with zeros sparse, RxC blocks)"),
     cl::init("auto"));
+static cl::opt<std::string> winograd(
+    cl::cat(kilnOptions), "winograd",
+    cl::desc("3x3 stride-1 convs by Winograd F(m x m, 3 x 3) on CPU targets: auto (m = 4 or 2 per layer, "
+             "convs with at least 16 channels in and out), off (im2col + GEMM), 2 or 4 (every such conv)"),
+    cl::init("auto"));
 static cl::opt<bool> verbose(cl::cat(kilnOptions), "v", cl::desc("Print each stage with its time and op count"));
 static cl::opt<bool> printIR(cl::cat(kilnOptions), "mlir-print-ir-after-all",
                              cl::desc("Print the IR after every pass (to stderr)"));
@@ -97,6 +102,7 @@ int main(int argc, char **argv) {
   opts.fusionReport = fusionReport;
   opts.profileDb = profileDb;
   opts.sparsity = sparsity;
+  opts.winograd = winograd;
   if (optLevel < '0' || optLevel > '3') {
     errs() << "kiln-compile: error: -O must be 0..3\n";
     return 2;

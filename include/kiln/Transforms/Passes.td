@@ -81,7 +81,10 @@ def LowerKilnToLinalg : Pass<"kiln-lower-to-linalg", "mlir::ModuleOp"> {
     Option<"portable", "portable", "bool", /*default=*/"false",
            "Lower Conv, ConvTranspose, Gemm and MatMul to linalg loop nests "
            "(one generic over the output) instead of runtime microkernel calls, "
-           "for device targets (OpenCL)">
+           "for device targets (OpenCL)">,
+    Option<"winograd", "winograd", "std::string", /*default=*/"\"auto\"",
+           "3x3 stride-1 convs with constant weights by Winograd F(m x m, 3 x 3): "
+           "auto (m chosen per layer), off (im2col + GEMM), 2 or 4 (that m for every such conv)">
   ];
 }
 

@@ -1,0 +1,157 @@
+// Winograd F(m x m, 3 x 3) convolution for 3x3, stride-1, undilated,
+// ungrouped convs whose weights the compiler transformed and packed
+// (kiln/winograd_layout.h). Per image:
+//   1. the input is copied, zero-padded, into channels-last order
+//      [Hp][Wp][Cp], so the a x a input tile of 8 channels is a row of
+//      vector loads;
+//   2. each tile's V = B^T d B is computed for 8 channels at a time (one
+//      v8f lane per channel) and stored as V_xi[tile][channel];
+//   3. a*a GEMMs (parallel over xi) M_xi[T, F] = V_xi[T, C] * U_xi[C, F],
+//      U_xi packed at compile time;
+//   4. each tile's Y = A^T M A is computed for 8 filters at a time, with the
+//      bias, the residual and the clamp applied before it is stored.
+#include "kernels.h"
+#include "kiln/gemm_layout.h"
+#include "kiln/winograd_layout.h"
+#include "simd.h"
+#include "thread_pool.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace kiln::rt {
+namespace {
+
+/// sum over k of c[k] * at(k) for a row c of constants: zero terms
+/// skipped, +-1 not multiplied (the loops unroll, so c[k] is known).
+template <int A, typename F>
+__attribute__((always_inline)) inline v8f combine(const float (&c)[A], F at) {
+  v8f s{};
+  bool first = true;
+#pragma GCC unroll 8
+  for (int k = 0; k < A; ++k) {
+    if (c[k] == 0.0f) continue;
+    v8f t = c[k] == 1.0f ? at(k) : c[k] == -1.0f ? -at(k) : splat(c[k]) * at(k);
+    s = first ? t : s + t;
+    first = false;
+  }
+  return s;
+}
+
+/// out = L * in * R^T (L: R1 x A, in: A x A, R: R2 x A), by the two
+/// one-sided products.
+template <int R1, int R2, int A>
+__attribute__((always_inline)) inline void sandwich(const float (&L)[R1][A], const v8f (&in)[A][A],
+                                                    const float (&R)[R2][A], v8f (&out)[R1][R2]) {
+  v8f t[R1][A];
+#pragma GCC unroll 8
+  for (int i = 0; i < R1; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < A; ++j) t[i][j] = combine(L[i], [&](int k) { return in[k][j]; });
+#pragma GCC unroll 8
+  for (int i = 0; i < R1; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < R2; ++j) out[i][j] = combine(R[j], [&](int k) { return t[i][k]; });
+}
+
+template <int M>
+void winogradConv(const float *X, const float *U, const float *bias, const float *res, float *Y, int64_t N,
+                  int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL,
+                  float lo, float hi) {
+  using Mx = winograd::Matrices<M>;
+  constexpr int A = Mx::A, AA = A * A;
+  const int64_t TH = (OH + M - 1) / M, TW = (OW + M - 1) / M, T = TH * TW;
+  const int64_t Cp = gemm::roundUp(C, 8), Fp = gemm::roundUp(F, 8);
+  const int64_t Hp = TH * M + 2, Wp = TW * M + 2; // padded input rows/columns the tiles read
+  const int64_t uStride = gemm::packedBSize(C, F);
+  std::vector<float> &xt = scratch(2); // [Hp][Wp][Cp]
+  std::vector<float> &v = scratch(5), &m = scratch(6); // [xi][T][Cp], [xi][T][Fp]
+  xt.resize(size_t(Hp) * Wp * Cp);
+  v.resize(size_t(AA) * T * Cp);
+  m.resize(size_t(AA) * T * Fp);
+  for (int64_t n = 0; n < N; ++n) {
+    const float *x = X + n * C * H * W;
+    // 1. Channels-last copy with zero padding, by rows of the padded image.
+    parallelFor(Hp, [&](int64_t r) {
+      float *dst = xt.data() + r * Wp * Cp;
+      int64_t ih = r - PT;
+      if (ih < 0 || ih >= H) {
+        std::fill(dst, dst + Wp * Cp, 0.0f);
+        return;
+      }
+      for (int64_t q = 0; q < Wp; ++q) {
+        int64_t iw = q - PL;
+        float *d = dst + q * Cp;
+        if (iw < 0 || iw >= W) {
+          std::fill(d, d + Cp, 0.0f);
+          continue;
+        }
+        const float *s = x + ih * W + iw;
+        for (int64_t c = 0; c < C; ++c) d[c] = s[c * H * W];
+        for (int64_t c = C; c < Cp; ++c) d[c] = 0.0f;
+      }
+    });
+    // 2. Input transform, 8 channels per step.
+    parallelFor(T, [&](int64_t t) {
+      int64_t r0 = (t / TW) * M, q0 = (t % TW) * M;
+      for (int64_t c0 = 0; c0 < Cp; c0 += 8) {
+        v8f d[A][A], vv[A][A];
+        for (int i = 0; i < A; ++i)
+          for (int j = 0; j < A; ++j) d[i][j] = load8(xt.data() + ((r0 + i) * Wp + q0 + j) * Cp + c0);
+        sandwich(Mx::BT, d, Mx::BT, vv);
+        for (int i = 0; i < A; ++i)
+          for (int j = 0; j < A; ++j) store8(v.data() + (size_t(i * A + j) * T + t) * Cp + c0, vv[i][j]);
+      }
+    });
+    // 3. One GEMM per transformed position (each serial inside).
+    parallelFor(AA, [&](int64_t xi) {
+      sgemm(T, F, C, v.data() + xi * T * Cp, Cp, false, nullptr, 0, false, m.data() + xi * T * Fp, Fp,
+            nullptr, nullptr, U + xi * uStride);
+    });
+    // 4. Output transform, 8 filters per step, epilogue, store.
+    float *y = Y + n * F * OH * OW;
+    const float *rn = res ? res + n * F * OH * OW : nullptr;
+    parallelFor(T, [&](int64_t t) {
+      int64_t oh0 = (t / TW) * M, ow0 = (t % TW) * M;
+      int rows = int(std::min<int64_t>(M, OH - oh0)), cols = int(std::min<int64_t>(M, OW - ow0));
+      for (int64_t f0 = 0; f0 < F; f0 += 8) {
+        int nf = int(std::min<int64_t>(8, F - f0));
+        v8f mm[A][A], yy[M][M];
+        for (int i = 0; i < A; ++i)
+          for (int j = 0; j < A; ++j) mm[i][j] = load8(m.data() + (size_t(i * A + j) * T + t) * Fp + f0);
+        sandwich(Mx::AT, mm, Mx::AT, yy);
+        v8f b{};
+        if (bias)
+          for (int k = 0; k < nf; ++k) b[k] = bias[f0 + k];
+        for (int i = 0; i < rows; ++i)
+          for (int j = 0; j < cols; ++j) {
+            v8f o = yy[i][j] + b;
+            int64_t at = (oh0 + i) * OW + ow0 + j;
+            for (int k = 0; k < nf; ++k) {
+              float e = o[k] + (rn ? rn[(f0 + k) * OH * OW + at] : 0.0f);
+              y[(f0 + k) * OH * OW + at] = std::min(std::max(e, lo), hi);
+            }
+          }
+      }
+    });
+  }
+}
+
+} // namespace
+} // namespace kiln::rt
+
+extern "C" {
+
+/// y = clamp(conv3x3(x, w) + bias + residual, lo, hi), stride 1, no
+/// dilation, one group; up is w transformed by winograd::transformWeights
+/// for tile size m (2 or 4). bias and residual may be 0.
+void kiln_rt_conv2d_winograd(intptr_t x, intptr_t up, intptr_t bias, intptr_t residual, intptr_t y, int64_t N,
+                             int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT,
+                             int64_t PL, int64_t m, float lo, float hi) {
+  auto fn = m == 2 ? kiln::rt::winogradConv<2> : kiln::rt::winogradConv<4>;
+  fn((const float *)x, (const float *)up, (const float *)bias, (const float *)residual, (float *)y, N, C, H, W,
+     F, OH, OW, PT, PL, lo, hi);
+}
+
+} // extern "C"

@@ -124,15 +124,25 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
         v8f b{};
         if (bias)
           for (int k = 0; k < nf; ++k) b[k] = bias[f0 + k];
-        for (int i = 0; i < rows; ++i)
-          for (int j = 0; j < cols; ++j) {
-            v8f o = yy[i][j] + b;
-            int64_t at = (oh0 + i) * OW + ow0 + j;
-            for (int k = 0; k < nf; ++k) {
-              float e = o[k] + (rn ? rn[(f0 + k) * OH * OW + at] : 0.0f);
-              y[(f0 + k) * OH * OW + at] = std::min(std::max(e, lo), hi);
+        if (rn) { // residual: added per element before the clamp
+          for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < cols; ++j) {
+              v8f o = yy[i][j] + b;
+              int64_t at = (oh0 + i) * OW + ow0 + j;
+              for (int k = 0; k < nf; ++k)
+                y[(f0 + k) * OH * OW + at] = std::min(std::max(o[k] + rn[(f0 + k) * OH * OW + at], lo), hi);
             }
-          }
+          continue;
+        }
+        // Bias and clamp on whole vectors, then each filter's rows stored.
+        float tile[M][M][8];
+        for (int i = 0; i < M; ++i)
+          for (int j = 0; j < M; ++j) store8(tile[i][j], vclamp(yy[i][j] + b, splat(lo), splat(hi)));
+        for (int k = 0; k < nf; ++k) {
+          float *yk = y + (f0 + k) * OH * OW + oh0 * OW + ow0;
+          for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < cols; ++j) yk[i * OW + j] = tile[i][j][k];
+        }
       }
     });
   }

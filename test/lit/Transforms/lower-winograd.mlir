@@ -5,7 +5,7 @@
 
 // A 3x3 stride-1 conv with constant weights and 16 channels in and out:
 // Winograd, with the weights transformed and packed at compile time.
-// F(4x4, 3x3) at 12x12 (auto): 36 positions x 16 x 16 = 9216 floats;
+// F(4x4, 3x3) at 24x24 (auto): 36 positions x 16 x 16 = 9216 floats;
 // F(2x2, 3x3): 16 x 16 x 16 = 4096. With winograd=off: im2col + GEMM, the
 // weights packed as the GEMM's A (16 rows padded to 18, x 144 = 2592 floats).
 // BAD: --winograd must be auto, off, 2 or 4, not '3'
@@ -19,24 +19,24 @@
 // OFF-NOT: kiln_rt_conv2d_winograd
 // OFF: memref.get_global @__kiln_const_{{[0-9]+}} : memref<2592xf32>
 // OFF: call @kiln_rt_conv2d_packed(
-func.func @main(%x: tensor<1x16x12x12xf32>) -> tensor<1x16x12x12xf32> {
+func.func @main(%x: tensor<1x16x24x24xf32>) -> tensor<1x16x24x24xf32> {
   %w = kiln.constant dense<0.5> : tensor<16x16x3x3xf32> : tensor<16x16x3x3xf32>
-  %0 = kiln.conv %x, %w {dilations = array<i64: 1, 1>, group = 1 : i64, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 1, 1>} : (tensor<1x16x12x12xf32>, tensor<16x16x3x3xf32>) -> tensor<1x16x12x12xf32>
-  return %0 : tensor<1x16x12x12xf32>
+  %0 = kiln.conv %x, %w {dilations = array<i64: 1, 1>, group = 1 : i64, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 1, 1>} : (tensor<1x16x24x24xf32>, tensor<16x16x3x3xf32>) -> tensor<1x16x24x24xf32>
+  return %0 : tensor<1x16x24x24xf32>
 }
 
 // -----
 
-// Small outputs (8x8) take F(2x2, 3x3) under auto.
+// Smaller outputs (below 20x20: 12x12 here) take F(2x2, 3x3) under auto.
 // CHECK-LABEL: func @kiln_main(
 // AUTO: memref.get_global @__kiln_const_{{[0-9]+}} : memref<4096xf32>
 // AUTO: %[[M:.*]] = arith.constant 2 : i64
 // AUTO: call @kiln_rt_conv2d_winograd({{.*}}, %[[M]], %{{.*}}, %{{.*}})
 // OFF: call @kiln_rt_conv2d_packed(
-func.func @main(%x: tensor<1x16x8x8xf32>) -> tensor<1x16x8x8xf32> {
+func.func @main(%x: tensor<1x16x12x12xf32>) -> tensor<1x16x12x12xf32> {
   %w = kiln.constant dense<0.5> : tensor<16x16x3x3xf32> : tensor<16x16x3x3xf32>
-  %0 = kiln.conv %x, %w {dilations = array<i64: 1, 1>, group = 1 : i64, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 1, 1>} : (tensor<1x16x8x8xf32>, tensor<16x16x3x3xf32>) -> tensor<1x16x8x8xf32>
-  return %0 : tensor<1x16x8x8xf32>
+  %0 = kiln.conv %x, %w {dilations = array<i64: 1, 1>, group = 1 : i64, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 1, 1>} : (tensor<1x16x12x12xf32>, tensor<16x16x3x3xf32>) -> tensor<1x16x12x12xf32>
+  return %0 : tensor<1x16x12x12xf32>
 }
 
 // -----

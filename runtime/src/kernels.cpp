@@ -484,10 +484,15 @@ void im2col(const float *xg, int64_t rows, const int32_t *which, float *colp, in
       }
       const float *row = xc + ih * W + off;
       std::fill(d, d + owLo, 0.0f);
-      if (SW == 1)
+      if (SW == 1) {
         std::memcpy(d + owLo, row + owLo, (owHi - owLo) * sizeof(float));
-      else
-        for (int64_t ow = owLo; ow < owHi; ++ow) d[ow] = row[ow * SW];
+      } else {
+        int64_t ow = owLo;
+        if (SW == 2) // 8 outputs from 16 inputs, while the 16 lie in the row
+          for (; ow + 8 <= owHi && off + 2 * ow + 16 <= W; ow += 8)
+            store8(d + ow, deinterleave<0>(load8(row + 2 * ow), load8(row + 2 * ow + 8)));
+        for (; ow < owHi; ++ow) d[ow] = row[ow * SW];
+      }
       std::fill(d + owHi, d + OW, 0.0f);
     }
   });

@@ -154,6 +154,8 @@ const ConvCase kConvCases[] = {
     {"groups 2 1x1", 1, 4, 5, 6, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 2},
     {"16 to 32 channels", 2, 16, 20, 18, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
     {"deep reduction", 1, 40, 12, 12, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    // Rows wide enough for im2col's stride-2 vector path.
+    {"7x7 stride 2 wide rows", 1, 3, 9, 45, 4, 7, 7, 2, 2, 1, 1, 3, 3, 3, 2, 1},
 };
 
 // name, N, C, H, W, F, KH, KW, SH, SW, DH, DW, PT, PL, PB, PR, G, OPH, OPW

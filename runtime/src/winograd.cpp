@@ -66,9 +66,10 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
   const int64_t Hp = TH * M + 2, Wp = TW * M + 2; // padded input rows/columns the tiles read
   const int64_t uStride = gemm::packedBSize(C, F);
   std::vector<float> &xt = scratch(2); // [Hp][Wp][Cp]
-  std::vector<float> &v = scratch(5), &m = scratch(6); // [xi][T][Cp], [xi][T][Fp]
+  const int64_t vStride = gemm::packedASize(T, C);
+  std::vector<float> &v = scratch(5), &m = scratch(6); // [xi][packed T x C], [xi][T][Fp]
   xt.resize(size_t(Hp) * Wp * Cp);
-  v.resize(size_t(AA) * T * Cp);
+  v.resize(size_t(AA) * vStride);
   m.resize(size_t(AA) * T * Fp);
   for (int64_t n = 0; n < N; ++n) {
     const float *x = X + n * C * H * W;
@@ -92,22 +93,32 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
         for (int64_t c = C; c < Cp; ++c) d[c] = 0.0f;
       }
     });
-    // 2. Input transform, 8 channels per step.
+    // 2. Input transform, 8 channels per step, each V_xi written straight
+    // in the GEMM's packed-A layout (rows: tiles, K: channels), so the
+    // GEMMs pack nothing. Rows past T in the last panel are never written:
+    // the GEMM discards their results.
     parallelFor(T, [&](int64_t t) {
       int64_t r0 = (t / TW) * M, q0 = (t % TW) * M;
-      for (int64_t c0 = 0; c0 < Cp; c0 += 8) {
+      for (int64_t c0 = 0; c0 < C; c0 += 8) {
         v8f d[A][A], vv[A][A];
         for (int i = 0; i < A; ++i)
           for (int j = 0; j < A; ++j) d[i][j] = load8(xt.data() + ((r0 + i) * Wp + q0 + j) * Cp + c0);
         sandwich(Mx::BT, d, Mx::BT, vv);
+        // Channels c0..c0+7 lie in one K block (KC is a multiple of 8).
+        int64_t k0 = c0 / gemm::KC * gemm::KC, kc = std::min(gemm::KC, C - k0);
+        float *p = v.data() + k0 * gemm::roundUp(T, gemm::MR) + (t / gemm::MR) * gemm::MR * kc +
+                   (c0 - k0) * gemm::MR + t % gemm::MR;
+        int nc = int(std::min<int64_t>(8, C - c0));
         for (int i = 0; i < A; ++i)
-          for (int j = 0; j < A; ++j) store8(v.data() + (size_t(i * A + j) * T + t) * Cp + c0, vv[i][j]);
+          for (int j = 0; j < A; ++j)
+            for (int k = 0; k < nc; ++k) p[(i * A + j) * vStride + k * gemm::MR] = vv[i][j][k];
       }
     });
-    // 3. One GEMM per transformed position (each serial inside).
+    // 3. One GEMM per transformed position (each serial inside), both
+    // operands packed.
     parallelFor(AA, [&](int64_t xi) {
-      sgemm(T, F, C, v.data() + xi * T * Cp, Cp, false, nullptr, 0, false, m.data() + xi * T * Fp, Fp,
-            nullptr, nullptr, U + xi * uStride);
+      sgemm(T, F, C, nullptr, 0, false, nullptr, 0, false, m.data() + xi * T * Fp, Fp, nullptr,
+            v.data() + xi * vStride, U + xi * uStride);
     });
     // 4. Output transform, 8 filters per step, epilogue, store.
     float *y = Y + n * F * OH * OW;

@@ -69,7 +69,11 @@ struct DetectSparsityPass : kiln::impl::DetectSparsityBase<DetectSparsityPass> {
                       block.second);
         if (!blob.empty()) { // else: more columns than the u16 positions hold
           bcr::Cost cost = bcr::estimate(blob.data());
-          speedup = cost.dense / cost.sparse;
+          // Against the dense code the lowering would emit: a 3x3 conv that
+          // takes Winograd is that much faster than the modelled GEMM.
+          double denseSpeed = 1.0;
+          if (auto conv = dyn_cast<ConvOp>(op)) denseSpeed = winogradSpeedup(conv, winogradTile(conv, winograd));
+          speedup = cost.dense / denseSpeed / cost.sparse;
           sparseBytes = (int64_t)blob.size() * 4;
           sparse = forcedRows || speedup >= kMinSpeedup;
         }

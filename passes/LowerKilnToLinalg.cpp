@@ -175,8 +175,6 @@ private:
   /// (device targets: OpenCL), and no epilogues folded into kernel calls.
   bool portable;
   std::string winograd; // auto, off, 2 or 4 (kiln-lower-to-linalg's option)
-  /// The Winograd tile m (2 or 4) for this conv, or 0 for im2col + GEMM.
-  int winogradTile(ConvOp op);
   /// Whether a contraction takes the portable form: on device targets, and
   /// for non-float32 types (integer MatMulInteger/ConvInteger), which the
   /// runtime's float kernels do not serve.
@@ -1029,24 +1027,6 @@ LogicalResult BufferLowering::portableMatMul(MatMulOp op) {
   return success();
 }
 
-int BufferLowering::winogradTile(ConvOp op) {
-  if (winograd == "off") return 0;
-  auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
-  auto ys = cast<ShapedType>(op.getType()).getShape();
-  auto s = op.getStrides(), d = op.getDilations();
-  if (op.getGroup() != 1 || ws[2] != 3 || ws[3] != 3 || s[0] != 1 || s[1] != 1 || d[0] != 1 || d[1] != 1)
-    return 0;
-  if (winograd == "2") return 2;
-  if (winograd == "4") return 4;
-  // auto: only convs deep enough that the GEMMs dominate the transforms;
-  // F(4x4) where outputs are large (ResNet-50's 56x56 and 28x28 stages:
-  // 2.7-2.8x faster than im2col + GEMM, F(2x2) 1.4-1.7x), F(2x2) below
-  // (14x14: both 1.7x, F(2x2) with 16/9 instead of 4x the weights; 7x7:
-  // F(4x4) no faster than im2col, F(2x2) 1.3x).
-  if (ws[0] < 16 || ws[1] < 16) return 0;
-  return ys[2] >= 20 && ys[3] >= 20 ? 4 : 2;
-}
-
 LogicalResult BufferLowering::lowerConv(ConvOp op) {
   auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
   auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
@@ -1073,7 +1053,7 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
     if (auto w = constantFloats(op.getWeight())) {
       Value packedW = sparseWeights(op);
       const char *kernelName = packedW ? "kiln_rt_conv2d_bcr" : "kiln_rt_conv2d_packed";
-      if (int m = packedW ? 0 : winogradTile(op)) {
+      if (int m = packedW ? 0 : kiln::winogradTile(op, winograd)) {
         // Winograd: weights transformed (G g G^T) and packed here, once.
         int64_t F = ws[0], C = ws[1];
         std::vector<float> up(kiln::winograd::packedSize(m, F, C));

@@ -101,4 +101,30 @@ std::optional<WeightMatrix> weightMatrix(Operation *op) {
   return m;
 }
 
+int winogradTile(ConvOp op, llvm::StringRef mode) {
+  if (mode == "off") return 0;
+  auto ws = llvm::cast<mlir::ShapedType>(op.getWeight().getType()).getShape();
+  auto ys = llvm::cast<mlir::ShapedType>(op.getType()).getShape();
+  auto s = op.getStrides(), d = op.getDilations();
+  if (ws.size() != 4 || op.getGroup() != 1 || ws[2] != 3 || ws[3] != 3 || s[0] != 1 || s[1] != 1 || d[0] != 1 ||
+      d[1] != 1)
+    return 0;
+  if (mode == "2") return 2;
+  if (mode == "4") return 4;
+  // auto: only convs deep enough that the GEMMs dominate the transforms;
+  // F(4x4) where outputs are large (ResNet-50's 56x56 and 28x28 stages:
+  // 2.8-3.4x faster than im2col + GEMM, F(2x2) 1.8-2x), F(2x2) below
+  // (14x14: both about 2x, F(2x2) with 16/9 instead of 4x the weights;
+  // 7x7: F(4x4) no faster than im2col, F(2x2) 1.4x).
+  if (ws[0] < 16 || ws[1] < 16) return 0;
+  return ys[2] >= 20 && ys[3] >= 20 ? 4 : 2;
+}
+
+double winogradSpeedup(ConvOp op, int m) {
+  if (m == 0) return 1.0;
+  auto ys = llvm::cast<mlir::ShapedType>(op.getType()).getShape();
+  if (m == 4) return ys[2] >= 20 ? 2.8 : 1.0;
+  return ys[2] >= 14 ? 1.9 : 1.4;
+}
+
 } // namespace kiln

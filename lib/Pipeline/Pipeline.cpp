@@ -338,6 +338,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
         configure(pm);
         DetectSparsityOptions so;
         so.mode = opts.sparsity;
+        so.winograd = opts.winograd;
 
         pm.addPass(createDetectSparsity(so));
         return pm.run(m);

@@ -58,7 +58,10 @@ def DetectSparsity : Pass<"kiln-detect-sparsity", "mlir::ModuleOp"> {
     is lowered sparse, blocked RxC, without the cost model. mode=off:
     nothing is annotated (all dense).
   }];
-  let options = [Option<"mode", "mode", "std::string", "\"auto\"", "auto, off or bcr:RxC">];
+  let options = [Option<"mode", "mode", "std::string", "\"auto\"", "auto, off or bcr:RxC">,
+                 Option<"winograd", "winograd", "std::string", "\"auto\"",
+                        "the lowering's --winograd mode: auto compares sparse code with the "
+                        "Winograd form of 3x3 convs that take it">];
   let statistics = [Statistic<"numSparse", "sparse-layers", "Layers lowered sparse">];
   let dependentDialects = ["::kiln::KilnDialect"];
 }

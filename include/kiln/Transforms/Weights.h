@@ -35,6 +35,13 @@ struct WeightMatrix {
 };
 std::optional<WeightMatrix> weightMatrix(mlir::Operation *op);
 
+/// The Winograd tile m (2 or 4) the lowering uses for this conv's dense
+/// form under `mode` (auto, off, 2 or 4: --winograd), or 0 (im2col + GEMM).
+int winogradTile(ConvOp op, llvm::StringRef mode);
+/// Measured speed of that Winograd conv over im2col + GEMM (kiln-detect-
+/// sparsity compares sparse code with the dense code actually used).
+double winogradSpeedup(ConvOp op, int m);
+
 } // namespace kiln
 
 #endif

@@ -1225,6 +1225,14 @@ LogicalResult BufferLowering::lowerPool(Operation *op, bool isMax) {
   auto d = cast<DenseI64ArrayAttr>(op->getAttr("dilations")).asArrayRef();
   auto p = cast<DenseI64ArrayAttr>(op->getAttr("pads")).asArrayRef();
   bool includePad = cast<BoolAttr>(op->getAttr("count_include_pad")).getValue();
+  if (isMax && xs.size() == 4 && !portableOp(op)) {
+    // The runtime's window kernel (shared with depthwise convs): padding
+    // and ceil_mode's extra windows read -inf, no padded copy.
+    call("kiln_rt_maxpool2d", {ptr(buf(inV)), ptr(dest(op->getResult(0))), ci(xs[0]), ci(xs[1]), ci(xs[2]),
+                               ci(xs[3]), ci(k[0]), ci(k[1]), ci(ys[2]), ci(ys[3]), ci(s[0]), ci(s[1]), ci(d[0]),
+                               ci(d[1]), ci(p[0]), ci(p[1])});
+    return success();
+  }
   // Pad so every window (ceil_mode included) lies inside the buffer.
   SmallVector<int64_t> lo{0, 0, p[0], p[1]}, hi{0, 0, 0, 0};
   for (int i = 0; i < 2; ++i) {

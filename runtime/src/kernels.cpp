@@ -156,22 +156,33 @@ inline void copyFloats(float *d, const float *s, int64_t n) {
 }
 
 /// V accumulators of 8 consecutive outputs of the flattened phase grid
-/// (see depthwiseConv) over all taps: V independent FMA chains.
-template <int V>
-inline void depthwiseBlock(const float *base, const int64_t *tapOff, const float *wc, int64_t KK,
-                           float b0, bool clamp, float lo, float hi, float *out) {
+/// (see planeWindows) over all taps: V independent chains. Max: the
+/// maximum of the taps (max pooling); else b0 + the taps weighted by wc
+/// (depthwise convolution).
+template <bool Max, int V>
+inline void windowBlock(const float *base, const int64_t *tapOff, const float *wc, int64_t KK, float b0,
+                        bool clamp, float lo, float hi, float *out) {
   v8f acc[V];
-  for (int i = 0; i < V; ++i) acc[i] = splat(b0);
+  for (int i = 0; i < V; ++i) acc[i] = splat(Max ? -std::numeric_limits<float>::infinity() : b0);
   for (int64_t t = 0; t < KK; ++t) {
     const float *p = base + tapOff[t];
-    v8f w = splat(wc[t]);
-    for (int i = 0; i < V; ++i) acc[i] += w * load8(p + 8 * i);
+    if constexpr (Max) {
+      for (int i = 0; i < V; ++i) {
+        v8f x = load8(p + 8 * i);
+        acc[i] = acc[i] < x ? x : acc[i];
+      }
+    } else {
+      v8f w = splat(wc[t]);
+      for (int i = 0; i < V; ++i) acc[i] += w * load8(p + 8 * i);
+    }
   }
   for (int i = 0; i < V; ++i)
     store8(out + 8 * i, clamp ? vclamp(acc[i], splat(lo), splat(hi)) : acc[i]);
 }
 
-/// Depthwise convolution (one filter per channel), parallel over (n, c).
+/// A window op on every plane of X [N*C, H, W], parallel over planes:
+/// depthwise convolution (one filter per channel, Max false) or max
+/// pooling (Max true; the padding then holds -inf instead of zeros).
 /// Each input plane is first copied into a zero-padded scratch buffer split
 /// into SH x SW phase planes (phase (qr, qc) holds padded rows qr, qr+SH,
 /// ... and columns qc, qc+SW, ...), each PWs = OW + (KW-1)*DW/SW columns
@@ -182,10 +193,10 @@ inline void depthwiseBlock(const float *base, const int64_t *tapOff, const float
 /// vectors with no bounds tests and 8 independent accumulators (the
 /// PWs - OW columns past each row's end are computed and dropped), and the
 /// rows are copied out at the end. Bias and clamp are applied in registers.
-void depthwiseConv(const float *X, const float *Wt, const float *Bs, float *Y, int64_t N, int64_t C,
-                   int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t SH,
-                   int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL, bool clamp, float lo,
-                   float hi) {
+template <bool Max>
+void planeWindows(const float *X, const float *Wt, const float *Bs, float *Y, int64_t N, int64_t C, int64_t H,
+                  int64_t W, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,
+                  int64_t DW, int64_t PT, int64_t PL, bool clamp, float lo, float hi) {
   constexpr int64_t BV = 8; // vectors per block
   const int64_t PWs = OW + (KW - 1) * DW / SW, PHs = OH + (KH - 1) * DH / SH;
   const int64_t L = OH * PWs, Lr = (L + 8 * BV - 1) / (8 * BV) * (8 * BV);
@@ -209,20 +220,20 @@ void depthwiseConv(const float *X, const float *Wt, const float *Bs, float *Y, i
       1, std::min<int64_t>(4096 / (OH * OW) + 1, NC / (4 * currentThreads())));
   parallelFor((NC + per - 1) / per, [&](int64_t task) {
     // The copy below rewrites the same cells for every plane of one
-    // geometry and leaves the rest zero: zero the buffer only when this
-    // thread's last depthwise plane had another geometry.
+    // geometry and leaves the rest zero (-inf for pooling): fill the buffer
+    // only when this thread's last plane had another geometry or op.
     static thread_local std::vector<float> padBuf, outBuf;
-    static thread_local std::array<int64_t, 9> padGeometry{};
-    std::array<int64_t, 9> geometry{PHs, PWs, PS, SH, SW, H, W, PT, PL};
+    static thread_local std::array<int64_t, 10> padGeometry{};
+    std::array<int64_t, 10> geometry{PHs, PWs, PS, SH, SW, H, W, PT, PL, Max};
     if (geometry != padGeometry || padBuf.size() != (size_t)(SH * SW * PS)) {
-      padBuf.assign(SH * SW * PS, 0.0f);
+      padBuf.assign(SH * SW * PS, Max ? -std::numeric_limits<float>::infinity() : 0.0f);
       padGeometry = geometry;
     }
     if (outBuf.size() < (size_t)Lr) outBuf.resize(Lr);
     float *pad = padBuf.data(), *out = outBuf.data();
     for (int64_t nc = task * per; nc < std::min(NC, (task + 1) * per); ++nc) {
       int64_t c = nc % C;
-      const float *xc = X + nc * H * W, *wc = Wt + c * KK;
+      const float *xc = X + nc * H * W, *wc = Max ? nullptr : Wt + c * KK;
       float *yc = Y + nc * OH * OW;
       float b0 = Bs ? Bs[c] : 0.0f;
       // Padded row rr * SH + qr goes to row rr of row phase qr (no division:
@@ -254,7 +265,7 @@ void depthwiseConv(const float *X, const float *Wt, const float *Bs, float *Y, i
       }
       int64_t o = 0;
       for (; o < Lr; o += 8 * BV)
-        depthwiseBlock<BV>(pad + o, tapOff.data(), wc, KK, b0, clamp, lo, hi, out + o);
+        windowBlock<Max, BV>(pad + o, tapOff.data(), wc, KK, b0, clamp, lo, hi, out + o);
       for (int64_t oh = 0; oh < OH; ++oh) copyFloats(yc + oh * OW, out + oh * PWs, OW);
     }
   });
@@ -445,6 +456,13 @@ void kiln_rt_conv2d_packed(intptr_t x, intptr_t wp, intptr_t bias, intptr_t resi
   conv2d(x, wp, true, bias, residual, y, N, C, H, W, F, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, 1, lo, hi);
 }
 
+void kiln_rt_maxpool2d(intptr_t x, intptr_t y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
+                       int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW,
+                       int64_t PT, int64_t PL) {
+  planeWindows<true>((const float *)x, nullptr, nullptr, (float *)y, N, C, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT,
+                     PL, false, 0.0f, 0.0f);
+}
+
 void kiln_rt_matmul_packed(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, int64_t M, int64_t N,
                            int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
                            int64_t ldy, intptr_t bias, float lo, float hi) {
@@ -509,7 +527,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   float *Y = (float *)y;
   int64_t Cg = C / G, Fg = F / G, OHW = OH * OW, KK = KH * KW;
   if (Cg == 1 && Fg == 1 && !packedW) {
-    depthwiseConv(X, Wt, Bs, Y, N, C, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, clamp, lo, hi);
+    planeWindows<false>(X, Wt, Bs, Y, N, C, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, clamp, lo, hi);
     return;
   }
   bool direct = KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W;

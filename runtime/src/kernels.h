@@ -99,6 +99,12 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
 void kiln_rt_conv2d_winograd(intptr_t x, intptr_t up, intptr_t bias, intptr_t residual, intptr_t y, int64_t N,
                              int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT,
                              int64_t PL, int64_t m, float lo, float hi);
+/// 2-d max pooling of float32 NCHW planes (any window, strides,
+/// dilations; pads and ceil_mode through PT/PL and OH/OW: windows may read
+/// past the input, which counts as -inf).
+void kiln_rt_maxpool2d(intptr_t x, intptr_t y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
+                       int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW,
+                       int64_t PT, int64_t PL);
 /// kiln_rt_matmul_packed with B in BCR sparse form: the blob holds B^T
 /// (N x K, one output feature per row).
 void kiln_rt_matmul_bcr(intptr_t a, intptr_t blob, intptr_t y, int64_t batch, int64_t M, int64_t N,

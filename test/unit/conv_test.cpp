@@ -12,6 +12,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 using kiln::test::GuardedBuffer;
@@ -356,6 +357,60 @@ TEST_CASE("kiln_rt_conv2d_winograd matches a naive convolution", "[conv][winogra
           bad += fused.data()[i] != std::min(std::max(got.data()[i] + res[i], 0.0f), 0.75f);
         CHECK(bad == 0);
         CHECK(fused.guardsIntact());
+      }
+    }
+}
+
+TEST_CASE("kiln_rt_maxpool2d matches a naive max over each window", "[conv][pool]") {
+  // Windows, strides, dilations and pads of ONNX MaxPool; OH/OW one larger
+  // than floor mode gives exercises ceil_mode (the last windows read past
+  // the input, which counts as -inf). Serial and on a pool; depthwise convs
+  // share the kernel's plane buffers, so one runs in between.
+  kiln::rt::ThreadPool pool(3);
+  // name, N, C, H, W, F(=C), KH, KW, SH, SW, DH, DW, PT, PL, PB, PR, G(unused)
+  const ConvCase cases[] = {
+      {"3x3 stride 2 pad 1 (ResNet)", 1, 4, 16, 16, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
+      {"2x2 stride 2", 2, 3, 8, 9, 3, 2, 2, 2, 2, 1, 1, 0, 0, 0, 0, 1},
+      {"3x3 stride 1 asymmetric pads", 1, 2, 7, 40, 2, 3, 3, 1, 1, 1, 1, 2, 0, 1, 2, 1},
+      {"dilation 2 stride 3", 1, 3, 13, 12, 3, 3, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+      {"5x5 wide rows", 1, 2, 9, 70, 2, 5, 5, 1, 2, 1, 1, 2, 2, 2, 2, 1},
+  };
+  uint32_t seed = 17000;
+  for (const ConvCase &c : cases)
+    for (int ceil : {0, 1}) {
+      int64_t OH = c.convOH() + ceil, OW = c.convOW() + ceil;
+      std::vector<float> x = randomFloats(c.N * c.C * c.H * c.W, seed++);
+      std::vector<float> want(c.N * c.C * OH * OW);
+      for (int64_t p = 0; p < c.N * c.C; ++p)
+        for (int64_t oh = 0; oh < OH; ++oh)
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            float m = -std::numeric_limits<float>::infinity();
+            for (int64_t kh = 0; kh < c.KH; ++kh)
+              for (int64_t kw = 0; kw < c.KW; ++kw) {
+                int64_t ih = oh * c.SH + kh * c.DH - c.PT, iw = ow * c.SW + kw * c.DW - c.PL;
+                if (ih >= 0 && ih < c.H && iw >= 0 && iw < c.W) m = std::max(m, x[(p * c.H + ih) * c.W + iw]);
+              }
+            want[(p * OH + oh) * OW + ow] = m;
+          }
+      for (kiln::rt::ThreadPool *pl : {(kiln::rt::ThreadPool *)nullptr, &pool}) {
+        INFO(c.name << (ceil ? ", ceil mode" : "") << ", threads=" << (pl ? pl->size() : 1));
+        PoolScope scope(pl);
+        GuardedBuffer y(want.size());
+        kiln_rt_maxpool2d((intptr_t)x.data(), y.addr(), c.N, c.C, c.H, c.W, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH,
+                          c.DW, c.PT, c.PL);
+        CHECK(std::equal(want.begin(), want.end(), y.data()));
+        CHECK(y.guardsIntact());
+        // Same geometry as a depthwise conv next: its zero padding must not
+        // leak into pooling, nor -inf into the conv.
+        std::vector<float> w = randomFloats(c.C * c.KH * c.KW, seed++);
+        GuardedBuffer dw(want.size());
+        kiln_rt_conv2d((intptr_t)x.data(), (intptr_t)w.data(), 0, dw.addr(), c.N, c.C, c.H, c.W, c.C, c.KH, c.KW, OH,
+                       OW, c.SH, c.SW, c.DH, c.DW, c.PT, c.PL, c.C);
+        bool finite = std::all_of(dw.data(), dw.data() + want.size(), [](float v) { return std::isfinite(v); });
+        CHECK(finite);
+        kiln_rt_maxpool2d((intptr_t)x.data(), y.addr(), c.N, c.C, c.H, c.W, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH,
+                          c.DW, c.PT, c.PL);
+        CHECK(std::equal(want.begin(), want.end(), y.data()));
       }
     }
 }

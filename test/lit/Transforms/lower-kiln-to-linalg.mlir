@@ -188,3 +188,28 @@ func.func @main(%a: tensor<16x4xf32>) -> (tensor<16x8xf32>, tensor<16x8xf32>) {
   %1 = kiln.matmul %a, %b {kiln.bcr = {block = array<i64: 4, 4>, sparse = false}} : (tensor<16x4xf32>, tensor<4x8xf32>) -> tensor<16x8xf32>
   return %0, %1 : tensor<16x8xf32>, tensor<16x8xf32>
 }
+
+// -----
+
+// f32 MaxPool calls the runtime's window kernel (the one depthwise convs
+// use): no padded copy, the pads and the geometry as arguments.
+// CHECK: func.func private @kiln_rt_maxpool2d(index, index, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64)
+// CHECK-LABEL: func @kiln_main(
+// CHECK-NOT: linalg.pooling_nchw_max
+// CHECK: call @kiln_rt_maxpool2d(
+// CHECK-NOT: linalg.pooling_nchw_max
+func.func @main(%x: tensor<1x4x8x8xf32>) -> tensor<1x4x4x4xf32> {
+  %0 = kiln.max_pool %x {count_include_pad = false, dilations = array<i64: 1, 1>, kernel_shape = array<i64: 3, 3>, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 2, 2>} : (tensor<1x4x8x8xf32>) -> tensor<1x4x4x4xf32>
+  return %0 : tensor<1x4x4x4xf32>
+}
+
+// -----
+
+// Other element types keep the linalg pooling on a -inf padded copy.
+// CHECK-LABEL: func @kiln_main(
+// CHECK-NOT: kiln_rt_maxpool2d
+// CHECK: linalg.pooling_nchw_max
+func.func @main(%x: tensor<1x4x8x8xf64>) -> tensor<1x4x4x4xf64> {
+  %0 = kiln.max_pool %x {count_include_pad = false, dilations = array<i64: 1, 1>, kernel_shape = array<i64: 3, 3>, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 2, 2>} : (tensor<1x4x8x8xf64>) -> tensor<1x4x4x4xf64>
+  return %0 : tensor<1x4x4x4xf64>
+}

@@ -1353,6 +1353,28 @@ LogicalResult BufferLowering::lowerReduce(Operation *op, ArrayRef<int64_t> axes)
 
 LogicalResult BufferLowering::lowerLayerNorm(LayerNormOp op) {
   auto xs = cast<ShapedType>(op.getType()).getShape();
+  // Normalised over trailing dims with scale and bias varying along all of
+  // them (LayerNormalization): the runtime's row kernel, parallel over rows.
+  auto axes = op.getAxes();
+  int64_t rank = xs.size(), first = rank - (int64_t)axes.size(), cols = 1;
+  bool trailing = !axes.empty();
+  for (size_t i = 0; i < axes.size(); ++i) trailing &= axes[i] == first + (int64_t)i;
+  for (int64_t a = std::max<int64_t>(first, 0); a < rank; ++a) cols *= xs[a];
+  auto perColumn = [&](Value v) {
+    if (!v) return true;
+    auto vs = cast<ShapedType>(v.getType()).getShape();
+    if (ShapedType::getNumElements(vs) != cols) return false;
+    for (int64_t i = 0; i < std::min<int64_t>(vs.size(), rank - first); ++i)
+      if (vs[vs.size() - 1 - i] != xs[rank - 1 - i]) return false;
+    return true;
+  };
+  if (trailing && cols > 0 && !portableOp(op) && perColumn(op.getScale()) && perColumn(op.getBias())) {
+    Value bias = op.getBias() ? ptr(buf(op.getBias())) : b.create<arith::ConstantIndexOp>(loc, 0).getResult();
+    call("kiln_rt_layernorm", {ptr(buf(op.getInput())), ptr(buf(op.getScale())), bias, ptr(dest(op.getResult())),
+                               ci(ShapedType::getNumElements(xs) / cols), ci(cols),
+                               cf(op.getEpsilon().convertToFloat())});
+    return success();
+  }
   SmallVector<int64_t> keepShape(xs);
   int64_t n = 1;
   for (int64_t a : op.getAxes()) {
@@ -1940,6 +1962,13 @@ LogicalResult BufferLowering::lowerTile(TileOp op) {
 /// with m the max along the axis.
 LogicalResult BufferLowering::lowerSoftmax(Operation *op, int64_t axis, bool log) {
   auto xs = cast<ShapedType>(op->getResult(0).getType()).getShape();
+  if (axis == (int64_t)xs.size() - 1 && !portableOp(op)) {
+    // Over the last axis: the runtime's row kernel, parallel over rows.
+    int64_t cols = xs.back(), rows = cols ? ShapedType::getNumElements(xs) / cols : 0;
+    call("kiln_rt_softmax",
+         {ptr(buf(op->getOperand(0))), ptr(dest(op->getResult(0))), ci(rows), ci(cols), ci(log ? 1 : 0)});
+    return success();
+  }
   SmallVector<int64_t> red(xs);
   red[axis] = 1;
   Value in = buf(op->getOperand(0));

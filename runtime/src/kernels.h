@@ -105,6 +105,12 @@ void kiln_rt_conv2d_winograd(intptr_t x, intptr_t up, intptr_t bias, intptr_t re
 void kiln_rt_maxpool2d(intptr_t x, intptr_t y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
                        int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW,
                        int64_t PT, int64_t PL);
+/// Softmax (log: LogSoftmax) of each row of x [rows, cols] (rowwise.cpp).
+void kiln_rt_softmax(intptr_t x, intptr_t y, int64_t rows, int64_t cols, int64_t log);
+/// LayerNormalization of each row: (x - mean) / sqrt(var + eps) * scale[j]
+/// (+ bias[j]; bias may be 0).
+void kiln_rt_layernorm(intptr_t x, intptr_t scale, intptr_t bias, intptr_t y, int64_t rows, int64_t cols,
+                       float eps);
 /// kiln_rt_matmul_packed with B in BCR sparse form: the blob holds B^T
 /// (N x K, one output feature per row).
 void kiln_rt_matmul_bcr(intptr_t a, intptr_t blob, intptr_t y, int64_t batch, int64_t M, int64_t N,

@@ -52,18 +52,50 @@ func.func @main(%x: tensor<1x3x4x4xf32>, %w: tensor<2x3x3x3xf32>) -> tensor<1x2x
 
 // -----
 
-// Softmax: max-reduce, exp(x - max), sum-reduce, divide.
+// f32 Softmax over the last axis: the runtime's row kernel (rows, columns,
+// not log).
 // CHECK-LABEL: func @kiln_main(
+// CHECK-DAG: %[[R:.*]] = arith.constant 6 : i64
+// CHECK-DAG: %[[C:.*]] = arith.constant 5 : i64
+// CHECK-DAG: %[[L:.*]] = arith.constant 0 : i64
+// CHECK: call @kiln_rt_softmax(%{{.*}}, %{{.*}}, %[[R]], %[[C]], %[[L]])
+// CHECK-NOT: linalg.generic
+func.func @main(%x: tensor<2x3x5xf32>) -> tensor<2x3x5xf32> {
+  %0 = kiln.softmax %x {axis = 2 : i64} : (tensor<2x3x5xf32>) -> tensor<2x3x5xf32>
+  return %0 : tensor<2x3x5xf32>
+}
+
+// -----
+
+// Softmax over another axis: max-reduce, exp(x - max), sum-reduce, divide.
+// CHECK-LABEL: func @kiln_main(
+// CHECK-NOT: kiln_rt_softmax
 // CHECK: linalg.fill ins(%{{.*}} : f32)
-// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
+// CHECK: linalg.generic {{.*}}iterator_types = ["reduction", "parallel"]
 // CHECK: arith.maximumf
 // CHECK: math.exp
-// CHECK: iterator_types = ["parallel", "reduction"]
+// CHECK: iterator_types = ["reduction", "parallel"]
 // CHECK: arith.addf
 // CHECK: arith.divf
 func.func @main(%x: tensor<2x5xf32>) -> tensor<2x5xf32> {
-  %0 = kiln.softmax %x {axis = 1 : i64} : (tensor<2x5xf32>) -> tensor<2x5xf32>
+  %0 = kiln.softmax %x {axis = 0 : i64} : (tensor<2x5xf32>) -> tensor<2x5xf32>
   return %0 : tensor<2x5xf32>
+}
+
+// -----
+
+// LayerNormalization over the last axis with per-column scale and bias:
+// the runtime's row kernel; a scale that broadcasts over the normalised
+// dims (InstanceNormalization's per-channel form) keeps generated code.
+// CHECK-LABEL: func @kiln_main(
+// CHECK: call @kiln_rt_layernorm(
+// CHECK-NOT: kiln_rt_layernorm
+// CHECK: linalg.generic
+// CHECK: math.rsqrt
+func.func @main(%x: tensor<4x8xf32>, %s: tensor<8xf32>, %b: tensor<8xf32>, %y: tensor<2x3x4xf32>, %c: tensor<3x1xf32>) -> (tensor<4x8xf32>, tensor<2x3x4xf32>) {
+  %0 = kiln.layer_norm %x, %s, %b {axes = array<i64: 1>, epsilon = 1.0e-5 : f32} : (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<4x8xf32>
+  %1 = kiln.layer_norm %y, %c {axes = array<i64: 2>, epsilon = 1.0e-5 : f32} : (tensor<2x3x4xf32>, tensor<3x1xf32>) -> tensor<2x3x4xf32>
+  return %0, %1 : tensor<4x8xf32>, tensor<2x3x4xf32>
 }
 
 // -----

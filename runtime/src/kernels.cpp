@@ -169,7 +169,7 @@ inline void windowBlock(const float *base, const int64_t *tapOff, const float *w
     if constexpr (Max) {
       for (int i = 0; i < V; ++i) {
         v8f x = load8(p + 8 * i);
-        acc[i] = acc[i] < x ? x : acc[i];
+        acc[i] = (acc[i] < x) | (x != x) ? x : acc[i]; // NaN propagates, as ONNX's max
       }
     } else {
       v8f w = splat(wc[t]);
@@ -241,27 +241,27 @@ void planeWindows(const float *X, const float *Wt, const float *Bs, float *Y, in
       for (int64_t qr = 0, rr = 0; qr < SH && x1 > x0; rr = (rr + 1 < PHs ? rr + 1 : (++qr, 0))) {
         int64_t ih = rr * SH + qr - PT;
         if (ih < 0 || ih >= H) continue;
-        const float *row = xc + ih * W - PL; // row[x]: padded column x
+        const float *row = xc + ih * W; // row[x - PL]: padded column x
         float *dst = pad + qr * SW * PS + rr * PWs; // column phase q at dst + q * PS
         if (SW == 1) {
-          copyFloats(dst + x0, row + x0, x1 - x0);
+          copyFloats(dst + x0, row + x0 - PL, x1 - x0);
           continue;
         }
         if (SW == 2) {
           // Even and odd columns, 8 of each per step (deinterleaved in registers).
           int64_t x = x0;
-          if (x & 1) dst[PS + x / 2] = row[x], ++x;
+          if (x & 1) dst[PS + x / 2] = row[x - PL], ++x;
           for (; x + 16 <= x1; x += 16) {
-            v8f lo8 = load8(row + x), hi8 = load8(row + x + 8);
+            v8f lo8 = load8(row + x - PL), hi8 = load8(row + x - PL + 8);
             store8(dst + x / 2, deinterleave<0>(lo8, hi8));
             store8(dst + PS + x / 2, deinterleave<1>(lo8, hi8));
           }
-          for (; x + 1 < x1; x += 2) dst[x / 2] = row[x], dst[PS + x / 2] = row[x + 1];
-          if (x < x1) dst[x / 2] = row[x];
+          for (; x + 1 < x1; x += 2) dst[x / 2] = row[x - PL], dst[PS + x / 2] = row[x + 1 - PL];
+          if (x < x1) dst[x / 2] = row[x - PL];
           continue;
         }
         for (int64_t q = 0; q < SW; ++q) // column phase q: padded columns q, q + SW, ...
-          for (int64_t x = x0 + (q - x0 % SW + SW) % SW; x < x1; x += SW) dst[q * PS + x / SW] = row[x];
+          for (int64_t x = x0 + (q - x0 % SW + SW) % SW; x < x1; x += SW) dst[q * PS + x / SW] = row[x - PL];
       }
       int64_t o = 0;
       for (; o < Lr; o += 8 * BV)

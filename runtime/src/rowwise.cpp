@@ -34,7 +34,8 @@ inline v8f vexp(v8f x) {
   p = p * r + splat(1.6666665459e-1f);
   p = p * r + splat(5.0000001201e-1f);
   p = p * r * r + r + splat(1.0f);
-  v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
+  n = n == n ? n : splat(0.0f); // NaN lanes: any exponent (p is NaN there)
+  v8i e = (__builtin_convertvector(n, v8i) + 127) * (1 << 23); // n + 127 in [1, 254]
   v8f scale;
   std::memcpy(&scale, &e, sizeof scale);
   return p * scale * under;

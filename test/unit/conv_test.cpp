@@ -414,3 +414,17 @@ TEST_CASE("kiln_rt_maxpool2d matches a naive max over each window", "[conv][pool
       }
     }
 }
+
+TEST_CASE("kiln_rt_maxpool2d propagates NaN from a window, as ONNX's max does", "[conv][pool]") {
+  const int64_t H = 9, W = 20, OH = 4, OW = 10; // 3x3, stride 2, pad 1
+  std::vector<float> x = randomFloats(H * W, 17500);
+  x[4 * W + 7] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> y(OH * OW);
+  kiln_rt_maxpool2d((intptr_t)x.data(), (intptr_t)y.data(), 1, 1, H, W, 3, 3, OH, OW, 2, 2, 1, 1, 1, 1);
+  for (int64_t oh = 0; oh < OH; ++oh)
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      bool covers = 4 >= oh * 2 - 1 && 4 <= oh * 2 + 1 && 7 >= ow * 2 - 1 && 7 <= ow * 2 + 1;
+      INFO("output " << oh << ", " << ow);
+      CHECK(std::isnan(y[oh * OW + ow]) == covers);
+    }
+}

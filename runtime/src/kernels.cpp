@@ -286,9 +286,7 @@ void gemv(int64_t N, int64_t K, const float *a, const float *B, int64_t ldb, boo
           acc0 += load8(a + k) * load8(b + k);
           acc1 += load8(a + k + 8) * load8(b + k + 8);
         }
-        v8f v = acc0 + acc1;
-        float sum = 0;
-        for (int i = 0; i < 8; ++i) sum += v[i];
+        float sum = hsum(acc0 + acc1);
         for (; k < K; ++k) sum += a[k] * b[k];
         y[j] = sum;
       }

@@ -46,11 +46,6 @@ inline float hmax(v8f v) {
   for (int i = 1; i < 8; ++i) m = std::max(m, v[i]);
   return m;
 }
-inline float hsum(v8f v) {
-  float s = 0;
-  for (int i = 0; i < 8; ++i) s += v[i];
-  return s;
-}
 
 /// fn(row) for every row, several rows per task.
 template <typename F> void forRows(int64_t rows, int64_t cols, F fn) {

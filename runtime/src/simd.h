@@ -31,6 +31,13 @@ inline v8f vclamp(v8f v, v8f lo, v8f hi) {
   return hi < v ? hi : v;
 }
 
+/// Sum of the 8 lanes, in lane order.
+inline float hsum(v8f v) {
+  float s = 0;
+  for (int i = 0; i < 8; ++i) s += v[i];
+  return s;
+}
+
 /// Lanes I... of the 16 floats (a, b) (lanes 8-15 are b's).
 template <int... I> inline v8f shuffle8(v8f a, v8f b) {
   static_assert(sizeof...(I) == 8, "8 lanes");

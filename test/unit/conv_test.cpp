@@ -131,6 +131,15 @@ bool readsRightPad(const ConvCase &c) {
   return (c.convOW() - 1) * c.SW + (c.KW - 1) * c.DW - c.PL >= c.W;
 }
 
+/// Outputs of a fused kernel (conv + residual + clamp) that differ from
+/// clamp(plain + residual, lo, hi) computed from the unfused result.
+int64_t residualClampMismatches(const float *fused, const float *plain, const std::vector<float> &res, int64_t n,
+                                float lo, float hi) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad += fused[i] != std::min(std::max(plain[i] + res[i], lo), hi);
+  return bad;
+}
+
 // name, N, C, H, W, F, KH, KW, SH, SW, DH, DW, PT, PL, PB, PR, G
 const ConvCase kConvCases[] = {
     {"3x3 pad 1", 2, 3, 8, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
@@ -266,10 +275,7 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
     kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)packed.data(), (intptr_t)bias.data(), (intptr_t)res.data(),
                           fused.addr(), c.N, c.C, c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT,
                           c.PL, 0.0f, 0.75f);
-    int64_t bad = 0;
-    for (int64_t i = 0; i < n; ++i)
-      bad += fused.data()[i] != std::min(std::max(plain.data()[i] + res[i], 0.0f), 0.75f);
-    CHECK(bad == 0);
+    CHECK(residualClampMismatches(fused.data(), plain.data(), res, n, 0.0f, 0.75f) == 0);
     CHECK(fused.guardsIntact());
   }
 }
@@ -304,10 +310,7 @@ TEST_CASE("kiln_rt_conv2d_bcr with BCR-pruned weights matches a naive convolutio
       kiln_rt_conv2d_bcr((intptr_t)x.data(), (intptr_t)blob.data(), (intptr_t)bias.data(), (intptr_t)res.data(),
                          fused.addr(), c.N, c.C, c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT,
                          c.PL, 0.0f, 0.75f);
-      int64_t bad = 0;
-      for (int64_t i = 0; i < n; ++i)
-        bad += fused.data()[i] != std::min(std::max(got.data()[i] + res[i], 0.0f), 0.75f);
-      CHECK(bad == 0);
+      CHECK(residualClampMismatches(fused.data(), got.data(), res, n, 0.0f, 0.75f) == 0);
       CHECK(fused.guardsIntact());
     }
   }
@@ -352,10 +355,7 @@ TEST_CASE("kiln_rt_conv2d_winograd matches a naive convolution", "[conv][winogra
         // Residual and clamp: clamp(conv + bias + residual) exactly.
         kiln_rt_conv2d_winograd((intptr_t)x.data(), (intptr_t)up.data(), (intptr_t)bias.data(), (intptr_t)res.data(),
                                 fused.addr(), c.N, c.C, c.H, c.W, c.F, OH, OW, c.PT, c.PL, m, 0.0f, 0.75f);
-        int64_t bad = 0;
-        for (int64_t i = 0; i < n; ++i)
-          bad += fused.data()[i] != std::min(std::max(got.data()[i] + res[i], 0.0f), 0.75f);
-        CHECK(bad == 0);
+        CHECK(residualClampMismatches(fused.data(), got.data(), res, n, 0.0f, 0.75f) == 0);
         CHECK(fused.guardsIntact());
       }
     }

@@ -129,17 +129,29 @@ void packA(const float *A, int64_t lda, bool trans, int64_t i0, int64_t mc, int6
 
 void packB(const float *B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
            float *out) {
+  if (!trans) {
+    // Row by row: each row of B is read once, in order (prefetchable),
+    // and scattered to the panels (in cache); walking panel by panel
+    // instead reads 64 bytes per row of B, one page apart each.
+    const int64_t full = nc / NR * NR;
+    for (int64_t p = 0; p < kc; ++p) {
+      const float *row = B + (k0 + p) * ldb + j0;
+      float *o = out + p * NR;
+      for (int64_t jp = 0; jp < full; jp += NR, o += kc * NR) {
+        store8(o, load8(row + jp));
+        store8(o + 8, load8(row + jp + 8));
+      }
+      if (full < nc)
+        for (int j = 0; j < NR; ++j) o[j] = full + j < nc ? row[full + j] : 0.0f;
+    }
+    return;
+  }
   for (int64_t jp = 0; jp < nc; jp += NR) {
     int n = (int)std::min<int64_t>(NR, nc - jp);
     for (int64_t p = 0; p < kc; ++p) {
-      if (!trans && n == NR) {
-        std::memcpy(out, B + (k0 + p) * ldb + j0 + jp, NR * sizeof(float));
-        out += NR;
-        continue;
-      }
       for (int j = 0; j < NR; ++j) {
         float v = 0.0f;
-        if (j < n) v = trans ? B[(j0 + jp + j) * ldb + k0 + p] : B[(k0 + p) * ldb + j0 + jp + j];
+        if (j < n) v = B[(j0 + jp + j) * ldb + k0 + p];
         *out++ = v;
       }
     }
@@ -338,18 +350,29 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
     return;
   }
   // Each task owns one block of C (at most MC x NC) and runs the whole K
-  // loop on it. With several threads, blocks are made smaller (down to 2
-  // register tiles of rows or 4 of columns) until there are 2 per thread;
-  // blocks are equal in size, so the dynamic schedule balances. (4 per
-  // thread measured slower on BERT: A is repacked once per column block.)
+  // loop on it. With several threads, the blocks are cut (down to 2
+  // register tiles of rows or 4 of columns) to the grid with the shortest
+  // estimated span: rounds of `threads` tasks (ceil(tasks / threads)) times
+  // a task's cost, its multiply-adds plus packing its operands (A is
+  // repacked once per column block, B once per row block). E.g. 7 column
+  // blocks on 2 threads take 4 rounds; 8 smaller ones take 4 shorter ones.
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
-  int threads = currentThreads();
-  while (threads > 1 && mTiles * nTiles < 2 * threads) {
-    bool splitN = (N + nTiles) / (nTiles + 1) >= 4 * NR;
-    bool splitM = (M + mTiles) / (mTiles + 1) >= 2 * MR;
-    if (splitN && (!splitM || N / nTiles >= M / mTiles)) ++nTiles;
-    else if (splitM) ++mTiles;
-    else break;
+  const int threads = currentThreads();
+  if (threads > 1) {
+    const int64_t m0 = mTiles, n0 = nTiles;
+    double best = std::numeric_limits<double>::infinity();
+    for (int64_t mt = m0; mt <= m0 + 8; ++mt) {
+      int64_t mc = gemm::roundUp((M + mt - 1) / mt, MR);
+      if (mt > m0 && mc < 2 * MR) break;
+      for (int64_t nt = n0; nt <= n0 + 16; ++nt) {
+        int64_t nc = gemm::roundUp((N + nt - 1) / nt, NR);
+        if (nt > n0 && nc < 4 * NR) break;
+        int64_t tasks = ((M + mc - 1) / mc) * ((N + nc - 1) / nc);
+        double cost = double(K) * (double(mc) * nc + 8.0 * ((packedA ? 0 : mc) + (packedB ? 0 : nc)));
+        double span = double((tasks + threads - 1) / threads) * cost;
+        if (span < 0.98 * best) best = span, mTiles = mt, nTiles = nt;
+      }
+    }
   }
   const int64_t mcBlock = gemm::roundUp((M + mTiles - 1) / mTiles, MR);
   const int64_t ncBlock = gemm::roundUp((N + nTiles - 1) / nTiles, NR);

@@ -96,22 +96,28 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
     // 2. Input transform, 8 channels per step, each V_xi written straight
     // in the GEMM's packed-A layout (rows: tiles, K: channels), so the
     // GEMMs pack nothing. Rows past T in the last panel are never written:
-    // the GEMM discards their results.
-    parallelFor(T, [&](int64_t t) {
-      int64_t r0 = (t / TW) * M, q0 = (t % TW) * M;
-      for (int64_t c0 = 0; c0 < C; c0 += 8) {
-        v8f d[A][A], vv[A][A];
-        for (int i = 0; i < A; ++i)
-          for (int j = 0; j < A; ++j) d[i][j] = load8(xt.data() + ((r0 + i) * Wp + q0 + j) * Cp + c0);
-        sandwich(Mx::BT, d, Mx::BT, vv);
-        // Channels c0..c0+7 lie in one K block (KC is a multiple of 8).
-        int64_t k0 = c0 / gemm::KC * gemm::KC, kc = std::min(gemm::KC, C - k0);
-        float *p = v.data() + k0 * gemm::roundUp(T, gemm::MR) + (t / gemm::MR) * gemm::MR * kc +
-                   (c0 - k0) * gemm::MR + t % gemm::MR;
-        int nc = int(std::min<int64_t>(8, C - c0));
-        for (int i = 0; i < A; ++i)
-          for (int j = 0; j < A; ++j)
-            for (int k = 0; k < nc; ++k) p[(i * A + j) * vStride + k * gemm::MR] = vv[i][j][k];
+    // the GEMM discards their results. A task is one panel of MR tiles and
+    // up to 64 channels, so tasks write disjoint cache lines (with a task
+    // per tile, two threads wrote neighbouring floats of one panel).
+    const int64_t panels = (T + gemm::MR - 1) / gemm::MR, cGroups = (C + 63) / 64;
+    parallelFor(panels * cGroups, [&](int64_t task) {
+      const int64_t t0 = task / cGroups * gemm::MR, c1 = std::min(C, (task % cGroups + 1) * 64);
+      for (int64_t t = t0; t < std::min(T, t0 + gemm::MR); ++t) {
+        int64_t r0 = (t / TW) * M, q0 = (t % TW) * M;
+        for (int64_t c0 = task % cGroups * 64; c0 < c1; c0 += 8) {
+          v8f d[A][A], vv[A][A];
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j) d[i][j] = load8(xt.data() + ((r0 + i) * Wp + q0 + j) * Cp + c0);
+          sandwich(Mx::BT, d, Mx::BT, vv);
+          // Channels c0..c0+7 lie in one K block (KC is a multiple of 8).
+          int64_t k0 = c0 / gemm::KC * gemm::KC, kc = std::min(gemm::KC, C - k0);
+          float *p = v.data() + k0 * gemm::roundUp(T, gemm::MR) + (t / gemm::MR) * gemm::MR * kc +
+                     (c0 - k0) * gemm::MR + t % gemm::MR;
+          int nc = int(std::min<int64_t>(8, C - c0));
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j)
+              for (int k = 0; k < nc; ++k) p[(i * A + j) * vStride + k * gemm::MR] = vv[i][j][k];
+        }
       }
     });
     // 3. One GEMM per transformed position (each serial inside), both
@@ -120,13 +126,14 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
       sgemm(T, F, C, nullptr, 0, false, nullptr, 0, false, m.data() + xi * T * Fp, Fp, nullptr,
             v.data() + xi * vStride, U + xi * uStride);
     });
-    // 4. Output transform, 8 filters per step, epilogue, store.
+    // 4. Output transform, 8 filters per step, epilogue, store: tile t,
+    // filters [fBegin, fEnd).
     float *y = Y + n * F * OH * OW;
     const float *rn = res ? res + n * F * OH * OW : nullptr;
-    parallelFor(T, [&](int64_t t) {
+    auto outputTile = [&](int64_t t, int64_t fBegin, int64_t fEnd) {
       int64_t oh0 = (t / TW) * M, ow0 = (t % TW) * M;
       int rows = int(std::min<int64_t>(M, OH - oh0)), cols = int(std::min<int64_t>(M, OW - ow0));
-      for (int64_t f0 = 0; f0 < F; f0 += 8) {
+      for (int64_t f0 = fBegin; f0 < fEnd; f0 += 8) {
         int nf = int(std::min<int64_t>(8, F - f0));
         v8f mm[A][A], yy[M][M];
         for (int i = 0; i < A; ++i)
@@ -155,6 +162,15 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
             for (int j = 0; j < cols; ++j) yk[i * OW + j] = tile[i][j][k];
         }
       }
+    };
+    // A task is one row of tiles and up to 64 filters: tasks write
+    // disjoint rows of the output planes (with a task per tile, two
+    // threads wrote neighbouring floats of one row).
+    const int64_t fGroups = (F + 63) / 64;
+    parallelFor(TH * fGroups, [&](int64_t task) {
+      const int64_t f1 = std::min(F, (task % fGroups + 1) * 64);
+      for (int64_t t = task / fGroups * TW; t < (task / fGroups + 1) * TW; ++t)
+        outputTile(t, task % fGroups * 64, f1);
     });
   }
 }

@@ -332,6 +332,7 @@ TEST_CASE("kiln_rt_conv2d_winograd matches a naive convolution", "[conv][winogra
       {"asymmetric pads", 1, 12, 6, 5, 9, 3, 3, 1, 1, 1, 1, 2, 0, 1, 2, 1},
       {"ResNet-like 14x14", 1, 64, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
       {"channels over two K blocks", 1, 300, 6, 7, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+      {"filters over two task groups", 2, 16, 9, 13, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
   };
   uint32_t seed = 15000;
   float inf = std::numeric_limits<float>::infinity();

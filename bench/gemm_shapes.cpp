@@ -8,6 +8,7 @@
 #include "kernels.h"
 #include "kiln/gemm_layout.h"
 #include "thread_pool.h"
+#include "timing.h"
 
 #include <algorithm>
 #include <chrono>
@@ -25,18 +26,6 @@ struct Shape {
   int64_t M, N, K;
   bool weightsA; // conv: weights are A [M=F, K=C], activations B [K, N=HW]; else matmul: B is the weights
 };
-
-double medianMs(int reps, const std::function<void()> &fn) {
-  fn(); // warm up
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 } // namespace
 

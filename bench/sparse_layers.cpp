@@ -9,6 +9,7 @@
 #include "kiln/bcr_layout.h"
 #include "kiln/gemm_layout.h"
 #include "thread_pool.h"
+#include "timing.h"
 
 #include <algorithm>
 #include <chrono>
@@ -28,18 +29,6 @@ struct Layer {
   const char *name;
   int64_t C, H, F, K, S; // conv: channels, input size, filters, kernel, stride; K == 0: matmul (H tokens)
 };
-
-double medianMs(int reps, const std::function<void()> &fn) {
-  fn(); // warm up
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 } // namespace
 

@@ -283,6 +283,112 @@ void planeWindows(const float *X, const float *Wt, const float *Bs, float *Y, in
   });
 }
 
+/// The 8 x 8 transpose of r (r[i][j] -> r[j][i]), in registers.
+inline void transpose8(v8f (&r)[8]) {
+  v8f t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = shuffle8<0, 8, 1, 9, 4, 12, 5, 13>(r[i], r[i + 1]);
+    t[i + 1] = shuffle8<2, 10, 3, 11, 6, 14, 7, 15>(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = shuffle8<0, 1, 8, 9, 4, 5, 12, 13>(t[i], t[i + 2]);
+    u[i + 1] = shuffle8<2, 3, 10, 11, 6, 7, 14, 15>(t[i], t[i + 2]);
+    u[i + 2] = shuffle8<0, 1, 8, 9, 4, 5, 12, 13>(t[i + 1], t[i + 3]);
+    u[i + 3] = shuffle8<2, 3, 10, 11, 6, 7, 14, 15>(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = shuffle8<0, 1, 2, 3, 8, 9, 10, 11>(u[i], u[i + 4]);
+    r[i + 4] = shuffle8<4, 5, 6, 7, 12, 13, 14, 15>(u[i], u[i + 4]);
+  }
+}
+
+/// Depthwise K x K convolution (one filter per channel) on channel blocks:
+/// 8 channels at a time are transposed into a zero-padded [Hp][Wp][8]
+/// buffer, each output is then K*K vector multiply-adds across the 8
+/// channels (4 outputs of a row at once, the weights in registers), and
+/// the [OH][OW][8] result is transposed back into the 8 planes. Per-plane
+/// work (row copies, padding, edges) is shared by 8 channels, so small
+/// planes (MobileNet's 14x14 and 7x7) run at the rate of large ones.
+template <int K>
+void depthwiseBlocked(const float *X, const float *Wt, const float *Bs, float *Y, int64_t N, int64_t C, int64_t H,
+                      int64_t W, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT,
+                      int64_t PL, float lo, float hi) {
+  const int64_t Hp = (OH - 1) * SH + (K - 1) * DH + 1, Wp = (OW - 1) * SW + (K - 1) * DW + 1;
+  const int64_t groups = (C + 7) / 8;
+  parallelFor(N * groups, [&](int64_t task) {
+    const int64_t n = task / groups, c0 = task % groups * 8;
+    const int nc = int(std::min<int64_t>(8, C - c0));
+    static thread_local std::vector<float> padBuf, outBuf;
+    if (padBuf.size() < size_t(Hp * Wp * 8)) padBuf.resize(Hp * Wp * 8);
+    if (outBuf.size() < size_t(OH * OW * 8)) outBuf.resize(OH * OW * 8);
+    float *P = padBuf.data(), *O = outBuf.data();
+    const float *x = X + (n * C + c0) * H * W;
+    // Transpose in: padded column q holds input column q - PL.
+    const int64_t q0 = std::min(Wp, std::max<int64_t>(0, PL)), q1 = std::max(q0, std::min(Wp, W + PL));
+    for (int64_t r = 0; r < Hp; ++r) {
+      float *row = P + r * Wp * 8;
+      const int64_t ih = r - PT;
+      if (ih < 0 || ih >= H) {
+        std::fill(row, row + Wp * 8, 0.0f);
+        continue;
+      }
+      std::fill(row, row + q0 * 8, 0.0f);
+      std::fill(row + q1 * 8, row + Wp * 8, 0.0f);
+      const float *xr = x + ih * W - PL;
+      int64_t q = q0;
+      if (nc == 8)
+        for (; q + 8 <= q1; q += 8) {
+          v8f v[8];
+          for (int k = 0; k < 8; ++k) v[k] = load8(xr + k * H * W + q);
+          transpose8(v);
+          for (int j = 0; j < 8; ++j) store8(row + (q + j) * 8, v[j]);
+        }
+      for (; q < q1; ++q)
+        for (int k = 0; k < 8; ++k) row[q * 8 + k] = k < nc ? xr[k * H * W + q] : 0.0f;
+    }
+    v8f w[K * K], b{};
+    for (int t = 0; t < K * K; ++t)
+      for (int k = 0; k < 8; ++k) w[t][k] = k < nc ? Wt[(c0 + k) * K * K + t] : 0.0f;
+    for (int k = 0; k < nc; ++k) b[k] = Bs ? Bs[c0 + k] : 0.0f;
+    const v8f vlo = splat(lo), vhi = splat(hi);
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      const float *pr = P + oh * SH * Wp * 8;
+      float *orow = O + oh * OW * 8;
+      int64_t ow = 0;
+      for (; ow + 4 <= OW; ow += 4) {
+        v8f acc[4] = {b, b, b, b};
+        for (int kh = 0; kh < K; ++kh)
+          for (int kw = 0; kw < K; ++kw) {
+            const float *pt = pr + (kh * DH * Wp + ow * SW + kw * DW) * 8;
+            for (int j = 0; j < 4; ++j) acc[j] += load8(pt + j * SW * 8) * w[kh * K + kw];
+          }
+        for (int j = 0; j < 4; ++j) store8(orow + (ow + j) * 8, vclamp(acc[j], vlo, vhi));
+      }
+      for (; ow < OW; ++ow) {
+        v8f acc = b;
+        for (int kh = 0; kh < K; ++kh)
+          for (int kw = 0; kw < K; ++kw) acc += load8(pr + (kh * DH * Wp + ow * SW + kw * DW) * 8) * w[kh * K + kw];
+        store8(orow + ow * 8, vclamp(acc, vlo, vhi));
+      }
+    }
+    // Transpose out, row by row of the output planes.
+    float *y = Y + (n * C + c0) * OH * OW;
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      const float *orow = O + oh * OW * 8;
+      int64_t ow = 0;
+      if (nc == 8)
+        for (; ow + 8 <= OW; ow += 8) {
+          v8f v[8];
+          for (int j = 0; j < 8; ++j) v[j] = load8(orow + (ow + j) * 8);
+          transpose8(v);
+          for (int k = 0; k < 8; ++k) store8(y + k * OH * OW + oh * OW + ow, v[k]);
+        }
+      for (; ow < OW; ++ow)
+        for (int k = 0; k < nc; ++k) y[k * OH * OW + oh * OW + ow] = orow[ow * 8 + k];
+    }
+  });
+}
+
 /// y[N] = a[K] * op(B)[K,N]: a GEMM with one row, memory-bound on B.
 /// Parallel over column chunks; B^T rows are dot products, B rows axpys.
 void gemv(int64_t N, int64_t K, const float *a, const float *B, int64_t ldb, bool transB, float *y) {
@@ -548,7 +654,13 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   float *Y = (float *)y;
   int64_t Cg = C / G, Fg = F / G, OHW = OH * OW, KK = KH * KW;
   if (Cg == 1 && Fg == 1 && !packedW) {
-    planeWindows<false>(X, Wt, Bs, Y, N, C, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, clamp, lo, hi);
+    // 3x3 on channel blocks where the plane kernel's per-plane and
+    // per-row costs weigh (strided, or planes of at most 28x28); measured
+    // 1.3-2.3x faster there, 10-15% slower on 56x56 and 112x112 stride 1.
+    if (KH == 3 && KW == 3 && (SH > 1 || SW > 1 || OH * OW <= 784))
+      depthwiseBlocked<3>(X, Wt, Bs, Y, N, C, H, W, OH, OW, SH, SW, DH, DW, PT, PL, lo, hi);
+    else
+      planeWindows<false>(X, Wt, Bs, Y, N, C, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, clamp, lo, hi);
     return;
   }
   bool direct = KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W;

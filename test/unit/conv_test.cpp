@@ -158,6 +158,13 @@ const ConvCase kConvCases[] = {
     // Rows wide enough for the 32- and 8-wide vector blocks plus a tail.
     {"depthwise wide rows", 1, 3, 5, 75, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
     {"depthwise wide rows stride 2", 2, 2, 7, 91, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 2},
+    // 3x3 on blocks of 8 channels (strided, or planes up to 28x28): full
+    // and partial blocks, rows with whole 8-column transposes and tails,
+    // pads on one side only, and a 30x30 stride-1 plane (plane kernel).
+    {"depthwise 3x3 channel blocks", 2, 20, 9, 19, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 20},
+    {"depthwise 3x3 channel blocks stride 2", 1, 16, 14, 14, 16, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 16},
+    {"depthwise 3x3 dilated stride 2", 1, 9, 12, 17, 9, 3, 3, 2, 2, 2, 2, 2, 1, 2, 0, 9},
+    {"depthwise 3x3 30x30 plane", 1, 10, 30, 30, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 10},
     {"depth multiplier 2", 1, 3, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
     {"groups 2", 2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2},
     {"groups 2 stride 2", 1, 6, 9, 9, 4, 3, 3, 2, 2, 1, 1, 0, 0, 2, 2, 2},

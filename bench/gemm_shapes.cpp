@@ -53,6 +53,8 @@ int main(int argc, char **argv) {
       {"r50_s2_reduce", 128, 784, 512, true}, {"r50_s2_expand", 512, 784, 128, true},
       {"r50_s3_reduce", 256, 196, 1024, true}, {"r50_s3_expand", 1024, 196, 256, true},
       {"r50_s4_reduce", 512, 49, 2048, true}, {"r50_s4_expand", 2048, 49, 512, true},
+      {"mbv2_expand_112", 96, 12544, 16, true}, {"mbv2_project_112", 16, 12544, 32, true},
+      {"mbv2_expand_56", 144, 3136, 24, true},  {"mbv2_project_56", 24, 3136, 144, true},
   };
   std::printf("threads %d, median of %d\n\n| shape | M x N x K | ms | GFLOP/s |%s\n|---|---|---:|---:|%s\n", threads,
               reps, peak > 0 ? " % of peak |" : "", peak > 0 ? "---:|" : "");

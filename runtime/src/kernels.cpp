@@ -42,12 +42,12 @@ template <int Q> inline v8f deinterleave(v8f a, v8f b) {
 /// NV: vectors of 8 columns computed (2; 1 for a last panel of at most 8
 /// columns, e.g. N = 49: half the multiply-adds instead of wasted ones).
 template <int NV>
-void microKernelN(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, bool accumulate,
-                 int m, int n, const Epilogue *ep, int64_t row0, int64_t col0) {
+void microKernelN(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc, bool accumulate,
+                  int m, int n, const Epilogue *ep, int64_t row0, int64_t col0) {
   v8f acc[MR][2];
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = v8f{};
   for (int64_t p = 0; p < kc; ++p) {
-    v8f b0 = load8(b + p * NR), b1 = NV == 2 ? load8(b + p * NR + 8) : v8f{};
+    v8f b0 = load8(b + p * ldb), b1 = NV == 2 ? load8(b + p * ldb + 8) : v8f{};
     const float *ap = a + p * MR;
     for (int i = 0; i < MR; ++i) {
       v8f ai = splat(ap[i]);
@@ -106,10 +106,10 @@ void microKernelN(int64_t kc, const float *a, const float *b, float *c, int64_t 
       c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i][j] : tile[i][j];
 }
 
-void microKernel(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, bool accumulate, int m, int n,
-                 const Epilogue *ep, int64_t row0, int64_t col0) {
-  if (n <= 8) microKernelN<1>(kc, a, b, c, ldc, accumulate, m, n, ep, row0, col0);
-  else microKernelN<2>(kc, a, b, c, ldc, accumulate, m, n, ep, row0, col0);
+void microKernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc, bool accumulate,
+                 int m, int n, const Epilogue *ep, int64_t row0, int64_t col0) {
+  if (n <= 8) microKernelN<1>(kc, a, b, ldb, c, ldc, accumulate, m, n, ep, row0, col0);
+  else microKernelN<2>(kc, a, b, ldb, c, ldc, accumulate, m, n, ep, row0, col0);
 }
 
 /// Element (i, k) of op(A) with op(A) = A or A^T, A row-major with lda.
@@ -462,6 +462,10 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   // a task's cost, its multiply-adds plus packing its operands (A is
   // repacked once per column block, B once per row block). E.g. 7 column
   // blocks on 2 threads take 4 rounds; 8 smaller ones take 4 shorter ones.
+  // A shallow B (one K block of at most 64 rows, not transposed) is read
+  // in place: packing it would cost about as much as the multiply-adds
+  // that use it (MobileNetV2's 1x1 convs with 16-32 input channels).
+  const bool directB = !packedB && !transB && K <= 64;
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
   const int threads = currentThreads();
   if (threads > 1) {
@@ -474,7 +478,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
         int64_t nc = gemm::roundUp((N + nt - 1) / nt, NR);
         if (nt > n0 && nc < 4 * NR) break;
         int64_t tasks = ((M + mc - 1) / mc) * ((N + nc - 1) / nc);
-        double cost = double(K) * (double(mc) * nc + 8.0 * ((packedA ? 0 : mc) + (packedB ? 0 : nc)));
+        double cost = double(K) * (double(mc) * nc + 8.0 * ((packedA ? 0 : mc) + (packedB || directB ? 0 : nc)));
         double span = double((tasks + threads - 1) / threads) * cost;
         if (span < 0.98 * best) best = span, mTiles = mt, nTiles = nt;
       }
@@ -496,9 +500,13 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       const float *ap = packedA ? packedA + gemm::packedAOffset(M, k0, kc, i0) : pa.data();
       const float *bp = packedB ? packedB + gemm::packedBOffset(N, k0, kc, j0) : pb.data();
       if (!packedA) packA(A, lda, transA, i0, mc, k0, kc, pa.data());
-      if (!packedB) packB(B, ldb, transB, k0, kc, j0, nc, pb.data());
+      // Full panels of a shallow B are read in place (directB); only the
+      // last, partial one is packed.
+      const int64_t full = directB ? nc / NR * NR : 0;
+      if (!packedB) packB(B, ldb, transB, k0, kc, j0 + full, nc - full, pb.data());
       auto tile = [&](int64_t ip, int64_t jp) {
-        microKernel(kc, ap + ip * kc, bp + jp * kc, C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0,
+        const float *b = jp < full ? B + k0 * ldb + j0 + jp : bp + (jp - full) * kc;
+        microKernel(kc, ap + ip * kc, b, jp < full ? ldb : NR, C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0,
                     (int)std::min<int64_t>(MR, mc - ip), (int)std::min<int64_t>(NR, nc - jp),
                     k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
       };

@@ -432,7 +432,7 @@ template <typename F> void forBatch(int64_t batch, F fn) {
 } // namespace
 
 std::vector<float> &scratch(int slot) {
-  static thread_local std::vector<float> bufs[7];
+  static thread_local std::vector<float> bufs[8];
   return bufs[slot];
 }
 
@@ -488,6 +488,18 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   const int64_t ncBlock = gemm::roundUp((N + nTiles - 1) / nTiles, NR);
   mTiles = (M + mcBlock - 1) / mcBlock;
   nTiles = (N + ncBlock - 1) / ncBlock;
+  if (!packedB && !directB && mTiles > 1) {
+    // Several row blocks would each pack the same B: pack it once, K block
+    // by K block in parallel, in the compile-time layout (e.g. ResNet-50's
+    // 7x7 stage: 22 row blocks of a 2048 x 49 conv read one B).
+    std::vector<float> &shared = scratch(7);
+    shared.resize(gemm::packedBSize(K, N));
+    parallelFor((K + KC - 1) / KC, [&](int64_t kb) {
+      int64_t k0 = kb * KC;
+      packB(B, ldb, transB, k0, std::min(KC, K - k0), 0, N, shared.data() + k0 * gemm::roundUp(N, NR));
+    });
+    packedB = shared.data();
+  }
   parallelFor(mTiles * nTiles, [&](int64_t t) {
     int64_t i0 = (t / nTiles) * mcBlock, j0 = (t % nTiles) * ncBlock;
     int64_t mc = std::min(mcBlock, M - i0), nc = std::min(ncBlock, N - j0);

@@ -20,7 +20,10 @@
 namespace kiln::gemm {
 
 constexpr int MR = 6, NR = 16;                     // register tile: 12 accumulators of 8 floats
-constexpr int64_t KC = 256, MC = 96, NC = 512;     // cache blocks (MC % MR == 0, NC % NR == 0)
+// Cache blocks (MC % MR == 0, NC % NR == 0). MC = 132 = roundUp(128, MR):
+// the 128 rows of a 128-token sequence are one block, so each weight panel
+// is read once per product (BERT 4-5% faster at 1 thread than with 96).
+constexpr int64_t KC = 256, MC = 132, NC = 512;
 
 inline int64_t roundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 

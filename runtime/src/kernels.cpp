@@ -106,8 +106,46 @@ void microKernelN(int64_t kc, const float *a, const float *b, int64_t ldb, float
       c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i][j] : tile[i][j];
 }
 
+/// The same product for a last panel of NC <= 4 columns (e.g. N = 49
+/// leaves 1): the panel's 6 rows of A are one vector per k (its lanes 6-7,
+/// the next values, are dropped; packed A has gemm::kASlack floats after
+/// it) and each column one accumulator, so a k costs 1 load, NC broadcasts
+/// and NC FMAs where the 6 x 8 tile takes 7 loads for 6 FMAs. Same
+/// summation order and epilogue as microKernelN.
+template <int NC>
+void microKernelCols(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc,
+                     bool accumulate, int m, const Epilogue *ep, int64_t row0, int64_t col0) {
+  v8f acc[NC];
+  for (int j = 0; j < NC; ++j) acc[j] = v8f{};
+  for (int64_t p = 0; p < kc; ++p) {
+    v8f ap = load8(a + p * MR);
+    for (int j = 0; j < NC; ++j) acc[j] += ap * splat(b[p * ldb + j]);
+  }
+  float tile[NC][8];
+  for (int j = 0; j < NC; ++j) store8(tile[j], acc[j]);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < NC; ++j) {
+      float v = tile[j][i], &out = c[i * ldc + j];
+      if (!ep) {
+        out = accumulate ? out + v : v;
+        continue;
+      }
+      if (accumulate) v += out;
+      float r = ep->residual ? ep->residual[(row0 + i) * ldc + col0 + j] : 0.0f;
+      v = v + (ep->rowBias ? ep->rowBias[row0 + i] : 0.0f) + (ep->colBias ? ep->colBias[col0 + j] : 0.0f) + r;
+      out = std::min(std::max(v, ep->lo), ep->hi);
+    }
+}
+
 void microKernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc, bool accumulate,
                  int m, int n, const Epilogue *ep, int64_t row0, int64_t col0) {
+  switch (n) {
+  case 1: return microKernelCols<1>(kc, a, b, ldb, c, ldc, accumulate, m, ep, row0, col0);
+  case 2: return microKernelCols<2>(kc, a, b, ldb, c, ldc, accumulate, m, ep, row0, col0);
+  case 3: return microKernelCols<3>(kc, a, b, ldb, c, ldc, accumulate, m, ep, row0, col0);
+  case 4: return microKernelCols<4>(kc, a, b, ldb, c, ldc, accumulate, m, ep, row0, col0);
+  default: break;
+  }
   if (n <= 8) microKernelN<1>(kc, a, b, ldb, c, ldc, accumulate, m, n, ep, row0, col0);
   else microKernelN<2>(kc, a, b, ldb, c, ldc, accumulate, m, n, ep, row0, col0);
 }
@@ -504,7 +542,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
     int64_t i0 = (t / nTiles) * mcBlock, j0 = (t % nTiles) * ncBlock;
     int64_t mc = std::min(mcBlock, M - i0), nc = std::min(ncBlock, N - j0);
     auto &pa = scratch(0), &pb = scratch(1);
-    if (!packedA) pa.resize(((mc + MR - 1) / MR) * MR * KC);
+    if (!packedA) pa.resize(((mc + MR - 1) / MR) * MR * KC + gemm::kASlack);
     if (!packedB) pb.resize(((nc + NR - 1) / NR) * NR * KC);
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       int64_t kc = std::min(KC, K - k0);

@@ -27,8 +27,12 @@ constexpr int64_t KC = 256, MC = 132, NC = 512;
 
 inline int64_t roundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-/// Floats in a fully packed A (M x K) or B (K x N).
-inline int64_t packedASize(int64_t M, int64_t K) { return roundUp(M, MR) * K; }
+/// Floats a packed A is followed by: a kernel may load a panel's MR = 6
+/// values of one k as an 8-float vector (the last 2 are not used).
+constexpr int64_t kASlack = 8;
+
+/// Floats in a fully packed A (M x K, plus the slack) or B (K x N).
+inline int64_t packedASize(int64_t M, int64_t K) { return roundUp(M, MR) * K + kASlack; }
 inline int64_t packedBSize(int64_t K, int64_t N) { return roundUp(N, NR) * K; }
 
 /// Offsets of the panel of block k0 (depth kc) holding row i0 / column j0.

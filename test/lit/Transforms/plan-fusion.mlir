@@ -113,7 +113,7 @@ func.func @main(%a: tensor<2x3x5xf32>, %b: tensor<2x5x4xf32>) -> tensor<3x8xf32>
 // CHECK-NEXT: kiln.relu
 // CHECK-NEXT: kiln.yield
 // LOWER-LABEL: func.func private @kiln_kernel_0(
-// LOWER-SAME: %[[X:.*]]: memref<1x2x4x4xf32>, %{{.*}}: memref<1x2x4x4xf32>, %{{.*}}: memref<12xf32>)
+// LOWER-SAME: %[[X:.*]]: memref<1x2x4x4xf32>, %{{.*}}: memref<1x2x4x4xf32>, %{{.*}}: memref<20xf32>)
 // LOWER-DAG: %[[LO:.*]] = arith.constant 0.000000e+00 : f32
 // LOWER-DAG: %[[HI:.*]] = arith.constant 0x7F800000 : f32
 // LOWER: %[[R:.*]] = memref.extract_aligned_pointer_as_index %[[X]]

@@ -31,6 +31,13 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
 /// With packedA (packedB) set, A (B) is ignored: the operand is read from
 /// its compile-time packing (kiln/gemm_layout.h).
 
+/// Whether sgemm uses its AVX-512 tile (x86-64 CPUs with AVX-512F, unless
+/// KILN_NO_AVX512 is set to a value other than 0). setWideKernels turns it
+/// off or back on (if the CPU has it; tests run both) and returns the
+/// previous setting; not to be called while kernels run.
+bool wideKernels();
+bool setWideKernels(bool on);
+
 /// Conv2d behind kiln_rt_conv2d*, with weights optionally packed (G == 1).
 /// residual (may be 0): a tensor shaped as y added before the clamp.
 void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residual, intptr_t y,

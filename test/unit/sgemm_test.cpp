@@ -3,6 +3,7 @@
 // and cache blocks (96 x 512 x 256), all transpose combinations, strided
 // operands, serial and on a thread pool.
 #include "kernels.h"
+#include "kiln/gemm_layout.h"
 #include "test_util.h"
 #include "thread_pool.h"
 
@@ -178,4 +179,42 @@ TEST_CASE("sgemm's epilogue adds a bias per row and clamps each tile as it is st
         CHECK(got == want);
         if (lo == -0.5f) CHECK(clamped > 0);
       }
+}
+
+TEST_CASE("sgemm's AVX-512 tile gives the AVX2 tiles' results bit for bit", "[sgemm]") {
+  // Same summation order and epilogue: every element must be equal, for
+  // operands packed ahead or per call, a shallow B read in place (K <= 64),
+  // several K blocks, edges that fall back to the 6 x 16 tile, and a full
+  // epilogue (row and column bias, residual, clamp).
+  bool had = kiln::rt::setWideKernels(true);
+  if (!kiln::rt::wideKernels()) {
+    WARN("this CPU has no AVX-512F: sgemm has one path only here");
+    kiln::rt::setWideKernels(had);
+    return;
+  }
+  const int64_t shapes[][3] = {{24, 64, 256}, {37, 100, 600}, {30, 70, 20}, {132, 96, 300}};
+  kiln::rt::ThreadPool pool(2);
+  uint32_t seed = 9000;
+  for (auto &sh : shapes)
+    for (int packed = 0; packed < 3; ++packed) { // 0: none, 1: A ahead, 2: B ahead
+      int64_t M = sh[0], N = sh[1], K = sh[2];
+      INFO("M=" << M << " N=" << N << " K=" << K << " packed=" << packed);
+      std::vector<float> A = randomFloats(M * K, seed++), B = randomFloats(K * N, seed++);
+      std::vector<float> rowBias = randomFloats(M, seed++), colBias = randomFloats(N, seed++);
+      std::vector<float> res = randomFloats(M * N, seed++);
+      std::vector<float> pa(kiln::gemm::packedASize(M, K)), pb(kiln::gemm::packedBSize(K, N));
+      kiln::gemm::packAFull(A.data(), K, false, M, K, pa.data());
+      kiln::gemm::packBFull(B.data(), N, false, K, N, pb.data());
+      kiln::rt::Epilogue ep{rowBias.data(), -1.0f, 2.0f, colBias.data(), res.data()};
+      std::vector<float> got[2];
+      for (bool wide : {false, true}) {
+        kiln::rt::setWideKernels(wide);
+        got[wide].assign(M * N, 0.0f);
+        PoolScope scope(&pool);
+        kiln::rt::sgemm(M, N, K, A.data(), K, false, B.data(), N, false, got[wide].data(), N, &ep,
+                        packed == 1 ? pa.data() : nullptr, packed == 2 ? pb.data() : nullptr);
+      }
+      CHECK(got[0] == got[1]);
+    }
+  kiln::rt::setWideKernels(had);
 }

@@ -407,12 +407,18 @@ void depthwiseBlocked(const float *X, const float *Wt, const float *Bs, float *Y
     const int64_t n = task / groups, c0 = task % groups * 8;
     const int nc = int(std::min<int64_t>(8, C - c0));
     static thread_local std::vector<float> padBuf, outBuf;
-    if (padBuf.size() < size_t(Hp * Wp * 8)) padBuf.resize(Hp * Wp * 8);
-    if (outBuf.size() < size_t(OH * OW * 8)) outBuf.resize(OH * OW * 8);
+    // 64 floats of slack: partial chunks are written (and read) as 8 columns.
+    if (padBuf.size() < size_t(Hp * Wp * 8 + 64)) padBuf.resize(Hp * Wp * 8 + 64);
+    if (outBuf.size() < size_t(OH * OW * 8 + 64)) outBuf.resize(OH * OW * 8 + 64);
     float *P = padBuf.data(), *O = outBuf.data();
     const float *x = X + (n * C + c0) * H * W;
-    // Transpose in: padded column q holds input column q - PL.
+    // Transpose in: padded column q holds input column q - PL. A row's
+    // last, partial chunk of 8 columns is still transposed as 8 (reading
+    // past the row within the input tensor, writing past the row into the
+    // next one, which is written after it, or into the buffer's slack);
+    // the right padding is zeroed after it.
     const int64_t q0 = std::min(Wp, std::max<int64_t>(0, PL)), q1 = std::max(q0, std::min(Wp, W + PL));
+    const float *xEnd = X + N * C * H * W;
     for (int64_t r = 0; r < Hp; ++r) {
       float *row = P + r * Wp * 8;
       const int64_t ih = r - PT;
@@ -421,11 +427,10 @@ void depthwiseBlocked(const float *X, const float *Wt, const float *Bs, float *Y
         continue;
       }
       std::fill(row, row + q0 * 8, 0.0f);
-      std::fill(row + q1 * 8, row + Wp * 8, 0.0f);
       const float *xr = x + ih * W - PL;
       int64_t q = q0;
       if (nc == 8)
-        for (; q + 8 <= q1; q += 8) {
+        for (; q < q1 && (q + 8 <= q1 || xr + 7 * H * W + q + 8 <= xEnd); q += 8) {
           v8f v[8];
           for (int k = 0; k < 8; ++k) v[k] = load8(xr + k * H * W + q);
           transpose8(v);
@@ -433,6 +438,7 @@ void depthwiseBlocked(const float *X, const float *Wt, const float *Bs, float *Y
         }
       for (; q < q1; ++q)
         for (int k = 0; k < 8; ++k) row[q * 8 + k] = k < nc ? xr[k * H * W + q] : 0.0f;
+      std::fill(row + q1 * 8, row + Wp * 8, 0.0f);
     }
     v8f w[K * K], b{};
     for (int t = 0; t < K * K; ++t)
@@ -461,11 +467,14 @@ void depthwiseBlocked(const float *X, const float *Wt, const float *Bs, float *Y
     }
     // Transpose out, row by row of the output planes.
     float *y = Y + (n * C + c0) * OH * OW;
+    // A row's last, partial chunk is stored as 8 columns too, spilling into
+    // the next row of the same plane (written after it), except on the
+    // planes' last row, where the spill would reach the next plane.
     for (int64_t oh = 0; oh < OH; ++oh) {
       const float *orow = O + oh * OW * 8;
       int64_t ow = 0;
       if (nc == 8)
-        for (; ow + 8 <= OW; ow += 8) {
+        for (; ow < OW && (ow + 8 <= OW || oh + 1 < OH); ow += 8) {
           v8f v[8];
           for (int j = 0; j < 8; ++j) v[j] = load8(orow + (ow + j) * 8);
           transpose8(v);

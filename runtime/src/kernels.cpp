@@ -839,25 +839,43 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
     return;
   }
   bool direct = KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W;
+  const int64_t rowsK = Cg * KK;
+  // A large im2col matrix (ResNet-50's stem: 147 x 12544 floats, 7.4 MB)
+  // would be written to memory and read back: build and use it in bands
+  // of about 512 output pixels (whole output rows) instead, in parallel,
+  // each band's columns staying in this core's cache while its GEMM runs.
+  const bool banded = !direct && OHW >= 2048 && rowsK * OHW * 4 > (1 << 20);
   std::vector<float> &col = scratch(2);
-  if (!direct) col.resize(Cg * KK * OHW);
+  if (!direct && !banded) col.resize(rowsK * OHW);
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
       const float *xg = X + (n * C + g * Cg) * H * W;
       const float *src = xg;
+      const float *wg = packedW ? nullptr : Wt + g * Fg * rowsK;
+      if (banded) {
+        const int64_t R = std::max<int64_t>(1, 512 / OW), bands = (OH + R - 1) / R;
+        parallelFor(bands, [&](int64_t band) {
+          const int64_t oh0 = band * R, rows = std::min(R, OH - oh0), nb = rows * OW;
+          std::vector<float> &cb = scratch(2);
+          cb.resize(rowsK * nb);
+          im2col(xg, rowsK, nullptr, cb.data(), H, W, KH, KW, rows, OW, SH, SW, DH, DW, PT - oh0 * SH, PL);
+          float *yb = Y + (n * F + g * Fg) * OHW + oh0 * OW;
+          Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
+          if (residual) ep.residual = (const float *)residual + (n * F + g * Fg) * OHW + oh0 * OW;
+          sgemm(Fg, nb, rowsK, wg, rowsK, false, cb.data(), nb, false, yb, OHW, &ep, packedW ? Wt : nullptr);
+        });
+        continue;
+      }
       if (!direct) {
         float *colp = col.data();
-        im2col(xg, Cg * KK, nullptr, colp, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL);
+        im2col(xg, rowsK, nullptr, colp, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL);
         src = colp;
       }
       float *yg = Y + (n * F + g * Fg) * OHW;
       // Bias and the fused activation are applied on each tile as it is stored.
       Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
       if (residual) ep.residual = (const float *)residual + (n * F + g * Fg) * OHW;
-      if (packedW)
-        sgemm(Fg, OHW, Cg * KK, nullptr, 0, false, src, OHW, false, yg, OHW, &ep, Wt, nullptr);
-      else
-        sgemm(Fg, OHW, Cg * KK, Wt + g * Fg * Cg * KK, Cg * KK, false, src, OHW, false, yg, OHW, &ep);
+      sgemm(Fg, OHW, rowsK, wg, rowsK, false, src, OHW, false, yg, OHW, &ep, packedW ? Wt : nullptr);
     }
   }
 }

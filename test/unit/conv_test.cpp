@@ -165,6 +165,9 @@ const ConvCase kConvCases[] = {
     {"depthwise 3x3 channel blocks stride 2", 1, 16, 14, 14, 16, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 16},
     {"depthwise 3x3 dilated stride 2", 1, 9, 12, 17, 9, 3, 3, 2, 2, 2, 2, 2, 1, 2, 0, 9},
     {"depthwise 3x3 30x30 plane", 1, 10, 30, 30, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 10},
+    // im2col built in bands of output rows (>= 2048 outputs, > 1 MiB of
+    // columns): 5 bands of 10 rows, the last of 9.
+    {"7x7 stride 2, banded im2col", 1, 3, 97, 101, 10, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, 1},
     {"depth multiplier 2", 1, 3, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
     {"groups 2", 2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2},
     {"groups 2 stride 2", 1, 6, 9, 9, 4, 3, 3, 2, 2, 1, 1, 0, 0, 2, 2, 2},

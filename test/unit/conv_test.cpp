@@ -385,6 +385,10 @@ TEST_CASE("kiln_rt_maxpool2d matches a naive max over each window", "[conv][pool
       {"3x3 stride 1 asymmetric pads", 1, 2, 7, 40, 2, 3, 3, 1, 1, 1, 1, 2, 0, 1, 2, 1},
       {"dilation 2 stride 3", 1, 3, 13, 12, 3, 3, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1},
       {"5x5 wide rows", 1, 2, 9, 70, 2, 5, 5, 1, 2, 1, 1, 2, 2, 2, 2, 1},
+      // Channel blocks of 8 (2x2 and 3x3 windows, strided or small planes).
+      {"3x3 stride 2 pad 1, 20 channels", 2, 20, 17, 23, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
+      {"2x2 stride 2, 16 channels", 1, 16, 14, 14, 16, 2, 2, 2, 2, 1, 1, 0, 0, 0, 0, 1},
+      {"3x3 stride 1 on 14x14, 9 channels", 1, 9, 14, 14, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
   };
   uint32_t seed = 17000;
   for (const ConvCase &c : cases)
@@ -428,14 +432,18 @@ TEST_CASE("kiln_rt_maxpool2d matches a naive max over each window", "[conv][pool
 
 TEST_CASE("kiln_rt_maxpool2d propagates NaN from a window, as ONNX's max does", "[conv][pool]") {
   const int64_t H = 9, W = 20, OH = 4, OW = 10; // 3x3, stride 2, pad 1
-  std::vector<float> x = randomFloats(H * W, 17500);
-  x[4 * W + 7] = std::numeric_limits<float>::quiet_NaN();
-  std::vector<float> y(OH * OW);
-  kiln_rt_maxpool2d((intptr_t)x.data(), (intptr_t)y.data(), 1, 1, H, W, 3, 3, OH, OW, 2, 2, 1, 1, 1, 1);
-  for (int64_t oh = 0; oh < OH; ++oh)
-    for (int64_t ow = 0; ow < OW; ++ow) {
-      bool covers = 4 >= oh * 2 - 1 && 4 <= oh * 2 + 1 && 7 >= ow * 2 - 1 && 7 <= ow * 2 + 1;
-      INFO("output " << oh << ", " << ow);
-      CHECK(std::isnan(y[oh * OW + ow]) == covers);
-    }
+  for (int64_t C : {1, 16}) { // one plane; a block of 8 channels with the NaN in channel 11
+    const int64_t c = C - 5 > 0 ? 11 : 0;
+    std::vector<float> x = randomFloats(C * H * W, 17500);
+    x[(c * H + 4) * W + 7] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> y(C * OH * OW);
+    kiln_rt_maxpool2d((intptr_t)x.data(), (intptr_t)y.data(), 1, C, H, W, 3, 3, OH, OW, 2, 2, 1, 1, 1, 1);
+    for (int64_t k = 0; k < C; ++k)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          bool covers = k == c && 4 >= oh * 2 - 1 && 4 <= oh * 2 + 1 && 7 >= ow * 2 - 1 && 7 <= ow * 2 + 1;
+          INFO("channel " << k << " output " << oh << ", " << ow);
+          CHECK(std::isnan(y[(k * OH + oh) * OW + ow]) == covers);
+        }
+  }
 }

@@ -580,7 +580,7 @@ bool setWideKernels(bool on) {
 }
 
 std::vector<float> &scratch(int slot) {
-  static thread_local std::vector<float> bufs[8];
+  static thread_local std::vector<float> bufs[9];
   return bufs[slot];
 }
 
@@ -626,9 +626,12 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       for (int64_t nt = n0; nt <= n0 + 16; ++nt) {
         int64_t nc = gemm::roundUp((N + nt - 1) / nt, NR);
         if (nt > n0 && nc < 4 * NR) break;
-        int64_t tasks = ((M + mc - 1) / mc) * ((N + nc - 1) / nc);
-        double cost = double(K) * (double(mc) * nc + 8.0 * ((packedA ? 0 : mc) + (packedB || directB ? 0 : nc)));
-        double span = double((tasks + threads - 1) / threads) * cost;
+        // Per task: its multiply-adds and the packing it does itself (an
+        // operand shared by several blocks is packed once, below).
+        const int64_t mBlocks = (M + mc - 1) / mc, nBlocks = (N + nc - 1) / nc;
+        double cost = double(K) * (double(mc) * nc + 8.0 * ((packedA || nBlocks > 1 ? 0 : mc) +
+                                                            (packedB || directB || mBlocks > 1 ? 0 : nc)));
+        double span = double((mBlocks * nBlocks + threads - 1) / threads) * cost;
         if (span < 0.98 * best) best = span, mTiles = mt, nTiles = nt;
       }
     }
@@ -637,17 +640,33 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   const int64_t ncBlock = gemm::roundUp((N + nTiles - 1) / nTiles, NR);
   mTiles = (M + mcBlock - 1) / mcBlock;
   nTiles = (N + ncBlock - 1) / ncBlock;
+  // An operand that several blocks would each pack (B when there are
+  // several row blocks, A when there are several column blocks) is packed
+  // once, in the compile-time layout, in parallel over K blocks x chunks of
+  // 256 rows or columns (e.g. ResNet-50's 7x7 stage: 22 row blocks of a
+  // 2048 x 49 conv read one B; BERT's FFN on 2 threads: 2-6 column blocks
+  // read one A).
   if (!packedB && !directB && mTiles > 1) {
-    // Several row blocks would each pack the same B: pack it once, K block
-    // by K block in parallel, in the compile-time layout (e.g. ResNet-50's
-    // 7x7 stage: 22 row blocks of a 2048 x 49 conv read one B).
     std::vector<float> &shared = scratch(7);
     shared.resize(gemm::packedBSize(K, N));
-    parallelFor((K + KC - 1) / KC, [&](int64_t kb) {
-      int64_t k0 = kb * KC;
-      packB(B, ldb, transB, k0, std::min(KC, K - k0), 0, N, shared.data() + k0 * gemm::roundUp(N, NR));
+    const int64_t kBlocks = (K + KC - 1) / KC, chunks = (N + 255) / 256;
+    parallelFor(kBlocks * chunks, [&](int64_t task) {
+      int64_t k0 = task / chunks * KC, kc = std::min(KC, K - k0), j0 = task % chunks * 256;
+      packB(B, ldb, transB, k0, kc, j0, std::min<int64_t>(256, N - j0),
+            shared.data() + k0 * gemm::roundUp(N, NR) + j0 * kc);
     });
     packedB = shared.data();
+  }
+  if (!packedA && nTiles > 1) {
+    std::vector<float> &shared = scratch(8);
+    shared.resize(gemm::packedASize(M, K));
+    const int64_t kBlocks = (K + KC - 1) / KC, chunks = (M + 251) / 252; // 252 = 42 * MR
+    parallelFor(kBlocks * chunks, [&](int64_t task) {
+      int64_t k0 = task / chunks * KC, kc = std::min(KC, K - k0), i0 = task % chunks * 252;
+      packA(A, lda, transA, i0, std::min<int64_t>(252, M - i0), k0, kc,
+            shared.data() + k0 * gemm::roundUp(M, MR) + i0 * kc);
+    });
+    packedA = shared.data();
   }
   parallelFor(mTiles * nTiles, [&](int64_t t) {
     int64_t i0 = (t / nTiles) * mcBlock, j0 = (t % nTiles) * ncBlock;

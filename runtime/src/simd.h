@@ -51,8 +51,8 @@ template <int... I> inline v8f shuffle8(v8f a, v8f b) {
 
 /// A per-thread buffer, reused across calls (slots 0-2: GEMM packing and
 /// im2col, 2 also Winograd's padded input; 3-4: sparse kernels; 5-6:
-/// Winograd's transformed tiles; 7: a B operand packed once for all of a
-/// GEMM's tasks).
+/// Winograd's transformed tiles; 7, 8: a B or A operand packed once for all
+/// of a GEMM's tasks).
 std::vector<float> &scratch(int slot);
 
 } // namespace kiln::rt

@@ -167,33 +167,37 @@ void microKernel(int64_t kc, const float *a, const float *b, int64_t ldb, float 
 }
 
 #if defined(__x86_64__)
-/// C[12 x 32] (+)= two A panels (rows 0-5 at a0, 6-11 at a1) times two B
-/// panels (columns 0-15 at b0, 16-31 at b1; ldb floats from one k to the
-/// next) in AVX-512 registers: 24 accumulators of 16 floats, 2 loads and
-/// 12 broadcasts per 24 FMAs, where the 6 x 16 AVX2 tile needs 8 loads per
-/// 12. Used when the CPU has AVX-512F (run-time check; the packed layout is
-/// the same). Same summation order and epilogue as microKernelN, so results
-/// are identical bit for bit.
+/// C[6*AP x 16*BQ] (+)= AP A panels (rows 0-5 at a0, 6-11 at a1) times BQ
+/// B panels (columns 0-15 at b0, 16-31 at b1; ldb floats from one k to the
+/// next) in AVX-512 registers. The 12 x 32 form holds 24 accumulators of
+/// 16 floats and issues 2 loads and 12 broadcasts per 24 FMAs, where the
+/// 6 x 16 AVX2 tile needs 8 loads per 12; the smaller forms take the rest
+/// of a block whose rows or columns end in whole panels (e.g. N = 49:
+/// 32 + 16 + 1). Used when the CPU has AVX-512F (run-time check; the packed
+/// layout is the same). Same summation order and epilogue as microKernelN,
+/// so results are identical bit for bit.
+template <int AP, int BQ>
 __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, const float *a1, const float *b0,
                                                    const float *b1, int64_t ldb, float *c, int64_t ldc,
                                                    bool accumulate, const Epilogue *ep, int64_t row0, int64_t col0) {
   typedef float v16 __attribute__((vector_size(64)));
-  v16 acc[2 * MR][2];
-  for (int i = 0; i < 2 * MR; ++i) acc[i][0] = acc[i][1] = v16{};
-  prefetchTile(c, ldc, 2 * MR, ep ? ep->residual : nullptr, row0, col0, 2);
+  constexpr int R = AP * MR;
+  v16 acc[R][BQ];
+  for (int i = 0; i < R; ++i)
+    for (int h = 0; h < BQ; ++h) acc[i][h] = v16{};
+  prefetchTile(c, ldc, R, ep ? ep->residual : nullptr, row0, col0, BQ);
   for (int64_t p = 0; p < kc; ++p) {
-    v16 x0, x1;
-    std::memcpy(&x0, b0 + p * ldb, sizeof x0);
-    std::memcpy(&x1, b1 + p * ldb, sizeof x1);
-    for (int i = 0; i < 2 * MR; ++i) {
+    v16 x[BQ];
+    std::memcpy(&x[0], b0 + p * ldb, sizeof x[0]);
+    if (BQ == 2) std::memcpy(&x[BQ - 1], b1 + p * ldb, sizeof x[0]);
+    for (int i = 0; i < R; ++i) {
       float e = i < MR ? a0[p * MR + i] : a1[p * MR + i - MR];
       v16 s = {e, e, e, e, e, e, e, e, e, e, e, e, e, e, e, e};
-      acc[i][0] += s * x0;
-      acc[i][1] += s * x1;
+      for (int h = 0; h < BQ; ++h) acc[i][h] += s * x[h];
     }
   }
-  for (int i = 0; i < 2 * MR; ++i)
-    for (int h = 0; h < 2; ++h) {
+  for (int i = 0; i < R; ++i)
+    for (int h = 0; h < BQ; ++h) {
       float *ci = c + i * ldc + 16 * h;
       v16 v = acc[i][h], old;
       if (accumulate) {
@@ -694,11 +698,24 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       const int64_t TI = wide ? 2 * MR : MR, TJ = wide ? 2 * NR : NR;
       auto block = [&](int64_t ip, int64_t jp) {
 #if defined(__x86_64__)
-        if (wide && ip + 2 * MR <= mc && jp + 2 * NR <= (directB ? full : nc)) {
-          const float *b = directB ? B + k0 * ldb + j0 + jp : bp + jp * kc;
-          wideKernel(kc, ap + ip * kc, ap + (ip + MR) * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
-                     C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0, k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
-          return;
+        if (wide) {
+          // The AVX-512 form for the whole panels of this block (direct B:
+          // only its in-place panels), the 6 x 16 tile for what is left.
+          const int64_t rows = std::min(mc - ip, TI), cols = std::min((directB ? full : nc) - jp, TJ);
+          const int pa = rows >= 2 * MR ? 2 : rows >= MR ? 1 : 0, pb = cols >= 2 * NR ? 2 : cols >= NR ? 1 : 0;
+          if (pa && pb) {
+            const float *b = directB ? B + k0 * ldb + j0 + jp : bp + jp * kc;
+            const float *a0 = ap + ip * kc;
+            auto run = pa == 2 ? (pb == 2 ? wideKernel<2, 2> : wideKernel<2, 1>)
+                               : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
+            run(kc, a0, a0 + MR * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
+                C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0, k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
+            for (int64_t i = ip; i < ip + pa * MR; i += MR)
+              for (int64_t j = jp + pb * NR; j < std::min(nc, jp + TJ); j += NR) tile(i, j);
+            for (int64_t i = ip + pa * MR; i < std::min(mc, ip + TI); i += MR)
+              for (int64_t j = jp; j < std::min(nc, jp + TJ); j += NR) tile(i, j);
+            return;
+          }
         }
 #endif
         for (int64_t i = ip; i < std::min(mc, ip + TI); i += MR)

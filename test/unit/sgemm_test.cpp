@@ -184,7 +184,8 @@ TEST_CASE("sgemm's epilogue adds a bias per row and clamps each tile as it is st
 TEST_CASE("sgemm's AVX-512 tile gives the AVX2 tiles' results bit for bit", "[sgemm]") {
   // Same summation order and epilogue: every element must be equal, for
   // operands packed ahead or per call, a shallow B read in place (K <= 64),
-  // several K blocks, edges that fall back to the 6 x 16 tile, and a full
+  // several K blocks, the 6- and 16-wide forms (N = 49 = 32 + 16 + 1),
+  // edges that fall back to the 6 x 16 tile, and a full
   // epilogue (row and column bias, residual, clamp).
   bool had = kiln::rt::setWideKernels(true);
   if (!kiln::rt::wideKernels()) {
@@ -192,7 +193,7 @@ TEST_CASE("sgemm's AVX-512 tile gives the AVX2 tiles' results bit for bit", "[sg
     kiln::rt::setWideKernels(had);
     return;
   }
-  const int64_t shapes[][3] = {{24, 64, 256}, {37, 100, 600}, {30, 70, 20}, {132, 96, 300}};
+  const int64_t shapes[][3] = {{24, 64, 256}, {37, 100, 600}, {30, 70, 20}, {132, 96, 300}, {18, 49, 300}, {42, 81, 64}};
   kiln::rt::ThreadPool pool(2);
   uint32_t seed = 9000;
   for (auto &sh : shapes)

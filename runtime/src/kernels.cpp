@@ -391,25 +391,6 @@ void planeWindows(const float *X, const float *Wt, const float *Bs, float *Y, in
   });
 }
 
-/// The 8 x 8 transpose of r (r[i][j] -> r[j][i]), in registers.
-inline void transpose8(v8f (&r)[8]) {
-  v8f t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = shuffle8<0, 8, 1, 9, 4, 12, 5, 13>(r[i], r[i + 1]);
-    t[i + 1] = shuffle8<2, 10, 3, 11, 6, 14, 7, 15>(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = shuffle8<0, 1, 8, 9, 4, 5, 12, 13>(t[i], t[i + 2]);
-    u[i + 1] = shuffle8<2, 3, 10, 11, 6, 7, 14, 15>(t[i], t[i + 2]);
-    u[i + 2] = shuffle8<0, 1, 8, 9, 4, 5, 12, 13>(t[i + 1], t[i + 3]);
-    u[i + 3] = shuffle8<2, 3, 10, 11, 6, 7, 14, 15>(t[i + 1], t[i + 3]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = shuffle8<0, 1, 2, 3, 8, 9, 10, 11>(u[i], u[i + 4]);
-    r[i + 4] = shuffle8<4, 5, 6, 7, 12, 13, 14, 15>(u[i], u[i + 4]);
-  }
-}
-
 /// Depthwise K x K convolution (one filter per channel; Max: K x K max
 /// pooling, padding -inf, no weights, NaN propagating) on channel blocks:
 /// 8 channels at a time are transposed into a zero-padded [Hp][Wp][8]
@@ -449,17 +430,17 @@ void depthwiseBlocked(const float *X, const float *Wt, const float *Bs, float *Y
         continue;
       }
       std::fill(row, row + q0 * 8, pad);
-      const float *xr = x + ih * W - PL;
+      const float *xr = x + ih * W; // column q reads xr[q - PL]
       int64_t q = q0;
       if (nc == 8)
-        for (; q < q1 && (q + 8 <= q1 || xr + 7 * H * W + q + 8 <= xEnd); q += 8) {
+        for (; q < q1 && (q + 8 <= q1 || xr + 7 * H * W + (q - PL) + 8 <= xEnd); q += 8) {
           v8f v[8];
-          for (int k = 0; k < 8; ++k) v[k] = load8(xr + k * H * W + q);
+          for (int k = 0; k < 8; ++k) v[k] = load8(xr + k * H * W + (q - PL));
           transpose8(v);
           for (int j = 0; j < 8; ++j) store8(row + (q + j) * 8, v[j]);
         }
       for (; q < q1; ++q)
-        for (int k = 0; k < 8; ++k) row[q * 8 + k] = k < nc ? xr[k * H * W + q] : pad;
+        for (int k = 0; k < 8; ++k) row[q * 8 + k] = k < nc ? xr[k * H * W + (q - PL)] : pad;
       std::fill(row + q1 * 8, row + Wp * 8, pad);
     }
     v8f w[K * K], b = splat(pad);

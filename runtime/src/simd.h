@@ -49,6 +49,25 @@ template <int... I> inline v8f shuffle8(v8f a, v8f b) {
 #endif
 }
 
+/// The 8 x 8 transpose of r (r[i][j] -> r[j][i]), in registers.
+inline void transpose8(v8f (&r)[8]) {
+  v8f t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = shuffle8<0, 8, 1, 9, 4, 12, 5, 13>(r[i], r[i + 1]);
+    t[i + 1] = shuffle8<2, 10, 3, 11, 6, 14, 7, 15>(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = shuffle8<0, 1, 8, 9, 4, 5, 12, 13>(t[i], t[i + 2]);
+    u[i + 1] = shuffle8<2, 3, 10, 11, 6, 7, 14, 15>(t[i], t[i + 2]);
+    u[i + 2] = shuffle8<0, 1, 8, 9, 4, 5, 12, 13>(t[i + 1], t[i + 3]);
+    u[i + 3] = shuffle8<2, 3, 10, 11, 6, 7, 14, 15>(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = shuffle8<0, 1, 2, 3, 8, 9, 10, 11>(u[i], u[i + 4]);
+    r[i + 4] = shuffle8<4, 5, 6, 7, 12, 13, 14, 15>(u[i], u[i + 4]);
+  }
+}
+
 /// A per-thread buffer, reused across calls (slots 0-2: GEMM packing and
 /// im2col, 2 also Winograd's padded input; 3-4: sparse kernels; 5-6:
 /// Winograd's transformed tiles; 7, 8: a B or A operand packed once for all

@@ -81,15 +81,31 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
         std::fill(dst, dst + Wp * Cp, 0.0f);
         return;
       }
-      for (int64_t q = 0; q < Wp; ++q) {
-        int64_t iw = q - PL;
-        float *d = dst + q * Cp;
-        if (iw < 0 || iw >= W) {
-          std::fill(d, d + Cp, 0.0f);
-          continue;
+      // Columns [qa, qb) read the input (padded column q = input column
+      // q - PL); 8 columns x 8 channels at a time go through a register
+      // transpose (one load per channel row instead of a gather per value).
+      const int64_t qa = std::min(Wp, std::max<int64_t>(0, PL)), qb = std::max(qa, std::min(Wp, W + PL));
+      const int64_t C8 = C / 8 * 8;
+      std::fill(dst, dst + qa * Cp, 0.0f);
+      std::fill(dst + qb * Cp, dst + Wp * Cp, 0.0f);
+      const float *xr = x + ih * W; // column q reads xr[q - PL]
+      int64_t q = qa;
+      for (; q + 8 <= qb; q += 8) {
+        for (int64_t c0 = 0; c0 < C8; c0 += 8) {
+          v8f v[8];
+          for (int k = 0; k < 8; ++k) v[k] = load8(xr + (c0 + k) * H * W + (q - PL));
+          transpose8(v);
+          for (int j = 0; j < 8; ++j) store8(dst + (q + j) * Cp + c0, v[j]);
         }
-        const float *s = x + ih * W + iw;
-        for (int64_t c = 0; c < C; ++c) d[c] = s[c * H * W];
+        for (int j = 0; j < 8; ++j) {
+          float *d = dst + (q + j) * Cp;
+          for (int64_t c = C8; c < C; ++c) d[c] = xr[c * H * W + (q + j - PL)];
+          for (int64_t c = C; c < Cp; ++c) d[c] = 0.0f;
+        }
+      }
+      for (; q < qb; ++q) {
+        float *d = dst + q * Cp;
+        for (int64_t c = 0; c < C; ++c) d[c] = xr[c * H * W + (q - PL)];
         for (int64_t c = C; c < Cp; ++c) d[c] = 0.0f;
       }
     });

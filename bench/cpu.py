@@ -7,7 +7,11 @@ kiln-compile (timed; --stats-json gives FLOPs and the arena), then at each
 thread count alternates, for R rounds, kiln-run --bench (N timed runs after
 warm-up) and an ONNX Runtime session (CPU EP, default graph optimisations,
 intra-op threads = T, the same inputs, N timed runs after warm-up), and
-reports the medians over all runs. Alongside:
+reports the medians over all runs. Both engines warm up with W runs per
+round (default 10): kiln-run starts a fresh process each round, whose first
+runs fault in the mapped weights and arena (MobileNetV2: 14-16 ms for the
+first runs against 10 ms after), while the ONNX Runtime session stays warm
+across rounds. Alongside:
   - the CPU's peak (kiln-peak-flops: an FMA loop on T threads, same run),
     kiln's achieved GFLOP/s (model FLOPs from the cost interface / median)
     and its % of that peak;
@@ -20,7 +24,7 @@ Prints a markdown table and writes OUT/cpu.md, OUT/cpu.csv and OUT/cpu.png
 (a bar chart of the kiln/ORT ratios). A benchmark, not a test.
 
 usage: cpu.py DIR [--models resnet50,mobilenet_v2,bert_base] [--threads 1,2]
-                  [--runs 20] [--rounds 3] [--out bench/results]
+                  [--runs 20] [--rounds 3] [--warmup 10] [--out bench/results]
                   [--kiln-flags "..."]
 Make the models with: test/e2e/gen_models.py DIR --torch --transformers
 (the test build already has them in build/test/e2e-models).
@@ -130,6 +134,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=10, help="untimed runs per round, each engine")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--kiln-flags", default="")
@@ -164,12 +169,12 @@ def main():
             kiln_ms, ort_ms, kiln_rss = [], [], 0
             for _ in range(args.rounds):
                 out = subprocess.run([binp("kiln-run"), lib, "--inputs", os.path.join(case, "test_data_set_0"),
-                                      "--bench", str(args.runs), "--warmup", "3", "--threads", str(threads),
+                                      "--bench", str(args.runs), "--warmup", str(args.warmup), "--threads", str(threads),
                                       "--json"], check=True, stdout=subprocess.PIPE, text=True).stdout
                 res = json.loads(out)
                 kiln_ms.append(res["latency_ms"]["median"])
                 kiln_rss = max(kiln_rss, res["anon_rss_growth_bytes"])
-                ort_ms.extend(time_ort(sess, feeds, args.runs))
+                ort_ms.extend(time_ort(sess, feeds, args.runs, args.warmup))
             del sess
             k, o = statistics.median(kiln_ms), statistics.median(ort_ms)
             gflops = st["flops"] / (k * 1e6)
@@ -189,7 +194,7 @@ def main():
                      f"{r['gflops']:.1f} | {r['pct_peak']:.1f} | {r['arena_mib']:.1f} | {r['kiln_rss_mib']:.1f} | "
                      f"{r['ort_rss_mib']:.1f} | {r['compile_s']:.1f} |")
     note = (f"\nPeak (FMA loop, same run): " + ", ".join(f"{peak[t]:.1f} GFLOP/s at {t} thread(s)" for t in thread_counts)
-            + f". Medians of {args.rounds} x {args.runs} runs, kiln and ORT alternating. "
+            + f". Medians of {args.rounds} x {args.runs} runs after {args.warmup} warm-up runs each, kiln and ORT alternating. "
             "Model GFLOP per run: " + ", ".join(sorted({f"{r['model']} {r['gflop']:.2f}" for r in rows})) + ".\n")
     table = "\n".join(lines) + "\n" + note
     print(table)

@@ -333,6 +333,13 @@ private:
   std::optional<std::pair<float, float>> convAct;
   /// Set while lowering a Conv whose block adds a residual in its epilogue.
   Value convResidual;
+  /// Set while lowering a Gemm/MatMul whose block applies an activation
+  /// the kernel can run on each tile (1: GELU, kiln_rt_matmul_packed_act).
+  int matmulAct = 0;
+  /// For a block Gemm/MatMul (packed dense weights) -> [Reshape] -> GELU
+  /// (x / sqrt(2) -> Erf -> + 1 -> * x -> * 0.5, as PyTorch exports it)
+  /// -> [Reshape] whose result is `out`: true.
+  bool geluAfter(Operation *head, ArrayRef<Operation *> ops, Value out);
   /// For a block Conv -> Add(conv, r) [-> Relu/Clip] whose result is `out`,
   /// with r from outside the block and shaped as the conv's result, and
   /// packed weights: r. Otherwise null.
@@ -383,6 +390,57 @@ Value BufferLowering::convResidualOf(Operation *head, ArrayRef<Operation *> ops,
     last = ops[2]->getResult(0);
   }
   return last == out ? r : Value();
+}
+
+/// The float value of a constant scalar (any shape of one element).
+static std::optional<float> scalarConstant(Value v) {
+  auto vals = constantFloats(v);
+  if (!vals || vals->size() != 1) return std::nullopt;
+  return (*vals)[0];
+}
+
+bool BufferLowering::geluAfter(Operation *head, ArrayRef<Operation *> ops, Value out) {
+  if (!head || !isa<GemmOp, MatMulOp>(head) || !packsWeights(head) || !eltOf(out).isF32() ||
+      !constantFloats(head->getOperand(1)) || !sparseBlob(head).empty())
+    return false;
+  if (auto g = dyn_cast<GemmOp>(head))
+    if (g.getAlpha().convertToFloat() != 1.0f) return false;
+  // x: the head's result, seen through one Reshape.
+  Value x = head->getResult(0);
+  auto only = [](Value v) -> Operation * { return v.hasOneUse() ? *v.getUsers().begin() : nullptr; };
+  if (Operation *r = only(x); r && isa<ReshapeOp>(r)) x = r->getResult(0);
+  // The other operand of a binary op with `v`, if `op` is one of kind T.
+  auto other = [](Operation *op, Value v) -> Value {
+    if (!op || op->getNumOperands() != 2) return Value();
+    if (op->getOperand(0) == v) return op->getOperand(1);
+    if (op->getOperand(1) == v && !isa<DivOp>(op)) return op->getOperand(0);
+    return Value();
+  };
+  if (std::distance(x.getUsers().begin(), x.getUsers().end()) != 2) return false;
+  DivOp div;
+  MulOp mulX;
+  for (Operation *u : x.getUsers()) {
+    if (auto d = dyn_cast<DivOp>(u); d && d.getOperand(0) == x) div = d;
+    else if (auto m = dyn_cast<MulOp>(u)) mulX = m;
+  }
+  if (!div || !mulX) return false;
+  auto c = scalarConstant(div.getOperand(1));
+  if (!c || std::fabs(*c - 1.41421356f) > 1e-6f) return false;
+  auto erf = dyn_cast_or_null<ErfOp>(only(div.getResult()));
+  if (!erf) return false;
+  Operation *add = only(erf.getResult());
+  Value one = isa_and_nonnull<AddOp>(add) ? other(add, erf.getResult()) : Value();
+  if (!one || scalarConstant(one) != 1.0f || only(add->getResult(0)) != mulX.getOperation() ||
+      other(mulX, add->getResult(0)) != x)
+    return false;
+  Operation *half = only(mulX.getResult());
+  Value h = isa_and_nonnull<MulOp>(half) ? other(half, mulX.getResult()) : Value();
+  if (!h || scalarConstant(h) != 0.5f) return false;
+  Value y = half->getResult(0);
+  if (Operation *r = only(y); r && isa<ReshapeOp>(r)) y = r->getResult(0);
+  // Nothing else in the block: the head, the GELU and the Reshapes.
+  size_t reshapes = llvm::count_if(ops, [](Operation *op) { return isa<ReshapeOp>(op); });
+  return y == out && ops.size() == 6 + reshapes;
 }
 
 Value BufferLowering::packedConstant(ArrayRef<char> bytes, Type elt) {
@@ -1143,8 +1201,13 @@ LogicalResult BufferLowering::lowerGemm(GemmOp op) {
       Value bp = sparseWeights(op);
       const char *kernelName = bp ? "kiln_rt_matmul_bcr" : "kiln_rt_matmul_packed";
       if (!bp) bp = packedB(*w, op.getTransB() ? K : N, op.getTransB(), K, N);
-      call(kernelName, {ptr(buf(op.getA())), bp, ptr(out), ci(1), ci(M), ci(N), ci(K), ci(0),
-                        ci(op.getTransA() ? M : K), ci(op.getTransA()), ci(0), ci(N), c, cf(-inf), cf(inf)});
+      SmallVector<Value> args = {ptr(buf(op.getA())), bp, ptr(out), ci(1), ci(M), ci(N), ci(K), ci(0),
+                                 ci(op.getTransA() ? M : K), ci(op.getTransA()), ci(0), ci(N), c, cf(-inf), cf(inf)};
+      if (matmulAct) {
+        args.push_back(ci(matmulAct));
+        kernelName = "kiln_rt_matmul_packed_act";
+      }
+      call(kernelName, args);
       return success();
     }
   call("kiln_rt_gemm", {ptr(buf(op.getA())), ptr(buf(op.getB())), c, ptr(out), ci(M), ci(N),
@@ -1197,6 +1260,10 @@ LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
         call(kernelName, {ptr(a), bp, ptr(stridedOut->buffer), ci(batch), ci(M), ci(N), ci(K), ci(sa), ci(K), ci(0),
                           ci(stridedOut->layout.batchStride), ci(stridedOut->layout.rowStride), noBias, cf(-inf),
                           cf(inf)});
+      else if (matmulAct)
+        call("kiln_rt_matmul_packed_act", {ptr(a), bp, ptr(dest(op.getResult())), ci(batch), ci(M), ci(N), ci(K),
+                                           ci(sa), ci(K), ci(0), ci(M * N), ci(N), noBias, cf(-inf), cf(inf),
+                                           ci(matmulAct)});
       else
         call(kernelName, {ptr(a), bp, ptr(dest(op.getResult())), ci(batch), ci(M), ci(N), ci(K), ci(sa), ci(K),
                           ci(0), ci(M * N), ci(N), noBias, cf(-inf), cf(inf)});
@@ -2388,6 +2455,16 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       result = lowerOp(head);
       convAct.reset();
       convResidual = Value();
+      inside.clear();
+      math = false;
+    } else if (!portableOp(head) && geluAfter(head, ops, out)) {
+      // Gemm/MatMul + GELU: the kernel applies the GELU to each tile as it
+      // stores it (parallel, in cache), not a pass over the output after.
+      matmulAct = 1;
+      loc = head->getLoc();
+      outBuffer[head->getResult(0)] = viewAs(outArg, cast<ShapedType>(head->getResult(0).getType()).getShape());
+      result = lowerOp(head);
+      matmulAct = 0;
       inside.clear();
       math = false;
     } else if (head) {

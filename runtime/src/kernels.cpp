@@ -569,11 +569,29 @@ std::vector<float> &scratch(int slot) {
   return bufs[slot];
 }
 
+/// Applies the epilogue's activation to rows x cols of C (a tile just
+/// stored, still in cache). Partial vectors go through the same vector
+/// code, so every element gets the same arithmetic whatever the tiling.
+void actTile(float *c, int64_t ldc, int64_t rows, int64_t cols, int act) {
+  if (act != 1) return;
+  for (int64_t i = 0; i < rows; ++i) {
+    float *ci = c + i * ldc;
+    int64_t j = 0;
+    for (; j + 8 <= cols; j += 8) store8(ci + j, vgelu(load8(ci + j)));
+    if (j < cols) {
+      float t[8] = {};
+      std::memcpy(t, ci + j, (cols - j) * sizeof(float));
+      store8(t, vgelu(load8(t)));
+      std::memcpy(ci + j, t, (cols - j) * sizeof(float));
+    }
+  }
+}
+
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc, const Epilogue *ep,
            const float *packedA, const float *packedB) {
   if (M <= 0 || N <= 0) return;
-  if (ep && !ep->rowBias && !ep->colBias && !ep->residual && !ep->clamps()) ep = nullptr;
+  if (ep && !ep->rowBias && !ep->colBias && !ep->residual && !ep->clamps() && !ep->act) ep = nullptr;
   if (K == 0 || (M == 1 && !transA && !packedA && !packedB)) {
     if (K == 0)
       for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
@@ -586,6 +604,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
                     (ep->colBias ? ep->colBias[j] : 0.0f) + (ep->residual ? ep->residual[i * ldc + j] : 0.0f);
           C[i * ldc + j] = std::min(std::max(v, ep->lo), ep->hi);
         }
+    if (ep) actTile(C, ldc, M, N, ep->act);
     return;
   }
   // Each task owns one block of C (at most MC x NC) and runs the whole K
@@ -674,6 +693,9 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
         microKernel(kc, ap + ip * kc, b, jp < full ? ldb : NR, C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0,
                     (int)std::min<int64_t>(MR, mc - ip), (int)std::min<int64_t>(NR, nc - jp),
                     k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
+        if (k0 + kc >= K && ep && ep->act)
+          actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, std::min<int64_t>(MR, mc - ip), std::min<int64_t>(NR, nc - jp),
+                  ep->act);
       };
       // With AVX-512, 2 x 2 register tiles at once where all four are full.
       const int64_t TI = wide ? 2 * MR : MR, TJ = wide ? 2 * NR : NR;
@@ -691,6 +713,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
                                : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
             run(kc, a0, a0 + MR * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
                 C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0, k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
+            if (k0 + kc >= K && ep && ep->act) actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, pa * MR, pb * NR, ep->act);
             for (int64_t i = ip; i < ip + pa * MR; i += MR)
               for (int64_t j = jp + pb * NR; j < std::min(nc, jp + TJ); j += NR) tile(i, j);
             for (int64_t i = ip + pa * MR; i < std::min(mc, ip + TI); i += MR)
@@ -804,9 +827,16 @@ void kiln_rt_maxpool2d(intptr_t x, intptr_t y, int64_t N, int64_t C, int64_t H, 
 void kiln_rt_matmul_packed(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, int64_t M, int64_t N,
                            int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
                            int64_t ldy, intptr_t bias, float lo, float hi) {
+  kiln_rt_matmul_packed_act(a, bp, y, batch, M, N, K, strideA, lda, transA, strideY, ldy, bias, lo, hi, 0);
+}
+
+void kiln_rt_matmul_packed_act(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                               int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
+                               int64_t ldy, intptr_t bias, float lo, float hi, int64_t act) {
   const float *A = (const float *)a, *Bp = (const float *)bp;
   float *Y = (float *)y;
   Epilogue ep{nullptr, lo, hi, (const float *)bias};
+  ep.act = (int)act;
   forBatch(batch, [&](int64_t i) {
     sgemm(M, N, K, A + i * strideA, lda, transA != 0, nullptr, 0, false, Y + i * strideY, ldy, &ep,
           nullptr, Bp);

@@ -17,6 +17,9 @@ struct Epilogue {
   float hi = std::numeric_limits<float>::infinity();
   const float *colBias = nullptr; // added to every row (Gemm's C of shape [N])
   const float *residual = nullptr; // same shape and ldc as C (a residual Add)
+  /// An activation applied after the clamp: 0 none, 1 GELU (erf form,
+  /// vgelu in simd.h).
+  int act = 0;
   bool clamps() const {
     return lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity();
   }
@@ -93,6 +96,11 @@ void kiln_rt_conv2d_packed(intptr_t x, intptr_t wp, intptr_t bias, intptr_t resi
 void kiln_rt_matmul_packed(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, int64_t M, int64_t N,
                            int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
                            int64_t ldy, intptr_t bias, float lo, float hi);
+/// kiln_rt_matmul_packed followed by an activation on each tile as it is
+/// stored (act: 1 = GELU, erf form), while the tile is in cache.
+void kiln_rt_matmul_packed_act(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                               int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
+                               int64_t ldy, intptr_t bias, float lo, float hi, int64_t act);
 /// kiln_rt_conv2d_packed with the weights in BCR sparse form
 /// (kiln/bcr_layout.h; sparse.cpp).
 void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t residual, intptr_t y,

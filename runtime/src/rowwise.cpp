@@ -13,34 +13,6 @@
 namespace kiln::rt {
 namespace {
 
-typedef int v8i __attribute__((vector_size(32)));
-
-/// e^x, 8 lanes (Cephes expf: x = n ln2 + r, |r| <= ln2/2, e^r by a
-/// degree-6 polynomial, 2^n from the exponent bits; about 1 ulp).
-/// Inputs below -87.3 give 0 (exp underflows there anyway), NaN stays NaN.
-inline v8f vexp(v8f x) {
-  const v8f hiB = splat(88.0f), loB = splat(-87.3365447505531f);
-  v8f under = x < loB ? splat(0.0f) : splat(1.0f); // lanes that underflow to 0
-  x = x < loB ? loB : x;
-  x = hiB < x ? hiB : x;
-  // n = round(x / ln2) by the 1.5 * 2^23 trick (|x / ln2| < 2^22).
-  const v8f magic = splat(12582912.0f);
-  v8f n = (x * splat(1.44269504088896341f) + magic) - magic;
-  v8f r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
-  v8f p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  p = p * r * r + r + splat(1.0f);
-  n = n == n ? n : splat(0.0f); // NaN lanes: any exponent (p is NaN there)
-  v8i e = (__builtin_convertvector(n, v8i) + 127) * (1 << 23); // n + 127 in [1, 254]
-  v8f scale;
-  std::memcpy(&scale, &e, sizeof scale);
-  return p * scale * under;
-}
-
 inline float hmax(v8f v) {
   float m = v[0];
   for (int i = 1; i < 8; ++i) m = std::max(m, v[i]);

@@ -68,6 +68,52 @@ inline void transpose8(v8f (&r)[8]) {
   }
 }
 
+typedef int v8i __attribute__((vector_size(32)));
+
+/// e^x, 8 lanes (Cephes expf: x = n ln2 + r, |r| <= ln2/2, e^r by a
+/// degree-6 polynomial, 2^n from the exponent bits; about 1 ulp).
+/// Inputs below -87.3 give 0 (exp underflows there anyway), NaN stays NaN.
+inline v8f vexp(v8f x) {
+  const v8f hiB = splat(88.0f), loB = splat(-87.3365447505531f);
+  v8f under = x < loB ? splat(0.0f) : splat(1.0f); // lanes that underflow to 0
+  x = x < loB ? loB : x;
+  x = hiB < x ? hiB : x;
+  // n = round(x / ln2) by the 1.5 * 2^23 trick (|x / ln2| < 2^22).
+  const v8f magic = splat(12582912.0f);
+  v8f n = (x * splat(1.44269504088896341f) + magic) - magic;
+  v8f r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
+  v8f p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  p = p * r * r + r + splat(1.0f);
+  n = n == n ? n : splat(0.0f); // NaN lanes: any exponent (p is NaN there)
+  v8i e = (__builtin_convertvector(n, v8i) + 127) * (1 << 23); // n + 127 in [1, 254]
+  v8f scale;
+  std::memcpy(&scale, &e, sizeof scale);
+  return p * scale * under;
+}
+
+/// GELU with erf, as ONNX exports it: (x * (erf(x / sqrt(2)) + 1)) * 0.5
+/// (x / sqrt(2) taken as x * (1 / sqrt(2))),
+/// 8 lanes. erf by Abramowitz & Stegun 7.1.26 (absolute error below
+/// 1.5e-7): 1 - (a1 s + ... + a5 s^5) e^(-t^2), s = 1 / (1 + p |t|), with
+/// the sign of t. NaN stays NaN.
+inline v8f vgelu(v8f x) {
+  v8f t = x * splat(0.707106781f), at = t < splat(0.0f) ? -t : t;
+  v8f s = splat(1.0f) / (splat(1.0f) + splat(0.3275911f) * at);
+  v8f poly = splat(1.061405429f);
+  poly = poly * s + splat(-1.453152027f);
+  poly = poly * s + splat(1.421413741f);
+  poly = poly * s + splat(-0.284496736f);
+  poly = poly * s + splat(0.254829592f);
+  v8f e = splat(1.0f) - poly * s * vexp(-(at * at));
+  e = t < splat(0.0f) ? -e : e;
+  return x * (e + splat(1.0f)) * splat(0.5f);
+}
+
 /// A per-thread buffer, reused across calls (slots 0-2: GEMM packing and
 /// im2col, 2 also Winograd's padded input; 3-4: sparse kernels; 5-6:
 /// Winograd's transformed tiles; 7, 8: a B or A operand packed once for all

@@ -36,9 +36,9 @@ def compile_model(build, model, out, flags):
         return json.load(f)
 
 
-def bench(build, lib, case, threads, runs):
+def bench(build, lib, case, threads, runs, warmup):
     p = subprocess.run([os.path.join(build, "bin", "kiln-run"), lib, "--inputs",
-                        os.path.join(case, "test_data_set_0"), "--bench", str(runs), "--warmup", "3",
+                        os.path.join(case, "test_data_set_0"), "--bench", str(runs), "--warmup", str(warmup),
                         "--threads", str(threads), "--json"], check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(p.stdout)
 
@@ -59,6 +59,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=10,
+                    help="untimed runs per round (each round is a fresh kiln-run process, whose first runs "
+                         "fault in the weights)")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--csv")
     args = ap.parse_args()
@@ -76,7 +79,7 @@ def main():
         times = {"fused": [], "unfused": []}
         for _ in range(args.rounds):
             for key, lib in (("fused", fused_lib), ("unfused", plain_lib)):
-                r = bench(args.build, lib, case, args.threads, args.runs)
+                r = bench(args.build, lib, case, args.threads, args.runs, args.warmup)
                 times[key].append(r["latency_ms"]["median"])
         fused, unfused = statistics.median(times["fused"]), statistics.median(times["unfused"])
         rows.append([name, st["onnx_nodes"], st["ops_after_rewrite"], st["kernels"],

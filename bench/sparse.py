@@ -42,9 +42,11 @@ def run_json(cmd):
     return json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout)
 
 
-def kiln_bench(build, lib, case, threads, runs):
+def kiln_bench(build, lib, case, threads, runs, warmup=10):
+    # Each call is a fresh process, whose first runs fault in the weights:
+    # warm up as long as the ONNX Runtime session (kept across rounds) is.
     r = run_json([tool(build, "kiln-run"), lib, "--inputs", os.path.join(case, "test_data_set_0"), "--bench",
-                  str(runs), "--warmup", "2", "--threads", str(threads), "--json"])
+                  str(runs), "--warmup", str(warmup), "--threads", str(threads), "--json"])
     return [r["latency_ms"]["median"]]  # one sample per round: its median
 
 

@@ -478,13 +478,13 @@ void depthwiseBlocked(const float *X, const float *Wt, const float *Bs, float *Y
     // Transpose out, row by row of the output planes.
     float *y = Y + (n * C + c0) * OH * OW;
     // A row's last, partial chunk is stored as 8 columns too, spilling into
-    // the next row of the same plane (written after it), except on the
-    // planes' last row, where the spill would reach the next plane.
+    // the next rows of the same plane (written after it), unless the spill
+    // would reach past the plane (into the next plane, maybe another task's).
     for (int64_t oh = 0; oh < OH; ++oh) {
       const float *orow = O + oh * OW * 8;
       int64_t ow = 0;
       if (nc == 8)
-        for (; ow < OW && (ow + 8 <= OW || oh + 1 < OH); ow += 8) {
+        for (; ow < OW && (oh * OW + ow + 8 <= OH * OW); ow += 8) {
           v8f v[8];
           for (int j = 0; j < 8; ++j) v[j] = load8(orow + (ow + j) * 8);
           transpose8(v);

@@ -165,6 +165,10 @@ const ConvCase kConvCases[] = {
     {"depthwise 3x3 channel blocks stride 2", 1, 16, 14, 14, 16, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 16},
     {"depthwise 3x3 dilated stride 2", 1, 9, 12, 17, 9, 3, 3, 2, 2, 2, 2, 2, 1, 2, 0, 9},
     {"depthwise 3x3 30x30 plane", 1, 10, 30, 30, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 10},
+    // Planes of 2x2 and 3x1 outputs: a partial chunk must not spill past
+    // its plane (the next channel block, or the end of the output).
+    {"depthwise 3x3 stride 2 to 2x2, 16 channels", 2, 16, 4, 4, 16, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 16},
+    {"depthwise 3x3 to 3x1, 24 channels", 1, 24, 3, 1, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 24},
     // im2col built in bands of output rows (>= 2048 outputs, > 1 MiB of
     // columns): 5 bands of 10 rows, the last of 9.
     {"7x7 stride 2, banded im2col", 1, 3, 97, 101, 10, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, 1},
@@ -389,6 +393,7 @@ TEST_CASE("kiln_rt_maxpool2d matches a naive max over each window", "[conv][pool
       {"3x3 stride 2 pad 1, 20 channels", 2, 20, 17, 23, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
       {"2x2 stride 2, 16 channels", 1, 16, 14, 14, 16, 2, 2, 2, 2, 1, 1, 0, 0, 0, 0, 1},
       {"3x3 stride 1 on 14x14, 9 channels", 1, 9, 14, 14, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+      {"3x3 stride 2 to 2x2, 16 channels", 2, 16, 4, 4, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
   };
   uint32_t seed = 17000;
   for (const ConvCase &c : cases)

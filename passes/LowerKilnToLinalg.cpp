@@ -392,6 +392,14 @@ Value BufferLowering::convResidualOf(Operation *head, ArrayRef<Operation *> ops,
   return last == out ? r : Value();
 }
 
+/// Whether kiln-detect-sparsity marked `op` to be lowered sparse.
+static bool markedSparse(Operation *op) {
+  auto info = op->getAttrOfType<DictionaryAttr>("kiln.bcr");
+  auto sparse = info ? info.getAs<BoolAttr>("sparse") : BoolAttr();
+  auto block = info ? info.getAs<DenseI64ArrayAttr>("block") : DenseI64ArrayAttr();
+  return sparse && sparse.getValue() && block && block.size() == 2;
+}
+
 /// The float value of a constant scalar (any shape of one element).
 static std::optional<float> scalarConstant(Value v) {
   auto vals = constantFloats(v);
@@ -401,7 +409,7 @@ static std::optional<float> scalarConstant(Value v) {
 
 bool BufferLowering::geluAfter(Operation *head, ArrayRef<Operation *> ops, Value out) {
   if (!head || !isa<GemmOp, MatMulOp>(head) || !packsWeights(head) || !eltOf(out).isF32() ||
-      !constantFloats(head->getOperand(1)) || !sparseBlob(head).empty())
+      !constantFloats(head->getOperand(1)) || markedSparse(head))
     return false;
   if (auto g = dyn_cast<GemmOp>(head))
     if (g.getAlpha().convertToFloat() != 1.0f) return false;
@@ -462,10 +470,8 @@ Value BufferLowering::packedConstant(ArrayRef<char> bytes, Type elt) {
 }
 
 std::vector<uint32_t> BufferLowering::sparseBlob(Operation *op) {
-  auto info = op->getAttrOfType<DictionaryAttr>("kiln.bcr");
-  auto sparse = info ? info.getAs<BoolAttr>("sparse") : BoolAttr();
-  auto block = info ? info.getAs<DenseI64ArrayAttr>("block") : DenseI64ArrayAttr();
-  if (!sparse || !sparse.getValue() || !block || block.size() != 2) return {};
+  if (!markedSparse(op)) return {};
+  auto block = op->getAttrOfType<DictionaryAttr>("kiln.bcr").getAs<DenseI64ArrayAttr>("block");
   auto m = weightMatrix(op);
   if (!m) return {};
   int br = (int)block[0], bc = (int)block[1];

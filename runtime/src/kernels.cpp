@@ -647,31 +647,30 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   // An operand that several blocks would each pack (B when there are
   // several row blocks, A when there are several column blocks) is packed
   // once, in the compile-time layout, in parallel over K blocks x chunks of
-  // 256 rows or columns (e.g. ResNet-50's 7x7 stage: 22 row blocks of a
-  // 2048 x 49 conv read one B; BERT's FFN on 2 threads: 2-6 column blocks
-  // read one A).
-  if (!packedB && !directB && mTiles > 1) {
-    std::vector<float> &shared = scratch(7);
-    shared.resize(gemm::packedBSize(K, N));
-    const int64_t kBlocks = (K + KC - 1) / KC, chunks = (N + 255) / 256;
-    parallelFor(kBlocks * chunks, [&](int64_t task) {
-      int64_t k0 = task / chunks * KC, kc = std::min(KC, K - k0), j0 = task % chunks * 256;
-      packB(B, ldb, transB, k0, kc, j0, std::min<int64_t>(256, N - j0),
-            shared.data() + k0 * gemm::roundUp(N, NR) + j0 * kc);
+  // 240 of its rows (B: columns; 240 is a multiple of MR and NR) (e.g.
+  // ResNet-50's 7x7 stage: 22 row blocks of a 2048 x 49 conv read one B;
+  // BERT's FFN on 2 threads: 2-6 column blocks read one A).
+  // pack(k0, kc, r0, rows, out) packs rows [r0, r0 + rows) of K block k0.
+  auto packOnce = [&](int slot, int64_t size, int64_t rows, int64_t roundedRows, auto pack) {
+    std::vector<float> &shared = scratch(slot);
+    shared.resize(size);
+    const int64_t chunks = (rows + 239) / 240;
+    parallelFor((K + KC - 1) / KC * chunks, [&](int64_t task) {
+      int64_t k0 = task / chunks * KC, kc = std::min(KC, K - k0), r0 = task % chunks * 240;
+      pack(k0, kc, r0, std::min<int64_t>(240, rows - r0), shared.data() + k0 * roundedRows + r0 * kc);
     });
-    packedB = shared.data();
-  }
-  if (!packedA && nTiles > 1) {
-    std::vector<float> &shared = scratch(8);
-    shared.resize(gemm::packedASize(M, K));
-    const int64_t kBlocks = (K + KC - 1) / KC, chunks = (M + 251) / 252; // 252 = 42 * MR
-    parallelFor(kBlocks * chunks, [&](int64_t task) {
-      int64_t k0 = task / chunks * KC, kc = std::min(KC, K - k0), i0 = task % chunks * 252;
-      packA(A, lda, transA, i0, std::min<int64_t>(252, M - i0), k0, kc,
-            shared.data() + k0 * gemm::roundUp(M, MR) + i0 * kc);
-    });
-    packedA = shared.data();
-  }
+    return (const float *)shared.data();
+  };
+  if (!packedB && !directB && mTiles > 1)
+    packedB = packOnce(7, gemm::packedBSize(K, N), N, gemm::roundUp(N, NR),
+                       [&](int64_t k0, int64_t kc, int64_t j0, int64_t n, float *out) {
+                         packB(B, ldb, transB, k0, kc, j0, n, out);
+                       });
+  if (!packedA && nTiles > 1)
+    packedA = packOnce(8, gemm::packedASize(M, K), M, gemm::roundUp(M, MR),
+                       [&](int64_t k0, int64_t kc, int64_t i0, int64_t m, float *out) {
+                         packA(A, lda, transA, i0, m, k0, kc, out);
+                       });
   parallelFor(mTiles * nTiles, [&](int64_t t) {
     int64_t i0 = (t / nTiles) * mcBlock, j0 = (t % nTiles) * ncBlock;
     int64_t mc = std::min(mcBlock, M - i0), nc = std::min(ncBlock, N - j0);

@@ -4,7 +4,10 @@
 // block sizes and rates. Prints a Markdown table: dense ms, sparse ms,
 // speedup, the ideal 1/(1-s), and the cost model's predicted speedup.
 //
-// usage: kiln-bench-sparse [--threads T] [--reps R] [--block RxC] [--rates a,b,c] [--only NAME]
+// With --avx2 (on a CPU with AVX-512) the sparse kernel is also timed on
+// 8-lane vectors (KILN_NO_AVX512's path), interleaved with the 16-lane one.
+//
+// usage: kiln-bench-sparse [--threads T] [--reps R] [--block RxC] [--rates a,b,c] [--only NAME] [--avx2]
 #include "kernels.h"
 #include "kiln/bcr_layout.h"
 #include "kiln/gemm_layout.h"
@@ -35,18 +38,20 @@ struct Layer {
 int main(int argc, char **argv) {
   int threads = 1, reps = 15, br = 4, bc = 16;
   std::string only;
+  bool avx2 = false;
   std::vector<double> rates = {0.5, 0.75, 0.9};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
+    else if (a == "--avx2") avx2 = kiln::rt::wideKernels();
     else if (a == "--block" && i + 1 < argc) std::sscanf(argv[++i], "%dx%d", &br, &bc);
     else if (a == "--rates" && i + 1 < argc) {
       rates.clear();
       for (char *s = std::strtok(argv[++i], ","); s; s = std::strtok(nullptr, ",")) rates.push_back(std::atof(s));
     } else {
-      std::fprintf(stderr, "usage: kiln-bench-sparse [--threads T] [--reps R] [--block RxC] [--rates a,b,c] [--only NAME]\n");
+      std::fprintf(stderr, "usage: kiln-bench-sparse [--threads T] [--reps R] [--block RxC] [--rates a,b,c] [--only NAME] [--avx2]\n");
       return 2;
     }
   }
@@ -60,7 +65,8 @@ int main(int argc, char **argv) {
   kiln::rt::ThreadPool pool(threads);
   kiln::rt::setCurrentPool(threads > 1 ? &pool : nullptr);
   std::printf("BCR %dx%d blocks, %d thread(s), median of %d\n\n", br, bc, threads, reps);
-  std::printf("| layer | rate | dense ms | sparse ms | speedup | ideal | model |\n|---|---|---|---|---|---|---|\n");
+  std::printf("| layer | rate | dense ms | sparse ms | speedup | ideal | model |%s\n|---|---|---|---|---|---|---|%s\n",
+              avx2 ? " sparse ms, 8 lanes |" : "", avx2 ? "---|" : "");
   const float inf = std::numeric_limits<float>::infinity();
   double logSum[8] = {0};
   int count[8] = {0};
@@ -110,11 +116,23 @@ int main(int argc, char **argv) {
                              (intptr_t)y.data(), 1, l.C, l.H, l.H, M, l.K, l.K, OH, OH, l.S, l.S, 1, 1, l.K / 2,
                              l.K / 2, 0.0f, inf);
       };
-      double sparseMs = medianMs(reps, sparse);
+      double sparseMs, narrowMs = 0;
+      if (avx2) {
+        auto t = interleavedMedianMs(reps, {sparse, [&] {
+                                              kiln::rt::setWideKernels(false);
+                                              sparse();
+                                              kiln::rt::setWideKernels(true);
+                                            }});
+        sparseMs = t[0], narrowMs = t[1];
+      } else {
+        sparseMs = medianMs(reps, sparse);
+      }
       double s = 1.0 - double(kept) / (M * Kw);
       auto cost = kiln::bcr::estimate(blob.data());
-      std::printf("| %s | %.2f | %.3f | %.3f | %.2fx | %.1fx | %.2fx |\n", l.name, s, denseMs, sparseMs,
+      std::printf("| %s | %.2f | %.3f | %.3f | %.2fx | %.1fx | %.2fx |", l.name, s, denseMs, sparseMs,
                   denseMs / sparseMs, 1.0 / (1.0 - s), cost.dense / cost.sparse);
+      if (avx2) std::printf(" %.3f |", narrowMs);
+      std::printf("\n");
       logSum[ri] += std::log(denseMs / sparseMs);
       ++count[ri];
     }

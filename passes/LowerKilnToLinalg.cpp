@@ -334,9 +334,10 @@ private:
   /// Set while lowering a Conv whose block adds a residual in its epilogue.
   Value convResidual;
   /// Set while lowering a Gemm/MatMul whose block applies an activation
-  /// the kernel can run on each tile (1: GELU, kiln_rt_matmul_packed_act).
+  /// the kernel can run on each tile (1: GELU; kiln_rt_matmul_packed_act,
+  /// kiln_rt_matmul_bcr_act for BCR weights).
   int matmulAct = 0;
-  /// For a block Gemm/MatMul (packed dense weights) -> [Reshape] -> GELU
+  /// For a block Gemm/MatMul (packed dense or BCR weights) -> [Reshape] -> GELU
   /// (x / sqrt(2) -> Erf -> + 1 -> * x -> * 0.5, as PyTorch exports it)
   /// -> [Reshape] whose result is `out`: true.
   bool geluAfter(Operation *head, ArrayRef<Operation *> ops, Value out);
@@ -409,7 +410,7 @@ static std::optional<float> scalarConstant(Value v) {
 
 bool BufferLowering::geluAfter(Operation *head, ArrayRef<Operation *> ops, Value out) {
   if (!head || !isa<GemmOp, MatMulOp>(head) || !packsWeights(head) || !eltOf(out).isF32() ||
-      !constantFloats(head->getOperand(1)) || markedSparse(head))
+      !constantFloats(head->getOperand(1)))
     return false;
   if (auto g = dyn_cast<GemmOp>(head))
     if (g.getAlpha().convertToFloat() != 1.0f) return false;
@@ -1205,13 +1206,14 @@ LogicalResult BufferLowering::lowerGemm(GemmOp op) {
     if (auto w = constantFloats(op.getB())) {
       float inf = std::numeric_limits<float>::infinity();
       Value bp = sparseWeights(op);
-      const char *kernelName = bp ? "kiln_rt_matmul_bcr" : "kiln_rt_matmul_packed";
+      bool bcr = bool(bp);
+      const char *kernelName = bcr ? "kiln_rt_matmul_bcr" : "kiln_rt_matmul_packed";
       if (!bp) bp = packedB(*w, op.getTransB() ? K : N, op.getTransB(), K, N);
       SmallVector<Value> args = {ptr(buf(op.getA())), bp, ptr(out), ci(1), ci(M), ci(N), ci(K), ci(0),
                                  ci(op.getTransA() ? M : K), ci(op.getTransA()), ci(0), ci(N), c, cf(-inf), cf(inf)};
       if (matmulAct) {
         args.push_back(ci(matmulAct));
-        kernelName = "kiln_rt_matmul_packed_act";
+        kernelName = bcr ? "kiln_rt_matmul_bcr_act" : "kiln_rt_matmul_packed_act";
       }
       call(kernelName, args);
       return success();
@@ -1258,7 +1260,8 @@ LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
   if (packsWeights(op))
     if (auto w = constantFloats(op.getB())) {
       Value bp = sparseWeights(op);
-      const char *kernelName = bp ? "kiln_rt_matmul_bcr" : "kiln_rt_matmul_packed";
+      bool bcr = bool(bp);
+      const char *kernelName = bcr ? "kiln_rt_matmul_bcr" : "kiln_rt_matmul_packed";
       if (!bp) bp = packedB(*w, N, false, K, N);
       float inf = std::numeric_limits<float>::infinity();
       Value noBias = b.create<arith::ConstantIndexOp>(loc, 0);
@@ -1267,7 +1270,7 @@ LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
                           ci(stridedOut->layout.batchStride), ci(stridedOut->layout.rowStride), noBias, cf(-inf),
                           cf(inf)});
       else if (matmulAct)
-        call("kiln_rt_matmul_packed_act", {ptr(a), bp, ptr(dest(op.getResult())), ci(batch), ci(M), ci(N), ci(K),
+        call(bcr ? "kiln_rt_matmul_bcr_act" : "kiln_rt_matmul_packed_act", {ptr(a), bp, ptr(dest(op.getResult())), ci(batch), ci(M), ci(N), ci(K),
                                            ci(sa), ci(K), ci(0), ci(M * N), ci(N), noBias, cf(-inf), cf(inf),
                                            ci(matmulAct)});
       else
@@ -2533,7 +2536,8 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
     // Sparse layers count the multiply-adds they do: the kept weights'.
     if (auto info = op.getAttrOfType<DictionaryAttr>("kiln.bcr"))
       if (auto sparse = info.getAs<BoolAttr>("sparse"); sparse && sparse.getValue())
-        opFlops *= 1.0 - info.getAs<FloatAttr>("sparsity").getValueAsDouble();
+        if (auto s = info.getAs<FloatAttr>("sparsity")) // absent in hand-written IR
+          opFlops *= 1.0 - s.getValueAsDouble();
     flops += opFlops;
   }
   kernelFlops.push_back((int64_t)flops);

@@ -569,9 +569,9 @@ std::vector<float> &scratch(int slot) {
   return bufs[slot];
 }
 
-/// Applies the epilogue's activation to rows x cols of C (a tile just
-/// stored, still in cache). Partial vectors go through the same vector
-/// code, so every element gets the same arithmetic whatever the tiling.
+// actTile: applied to a tile just stored (still in cache). Partial vectors
+// go through the same vector code, so every element gets the same
+// arithmetic whatever the tiling.
 void actTile(float *c, int64_t ldc, int64_t rows, int64_t cols, int act) {
   if (act != 1) return;
   for (int64_t i = 0; i < rows; ++i) {

@@ -40,6 +40,9 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
 /// previous setting; not to be called while kernels run.
 bool wideKernels();
 bool setWideKernels(bool on);
+/// Applies activation `act` (Epilogue::act) in place to rows x cols of c
+/// (row stride ldc), with the same arithmetic for every element.
+void actTile(float *c, int64_t ldc, int64_t rows, int64_t cols, int act);
 
 /// Conv2d behind kiln_rt_conv2d*, with weights optionally packed (G == 1).
 /// residual (may be 0): a tensor shaped as y added before the clamp.
@@ -131,6 +134,11 @@ void kiln_rt_layernorm(intptr_t x, intptr_t scale, intptr_t bias, intptr_t y, in
 void kiln_rt_matmul_bcr(intptr_t a, intptr_t blob, intptr_t y, int64_t batch, int64_t M, int64_t N,
                         int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
                         int64_t ldy, intptr_t bias, float lo, float hi);
+/// kiln_rt_matmul_bcr, then the activation `act` (as in
+/// kiln_rt_matmul_packed_act) on each block of output rows as it is stored.
+void kiln_rt_matmul_bcr_act(intptr_t a, intptr_t blob, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                            int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
+                            int64_t ldy, intptr_t bias, float lo, float hi, int64_t act);
 void kiln_rt_conv_transpose2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y, int64_t N,
                               int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW,
                               int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,

@@ -1,14 +1,18 @@
 // BCR sparse kernels: y = W x for weights packed by kiln/bcr_layout.h.
 //
-// The output is computed in register tiles of 4 rows of W (one strip) x 16
-// spatial columns. For each tile of spatial columns, the input rows W
-// uses (and only those) are first packed into a contiguous [U][16] buffer;
-// each strip then walks its segments: per segment, every gathered input
-// row is loaded once (two vectors) and multiplied into the accumulators of
-// the strip's kept rows, whose set (the segment's mask) is a template
+// The output is computed in register tiles of 4 rows of W (one strip) x 3
+// vectors of spatial columns: 24 columns on 8-lane vectors (AVX2, NEON),
+// 48 on AVX-512 (chosen at run time with the dense kernels' switch,
+// wideKernels(); same arithmetic per element, so both give the same
+// results). For each tile of spatial columns, the input rows W uses (and
+// only those) are first packed into a contiguous [U][tile] buffer; each
+// strip then walks its segments: per segment, every gathered input row is
+// loaded once (one to three vectors) and multiplied into the accumulators
+// of the strip's kept rows, whose set (the segment's mask) is a template
 // argument, so accumulators stay in registers and weights are broadcast
 // from the value stream. The epilogue (bias per row of W, residual, clamp)
-// is applied as the tile is stored through the row permutation.
+// is applied as the tile is stored through the row permutation. The tile
+// code itself is in sparse_tile.h, compiled once per vector width.
 #include "kernels.h"
 #include "kiln/bcr_layout.h"
 #include "simd.h"
@@ -50,68 +54,12 @@ struct BcrOutput {
 
 namespace {
 
-constexpr int TW = 24; // spatial columns per full register tile (3 vectors)
 typedef uint16_t u16a __attribute__((may_alias));
-template <int V> using Acc = v8f[bcr::SR][V];
-
-constexpr int pop(unsigned m) { return (m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1) + ((m >> 3) & 1); }
-
-/// acc[r] += v[index of r among MASK's rows] * x for the rows in MASK.
-template <unsigned MASK, int V>
-__attribute__((always_inline)) inline void step(Acc<V> &acc, const float *v, const v8f (&x)[V]) {
-  for (int r = 0; r < bcr::SR; ++r) // unrolled: r and the value index are constants
-    if ((MASK >> r) & 1) {
-      v8f s = splat(v[pop(MASK & ((1u << r) - 1))]);
-      for (int j = 0; j < V; ++j) acc[r][j] += s * x[j];
-    }
-}
-
-template <int V> __attribute__((always_inline)) inline void loadX(const float *p, v8f (&x)[V]) {
-  for (int j = 0; j < V; ++j) x[j] = load8(p + 8 * j);
-}
-
-/// One segment: `count` gathered input rows (u16 positions at p) times the
-/// values that follow them, on a tile of V vectors (rows of xp are 8V
-/// floats), added into the strip's tile. Returns the next segment. Only
-/// the segment's own rows have accumulators here: with all 4 x V live
-/// across every mask, compilers spill them inside the loops.
-template <unsigned MASK, int V>
-__attribute__((always_inline)) inline const uint32_t *segment(const uint32_t *p, uint32_t count,
-                                                              const float *xp, float (&tile)[bcr::SR][8 * V],
-                                                              unsigned &done) {
-  constexpr int P = pop(MASK);
-  const u16a *idx = reinterpret_cast<const u16a *>(p);
-  const float *v = reinterpret_cast<const float *>(p + (count + 1) / 2);
-  uint32_t c = 0;
-  Acc<V> acc{};
-  v8f x[V];
-  if constexpr (P * V <= 4) {
-    // Few accumulators per column: a second set doubles the independent
-    // FMA chains (their latency, not throughput, bounds the loop).
-    Acc<V> b{};
-    v8f x2[V];
-    for (; c + 2 <= count; c += 2) {
-      loadX<V>(xp + idx[c] * 8 * V, x);
-      loadX<V>(xp + idx[c + 1] * 8 * V, x2);
-      step<MASK, V>(acc, v + c * P, x);
-      step<MASK, V>(b, v + (c + 1) * P, x2);
-    }
-    for (int r = 0; r < bcr::SR; ++r)
-      if (MASK >> r & 1)
-        for (int j = 0; j < V; ++j) acc[r][j] += b[r][j];
-  }
-  for (; c < count; ++c) {
-    loadX<V>(xp + idx[c] * 8 * V, x);
-    step<MASK, V>(acc, v + c * P, x);
-  }
-  // Rows no earlier segment wrote are stored, the others added to.
-  for (int r = 0; r < bcr::SR; ++r)
-    if (MASK >> r & 1)
-      for (int j = 0; j < V; ++j)
-        store8(tile[r] + 8 * j, done >> r & 1 ? load8(tile[r] + 8 * j) + acc[r][j] : acc[r][j]);
-  done |= MASK;
-  return reinterpret_cast<const uint32_t *>(v + count * P);
-}
+#if defined(__x86_64__)
+// AVX-512 registers, only touched inside target("avx512f") functions.
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float v16f __attribute__((vector_size(64)));
+#endif
 
 /// Copies n <= w floats to d and zeros d[n, w) (whole vectors when n == w).
 inline void copyRow(const float *src, int64_t n, int64_t w, float *d) {
@@ -197,75 +145,49 @@ inline void storeTransposed4x8(const v8f (&a)[4], float *y, int64_t ld, int64_t 
   for (int k = 0; k < 8 && k < cols; ++k) std::memcpy(y + k * ld, reinterpret_cast<const float *>(&c[k % 4]) + 4 * (k / 4), 16);
 }
 
+/// Vectors of L lanes per tile for a tile of nb columns (the last one may
+/// be narrower).
+inline int vectorsFor(int64_t nb, int L) { return nb > 2 * L ? 3 : nb > L ? 2 : 1; }
+
+namespace lanes8 {
+#include "sparse_tile.h"
+} // namespace lanes8
 template <int V>
-__attribute__((always_inline)) inline void storeTile(const BcrOutput &out, const int32_t *rows, int64_t n0,
-                                                     int64_t nb, const float (&tile)[bcr::SR][8 * V]) {
-  v8f lo = splat(out.lo), hi = splat(out.hi);
-  for (int q = 0; q < bcr::SR; ++q) {
-    int64_t r = rows[q];
-    if (r < 0) continue;
-    float b = out.bias ? out.bias[r] : 0.0f;
-    float *y = out.y + r * out.ldRow + n0 * out.ldCol;
-    const float *res = out.residual ? out.residual + r * out.ldRow + n0 * out.ldCol : nullptr;
-    if (out.ldCol == 1 && nb == 8 * V) {
-      for (int j = 0; j < V; ++j) {
-        v8f a = load8(tile[q] + 8 * j) + b;
-        store8(y + 8 * j, vclamp(res ? a + load8(res + 8 * j) : a, lo, hi));
-      }
-      continue;
-    }
-    for (int64_t j = 0; j < nb; ++j) {
-      float v = tile[q][j] + b + (res ? res[j * out.ldCol] : 0.0f);
-      y[j * out.ldCol] = std::min(std::max(v, out.lo), out.hi);
-    }
-  }
+void stripTile8(const uint32_t *p, const int32_t *rows, const float *xp, const BcrOutput &out, int64_t n0,
+                int64_t nb, bool first, bool last) {
+  lanes8::stripTileT<v8f, V>(p, rows, xp, out, n0, nb, first, last);
 }
-
-/// Vectors per tile for a tile of nb columns (the last one may be narrower).
-inline int vectorsFor(int64_t nb) { return nb > 16 ? 3 : nb > 8 ? 2 : 1; }
-
-/// All segments of one strip (in one chunk of columns) on one tile of
-/// packed input. The first chunk starts from zero, later ones from the
-/// partial sums stored in the output; the last applies the epilogue, the
-/// others store partial sums.
+#if defined(__x86_64__)
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+namespace lanes16 {
+#include "sparse_tile.h"
+} // namespace lanes16
 template <int V>
-void stripTile(const uint32_t *p, const int32_t *rows, const float *xp, const BcrOutput &out, int64_t n0,
+void stripTile16(const uint32_t *p, const int32_t *rows, const float *xp, const BcrOutput &out, int64_t n0,
+                 int64_t nb, bool first, bool last) {
+  lanes16::stripTileT<v16f, V>(p, rows, xp, out, n0, nb, first, last);
+}
+#pragma GCC pop_options
+#endif
+
+/// One strip on one tile of nb <= 3L columns, L lanes per vector.
+void stripTile(int L, const uint32_t *p, const int32_t *rows, const float *xp, const BcrOutput &out, int64_t n0,
                int64_t nb, bool first, bool last) {
-  float tile[bcr::SR][8 * V];
-  unsigned done = 0; // rows of the tile written so far
-  if (!first) {
-    // Partial sums of the earlier chunks (row-major output, ldCol == 1).
-    for (int q = 0; q < bcr::SR; ++q) {
-      if (rows[q] < 0) continue;
-      const float *y = out.y + rows[q] * out.ldRow + n0;
-      for (int64_t j = 0; j < 8 * V; ++j) tile[q][j] = j < nb ? y[j] : 0.0f;
-      done |= 1u << q;
+#if defined(__x86_64__)
+  if (L == 16) {
+    switch (vectorsFor(nb, 16)) {
+    case 3: return stripTile16<3>(p, rows, xp, out, n0, nb, first, last);
+    case 2: return stripTile16<2>(p, rows, xp, out, n0, nb, first, last);
+    default: return stripTile16<1>(p, rows, xp, out, n0, nb, first, last);
     }
   }
-  uint32_t nseg = *p++;
-  if (!nseg && !first && !last) return; // nothing to add: the partial sums stay as they are
-  for (uint32_t g = 0; g < nseg; ++g) {
-    uint32_t head = *p++, count = head >> 4;
-    switch (head & 15) {
-#define KILN_SEG(m)                                                                                \
-  case m:                                                                                          \
-    p = segment<m, V>(p, count, xp, tile, done);                                                   \
-    break;
-      KILN_SEG(1) KILN_SEG(2) KILN_SEG(3) KILN_SEG(4) KILN_SEG(5) KILN_SEG(6) KILN_SEG(7) KILN_SEG(8)
-      KILN_SEG(9) KILN_SEG(10) KILN_SEG(11) KILN_SEG(12) KILN_SEG(13) KILN_SEG(14) KILN_SEG(15)
-#undef KILN_SEG
-    default: g = nseg; break; // not produced by the packer
-    }
+#endif
+  switch (vectorsFor(nb, 8)) {
+  case 3: return stripTile8<3>(p, rows, xp, out, n0, nb, first, last);
+  case 2: return stripTile8<2>(p, rows, xp, out, n0, nb, first, last);
+  default: return stripTile8<1>(p, rows, xp, out, n0, nb, first, last);
   }
-  for (int r = 0; r < bcr::SR; ++r)
-    if (!(done >> r & 1))
-      for (int j = 0; j < 8 * V; ++j) tile[r][j] = 0.0f;
-  if (last) {
-    storeTile<V>(out, rows, n0, nb, tile);
-    return;
-  }
-  for (int q = 0; q < bcr::SR; ++q)
-    if (rows[q] >= 0) std::memcpy(out.y + rows[q] * out.ldRow + n0, tile[q], nb * sizeof(float));
 }
 
 } // namespace
@@ -277,6 +199,8 @@ void stripTile(const uint32_t *p, const int32_t *rows, const float *xp, const Bc
 /// L1), adding to the partial sums in the output. out.ldCol must be 1.
 void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutput &out) {
   bcr::View v{blob};
+  // 16 lanes where the dense kernels use AVX-512 (the same switch).
+  const int L = wideKernels() ? 16 : 8, TW = 3 * L;
   const int64_t S = v.strips(), U = v.usedCount(), UC = v.chunk(), C = v.chunks(), NT = (N + TW - 1) / TW;
   if (N <= 0) return;
   const int64_t rowsPerTile = std::min(U, UC); // packed rows per tile and chunk
@@ -296,10 +220,10 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
     float *xp = buf.data() + ((64 - (reinterpret_cast<uintptr_t>(buf.data()) & 63)) & 63) / sizeof(float);
     for (int64_t c = 0; c < C; ++c) {
       const int64_t u0 = c * UC, uc = std::min(UC, U - u0);
-      // Tile t covers columns [t*TW, +nb), packed 8V wide at xp + (t-t0)*rowsPerTile*TW.
+      // Tile t covers columns [t*TW, +nb), packed L*V wide at xp + (t-t0)*rowsPerTile*TW.
       for (int64_t t = t0; t < t1; ++t) {
         int64_t nb = std::min<int64_t>(TW, N - t * TW);
-        packInput(in, u0, uc, t * TW, nb, 8 * vectorsFor(nb), xp + (t - t0) * rowsPerTile * TW);
+        packInput(in, u0, uc, t * TW, nb, L * vectorsFor(nb, L), xp + (t - t0) * rowsPerTile * TW);
       }
       for (int64_t t = t0; t < t1; ++t) {
         int64_t nb = std::min<int64_t>(TW, N - t * TW);
@@ -307,11 +231,7 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
         for (int64_t s = s0; s < s1; ++s) {
           const uint32_t *p = v.list(c, s);
           const int32_t *rows = v.perm() + s * bcr::SR;
-          switch (vectorsFor(nb)) {
-          case 3: stripTile<3>(p, rows, x, out, t * TW, nb, c == 0, c == C - 1); break;
-          case 2: stripTile<2>(p, rows, x, out, t * TW, nb, c == 0, c == C - 1); break;
-          default: stripTile<1>(p, rows, x, out, t * TW, nb, c == 0, c == C - 1); break;
-          }
+          stripTile(L, p, rows, x, out, t * TW, nb, c == 0, c == C - 1);
         }
       }
     }
@@ -363,6 +283,12 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
 void kiln_rt_matmul_bcr(intptr_t a, intptr_t blob, intptr_t y, int64_t batch, int64_t M, int64_t N,
                         int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
                         int64_t ldy, intptr_t bias, float lo, float hi) {
+  kiln_rt_matmul_bcr_act(a, blob, y, batch, M, N, K, strideA, lda, transA, strideY, ldy, bias, lo, hi, 0);
+}
+
+void kiln_rt_matmul_bcr_act(intptr_t a, intptr_t blob, intptr_t y, int64_t batch, int64_t M, int64_t N,
+                            int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
+                            int64_t ldy, intptr_t bias, float lo, float hi, int64_t act) {
   const uint32_t *b = (const uint32_t *)blob;
   kiln::bcr::View v{b};
   const float *A = (const float *)a;
@@ -391,6 +317,9 @@ void kiln_rt_matmul_bcr(intptr_t a, intptr_t blob, intptr_t y, int64_t batch, in
         }
       for (; r < N; ++r)
         for (int64_t m = m0; m < m0 + mc; ++m) Yi[m * ldy + r] = T[r * M + m];
+      // The activation on the rows just written (in cache), as the dense
+      // kernel applies it to each tile.
+      if (act) actTile(Yi + m0 * ldy, ldy, mc, N, (int)act);
     });
   }
   (void)K;

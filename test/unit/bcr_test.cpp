@@ -176,3 +176,40 @@ TEST_CASE("kiln_rt_matmul_bcr equals the dense product with bias and clamp", "[b
         CHECK(y.guardsIntact());
       }
 }
+
+TEST_CASE("kiln_rt_matmul_bcr_act applies GELU to every output as it is stored", "[bcr]") {
+  // Against GELU computed in double with std::erf on the plain sparse
+  // product (itself checked above), with a row stride past N, a batch,
+  // one thread and a pool; NaN stays NaN.
+  kiln::rt::ThreadPool pool(2);
+  const int64_t shapes[][4] = {{1, 1, 4, 8}, {2, 37, 20, 64}, {1, 128, 96, 300}};
+  uint32_t seed = 9700;
+  for (auto &sh : shapes)
+    for (kiln::rt::ThreadPool *p : {(kiln::rt::ThreadPool *)nullptr, &pool}) {
+      int64_t batch = sh[0], M = sh[1], N = sh[2], K = sh[3], ldy = N + 3, strideY = M * ldy;
+      INFO(batch << "x" << M << "x" << N << "x" << K << (p ? " pool" : ""));
+      std::vector<float> W = randomBcr(N, K, 4, 8, 0.5, 0.3, seed++);
+      std::vector<uint32_t> blob = packDetected(W, N, K, bcr::kChunk);
+      std::vector<float> A = randomFloats(batch * M * K, seed++), bias = randomFloats(N, seed++);
+      for (int64_t k = 0; k < K; ++k) A[k] = std::numeric_limits<float>::quiet_NaN(); // row 0 of the first result
+      std::vector<float> plain(batch * strideY, 0.0f), got(batch * strideY, 0.0f);
+      PoolScope scope(p);
+      float inf = std::numeric_limits<float>::infinity();
+      kiln_rt_matmul_bcr((intptr_t)A.data(), (intptr_t)blob.data(), (intptr_t)plain.data(), batch, M, N, K, M * K, K,
+                         0, strideY, ldy, (intptr_t)bias.data(), -inf, inf);
+      kiln_rt_matmul_bcr_act((intptr_t)A.data(), (intptr_t)blob.data(), (intptr_t)got.data(), batch, M, N, K, M * K,
+                             K, 0, strideY, ldy, (intptr_t)bias.data(), -inf, inf, 1);
+      int bad = 0, nans = 0;
+      for (int64_t i = 0; i < batch * strideY; ++i) {
+        if (i % ldy >= N) { // the row padding is not written
+          bad += got[i] != 0.0f;
+          continue;
+        }
+        double x = plain[i], want = x * (std::erf(x / std::sqrt(2.0)) + 1.0) * 0.5;
+        nans += std::isnan(x);
+        if (std::isnan(x) ? !std::isnan(got[i]) : !(std::fabs(got[i] - want) <= 1e-6 + 1e-6 * std::fabs(want))) ++bad;
+      }
+      CHECK(bad == 0);
+      if (bcr::nonZeros(W.data(), N * K)) CHECK(nans > 0); // the NaN reached the output (the check above saw one)
+    }
+}

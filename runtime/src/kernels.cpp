@@ -565,7 +565,7 @@ bool setWideKernels(bool on) {
 }
 
 std::vector<float> &scratch(int slot) {
-  static thread_local std::vector<float> bufs[9];
+  static thread_local std::vector<float> bufs[10];
   return bufs[slot];
 }
 

@@ -125,14 +125,29 @@ void packInput(const BcrInput &in, int64_t u0, int64_t U, int64_t n0, int64_t nb
     for (int64_t i = 0; i < U; ++i) copyRow(in.x + row(i) * in.ld + n0, nb, w, xp + i * w);
     return;
   }
-  for (int64_t j = 0; j < w; ++j) {
-    if (j >= nb) {
-      for (int64_t i = 0; i < U; ++i) xp[i * w + j] = 0.0f;
+  // Transposed: xp[i][j] = x[(n0 + j) * ld + row(i)]. Runs of 8 used rows
+  // that are 8 consecutive columns of x (all of them in a layer with no
+  // pruned column) go through 8 x 8 register transposes.
+  auto scalarRows = [&](int64_t i0, int64_t i1, int64_t j0) {
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = j0; j < w; ++j) xp[i * w + j] = j < nb ? in.x[(n0 + j) * in.ld + row(i)] : 0.0f;
+  };
+  int64_t i = 0;
+  for (; i + 8 <= U; i += 8) {
+    if (row(i + 7) - row(i) != 7) {
+      scalarRows(i, i + 8, 0);
       continue;
     }
-    const float *src = in.x + (n0 + j) * in.ld;
-    for (int64_t i = 0; i < U; ++i) xp[i * w + j] = src[row(i)];
+    int64_t j = 0;
+    for (; j + 8 <= nb; j += 8) {
+      v8f r[8];
+      for (int q = 0; q < 8; ++q) r[q] = load8(in.x + (n0 + j + q) * in.ld + row(i));
+      transpose8(r);
+      for (int q = 0; q < 8; ++q) store8(xp + (i + q) * w + j, r[q]);
+    }
+    scalarRows(i, i + 8, j);
   }
+  scalarRows(i, U, 0);
 }
 
 /// Stores 4 rows of 8 (a[q]: row q) transposed: y[c * ld + q] = a[q][c].
@@ -210,18 +225,33 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
   const int threads = currentThreads();
   const int64_t ranges = threads > 1 ? std::clamp<int64_t>((4 * threads + groups - 1) / groups, 1, S) : 1;
   const int64_t perRange = (S + ranges - 1) / ranges;
+  // 64-byte aligned: a row of the packed input is one or two cache lines.
+  auto aligned = [](std::vector<float> &buf, int64_t n) {
+    buf.resize(n + 16);
+    return buf.data() + ((64 - (reinterpret_cast<uintptr_t>(buf.data()) & 63)) & 63) / sizeof(float);
+  };
+  // Tile t covers columns [t*TW, +nb), packed L*V wide. When several
+  // tasks read each tile (ranges > 1: few tiles, e.g. 128 tokens) and the
+  // whole packed input is small, it is packed once, in parallel, before
+  // the strips run (else every task packs its tiles again).
+  float *sharedX = nullptr;
+  if (ranges > 1 && C == 1 && NT * rowsPerTile * TW <= (1 << 20)) {
+    sharedX = aligned(scratch(9), NT * rowsPerTile * TW);
+    const int64_t RB = 128, rowBlocks = (U + RB - 1) / RB; // rows per packing task
+    parallelFor(NT * rowBlocks, [&](int64_t task) {
+      int64_t t = task / rowBlocks, i0 = task % rowBlocks * RB, nb = std::min<int64_t>(TW, N - t * TW);
+      int64_t w = L * vectorsFor(nb, L);
+      packInput(in, i0, std::min(RB, U - i0), t * TW, nb, w, sharedX + t * rowsPerTile * TW + i0 * w);
+    });
+  }
   parallelFor(groups * ranges, [&](int64_t task) {
     int64_t g = task / ranges, r = task % ranges;
     int64_t t0 = g * TG, t1 = std::min(NT, t0 + TG);
     int64_t s0 = r * perRange, s1 = std::min(S, s0 + perRange);
-    std::vector<float> &buf = scratch(3);
-    buf.resize((t1 - t0) * rowsPerTile * TW + 16);
-    // 64-byte aligned: a row of the packed input is one or two cache lines.
-    float *xp = buf.data() + ((64 - (reinterpret_cast<uintptr_t>(buf.data()) & 63)) & 63) / sizeof(float);
+    float *xp = sharedX ? sharedX + t0 * rowsPerTile * TW : aligned(scratch(3), (t1 - t0) * rowsPerTile * TW);
     for (int64_t c = 0; c < C; ++c) {
       const int64_t u0 = c * UC, uc = std::min(UC, U - u0);
-      // Tile t covers columns [t*TW, +nb), packed L*V wide at xp + (t-t0)*rowsPerTile*TW.
-      for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t t = t0; t < t1 && !sharedX; ++t) {
         int64_t nb = std::min<int64_t>(TW, N - t * TW);
         packInput(in, u0, uc, t * TW, nb, L * vectorsFor(nb, L), xp + (t - t0) * rowsPerTile * TW);
       }

@@ -71,6 +71,26 @@ inline void copyRow(const float *src, int64_t n, int64_t w, float *d) {
   for (int64_t j = n; j < w; ++j) d[j] = 0.0f;
 }
 
+/// d[j] = row[iw0 + j * SW] for j < len, zero where the index falls
+/// outside [0, W) (the padding). The run inside the row is copied with
+/// whole vectors for strides 1 and 2 (even lanes of two vectors).
+inline void gatherRun(const float *row, int64_t W, int64_t iw0, int64_t SW, int64_t len, float *d) {
+  const int64_t lastIn = W - 1 - iw0;
+  const int64_t jlo = iw0 >= 0 ? 0 : std::min(len, (SW - 1 - iw0) / SW);
+  const int64_t jhi = std::max(jlo, lastIn < 0 ? 0 : std::min(len, lastIn / SW + 1));
+  for (int64_t j = 0; j < jlo; ++j) d[j] = 0.0f;
+  int64_t j = jlo;
+  if (SW == 1)
+    for (; j + 8 <= jhi; j += 8) store8(d + j, load8(row + iw0 + j));
+  else if (SW == 2)
+    for (; j + 8 <= jhi && iw0 + 2 * j + 16 <= W; j += 8) {
+      const float *r = row + iw0 + 2 * j;
+      store8(d + j, shuffle8<0, 2, 4, 6, 8, 10, 12, 14>(load8(r), load8(r + 8)));
+    }
+  for (; j < jhi; ++j) d[j] = row[iw0 + j * SW];
+  for (j = jhi; j < len; ++j) d[j] = 0.0f;
+}
+
 /// Tap rows of a convolution for output columns [n0, n0 + nb): each output
 /// row the tile crosses is one run of consecutive outputs, read from one
 /// input row per tap (zeros where the tap falls in the padding).
@@ -97,18 +117,7 @@ void packTaps(const BcrInput &in, int64_t u0, int64_t U, int64_t n0, int64_t nb,
         for (int64_t j = 0; j < run.len; ++j) dr[j] = 0.0f;
         continue;
       }
-      const float *row = in.x + g.plane[u] + ih * g.W;
-      int64_t iw0 = run.ow0 * g.SW + g.dw[u], iwLast = iw0 + (run.len - 1) * g.SW;
-      if (g.SW == 1 && iw0 >= 0 && iwLast < g.W) {
-        int64_t j = 0;
-        for (; j + 8 <= run.len; j += 8) store8(dr + j, load8(row + iw0 + j));
-        for (; j < run.len; ++j) dr[j] = row[iw0 + j];
-        continue;
-      }
-      for (int64_t j = 0; j < run.len; ++j) {
-        int64_t iw = iw0 + j * g.SW;
-        dr[j] = iw >= 0 && iw < g.W ? row[iw] : 0.0f;
-      }
+      gatherRun(in.x + g.plane[u] + ih * g.W, g.W, run.ow0 * g.SW + g.dw[u], g.SW, run.len, dr);
     }
   }
 }

@@ -180,6 +180,10 @@ const ConvCase kConvCases[] = {
     {"deep reduction", 1, 40, 12, 12, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
     // Rows wide enough for im2col's stride-2 vector path.
     {"7x7 stride 2 wide rows", 1, 3, 9, 45, 4, 7, 7, 2, 2, 1, 1, 3, 3, 3, 2, 1},
+    // The sparse kernel's tap gathering: stride-2 and stride-1 rows with
+    // vector runs between the padded edges.
+    {"3x3 stride 2 wide rows", 1, 8, 11, 43, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 1},
+    {"3x3 wide rows", 1, 4, 5, 37, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
 };
 
 // name, N, C, H, W, F, KH, KW, SH, SW, DH, DW, PT, PL, PB, PR, G, OPH, OPW

@@ -33,15 +33,10 @@ struct BcrInput {
   int64_t ld;
   const int32_t *rowOf;
   bool trans;
-  /// Set for a convolution read through its taps (implicit im2col): row u
-  /// is tap used[u] = (c*KH + kh)*KW + kw of image x [C, H, W], spatial
-  /// column n is output (n / OW, n % OW); ld, rowOf and trans are unused.
-  const struct ConvTaps *conv = nullptr;
-};
-/// Geometry of a convolution read by taps, with per-used-row offsets.
-struct ConvTaps {
-  int64_t H, W, OW, SH, SW;
-  std::vector<int64_t> plane, dh, dw; // per used row: c*H*W, kh*DH - PT, kw*DW - PL
+  /// Set when the rows are read in place, not packed: row u at spatial
+  /// column n is x[off[u] + n] (phase images, see phased() below),
+  /// readable up to a whole tile past the last column.
+  const int64_t *off = nullptr;
 };
 /// Result element (row r of W, spatial column n) goes to y[r * ldRow + n *
 /// ldCol] as clamp(acc + bias[r] + residual[same place], lo, hi).
@@ -91,44 +86,9 @@ inline void gatherRun(const float *row, int64_t W, int64_t iw0, int64_t SW, int6
   for (j = jhi; j < len; ++j) d[j] = 0.0f;
 }
 
-/// Tap rows of a convolution for output columns [n0, n0 + nb): each output
-/// row the tile crosses is one run of consecutive outputs, read from one
-/// input row per tap (zeros where the tap falls in the padding).
-void packTaps(const BcrInput &in, int64_t u0, int64_t U, int64_t n0, int64_t nb, int64_t w, float *xp) {
-  const ConvTaps &g = *in.conv;
-  struct Run {
-    int64_t j0, len, oh, ow0;
-  } runs[64];
-  int nruns = 0;
-  for (int64_t j = 0; j < nb && nruns < 64;) {
-    int64_t n = n0 + j, oh = n / g.OW, ow = n % g.OW, len = std::min(nb - j, g.OW - ow);
-    runs[nruns++] = {j, len, oh, ow};
-    j += len;
-  }
-  for (int64_t i = 0; i < U; ++i) {
-    const int64_t u = u0 + i;
-    float *d = xp + i * w;
-    for (int64_t j = nb; j < w; ++j) d[j] = 0.0f;
-    for (int r = 0; r < nruns; ++r) {
-      const Run &run = runs[r];
-      float *dr = d + run.j0;
-      int64_t ih = run.oh * g.SH + g.dh[u];
-      if (ih < 0 || ih >= g.H) {
-        for (int64_t j = 0; j < run.len; ++j) dr[j] = 0.0f;
-        continue;
-      }
-      gatherRun(in.x + g.plane[u] + ih * g.W, g.W, run.ow0 * g.SW + g.dw[u], g.SW, run.len, dr);
-    }
-  }
-}
-
 /// Packs spatial columns [n0, n0 + nb) of used input rows [u0, u0 + U)
 /// into xp[(u - u0) * w + j] (w = 8V floats per row; zeros past nb).
 void packInput(const BcrInput &in, int64_t u0, int64_t U, int64_t n0, int64_t nb, int64_t w, float *xp) {
-  if (in.conv) {
-    packTaps(in, u0, U, n0, nb, w, xp);
-    return;
-  }
   auto row = [&](int64_t i) { return in.rowOf ? in.rowOf[u0 + i] : u0 + i; };
   if (!in.trans) {
     for (int64_t i = 0; i < U; ++i) copyRow(in.x + row(i) * in.ld + n0, nb, w, xp + i * w);
@@ -176,10 +136,10 @@ inline int vectorsFor(int64_t nb, int L) { return nb > 2 * L ? 3 : nb > L ? 2 : 
 namespace lanes8 {
 #include "sparse_tile.h"
 } // namespace lanes8
-template <int V>
-void stripTile8(const uint32_t *p, const int32_t *rows, const float *xp, const BcrOutput &out, int64_t n0,
-                int64_t nb, bool first, bool last) {
-  lanes8::stripTileT<v8f, V>(p, rows, xp, out, n0, nb, first, last);
+template <int V, bool OFF>
+void stripTile8(const uint32_t *p, const int32_t *rows, const float *xp, const int64_t *off, const BcrOutput &out,
+                int64_t n0, int64_t nb, bool first, bool last) {
+  lanes8::stripTileT<v8f, V, OFF>(p, rows, xp, off, out, n0, nb, first, last);
 }
 #if defined(__x86_64__)
 #pragma GCC push_options
@@ -187,31 +147,36 @@ void stripTile8(const uint32_t *p, const int32_t *rows, const float *xp, const B
 namespace lanes16 {
 #include "sparse_tile.h"
 } // namespace lanes16
-template <int V>
-void stripTile16(const uint32_t *p, const int32_t *rows, const float *xp, const BcrOutput &out, int64_t n0,
-                 int64_t nb, bool first, bool last) {
-  lanes16::stripTileT<v16f, V>(p, rows, xp, out, n0, nb, first, last);
+template <int V, bool OFF>
+void stripTile16(const uint32_t *p, const int32_t *rows, const float *xp, const int64_t *off, const BcrOutput &out,
+                 int64_t n0, int64_t nb, bool first, bool last) {
+  lanes16::stripTileT<v16f, V, OFF>(p, rows, xp, off, out, n0, nb, first, last);
 }
 #pragma GCC pop_options
 #endif
 
-/// One strip on one tile of nb <= 3L columns, L lanes per vector.
-void stripTile(int L, const uint32_t *p, const int32_t *rows, const float *xp, const BcrOutput &out, int64_t n0,
-               int64_t nb, bool first, bool last) {
+/// One strip on one tile of nb <= 3L columns, L lanes per vector; input
+/// rows packed at xp (off null) or read in place at xp + off[u].
+void stripTile(int L, const uint32_t *p, const int32_t *rows, const float *xp, const int64_t *off,
+               const BcrOutput &out, int64_t n0, int64_t nb, bool first, bool last) {
+#define KILN_STRIP(fn, V)                                                                          \
+  return off ? fn<V, true>(p, rows, xp, off, out, n0, nb, first, last)                             \
+             : fn<V, false>(p, rows, xp, off, out, n0, nb, first, last)
 #if defined(__x86_64__)
   if (L == 16) {
     switch (vectorsFor(nb, 16)) {
-    case 3: return stripTile16<3>(p, rows, xp, out, n0, nb, first, last);
-    case 2: return stripTile16<2>(p, rows, xp, out, n0, nb, first, last);
-    default: return stripTile16<1>(p, rows, xp, out, n0, nb, first, last);
+    case 3: KILN_STRIP(stripTile16, 3);
+    case 2: KILN_STRIP(stripTile16, 2);
+    default: KILN_STRIP(stripTile16, 1);
     }
   }
 #endif
   switch (vectorsFor(nb, 8)) {
-  case 3: return stripTile8<3>(p, rows, xp, out, n0, nb, first, last);
-  case 2: return stripTile8<2>(p, rows, xp, out, n0, nb, first, last);
-  default: return stripTile8<1>(p, rows, xp, out, n0, nb, first, last);
+  case 3: KILN_STRIP(stripTile8, 3);
+  case 2: KILN_STRIP(stripTile8, 2);
+  default: KILN_STRIP(stripTile8, 1);
   }
+#undef KILN_STRIP
 }
 
 } // namespace
@@ -244,7 +209,7 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
   // whole packed input is small, it is packed once, in parallel, before
   // the strips run (else every task packs its tiles again).
   float *sharedX = nullptr;
-  if (ranges > 1 && C == 1 && NT * rowsPerTile * TW <= (1 << 20)) {
+  if (!in.off && ranges > 1 && C == 1 && NT * rowsPerTile * TW <= (1 << 20)) {
     sharedX = aligned(scratch(9), NT * rowsPerTile * TW);
     const int64_t RB = 128, rowBlocks = (U + RB - 1) / RB; // rows per packing task
     parallelFor(NT * rowBlocks, [&](int64_t task) {
@@ -257,25 +222,101 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
     int64_t g = task / ranges, r = task % ranges;
     int64_t t0 = g * TG, t1 = std::min(NT, t0 + TG);
     int64_t s0 = r * perRange, s1 = std::min(S, s0 + perRange);
-    float *xp = sharedX ? sharedX + t0 * rowsPerTile * TW : aligned(scratch(3), (t1 - t0) * rowsPerTile * TW);
+    float *xp = in.off    ? nullptr // rows read in place
+                : sharedX ? sharedX + t0 * rowsPerTile * TW
+                          : aligned(scratch(3), (t1 - t0) * rowsPerTile * TW);
     for (int64_t c = 0; c < C; ++c) {
       const int64_t u0 = c * UC, uc = std::min(UC, U - u0);
-      for (int64_t t = t0; t < t1 && !sharedX; ++t) {
+      for (int64_t t = t0; t < t1 && !sharedX && !in.off; ++t) {
         int64_t nb = std::min<int64_t>(TW, N - t * TW);
         packInput(in, u0, uc, t * TW, nb, L * vectorsFor(nb, L), xp + (t - t0) * rowsPerTile * TW);
       }
       for (int64_t t = t0; t < t1; ++t) {
         int64_t nb = std::min<int64_t>(TW, N - t * TW);
-        const float *x = xp + (t - t0) * rowsPerTile * TW;
+        const float *x = in.off ? in.x + t * TW : xp + (t - t0) * rowsPerTile * TW;
+        const int64_t *off = in.off ? in.off + u0 : nullptr;
         for (int64_t s = s0; s < s1; ++s) {
           const uint32_t *p = v.list(c, s);
           const int32_t *rows = v.perm() + s * bcr::SR;
-          stripTile(L, p, rows, x, out, t * TW, nb, c == 0, c == C - 1);
+          stripTile(L, p, rows, x, off, out, t * TW, nb, c == 0, c == C - 1);
         }
       }
     }
   });
 }
+
+namespace {
+
+/// A convolution read in place, without gathering taps (implicit im2col
+/// would copy every input KH*KW times). The image is copied once into
+/// zero-padded phase images: Q[c][a][b] (a < SH, b < SW) holds the padded
+/// image's rows a, a + SH, ... and columns b, b + SW, ..., Qh x Wq of them
+/// (as far as the outputs reach). On the output grid of width Wq (column
+/// n = oh * Wq + ow), tap (c, kh, kw) of output n is Q[c][a][b] at
+/// (kh*DH / SH) * Wq + kw*DW / SW + n, with a = kh*DH % SH and b = kw*DW %
+/// SW: every used row of W is one offset into Q, and each tile of outputs
+/// reads it as consecutive floats. (Stride 1: one phase, the padded
+/// image.) The product goes to T [F][OH * Wq]; the epilogue (bias,
+/// residual, clamp) is applied as T is copied into y, dropping the
+/// Wq - OW columns past each row.
+void phased(const bcr::View &v, const float *X, float *Y, const float *bias, const float *res, int64_t N,
+            int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t SH,
+            int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL, float lo, float hi) {
+  const int64_t Qh = OH + (KH - 1) * DH / SH, Wq = OW + (KW - 1) * DW / SW, phase = Qh * Wq, Np = OH * Wq;
+  const int64_t U = v.usedCount();
+  // Only the phases some tap reads are built.
+  std::vector<char> usedPhase(SH * SW, 0);
+  std::vector<int64_t> off(U);
+  for (int64_t u = 0; u < U; ++u) {
+    int64_t r = v.used()[u], c = r / (KH * KW), kh = r / KW % KH, kw = r % KW;
+    int64_t a = kh * DH % SH, b = kw * DW % SW;
+    usedPhase[a * SW + b] = 1;
+    off[u] = ((c * SH + a) * SW + b) * phase + kh * DH / SH * Wq + kw * DW / SW;
+  }
+  // A tile reads up to 48 columns past its first (the last one past Np),
+  // at offsets up to (KW-1)*DW/SW past the end of the last phase row.
+  const int64_t slack = (KW - 1) * DW / SW + 64;
+  std::vector<float> &Q = scratch(5), &T = scratch(4);
+  Q.resize(C * SH * SW * phase + slack);
+  T.resize(F * Np);
+  std::fill(Q.end() - slack, Q.end(), 0.0f);
+  for (int64_t n = 0; n < N; ++n) {
+    const float *xn = X + n * C * H * W;
+    parallelFor(C * SH * SW, [&](int64_t cab) {
+      const int64_t c = cab / (SH * SW), a = cab / SW % SH, b = cab % SW;
+      if (!usedPhase[a * SW + b]) return;
+      for (int64_t qh = 0; qh < Qh; ++qh) {
+        float *d = Q.data() + cab * phase + qh * Wq;
+        int64_t ih = qh * SH + a - PT;
+        if (ih < 0 || ih >= H) std::fill(d, d + Wq, 0.0f);
+        else gatherRun(xn + (c * H + ih) * W, W, b - PL, SW, Wq, d);
+      }
+    });
+    BcrInput in{Q.data(), 0, nullptr, false, off.data()};
+    float inf = std::numeric_limits<float>::infinity();
+    BcrOutput out{T.data(), Np, 1, nullptr, nullptr, -inf, inf};
+    bcrGemm(v.b, Np, in, out);
+    float *yn = Y + n * F * OH * OW;
+    const float *rn = res ? res + n * F * OH * OW : nullptr;
+    parallelFor(F, [&](int64_t f) {
+      const float b = bias ? bias[f] : 0.0f;
+      const v8f vlo = splat(lo), vhi = splat(hi);
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        const float *t = T.data() + f * Np + oh * Wq;
+        const int64_t o = (f * OH + oh) * OW;
+        int64_t ow = 0;
+        for (; ow + 8 <= OW; ow += 8) { // as storeTile: (acc + bias) + residual, then the clamp
+          v8f x = load8(t + ow) + b;
+          if (rn) x += load8(rn + o + ow);
+          store8(yn + o + ow, vclamp(x, vlo, vhi));
+        }
+        for (; ow < OW; ++ow) yn[o + ow] = std::min(std::max(t[ow] + b + (rn ? rn[o + ow] : 0.0f), lo), hi);
+      }
+    });
+  }
+}
+
+} // namespace
 
 } // namespace kiln::rt
 
@@ -291,18 +332,28 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
   kiln::bcr::View v{b};
   const float *X = (const float *)x;
   float *Y = (float *)y;
-  int64_t OHW = OH * OW, U = v.usedCount();
-  bool direct = KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W;
-  // Other convolutions read their taps straight from the image as each
-  // tile is packed (no im2col buffer), only for the columns W uses.
-  ConvTaps taps{H, W, OW, SH, SW, {}, {}, {}};
-  if (!direct)
-    for (int64_t u = 0; u < U; ++u) {
-      int64_t r = v.used()[u], c = r / (KH * KW), kh = r / KW % KH, kw = r % KW;
-      taps.plane.push_back(c * H * W);
-      taps.dh.push_back(kh * DH - PT);
-      taps.dw.push_back(kw * DW - PL);
-    }
+  int64_t OHW = OH * OW;
+  if (KH * KW > 1) {
+    phased(v, X, Y, (const float *)bias, (const float *)residual, N, C, H, W, F, KH, KW, OH, OW, SH, SW, DH, DW, PT,
+           PL, lo, hi);
+    return;
+  }
+  // A 1x1 convolution reads the used channels' planes, packed per tile
+  // (no tap is read twice, so reading in place gains nothing); a strided
+  // or padded one first gathers its input pixels into planes of OH x OW.
+  if (SH != 1 || SW != 1 || PT != 0 || PL != 0 || OH != H || OW != W) {
+    std::vector<float> &S = scratch(5);
+    S.resize(N * C * OHW);
+    parallelFor(N * C, [&](int64_t nc) {
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        float *d = S.data() + nc * OHW + oh * OW;
+        int64_t ih = oh * SH - PT;
+        if (ih < 0 || ih >= H) std::fill(d, d + OW, 0.0f);
+        else gatherRun(X + (nc * H + ih) * W, W, -PL, SW, OW, d);
+      }
+    });
+    X = S.data(), H = OH, W = OW;
+  }
   // Partial sums of several chunks are kept in y: a residual sharing y's
   // memory would be overwritten before the last chunk reads it.
   const float *res = (const float *)residual;
@@ -313,7 +364,7 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
   }
   for (int64_t n = 0; n < N; ++n) {
     const float *xn = X + n * C * H * W;
-    BcrInput in{xn, H * W, v.used(), false, direct ? nullptr : &taps};
+    BcrInput in{xn, H * W, v.used(), false};
     BcrOutput out{Y + n * F * OHW, OHW, 1, (const float *)bias, res ? res + n * F * OHW : nullptr, lo, hi};
     bcrGemm(b, OHW, in, out);
   }

@@ -43,13 +43,14 @@ template <class VF, int V> __attribute__((always_inline)) inline void loadX(cons
 }
 
 /// One segment: `count` gathered input rows (u16 positions at p) times the
-/// values that follow them, on a tile of V vectors (rows of xp are L*V
-/// floats), added into the strip's tile. Returns the next segment. Only
+/// values that follow them, on a tile of V vectors, added into the strip's
+/// tile. Input row u of the tile is at xp + u * L*V (packed), or at
+/// xp + off[u] when off is set (read in place, see BcrInput::off). Returns the next segment. Only
 /// the segment's own rows have accumulators here: with all 4 x V live
 /// across every mask, compilers spill them inside the loops.
-template <unsigned MASK, class VF, int V>
+template <unsigned MASK, class VF, int V, bool OFF>
 __attribute__((always_inline)) inline const uint32_t *segment(const uint32_t *p, uint32_t count,
-                                                              const float *xp,
+                                                              const float *xp, const int64_t *off,
                                                               float (&tile)[bcr::SR][kLanes<VF> * V],
                                                               unsigned &done) {
   constexpr int P = pop(MASK), W = kLanes<VF> * V;
@@ -64,8 +65,8 @@ __attribute__((always_inline)) inline const uint32_t *segment(const uint32_t *p,
     Acc<VF, V> b{};
     VF x2[V];
     for (; c + 2 <= count; c += 2) {
-      loadX<VF, V>(xp + idx[c] * W, x);
-      loadX<VF, V>(xp + idx[c + 1] * W, x2);
+      loadX<VF, V>(xp + (OFF ? off[idx[c]] : idx[c] * W), x);
+      loadX<VF, V>(xp + (OFF ? off[idx[c + 1]] : idx[c + 1] * W), x2);
       step<MASK, VF, V>(acc, v + c * P, x);
       step<MASK, VF, V>(b, v + (c + 1) * P, x2);
     }
@@ -74,7 +75,7 @@ __attribute__((always_inline)) inline const uint32_t *segment(const uint32_t *p,
         for (int j = 0; j < V; ++j) acc[r][j] += b[r][j];
   }
   for (; c < count; ++c) {
-    loadX<VF, V>(xp + idx[c] * W, x);
+    loadX<VF, V>(xp + (OFF ? off[idx[c]] : idx[c] * W), x);
     step<MASK, VF, V>(acc, v + c * P, x);
   }
   // Rows no earlier segment wrote are stored, the others added to.
@@ -118,8 +119,9 @@ __attribute__((always_inline)) inline void storeTile(const BcrOutput &out, const
 /// packed input. The first chunk starts from zero, later ones from the
 /// partial sums stored in the output; the last applies the epilogue, the
 /// others store partial sums.
-template <class VF, int V>
+template <class VF, int V, bool OFF>
 __attribute__((always_inline)) inline void stripTileT(const uint32_t *p, const int32_t *rows, const float *xp,
+                                                      const int64_t *off,
                                                       const BcrOutput &out, int64_t n0, int64_t nb, bool first,
                                                       bool last) {
   constexpr int W = kLanes<VF> * V;
@@ -141,7 +143,7 @@ __attribute__((always_inline)) inline void stripTileT(const uint32_t *p, const i
     switch (head & 15) {
 #define KILN_SEG(m)                                                                                \
   case m:                                                                                          \
-    p = segment<m, VF, V>(p, count, xp, tile, done);                                               \
+    p = segment<m, VF, V, OFF>(p, count, xp, off, tile, done);                                     \
     break;
       KILN_SEG(1) KILN_SEG(2) KILN_SEG(3) KILN_SEG(4) KILN_SEG(5) KILN_SEG(6) KILN_SEG(7) KILN_SEG(8)
       KILN_SEG(9) KILN_SEG(10) KILN_SEG(11) KILN_SEG(12) KILN_SEG(13) KILN_SEG(14) KILN_SEG(15)

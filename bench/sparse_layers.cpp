@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
         sparseMs = medianMs(reps, sparse);
       }
       double s = 1.0 - double(kept) / (M * Kw);
-      auto cost = kiln::bcr::estimate(blob.data());
+      auto cost = kiln::bcr::estimate(blob.data(), kiln::rt::wideKernels() ? 16 : 8, !mm && l.K > 1);
       std::printf("| %s | %.2f | %.3f | %.3f | %.2fx | %.1fx | %.2fx |", l.name, s, denseMs, sparseMs,
                   denseMs / sparseMs, 1.0 / (1.0 - s), cost.dense / cost.sparse);
       if (avx2) std::printf(" %.3f |", narrowMs);

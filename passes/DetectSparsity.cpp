@@ -68,7 +68,16 @@ struct DetectSparsityPass : kiln::impl::DetectSparsityBase<DetectSparsityPass> {
                       bcr::rowOrder(m->w.data(), m->rows, m->cols, block.first, block.second), block.first,
                       block.second);
         if (!blob.empty()) { // else: more columns than the u16 positions hold
-          bcr::Cost cost = bcr::estimate(blob.data());
+          // A convolution with more than one tap per channel reads its
+          // input in place (kiln_rt_conv2d_bcr), without per-tile packing.
+          bool inPlace = false;
+          if (isa<ConvOp>(op)) {
+            auto ws = cast<ShapedType>(op->getOperand(1).getType()).getShape();
+            int64_t taps = 1;
+            for (int64_t d : ws.drop_front(2)) taps *= d;
+            inPlace = taps > 1;
+          }
+          bcr::Cost cost = bcr::estimate(blob.data(), lanes, inPlace);
           // Against the dense code the lowering would emit: a 3x3 conv that
           // takes Winograd is that much faster than the modelled GEMM.
           double denseSpeed = 1.0;

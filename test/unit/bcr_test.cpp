@@ -213,3 +213,21 @@ TEST_CASE("kiln_rt_matmul_bcr_act applies GELU to every output as it is stored",
       if (bcr::nonZeros(W.data(), N * K)) CHECK(nans > 0); // the NaN reached the output (the check above saw one)
     }
 }
+
+TEST_CASE("bcr::estimate: cost of the sparse kernel against the dense GEMM", "[bcr]") {
+  // The dense cost is the layer's multiply-adds at the modelled GEMM rate;
+  // the sparse one grows with the kept values, and is lower for 16-lane
+  // tiles and for input rows read in place (no packing per tile).
+  std::vector<float> W = randomBcr(64, 576, 4, 16, 0.5, 0.0, 31); // about 3/4 zeros
+  std::vector<uint32_t> blob = packDetected(W, 64, 576, bcr::kChunk);
+  bcr::Cost c8 = bcr::estimate(blob.data()), c16 = bcr::estimate(blob.data(), 16),
+            inPlace = bcr::estimate(blob.data(), 8, true);
+  CHECK(c8.dense == Approx(64.0 * 576 * 24 / 16 / 0.85));
+  CHECK(c16.dense == c8.dense);
+  CHECK(c16.sparse < c8.sparse);
+  CHECK(inPlace.sparse == Approx(c8.sparse - 1.5 * bcr::View{blob.data()}.usedCount()));
+  std::vector<float> W90 = randomBcr(64, 576, 4, 16, 0.3, 0.0, 31); // about 9/10 zeros
+  std::vector<uint32_t> blob90 = packDetected(W90, 64, 576, bcr::kChunk);
+  CHECK(bcr::estimate(blob90.data()).sparse < c8.sparse);
+  CHECK(c8.dense / c8.sparse > 1.0); // modelled faster than dense
+}

@@ -53,15 +53,20 @@ def DetectSparsity : Pass<"kiln-detect-sparsity", "mlir::ModuleOp"> {
     where `sparse` is true.
 
     mode=auto: layers with at least 30% zeros are packed and lowered sparse
-    when the cost model of the sparse kernel (kiln::bcr::estimate) predicts
-    at least 1.15x over the dense GEMM. mode=bcr:RxC: every layer with zeros
+    when the cost model of the sparse kernel (kiln::bcr::estimate, for
+    `lanes`-wide vectors; kiln-compile passes 16 for x86-64, whose runtime
+    takes AVX-512 where the CPU has it, 8 for aarch64) predicts at least
+    1.15x over the dense GEMM (or its Winograd form). mode=bcr:RxC: every layer with zeros
     is lowered sparse, blocked RxC, without the cost model. mode=off:
     nothing is annotated (all dense).
   }];
   let options = [Option<"mode", "mode", "std::string", "\"auto\"", "auto, off or bcr:RxC">,
                  Option<"winograd", "winograd", "std::string", "\"auto\"",
                         "the lowering's --winograd mode: auto compares sparse code with the "
-                        "Winograd form of 3x3 convs that take it">];
+                        "Winograd form of 3x3 convs that take it">,
+                 Option<"lanes", "lanes", "int", "8",
+                        "vector lanes of the target's sparse register tile in the cost model: "
+                        "8 (AVX2, NEON) or 16 (AVX-512)">];
   let statistics = [Statistic<"numSparse", "sparse-layers", "Layers lowered sparse">];
   let dependentDialects = ["::kiln::KilnDialect"];
 }

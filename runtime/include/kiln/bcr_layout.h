@@ -62,17 +62,23 @@ constexpr int kHeader = 10;
 constexpr int kChunk = 16384;
 constexpr int kMaxCount = (1 << 27) - 1;
 
-/// The sparse kernel's costs, in cycles per tile of 24 output columns, on
-/// x86-64 (AVX2, Zen 3): a column of a segment by kept rows, the fixed cost
-/// of a segment (dispatch on its mask, loop set-up and exit) and of a strip
-/// (its epilogue and store). A per-mask sweep gives 4.5 (1 row: loading
-/// the gathered inputs dominates) to 6.8 cycles (4 rows: 12 FMAs) per
-/// column with inputs in L1; whole layers of ResNet-50 and BERT
-/// (kiln-bench-sparse) run about 1.4x slower than that, which the column
-/// costs below include. Merging small segments into ones with more rows
-/// (zero-padded) was measured and does not pay. NEON has the same shape.
+/// The sparse kernel's costs, in cycles per 24 output columns, with 8-lane
+/// vectors (AVX2 on Zen 3; NEON has the same shape): a column of a segment
+/// by kept rows, the fixed cost of a segment (dispatch on its mask, loop
+/// set-up and exit) and of a strip (its epilogue and store). A per-mask
+/// sweep gives 4.5 (1 row: loading the gathered inputs dominates) to 6.8
+/// cycles (4 rows: 12 FMAs) per column with inputs in L1; whole layers of
+/// ResNet-50 and BERT (kiln-bench-sparse) run about 1.4x slower than that,
+/// which the column costs below include. Merging small segments into ones
+/// with more rows (zero-padded) was measured and does not pay.
 constexpr double kColumnCycles[5] = {0, 6.0, 7.0, 8.0, 9.5};
 constexpr double kSegmentCycles = 20, kStripCycles = 30;
+/// With 16 lanes (AVX-512, tiles of 48 columns) a column's loads, a
+/// segment's dispatch and a strip's epilogue serve twice the outputs:
+/// kiln-bench-sparse measured whole layers 1.2-1.5x faster than on 8
+/// lanes (Zen 4); per 24 columns the column costs scale by this factor and
+/// the fixed costs halve.
+constexpr double kWideColumnScale = 0.7;
 
 inline int popcount4(unsigned m) { return (m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1) + ((m >> 3) & 1); }
 
@@ -335,27 +341,29 @@ inline std::vector<float> unpack(const uint32_t *blob) {
   return W;
 }
 
-/// Cost model, in cycles per tile of 24 output columns (the kernel's
-/// register tile: 4 rows x 3 vectors), of the sparse kernel on this blob
-/// (the k*Cycles constants above) and of the dense GEMM on the same layer
+/// Cost model, in cycles per 24 output columns, of the sparse kernel on
+/// this blob (the constants above; `lanes`: 8 or 16, the target's vector
+/// width; `inPlace`: input rows read in place, as a KxK convolution's are,
+/// rather than packed per tile) and of the dense GEMM on the same layer
 /// (about 85% of the FMA peak, 16 lanes per cycle).
 struct Cost {
   double sparse = 0, dense = 0;
 };
-inline Cost estimate(const uint32_t *blob) {
+inline Cost estimate(const uint32_t *blob, int lanes = 8, bool inPlace = false) {
   View v{blob};
   Cost c;
+  const double col = lanes >= 16 ? kWideColumnScale : 1.0, fixed = lanes >= 16 ? 0.5 : 1.0;
   c.dense = double(v.M()) * v.K() * 24 / 16 / 0.85;
-  c.sparse = 1.5 * v.usedCount(); // packing the used input rows
+  c.sparse = inPlace ? 0.0 : 1.5 * v.usedCount(); // packing the used input rows
   for (int64_t ch = 0; ch < v.chunks(); ++ch)
     for (int64_t s = 0; s < v.strips(); ++s) {
       const uint32_t *p = v.list(ch, s);
       uint32_t nseg = *p++;
-      if (nseg || ch == v.chunks() - 1) c.sparse += kStripCycles; // partial sums, or the epilogue
+      if (nseg || ch == v.chunks() - 1) c.sparse += fixed * kStripCycles; // partial sums, or the epilogue
       for (uint32_t g = 0; g < nseg; ++g) {
         unsigned mask = *p & 15;
         uint32_t count = *p++ >> 4;
-        c.sparse += kSegmentCycles + count * kColumnCycles[popcount4(mask)];
+        c.sparse += fixed * kSegmentCycles + count * col * kColumnCycles[popcount4(mask)];
         p += (count + 1) / 2 + count * popcount4(mask);
       }
     }

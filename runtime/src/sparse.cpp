@@ -231,16 +231,24 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
         int64_t nb = std::min<int64_t>(TW, N - t * TW);
         packInput(in, u0, uc, t * TW, nb, L * vectorsFor(nb, L), xp + (t - t0) * rowsPerTile * TW);
       }
-      for (int64_t t = t0; t < t1; ++t) {
+      const int64_t *off = in.off ? in.off + u0 : nullptr;
+      auto one = [&](int64_t s, int64_t t) {
         int64_t nb = std::min<int64_t>(TW, N - t * TW);
         const float *x = in.off ? in.x + t * TW : xp + (t - t0) * rowsPerTile * TW;
-        const int64_t *off = in.off ? in.off + u0 : nullptr;
-        for (int64_t s = s0; s < s1; ++s) {
-          const uint32_t *p = v.list(c, s);
-          const int32_t *rows = v.perm() + s * bcr::SR;
-          stripTile(L, p, rows, x, off, out, t * TW, nb, c == 0, c == C - 1);
-        }
-      }
+        stripTile(L, v.list(c, s), v.perm() + s * bcr::SR, x, off, out, t * TW, nb, c == 0, c == C - 1);
+      };
+      // Few input rows (little work per output): strip by strip, each over
+      // the group's tiles, so a strip's output rows (and residual) are
+      // written (read) in runs of up to 8 tiles rather than one tile of
+      // columns per row at a time (ResNet-50's 56x56 1x1 convs with a
+      // residual: 0.43-0.71 -> 0.33-0.45 ms at 91%). With more rows, tile
+      // by tile: every strip reads the tile's inputs while they are in L1.
+      if (rowsPerTile <= 160)
+        for (int64_t s = s0; s < s1; ++s)
+          for (int64_t t = t0; t < t1; ++t) one(s, t);
+      else
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t s = s0; s < s1; ++s) one(s, t);
     }
   });
 }

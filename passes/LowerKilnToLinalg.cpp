@@ -1270,9 +1270,9 @@ LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
                           ci(stridedOut->layout.batchStride), ci(stridedOut->layout.rowStride), noBias, cf(-inf),
                           cf(inf)});
       else if (matmulAct)
-        call(bcr ? "kiln_rt_matmul_bcr_act" : "kiln_rt_matmul_packed_act", {ptr(a), bp, ptr(dest(op.getResult())), ci(batch), ci(M), ci(N), ci(K),
-                                           ci(sa), ci(K), ci(0), ci(M * N), ci(N), noBias, cf(-inf), cf(inf),
-                                           ci(matmulAct)});
+        call(bcr ? "kiln_rt_matmul_bcr_act" : "kiln_rt_matmul_packed_act",
+             {ptr(a), bp, ptr(dest(op.getResult())), ci(batch), ci(M), ci(N), ci(K), ci(sa), ci(K), ci(0),
+              ci(M * N), ci(N), noBias, cf(-inf), cf(inf), ci(matmulAct)});
       else
         call(kernelName, {ptr(a), bp, ptr(dest(op.getResult())), ci(batch), ci(M), ci(N), ci(K), ci(sa), ci(K),
                           ci(0), ci(M * N), ci(N), noBias, cf(-inf), cf(inf)});

@@ -183,9 +183,10 @@ void stripTile(int L, const uint32_t *p, const int32_t *rows, const float *xp, c
 
 /// y = W x over N spatial columns, W packed as a BCR blob; parallel over
 /// groups of column tiles x ranges of strips. Each task runs the chunks of
-/// used columns in order: it packs a chunk's input rows for its tiles, then
-/// every strip of its range reads them (one tile at a time, so they stay in
-/// L1), adding to the partial sums in the output. out.ldCol must be 1.
+/// used columns in order: it packs a chunk's input rows for its tiles
+/// (unless they are read in place, in.off, or were packed once for all
+/// tasks), then the strips of its range read them, adding to the partial
+/// sums in the output. out.ldCol must be 1.
 void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutput &out) {
   bcr::View v{blob};
   // 16 lanes where the dense kernels use AVX-512 (the same switch).

@@ -6,9 +6,8 @@
 // splits 16-lane vectors into 4 x 128 bits before it is inlined). No
 // include guard on purpose; includes nothing itself.
 
-// The kernel is written once over the vector type VF (v8f: AVX2 / two
-// NEON registers; v16f: AVX-512, chosen at run time like the dense tile).
-// A full register tile is 3 vectors wide: 24 or 48 spatial columns.
+// VF: v8f (AVX2, two NEON registers) or v16f (AVX-512). A full register
+// tile is 4 rows x 3 vectors: 24 or 48 spatial columns.
 template <class VF> constexpr int kLanes = int(sizeof(VF) / sizeof(float));
 template <class VF> __attribute__((always_inline)) inline VF vload(const float *p) {
   VF v;
@@ -45,9 +44,9 @@ template <class VF, int V> __attribute__((always_inline)) inline void loadX(cons
 /// One segment: `count` gathered input rows (u16 positions at p) times the
 /// values that follow them, on a tile of V vectors, added into the strip's
 /// tile. Input row u of the tile is at xp + u * L*V (packed), or at
-/// xp + off[u] when off is set (read in place, see BcrInput::off). Returns the next segment. Only
-/// the segment's own rows have accumulators here: with all 4 x V live
-/// across every mask, compilers spill them inside the loops.
+/// xp + off[u] when OFF (read in place, see BcrInput::off). Returns the
+/// next segment. Only the segment's own rows have accumulators here: with
+/// all 4 x V live across every mask, compilers spill them inside the loops.
 template <unsigned MASK, class VF, int V, bool OFF>
 __attribute__((always_inline)) inline const uint32_t *segment(const uint32_t *p, uint32_t count,
                                                               const float *xp, const int64_t *off,

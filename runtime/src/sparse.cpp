@@ -3,16 +3,18 @@
 // The output is computed in register tiles of 4 rows of W (one strip) x 3
 // vectors of spatial columns: 24 columns on 8-lane vectors (AVX2, NEON),
 // 48 on AVX-512 (chosen at run time with the dense kernels' switch,
-// wideKernels(); same arithmetic per element, so both give the same
-// results). For each tile of spatial columns, the input rows W uses (and
-// only those) are first packed into a contiguous [U][tile] buffer; each
-// strip then walks its segments: per segment, every gathered input row is
-// loaded once (one to three vectors) and multiplied into the accumulators
-// of the strip's kept rows, whose set (the segment's mask) is a template
-// argument, so accumulators stay in registers and weights are broadcast
-// from the value stream. The epilogue (bias per row of W, residual, clamp)
-// is applied as the tile is stored through the row permutation. The tile
-// code itself is in sparse_tile.h, compiled once per vector width.
+// wideKernels(); the two agree to rounding: an element's sum is split over
+// one or two accumulator sets depending on its tile's width). The input
+// rows W uses (and only those) are packed per tile of spatial columns into
+// a contiguous [U][tile] buffer, or read in place (convolutions with more
+// than one tap: phased() below); each strip then walks its segments: per
+// segment, every gathered input row is loaded once (one to three vectors)
+// and multiplied into the accumulators of the strip's kept rows, whose set
+// (the segment's mask) is a template argument, so accumulators stay in
+// registers and weights are broadcast from the value stream. The epilogue
+// (bias per row of W, residual, clamp) is applied as the tile is stored
+// through the row permutation. The tile code itself is in sparse_tile.h,
+// compiled once per vector width.
 #include "kernels.h"
 #include "kiln/bcr_layout.h"
 #include "simd.h"

@@ -23,7 +23,6 @@
 namespace kiln::rt {
 namespace {
 
-using gemm::KC;
 using gemm::MC;
 using gemm::MR;
 using gemm::NC;
@@ -589,7 +588,7 @@ void actTile(float *c, int64_t ldc, int64_t rows, int64_t cols, int act) {
 
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc, const Epilogue *ep,
-           const float *packedA, const float *packedB) {
+           const float *packedA, const float *packedB, int64_t kBlock) {
   if (M <= 0 || N <= 0) return;
   if (ep && !ep->rowBias && !ep->colBias && !ep->residual && !ep->clamps() && !ep->act) ep = nullptr;
   if (K == 0 || (M == 1 && !transA && !packedA && !packedB)) {
@@ -618,6 +617,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   // in place: packing it would cost about as much as the multiply-adds
   // that use it (MobileNetV2's 1x1 convs with 16-32 input channels).
   const bool directB = !packedB && !transB && K <= 64;
+  const int64_t KB = kBlock > 0 ? kBlock : gemm::kBlock(packedA != nullptr);
   const bool wide = wideKernels();
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
   const int threads = currentThreads();
@@ -655,8 +655,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
     std::vector<float> &shared = scratch(slot);
     shared.resize(size);
     const int64_t chunks = (rows + 239) / 240;
-    parallelFor((K + KC - 1) / KC * chunks, [&](int64_t task) {
-      int64_t k0 = task / chunks * KC, kc = std::min(KC, K - k0), r0 = task % chunks * 240;
+    parallelFor((K + KB - 1) / KB * chunks, [&](int64_t task) {
+      int64_t k0 = task / chunks * KB, kc = std::min(KB, K - k0), r0 = task % chunks * 240;
       pack(k0, kc, r0, std::min<int64_t>(240, rows - r0), shared.data() + k0 * roundedRows + r0 * kc);
     });
     return (const float *)shared.data();
@@ -675,10 +675,10 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
     int64_t i0 = (t / nTiles) * mcBlock, j0 = (t % nTiles) * ncBlock;
     int64_t mc = std::min(mcBlock, M - i0), nc = std::min(ncBlock, N - j0);
     auto &pa = scratch(0), &pb = scratch(1);
-    if (!packedA) pa.resize(((mc + MR - 1) / MR) * MR * KC + gemm::kASlack);
-    if (!packedB) pb.resize(((nc + NR - 1) / NR) * NR * KC);
-    for (int64_t k0 = 0; k0 < K; k0 += KC) {
-      int64_t kc = std::min(KC, K - k0);
+    if (!packedA) pa.resize(((mc + MR - 1) / MR) * MR * KB + gemm::kASlack);
+    if (!packedB) pb.resize(((nc + NR - 1) / NR) * NR * KB);
+    for (int64_t k0 = 0; k0 < K; k0 += KB) {
+      int64_t kc = std::min(KB, K - k0);
       // Operands packed at compile time (constant weights) are used in place.
       const float *ap = packedA ? packedA + gemm::packedAOffset(M, k0, kc, i0) : pa.data();
       const float *bp = packedB ? packedB + gemm::packedBOffset(N, k0, kc, j0) : pb.data();
@@ -927,7 +927,8 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
           float *yb = Y + (n * F + g * Fg) * OHW + oh0 * OW;
           Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
           if (residual) ep.residual = (const float *)residual + (n * F + g * Fg) * OHW + oh0 * OW;
-          sgemm(Fg, nb, rowsK, wg, rowsK, false, cb.data(), nb, false, yb, OHW, &ep, packedW ? Wt : nullptr);
+          sgemm(Fg, nb, rowsK, wg, rowsK, false, cb.data(), nb, false, yb, OHW, &ep, packedW ? Wt : nullptr, nullptr,
+                gemm::KC);
         });
         continue;
       }
@@ -940,7 +941,8 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
       // Bias and the fused activation are applied on each tile as it is stored.
       Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
       if (residual) ep.residual = (const float *)residual + (n * F + g * Fg) * OHW;
-      sgemm(Fg, OHW, rowsK, wg, rowsK, false, src, OHW, false, yg, OHW, &ep, packedW ? Wt : nullptr);
+      sgemm(Fg, OHW, rowsK, wg, rowsK, false, src, OHW, false, yg, OHW, &ep, packedW ? Wt : nullptr, nullptr,
+            gemm::KC);
     }
   }
 }
@@ -961,7 +963,7 @@ void kiln_rt_conv_transpose2d(intptr_t x, intptr_t w, intptr_t bias, intptr_t y,
     for (int64_t g = 0; g < G; ++g) {
       // col[Fg*KK, HW] = Wg^T[Fg*KK, Cg] * Xg[Cg, HW]
       sgemm(Fg * KK, HW, Cg, Wt + g * Cg * Fg * KK, Fg * KK, true, X + (n * C + g * Cg) * HW, HW,
-            false, col.data(), HW);
+            false, col.data(), HW, nullptr, nullptr, nullptr, kiln::gemm::KC);
       // Scatter-add into the output (col2im), parallel over output channels.
       parallelFor(Fg, [&](int64_t f) {
         float *yf = Y + (n * F + g * Fg + f) * OH * OW;

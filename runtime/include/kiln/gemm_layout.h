@@ -3,8 +3,9 @@
  * weights once, at compile time, so kernels skip that work). C++ only,
  * header-only, no dependencies; both CPU targets use the same layout.
  *
- * C[M,N] = A[M,K] * B[K,N] is computed in K blocks of KC. Within block k0
- * (kc = min(KC, K - k0) deep):
+ * C[M,N] = A[M,K] * B[K,N] is computed in K blocks of KB (kBlock(): KC
+ * when A is packed ahead, else KCB). Within block k0 (kc = min(KB, K -
+ * k0) deep):
  *   A is cut into panels of MR rows: panel r holds, for p in [0, kc), the
  *     MR values A[r*MR + i][k0 + p] (i fastest), rows past M as zeros;
  *   B is cut into panels of NR columns: panel c holds, for p in [0, kc),
@@ -24,6 +25,17 @@ constexpr int MR = 6, NR = 16;                     // register tile: 12 accumula
 // the 128 rows of a 128-token sequence are one block, so each weight panel
 // is read once per product (BERT 4-5% faster at 1 thread than with 96).
 constexpr int64_t KC = 256, MC = 132, NC = 512;
+// The K block of a product whose B alone is a packed weight (MatMul and
+// Gemm weights; A holds activations, e.g. 128 tokens): fewer passes over
+// C. BERT-base at 1 thread 3% faster in every GEMM than with KC (A/B of
+// whole models, session 12); convolutions (packed A) stay at KC: their
+// small-N 1x1 products ran up to 1.3x slower with 512 at 2 threads.
+constexpr int64_t KCB = 512;
+/// The K block sgemm uses unless told: KC when A comes packed
+/// (convolution weights; Winograd, where both are), else KCB (B packed
+/// ahead or neither: the two agree bit for bit). The runtime's
+/// convolutions always ask for KC.
+inline int64_t kBlock(bool packedA) { return packedA ? KC : KCB; }
 
 inline int64_t roundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -47,9 +59,9 @@ inline int64_t packedBOffset(int64_t N, int64_t k0, int64_t kc, int64_t j0) {
 /// when transposed) in panels of P rows, K block by K block: the common
 /// form of both operands (B's panels are panels of rows of B^T).
 template <int P>
-inline void packPanels(const float *X, int64_t ld, bool trans, int64_t rows, int64_t K, float *out) {
-  for (int64_t k0 = 0; k0 < K; k0 += KC) {
-    int64_t kc = K - k0 < KC ? K - k0 : KC;
+inline void packPanels(const float *X, int64_t ld, bool trans, int64_t rows, int64_t K, int64_t kb, float *out) {
+  for (int64_t k0 = 0; k0 < K; k0 += kb) {
+    int64_t kc = K - k0 < kb ? K - k0 : kb;
     for (int64_t r0 = 0; r0 < rows; r0 += P)
       for (int64_t p = 0; p < kc; ++p)
         for (int i = 0; i < P; ++i) {
@@ -60,15 +72,19 @@ inline void packPanels(const float *X, int64_t ld, bool trans, int64_t rows, int
 }
 
 /// Packs all of op(A) (M x K; element (i, k) at A[i*lda + k], or at
-/// A[k*lda + i] when transposed) into `out` (packedASize floats).
+/// A[k*lda + i] when transposed) into `out` (packedASize floats), in K
+/// blocks of KC (a packed A is always used with KC).
 inline void packAFull(const float *A, int64_t lda, bool trans, int64_t M, int64_t K, float *out) {
-  packPanels<MR>(A, lda, trans, M, K, out);
+  packPanels<MR>(A, lda, trans, M, K, KC, out);
 }
 
 /// Packs all of op(B) (K x N; element (k, j) at B[k*ldb + j], or at
-/// B[j*ldb + k] when transposed) into `out` (packedBSize floats).
-inline void packBFull(const float *B, int64_t ldb, bool trans, int64_t K, int64_t N, float *out) {
-  packPanels<NR>(B, ldb, !trans, N, K, out);
+/// B[j*ldb + k] when transposed) into `out` (packedBSize floats), in K
+/// blocks of kb: KCB for a weight multiplied by activations, KC when A
+/// is packed too (Winograd), as kBlock() says.
+inline void packBFull(const float *B, int64_t ldb, bool trans, int64_t K, int64_t N, float *out,
+                      int64_t kb = KCB) {
+  packPanels<NR>(B, ldb, !trans, N, K, kb, out);
 }
 
 } // namespace kiln::gemm

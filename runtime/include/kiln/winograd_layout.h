@@ -67,7 +67,8 @@ template <int M> inline void transformWeights(const float *w, int64_t F, int64_t
               float(t[i][0] * Mx::G[j][0] + t[i][1] * Mx::G[j][1] + t[i][2] * Mx::G[j][2]);
     }
   for (int xi = 0; xi < A * A; ++xi)
-    gemm::packBFull(u.data() + std::size_t(xi) * C * F, F, false, C, F, out + xi * gemm::packedBSize(C, F));
+    gemm::packBFull(u.data() + std::size_t(xi) * C * F, F, false, C, F, out + xi * gemm::packedBSize(C, F),
+                     gemm::KC); // A is packed too: kBlock(true)
 }
 
 inline void transformWeights(int m, const float *w, int64_t F, int64_t C, float *out) {

@@ -57,8 +57,6 @@ int main(int argc, char **argv) {
       {"mbv2_expand_56", 144, 3136, 24, true},  {"mbv2_project_56", 24, 3136, 144, true},
       {"mbv2_expand_7", 960, 49, 160, true},    {"mbv2_project_7", 160, 49, 960, true},
       {"mbv2_last_7", 320, 49, 960, true},      {"mbv2_head_7", 1280, 49, 320, true},
-      {"mbv2_expand_7", 960, 49, 160, true},    {"mbv2_project_7", 160, 49, 960, true},
-      {"mbv2_last_7", 320, 49, 960, true},      {"mbv2_head_7", 1280, 49, 320, true},
   };
   std::printf("threads %d, median of %d\n\n| shape | M x N x K | ms | GFLOP/s |%s\n|---|---|---:|---:|%s\n", threads,
               reps, peak > 0 ? " % of peak |" : "", peak > 0 ? "---:|" : "");

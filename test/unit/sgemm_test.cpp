@@ -70,7 +70,7 @@ TEST_CASE("sgemm matches a naive GEMM on edge sizes", "[sgemm]") {
 }
 
 TEST_CASE("sgemm spans several cache blocks in M N and K", "[sgemm]") {
-  // 200 > MC, 1100 > 2 * NC, 600 > 2 * KC.
+  // 200 > MC, 1100 > 2 * NC, 600 > KCB (2 K blocks; B read in place: N >= 512).
   kiln::rt::ThreadPool pool(3);
   for (int t = 0; t < 4; ++t)
     checkSgemm(200, 1100, 600, t & 1, t & 2, pool, 1000 + t);
@@ -184,7 +184,8 @@ TEST_CASE("sgemm's epilogue adds a bias per row and clamps each tile as it is st
 
 TEST_CASE("sgemm's AVX-512 tile gives the AVX2 tiles' results bit for bit", "[sgemm]") {
   // Same summation order and epilogue: every element must be equal, for
-  // operands packed ahead or per call, a shallow B read in place (K <= 64),
+  // operands packed ahead or per call, B read in place (K <= 64, or a wide
+  // B: N >= 512),
   // several K blocks, the 6- and 16-wide forms (N = 49 = 32 + 16 + 1),
   // edges that fall back to the 6 x 16 tile, and a full
   // epilogue (row and column bias, residual, clamp).
@@ -194,7 +195,8 @@ TEST_CASE("sgemm's AVX-512 tile gives the AVX2 tiles' results bit for bit", "[sg
     kiln::rt::setWideKernels(had);
     return;
   }
-  const int64_t shapes[][3] = {{24, 64, 256}, {37, 100, 600}, {30, 70, 20}, {132, 96, 300}, {18, 49, 300}, {42, 81, 64}};
+  const int64_t shapes[][3] = {{24, 64, 256}, {37, 100, 600}, {30, 70, 20}, {132, 96, 300},
+                                {18, 49, 300},  {42, 81, 64},   {20, 530, 300}};
   kiln::rt::ThreadPool pool(2);
   uint32_t seed = 9000;
   for (auto &sh : shapes)

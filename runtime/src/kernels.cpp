@@ -619,8 +619,10 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   // a conv's input planes or im2col rows, whose fixed row stride the
   // prefetchers follow; measured 0.65-0.95x the time on ResNet-50's and
   // MobileNetV2's 1x1 reductions at 56x56 and 28x28, unchanged at 14x14
-  // and 7x7, where a packed B is reused by more row tiles).
-  const bool directB = !packedB && !transB && (K <= 64 || N >= 512);
+  // and 7x7, where a packed B is reused by more row tiles). Not past N =
+  // 4096: rows 16 KiB apart or more put each k on its own page (a 64 x
+  // 12544 x 147 product ran 1.26x slower read in place).
+  const bool directB = !packedB && !transB && (K <= 64 || (N >= 512 && N <= 4096));
   const int64_t KB = kBlock > 0 ? kBlock : gemm::kBlock(packedA != nullptr);
   const bool wide = wideKernels();
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;

@@ -171,20 +171,24 @@ void microKernel(int64_t kc, const float *a, const float *b, int64_t ldb, float 
 /// next) in AVX-512 registers. The 12 x 32 form holds 24 accumulators of
 /// 16 floats and issues 2 loads and 12 broadcasts per 24 FMAs, where the
 /// 6 x 16 AVX2 tile needs 8 loads per 12; the smaller forms take the rest
-/// of a block whose rows or columns end in whole panels (e.g. N = 49:
-/// 32 + 16 + 1). Used when the CPU has AVX-512F (run-time check; the packed
-/// layout is the same). Same summation order and epilogue as microKernelN,
-/// so results are identical bit for bit.
+/// of a block whose columns end in whole panels (e.g. N = 49: 32 + 16 +
+/// 1). Only the first `rows` (<= 6 * AP) rows are stored: a block's last
+/// 1-11 rows run here too (their panels are zero-padded past M), where
+/// the 6 x 16 AVX2 tile took half the throughput (M = 16, 32, 64, 160,
+/// 320: MobileNetV2's projections). Used when the CPU has AVX-512F
+/// (run-time check; the packed layout is the same). Same summation order
+/// and epilogue as microKernelN, so results are identical bit for bit.
 template <int AP, int BQ>
 __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, const float *a1, const float *b0,
                                                    const float *b1, int64_t ldb, float *c, int64_t ldc,
-                                                   bool accumulate, const Epilogue *ep, int64_t row0, int64_t col0) {
+                                                   bool accumulate, const Epilogue *ep, int64_t row0, int64_t col0,
+                                                   int rows) {
   typedef float v16 __attribute__((vector_size(64)));
   constexpr int R = AP * MR;
   v16 acc[R][BQ];
   for (int i = 0; i < R; ++i)
     for (int h = 0; h < BQ; ++h) acc[i][h] = v16{};
-  prefetchTile(c, ldc, R, ep ? ep->residual : nullptr, row0, col0, BQ);
+  prefetchTile(c, ldc, rows, ep ? ep->residual : nullptr, row0, col0, BQ);
   for (int64_t p = 0; p < kc; ++p) {
     v16 x[BQ];
     std::memcpy(&x[0], b0 + p * ldb, sizeof x[0]);
@@ -195,7 +199,7 @@ __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, 
       for (int h = 0; h < BQ; ++h) acc[i][h] += s * x[h];
     }
   }
-  for (int i = 0; i < R; ++i)
+  for (int i = 0; i < rows; ++i)
     for (int h = 0; h < BQ; ++h) {
       float *ci = c + i * ldc + 16 * h;
       v16 v = acc[i][h], old;
@@ -702,27 +706,27 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
           actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, std::min<int64_t>(MR, mc - ip), std::min<int64_t>(NR, nc - jp),
                   ep->act);
       };
-      // With AVX-512, 2 x 2 register tiles at once where all four are full.
+      // With AVX-512, up to 2 x 2 register tiles at once where the columns
+      // are whole panels (the rows may end in a partial panel).
       const int64_t TI = wide ? 2 * MR : MR, TJ = wide ? 2 * NR : NR;
       auto block = [&](int64_t ip, int64_t jp) {
 #if defined(__x86_64__)
         if (wide) {
           // The AVX-512 form for the whole panels of this block (direct B:
           // only its in-place panels), the 6 x 16 tile for what is left.
+          // Rows: one or two panels, the last one possibly partial.
           const int64_t rows = std::min(mc - ip, TI), cols = std::min((directB ? full : nc) - jp, TJ);
-          const int pa = rows >= 2 * MR ? 2 : rows >= MR ? 1 : 0, pb = cols >= 2 * NR ? 2 : cols >= NR ? 1 : 0;
-          if (pa && pb) {
+          const int pa = rows > MR ? 2 : 1, pb = cols >= 2 * NR ? 2 : cols >= NR ? 1 : 0;
+          if (pb) {
             const float *b = directB ? B + k0 * ldb + j0 + jp : bp + jp * kc;
             const float *a0 = ap + ip * kc;
             auto run = pa == 2 ? (pb == 2 ? wideKernel<2, 2> : wideKernel<2, 1>)
                                : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
             run(kc, a0, a0 + MR * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
-                C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0, k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
-            if (k0 + kc >= K && ep && ep->act) actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, pa * MR, pb * NR, ep->act);
-            for (int64_t i = ip; i < ip + pa * MR; i += MR)
+                C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0, k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp, (int)rows);
+            if (k0 + kc >= K && ep && ep->act) actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, rows, pb * NR, ep->act);
+            for (int64_t i = ip; i < ip + rows; i += MR)
               for (int64_t j = jp + pb * NR; j < std::min(nc, jp + TJ); j += NR) tile(i, j);
-            for (int64_t i = ip + pa * MR; i < std::min(mc, ip + TI); i += MR)
-              for (int64_t j = jp; j < std::min(nc, jp + TJ); j += NR) tile(i, j);
             return;
           }
         }

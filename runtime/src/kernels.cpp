@@ -125,19 +125,33 @@ void microKernelN(int64_t kc, const float *a, const float *b, int64_t ldb, float
 /// leaves 1): the panel's 6 rows of A are one vector per k (its lanes 6-7,
 /// the next values, are dropped; packed A has gemm::kASlack floats after
 /// it) and each column one accumulator, so a k costs 1 load, NC broadcasts
-/// and NC FMAs where the 6 x 8 tile takes 7 loads for 6 FMAs. Same
-/// summation order and epilogue as microKernelN.
+/// and NC FMAs where the 6 x 8 tile takes 7 loads for 6 FMAs. Successive
+/// k go to S accumulators per column (4 for 1-2 columns, 2 for 3-4),
+/// added at the end: one chain per column was bound by the FMA latency
+/// (ResNet-50's 7x7 stage, N = 49: its last column took 15% of each conv;
+/// 7x7 1x1 convs 0.91x the time, 14x14 ones 0.98x). Same epilogue as
+/// microKernelN.
 template <int NC>
 void microKernelCols(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc,
                      bool accumulate, int m, const Epilogue *ep, int64_t row0, int64_t col0) {
-  v8f acc[NC];
-  for (int j = 0; j < NC; ++j) acc[j] = v8f{};
-  for (int64_t p = 0; p < kc; ++p) {
+  constexpr int S = NC == 1 ? 4 : NC == 2 ? 4 : 2;
+  v8f acc[S][NC];
+  for (int s = 0; s < S; ++s)
+    for (int j = 0; j < NC; ++j) acc[s][j] = v8f{};
+  int64_t p = 0;
+  for (; p + S <= kc; p += S)
+    for (int s = 0; s < S; ++s) {
+      v8f ap = load8(a + (p + s) * MR);
+      for (int j = 0; j < NC; ++j) acc[s][j] += ap * splat(b[(p + s) * ldb + j]);
+    }
+  for (; p < kc; ++p) {
     v8f ap = load8(a + p * MR);
-    for (int j = 0; j < NC; ++j) acc[j] += ap * splat(b[p * ldb + j]);
+    for (int j = 0; j < NC; ++j) acc[0][j] += ap * splat(b[p * ldb + j]);
   }
+  for (int s = 1; s < S; ++s)
+    for (int j = 0; j < NC; ++j) acc[0][j] += acc[s][j];
   float tile[NC][8];
-  for (int j = 0; j < NC; ++j) store8(tile[j], acc[j]);
+  for (int j = 0; j < NC; ++j) store8(tile[j], acc[0][j]);
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < NC; ++j) {
       float v = tile[j][i], &out = c[i * ldc + j];

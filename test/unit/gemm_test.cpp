@@ -7,6 +7,7 @@
 #include "thread_pool.h"
 
 #include <catch2/catch.hpp>
+#include <cmath>
 
 using kiln::test::GuardedBuffer;
 using kiln::test::mismatches;
@@ -131,7 +132,8 @@ TEST_CASE("kiln_rt_matmul_strided reads transposed operands and writes a transpo
 
 TEST_CASE("kiln_rt_matmul_packed with B packed ahead: batches, strided output, bias and clamp", "[gemm]") {
   // Equal to kiln_rt_matmul_strided followed by the column bias and the
-  // clamp, exactly; shapes over several K blocks and edge panels.
+  // clamp, exactly (to rounding for one row, see below); shapes over
+  // several K blocks and edge panels.
   const int64_t shapes[][3] = {{1, 20, 7}, {5, 17, 33}, {13, 45, 600}, {70, 33, 300}};
   kiln::rt::ThreadPool pool(2);
   uint32_t seed = 8800;
@@ -156,6 +158,15 @@ TEST_CASE("kiln_rt_matmul_packed with B packed ahead: batches, strided output, b
           }
       kiln_rt_matmul_packed((intptr_t)A.data(), (intptr_t)packed.data(), (intptr_t)got.data(), batch, M, N, K,
                             M * K, lda, transA, strideY, ldy, (intptr_t)bias.data(), -0.5f, 0.5f);
-      CHECK(got == want);
+      if (M > 1) {
+        CHECK(got == want); // the same tiles, in the same order
+        continue;
+      }
+      // One row: the strided form is a GEMV (one chain over k per column),
+      // the packed one the tile kernels (a panel's last columns sum over
+      // several chains): equal to rounding.
+      int bad = 0;
+      for (size_t i = 0; i < got.size(); ++i) bad += !(std::fabs(got[i] - want[i]) <= 1e-6f);
+      CHECK(bad == 0);
     }
 }

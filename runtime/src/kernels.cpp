@@ -677,7 +677,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   // pack(k0, kc, r0, rows, out) packs rows [r0, r0 + rows) of K block k0.
   auto packOnce = [&](int slot, int64_t size, int64_t rows, int64_t roundedRows, auto pack) {
     std::vector<float> &shared = scratch(slot);
-    shared.resize(size);
+    grow(shared, size);
     const int64_t chunks = (rows + 239) / 240;
     parallelFor((K + KB - 1) / KB * chunks, [&](int64_t task) {
       int64_t k0 = task / chunks * KB, kc = std::min(KB, K - k0), r0 = task % chunks * 240;
@@ -699,8 +699,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
     int64_t i0 = (t / nTiles) * mcBlock, j0 = (t % nTiles) * ncBlock;
     int64_t mc = std::min(mcBlock, M - i0), nc = std::min(ncBlock, N - j0);
     auto &pa = scratch(0), &pb = scratch(1);
-    if (!packedA) pa.resize(((mc + MR - 1) / MR) * MR * KB + gemm::kASlack);
-    if (!packedB) pb.resize(((nc + NR - 1) / NR) * NR * KB);
+    if (!packedA) grow(pa, ((mc + MR - 1) / MR) * MR * KB + gemm::kASlack);
+    if (!packedB) grow(pb, ((nc + NR - 1) / NR) * NR * KB);
     for (int64_t k0 = 0; k0 < K; k0 += KB) {
       int64_t kc = std::min(KB, K - k0);
       // Operands packed at compile time (constant weights) are used in place.
@@ -935,7 +935,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   // each band's columns staying in this core's cache while its GEMM runs.
   const bool banded = !direct && OHW >= 2048 && rowsK * OHW * 4 > (1 << 20);
   std::vector<float> &col = scratch(2);
-  if (!direct && !banded) col.resize(rowsK * OHW);
+  if (!direct && !banded) grow(col, rowsK * OHW);
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
       const float *xg = X + (n * C + g * Cg) * H * W;
@@ -946,7 +946,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
         parallelFor(bands, [&](int64_t band) {
           const int64_t oh0 = band * R, rows = std::min(R, OH - oh0), nb = rows * OW;
           std::vector<float> &cb = scratch(2);
-          cb.resize(rowsK * nb);
+          grow(cb, rowsK * nb);
           im2col(xg, rowsK, nullptr, cb.data(), H, W, KH, KW, rows, OW, SH, SW, DH, DW, PT - oh0 * SH, PL);
           float *yb = Y + (n * F + g * Fg) * OHW + oh0 * OW;
           Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};

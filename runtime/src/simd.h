@@ -120,6 +120,17 @@ inline v8f vgelu(v8f x) {
 /// of a GEMM's tasks; 9: a sparse kernel's input packed once for all its
 /// tasks).
 std::vector<float> &scratch(int slot);
+/// Grows a scratch buffer to at least n floats and returns its data; never
+/// shrinks it. (resize() back up after a smaller resize zero-fills the
+/// difference, and the slots are shared by kernels of every size: that
+/// memset was 0.5-1.1% of a model's time.) The contents are unspecified.
+inline float *grow(std::vector<float> &buf, size_t n) {
+  if (buf.size() < n) {
+    std::vector<float>().swap(buf); // no copy of the old contents
+    buf.resize(n);
+  }
+  return buf.data();
+}
 
 } // namespace kiln::rt
 

@@ -204,8 +204,8 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
   const int64_t perRange = (S + ranges - 1) / ranges;
   // 64-byte aligned: a row of the packed input is one or two cache lines.
   auto aligned = [](std::vector<float> &buf, int64_t n) {
-    buf.resize(n + 16);
-    return buf.data() + ((64 - (reinterpret_cast<uintptr_t>(buf.data()) & 63)) & 63) / sizeof(float);
+    float *d = grow(buf, n + 16);
+    return d + ((64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63) / sizeof(float);
   };
   // Tile t covers columns [t*TW, +nb), packed L*V wide. When several
   // tasks read each tile (ranges > 1: few tiles, e.g. 128 tokens) and the
@@ -288,9 +288,10 @@ void phased(const bcr::View &v, const float *X, float *Y, const float *bias, con
   // at offsets up to (KW-1)*DW/SW past the end of the last phase row.
   const int64_t slack = (KW - 1) * DW / SW + 64;
   std::vector<float> &Q = scratch(5), &T = scratch(4);
-  Q.resize(C * SH * SW * phase + slack);
-  T.resize(F * Np);
-  std::fill(Q.end() - slack, Q.end(), 0.0f);
+  const int64_t qSize = C * SH * SW * phase + slack;
+  grow(Q, qSize);
+  grow(T, F * Np);
+  std::fill(Q.data() + qSize - slack, Q.data() + qSize, 0.0f);
   for (int64_t n = 0; n < N; ++n) {
     const float *xn = X + n * C * H * W;
     parallelFor(C * SH * SW, [&](int64_t cab) {
@@ -354,7 +355,7 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
   // or padded one first gathers its input pixels into planes of OH x OW.
   if (SH != 1 || SW != 1 || PT != 0 || PL != 0 || OH != H || OW != W) {
     std::vector<float> &S = scratch(5);
-    S.resize(N * C * OHW);
+    grow(S, N * C * OHW);
     parallelFor(N * C, [&](int64_t nc) {
       for (int64_t oh = 0; oh < OH; ++oh) {
         float *d = S.data() + nc * OHW + oh * OW;
@@ -400,7 +401,7 @@ void kiln_rt_matmul_bcr_act(intptr_t a, intptr_t blob, intptr_t y, int64_t batch
   // buffer with whole-vector stores, then is transposed into Y in 4 x 8
   // blocks (storing it transposed directly strides the cache sets).
   std::vector<float> &t = scratch(4);
-  t.resize(N * M);
+  grow(t, N * M);
   for (int64_t i = 0; i < batch; ++i) {
     BcrInput in{A + i * strideA, lda, v.used(), transA == 0};
     BcrOutput out{t.data(), M, 1, (const float *)bias, nullptr, lo, hi};

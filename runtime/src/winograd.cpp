@@ -68,9 +68,9 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
   std::vector<float> &xt = scratch(2); // [Hp][Wp][Cp]
   const int64_t vStride = gemm::packedASize(T, C);
   std::vector<float> &v = scratch(5), &m = scratch(6); // [xi][packed T x C], [xi][T][Fp]
-  xt.resize(size_t(Hp) * Wp * Cp);
-  v.resize(size_t(AA) * vStride);
-  m.resize(size_t(AA) * T * Fp);
+  grow(xt, size_t(Hp) * Wp * Cp);
+  grow(v, size_t(AA) * vStride);
+  grow(m, size_t(AA) * T * Fp);
   for (int64_t n = 0; n < N; ++n) {
     const float *x = X + n * C * H * W;
     // 1. Channels-last copy with zero padding, by rows of the padded image.

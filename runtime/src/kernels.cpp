@@ -874,7 +874,7 @@ void im2col(const float *xg, int64_t rows, const int32_t *which, float *colp, in
             int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,
             int64_t DW, int64_t PT, int64_t PL) {
   int64_t KK = KH * KW, OHW = OH * OW;
-  parallelFor(rows, [&](int64_t i) {
+  parallelRuns(rows, [&](int64_t i) {
     int64_t r = which ? which[i] : i;
     int64_t c = r / KK, kh = (r % KK) / KW, kw = r % KW;
     float *dst = colp + i * OHW;

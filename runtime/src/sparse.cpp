@@ -294,7 +294,7 @@ void phased(const bcr::View &v, const float *X, float *Y, const float *bias, con
   std::fill(Q.data() + qSize - slack, Q.data() + qSize, 0.0f);
   for (int64_t n = 0; n < N; ++n) {
     const float *xn = X + n * C * H * W;
-    parallelFor(C * SH * SW, [&](int64_t cab) {
+    parallelRuns(C * SH * SW, [&](int64_t cab) {
       const int64_t c = cab / (SH * SW), a = cab / SW % SH, b = cab % SW;
       if (!usedPhase[a * SW + b]) return;
       for (int64_t qh = 0; qh < Qh; ++qh) {
@@ -310,7 +310,7 @@ void phased(const bcr::View &v, const float *X, float *Y, const float *bias, con
     bcrGemm(v.b, Np, in, out);
     float *yn = Y + n * F * OH * OW;
     const float *rn = res ? res + n * F * OH * OW : nullptr;
-    parallelFor(F, [&](int64_t f) {
+    parallelRuns(F, [&](int64_t f) {
       const float b = bias ? bias[f] : 0.0f;
       const v8f vlo = splat(lo), vhi = splat(hi);
       for (int64_t oh = 0; oh < OH; ++oh) {
@@ -356,7 +356,7 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
   if (SH != 1 || SW != 1 || PT != 0 || PL != 0 || OH != H || OW != W) {
     std::vector<float> &S = scratch(5);
     grow(S, N * C * OHW);
-    parallelFor(N * C, [&](int64_t nc) {
+    parallelRuns(N * C, [&](int64_t nc) {
       for (int64_t oh = 0; oh < OH; ++oh) {
         float *d = S.data() + nc * OHW + oh * OW;
         int64_t ih = oh * SH - PT;

@@ -6,6 +6,7 @@
 #ifndef KILN_RUNTIME_THREAD_POOL_H
 #define KILN_RUNTIME_THREAD_POOL_H
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -51,6 +52,17 @@ int currentThreads();
 
 /// parallelFor on the current pool, or serially.
 void parallelFor(int64_t n, const std::function<void(int64_t)> &fn);
+/// fn(i) for i in [0, n) in runs of consecutive i, about 8 runs per thread:
+/// for many small items (a plane's rows, an im2col row), where one task
+/// each costs more in dispatch (an atomic counter shared by the threads)
+/// than the item.
+template <class F> void parallelRuns(int64_t n, F fn) {
+  if (n <= 0) return;
+  const int64_t tasks = std::min<int64_t>(n, 8 * int64_t(currentThreads())), per = (n + tasks - 1) / tasks;
+  parallelFor((n + per - 1) / per, [&](int64_t t) {
+    for (int64_t i = t * per, end = std::min(n, i + per); i < end; ++i) fn(i);
+  });
+}
 
 } // namespace kiln::rt
 

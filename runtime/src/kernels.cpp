@@ -931,8 +931,9 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   const int64_t rowsK = Cg * KK;
   // A large im2col matrix (ResNet-50's stem: 147 x 12544 floats, 7.4 MB)
   // would be written to memory and read back: build and use it in bands
-  // of about 512 output pixels (whole output rows) instead, in parallel,
-  // each band's columns staying in this core's cache while its GEMM runs.
+  // of whole output rows, at least 512 pixels (so the GEMM reads the band
+  // in place, see directB), in parallel, each band's columns staying in
+  // this core's cache while its GEMM runs.
   const bool banded = !direct && OHW >= 2048 && rowsK * OHW * 4 > (1 << 20);
   std::vector<float> &col = scratch(2);
   if (!direct && !banded) grow(col, rowsK * OHW);
@@ -942,7 +943,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
       const float *src = xg;
       const float *wg = packedW ? nullptr : Wt + g * Fg * rowsK;
       if (banded) {
-        const int64_t R = std::max<int64_t>(1, 512 / OW), bands = (OH + R - 1) / R;
+        const int64_t R = (512 + OW - 1) / OW, bands = (OH + R - 1) / R;
         parallelFor(bands, [&](int64_t band) {
           const int64_t oh0 = band * R, rows = std::min(R, OH - oh0), nb = rows * OW;
           std::vector<float> &cb = scratch(2);

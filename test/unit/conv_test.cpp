@@ -170,7 +170,7 @@ const ConvCase kConvCases[] = {
     {"depthwise 3x3 stride 2 to 2x2, 16 channels", 2, 16, 4, 4, 16, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 16},
     {"depthwise 3x3 to 3x1, 24 channels", 1, 24, 3, 1, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 24},
     // im2col built in bands of output rows (>= 2048 outputs, > 1 MiB of
-    // columns): 5 bands of 10 rows, the last of 9.
+    // columns): 5 bands of 11 rows (>= 512 outputs each), the last of 5.
     {"7x7 stride 2, banded im2col", 1, 3, 97, 101, 10, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, 1},
     {"depth multiplier 2", 1, 3, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
     {"groups 2", 2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2},

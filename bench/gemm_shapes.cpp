@@ -55,7 +55,8 @@ int main(int argc, char **argv) {
       {"r50_s4_reduce", 512, 49, 2048, true}, {"r50_s4_expand", 2048, 49, 512, true},
       {"mbv2_expand_112", 96, 12544, 16, true}, {"mbv2_project_112", 16, 12544, 32, true},
       {"mbv2_expand_56", 144, 3136, 24, true},  {"mbv2_project_56", 24, 3136, 144, true},
-      {"mbv2_expand_7", 960, 49, 160, true},    {"mbv2_project_7", 160, 49, 960, true},
+      {"mbv2_expand_14", 384, 196, 64, true},   {"mbv2_project_14", 64, 196, 384, true},
+      {"mbv2_project_14b", 96, 196, 576, true}, {"mbv2_expand_7", 960, 49, 160, true},    {"mbv2_project_7", 160, 49, 960, true},
       {"mbv2_last_7", 320, 49, 960, true},      {"mbv2_head_7", 1280, 49, 320, true},
   };
   std::printf("threads %d, median of %d\n\n| shape | M x N x K | ms | GFLOP/s |%s\n|---|---|---:|---:|%s\n", threads,

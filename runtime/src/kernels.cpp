@@ -791,14 +791,15 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   // blocks on 2 threads take 4 rounds; 8 smaller ones take 4 shorter ones.
   // B (not transposed) is read in place when it is shallow (K <= 64:
   // packing would cost about as much as the multiply-adds that use it,
-  // MobileNetV2's 1x1 convs with 16-32 input channels) or wide (N >= 512:
+  // MobileNetV2's 1x1 convs with 16-32 input channels) or wide (N >= 128:
   // a conv's input planes or im2col rows, whose fixed row stride the
   // prefetchers follow; measured 0.65-0.95x the time on ResNet-50's and
-  // MobileNetV2's 1x1 reductions at 56x56 and 28x28, unchanged at 14x14
-  // and 7x7, where a packed B is reused by more row tiles). Not past N =
-  // 4096: rows 16 KiB apart or more put each k on its own page (a 64 x
+  // MobileNetV2's 1x1 reductions at 56x56 and 28x28; at 14x14 (N = 196)
+  // 0.8-0.9x at 1 thread and 0.65-0.9x at 2, where the shared packed B
+  // cost a second fork-join; 1.0-1.1x at 7x7, which stays packed). Not past
+  // N = 4096: rows 16 KiB apart or more put each k on its own page (a 64 x
   // 12544 x 147 product ran 1.26x slower read in place).
-  const bool directB = !packedB && !transB && (K <= 64 || (N >= 512 && N <= 4096));
+  const bool directB = !packedB && !transB && (K <= 64 || (N >= 128 && N <= 4096));
   const int64_t KB = kBlock > 0 ? kBlock : gemm::kBlock(packedA != nullptr);
   const bool wide = wideKernels();
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;

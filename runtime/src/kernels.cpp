@@ -528,7 +528,9 @@ template <> struct MaskedVec<16> {
   KILN_AVX512 static void store(float *p, M m, V v) { _mm512_mask_storeu_ps(p, m, v); }
   KILN_AVX512 static V splat(float x) { return _mm512_set1_ps(x); }
   KILN_AVX512 static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  KILN_AVX512 static V clamp(V v, V lo, V hi) { return _mm512_min_ps(_mm512_max_ps(v, lo), hi); }
+  /// min(max(v, lo), hi) with NaN kept (as std::min/std::max): maxps and
+  /// minps return their second operand when either is NaN.
+  KILN_AVX512 static V clamp(V v, V lo, V hi) { return _mm512_min_ps(hi, _mm512_max_ps(lo, v)); }
   /// Lanes Q, Q + 2, ... of (a, b).
   template <int Q> KILN_AVX512 static V phase(V a, V b) {
     const __m512i i = _mm512_setr_epi32(Q, Q + 2, Q + 4, Q + 6, Q + 8, Q + 10, Q + 12, Q + 14, Q + 16, Q + 18,
@@ -547,7 +549,7 @@ template <> struct MaskedVec<8> {
   KILN_AVX512 static void store(float *p, M m, V v) { _mm256_mask_storeu_ps(p, m, v); }
   KILN_AVX512 static V splat(float x) { return _mm256_set1_ps(x); }
   KILN_AVX512 static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  KILN_AVX512 static V clamp(V v, V lo, V hi) { return _mm256_min_ps(_mm256_max_ps(v, lo), hi); }
+  KILN_AVX512 static V clamp(V v, V lo, V hi) { return _mm256_min_ps(hi, _mm256_max_ps(lo, v)); }
   template <int Q> KILN_AVX512 static V phase(V a, V b) {
     const __m256i i = _mm256_setr_epi32(Q, Q + 2, Q + 4, Q + 6, Q + 8, Q + 10, Q + 12, Q + 14);
     return _mm256_permutex2var_ps(a, i, b);

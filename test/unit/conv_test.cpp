@@ -464,3 +464,32 @@ TEST_CASE("kiln_rt_maxpool2d propagates NaN from a window, as ONNX's max does", 
         }
   }
 }
+
+TEST_CASE("depthwise convs propagate NaN through the bias and the clamp", "[conv]") {
+  // A NaN input reaches exactly the outputs whose window holds it, with or
+  // without a fused Relu-style clamp (as std::min/std::max: NaN kept), on
+  // every depthwise path: stride 1 and 2, wide and narrow rows.
+  struct Geo { int64_t H, W, S; };
+  for (Geo g : {Geo{14, 14, 1}, Geo{7, 7, 1}, Geo{20, 37, 2}, Geo{9, 9, 2}, Geo{30, 30, 1}})
+    for (bool clamp : {false, true}) {
+      const int64_t C = 3, OH = (g.H + 2 - 3) / g.S + 1, OW = (g.W + 2 - 3) / g.S + 1, c = 1, ih = 4, iw = 5;
+      std::vector<float> x = randomFloats(C * g.H * g.W, 17600), w = randomFloats(C * 9, 17601);
+      std::vector<float> b = randomFloats(C, 17602);
+      x[(c * g.H + ih) * g.W + iw] = std::numeric_limits<float>::quiet_NaN();
+      std::vector<float> y(C * OH * OW);
+      float lo = clamp ? 0.0f : -std::numeric_limits<float>::infinity();
+      float hi = clamp ? 6.0f : std::numeric_limits<float>::infinity();
+      kiln_rt_conv2d_act((intptr_t)x.data(), (intptr_t)w.data(), (intptr_t)b.data(), (intptr_t)y.data(), 1, C,
+                         g.H, g.W, C, 3, 3, OH, OW, g.S, g.S, 1, 1, 1, 1, C, lo, hi);
+      int64_t bad = 0;
+      for (int64_t k = 0; k < C; ++k)
+        for (int64_t oh = 0; oh < OH; ++oh)
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            bool covers = k == c && ih >= oh * g.S - 1 && ih <= oh * g.S + 1 && iw >= ow * g.S - 1 &&
+                          iw <= ow * g.S + 1;
+            bad += std::isnan(y[(k * OH + oh) * OW + ow]) != covers;
+          }
+      INFO(g.H << "x" << g.W << " stride " << g.S << (clamp ? ", clamped" : ""));
+      CHECK(bad == 0);
+    }
+}

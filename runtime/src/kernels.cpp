@@ -766,10 +766,10 @@ void actTile(float *c, int64_t ldc, int64_t rows, int64_t cols, int act) {
 
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc, const Epilogue *ep,
-           const float *packedA, const float *packedB, int64_t kBlock) {
+           const float *packedA, const float *packedB, int64_t kBlock, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (ep && !ep->rowBias && !ep->colBias && !ep->residual && !ep->clamps() && !ep->act) ep = nullptr;
-  if (K == 0 || (M == 1 && !transA && !packedA && !packedB)) {
+  if (!accumulate && (K == 0 || (M == 1 && !transA && !packedA && !packedB))) {
     if (K == 0)
       for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
     else // Row vector times matrix (classifier heads, decoders at batch 1).
@@ -874,7 +874,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       if (!packedB) packB(B, ldb, transB, k0, kc, j0 + full, nc - full, pb.data());
       auto tile = [&](int64_t ip, int64_t jp) {
         const float *b = jp < full ? B + k0 * ldb + j0 + jp : bp + (jp - full) * kc;
-        microKernel(kc, ap + ip * kc, b, jp < full ? ldb : NR, C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0,
+        microKernel(kc, ap + ip * kc, b, jp < full ? ldb : NR, C + (i0 + ip) * ldc + j0 + jp, ldc, accumulate || k0 > 0,
                     (int)std::min<int64_t>(MR, mc - ip), (int)std::min<int64_t>(NR, nc - jp),
                     k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
         if (k0 + kc >= K && ep && ep->act)
@@ -898,7 +898,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
             auto run = pa == 2 ? (pb == 2 ? wideKernel<2, 2> : wideKernel<2, 1>)
                                : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
             run(kc, a0, a0 + MR * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
-                C + (i0 + ip) * ldc + j0 + jp, ldc, k0 > 0, k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp, (int)rows);
+                C + (i0 + ip) * ldc + j0 + jp, ldc, accumulate || k0 > 0, k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp, (int)rows);
             if (k0 + kc >= K && ep && ep->act) actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, rows, pb * NR, ep->act);
             for (int64_t i = ip; i < ip + rows; i += MR)
               for (int64_t j = jp + pb * NR; j < std::min(nc, jp + TJ); j += NR) tile(i, j);
@@ -1105,8 +1105,16 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   // in place, see directB), in parallel, each band's columns staying in
   // this core's cache while its GEMM runs.
   const bool banded = !direct && OHW >= 2048 && rowsK * OHW * 4 > (1 << 20);
+  // Otherwise, a packed-weight im2col matrix of more than 512 KiB, more
+  // than one K block and at least 512 pixels (ResNet-50's 28x28 stride-2
+  // 3x3 conv: 1152 x 784, 3.6 MB) is built and multiplied one K block at
+  // a time: 0.91x the time at 1 thread, 0.96x at 2. Not for fewer pixels:
+  // the 14x14 and 7x7 ones (2304 x 196, 4608 x 49) took 0.97-0.99x at 1
+  // thread but 1.09-1.11x at 2, their 9-18 small products each a fork-join.
+  const bool chunked = !direct && !banded && packedW && G == 1 && rowsK > gemm::KC && OHW >= 512 &&
+                       rowsK * OHW * 4 > (1 << 19);
   std::vector<float> &col = scratch(2);
-  if (!direct && !banded) grow(col, rowsK * OHW);
+  if (!direct && !banded) grow(col, (chunked ? gemm::KC : rowsK) * OHW);
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
       const float *xg = X + (n * C + g * Cg) * H * W;
@@ -1127,12 +1135,28 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
         });
         continue;
       }
+      float *yg = Y + (n * F + g * Fg) * OHW;
+      if (chunked) {
+        // One K block (gemm::KC rows of the im2col matrix) at a time, its
+        // rows built just before the GEMM reads them (from L2, not
+        // memory), the products added into Y, the epilogue on the last.
+        std::vector<int32_t> which(gemm::KC);
+        for (int64_t k0 = 0; k0 < rowsK; k0 += gemm::KC) {
+          const int64_t kc = std::min<int64_t>(gemm::KC, rowsK - k0);
+          for (int64_t i = 0; i < kc; ++i) which[i] = int32_t(k0 + i);
+          im2col(xg, kc, which.data(), col.data(), H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL);
+          Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
+          if (residual) ep.residual = (const float *)residual + (n * F + g * Fg) * OHW;
+          sgemm(Fg, OHW, kc, nullptr, rowsK, false, col.data(), OHW, false, yg, OHW, k0 + kc >= rowsK ? &ep : nullptr,
+                Wt + k0 * gemm::roundUp(Fg, MR), nullptr, gemm::KC, k0 > 0);
+        }
+        continue;
+      }
       if (!direct) {
         float *colp = col.data();
         im2col(xg, rowsK, nullptr, colp, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL);
         src = colp;
       }
-      float *yg = Y + (n * F + g * Fg) * OHW;
       // Bias and the fused activation are applied on each tile as it is stored.
       Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
       if (residual) ep.residual = (const float *)residual + (n * F + g * Fg) * OHW;

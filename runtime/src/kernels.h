@@ -30,11 +30,14 @@ struct Epilogue {
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc,
            const Epilogue *ep = nullptr, const float *packedA = nullptr,
-           const float *packedB = nullptr, int64_t kBlock = 0);
+           const float *packedB = nullptr, int64_t kBlock = 0, bool accumulate = false);
 /// With packedA (packedB) set, A (B) is ignored: the operand is read from
 /// its compile-time packing (kiln/gemm_layout.h). kBlock: the K block, 0
 /// for gemm::kBlock(packedA); convolutions pass gemm::KC whether or not
 /// their weights come packed, so both forms give the same bits.
+/// accumulate: C += op(A) op(B) (then the epilogue) instead of C =; a
+/// product split into calls at K-block boundaries, the epilogue on the
+/// last, gives the same bits as one call.
 
 /// Whether sgemm uses its AVX-512 tile (x86-64 CPUs with AVX-512F, unless
 /// KILN_NO_AVX512 is set to a value other than 0). setWideKernels turns it

@@ -172,6 +172,9 @@ const ConvCase kConvCases[] = {
     // MobileNetV2's planes (the row kernel, AVX-512: blocks of 7 output
     // rows, 16- or 8-lane chunks, stride 2 through even/odd column phases).
     {"depthwise 3x3 14x14", 1, 5, 14, 14, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 5},
+    // 288 x 529 im2col (> 512 KiB, 512-2047 pixels): with packed weights,
+    // built and multiplied one K block (256 rows) at a time.
+    {"3x3 stride 2, im2col in K blocks", 2, 32, 46, 46, 20, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 1},
     // A stem: 3 input channels, stride 2, 20 filters (16 + 4), 2 images.
     {"3x3 stride 2, 3 -> 20 channels", 2, 3, 17, 35, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
     {"depthwise 3x3 7x7", 2, 3, 7, 7, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},

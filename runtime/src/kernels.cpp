@@ -769,10 +769,11 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
            const float *packedA, const float *packedB, int64_t kBlock, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (ep && !ep->rowBias && !ep->colBias && !ep->residual && !ep->clamps() && !ep->act) ep = nullptr;
-  if (!accumulate && (K == 0 || (M == 1 && !transA && !packedA && !packedB))) {
-    if (K == 0)
-      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
-    else // Row vector times matrix (classifier heads, decoders at batch 1).
+  if (K == 0 || (M == 1 && !accumulate && !transA && !packedA && !packedB)) {
+    if (K == 0) { // nothing to add; C = 0 first unless accumulating
+      if (!accumulate)
+        for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    } else // Row vector times matrix (classifier heads, decoders at batch 1).
       gemv(N, K, A, B, ldb, transB, C);
     if (ep)
       for (int64_t i = 0; i < M; ++i)
@@ -1115,6 +1116,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
                        rowsK * OHW * 4 > (1 << 19);
   std::vector<float> &col = scratch(2);
   if (!direct && !banded) grow(col, (chunked ? gemm::KC : rowsK) * OHW);
+  std::vector<int32_t> which(chunked ? gemm::KC : 0); // im2col rows of one K block
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
       const float *xg = X + (n * C + g * Cg) * H * W;
@@ -1136,19 +1138,19 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
         continue;
       }
       float *yg = Y + (n * F + g * Fg) * OHW;
+      // Bias and the fused activation are applied on each tile as it is stored.
+      Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
+      if (residual) ep.residual = (const float *)residual + (n * F + g * Fg) * OHW;
       if (chunked) {
         // One K block (gemm::KC rows of the im2col matrix) at a time, its
         // rows built just before the GEMM reads them (from L2, not
         // memory), the products added into Y, the epilogue on the last.
-        std::vector<int32_t> which(gemm::KC);
         for (int64_t k0 = 0; k0 < rowsK; k0 += gemm::KC) {
           const int64_t kc = std::min<int64_t>(gemm::KC, rowsK - k0);
           for (int64_t i = 0; i < kc; ++i) which[i] = int32_t(k0 + i);
           im2col(xg, kc, which.data(), col.data(), H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL);
-          Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
-          if (residual) ep.residual = (const float *)residual + (n * F + g * Fg) * OHW;
           sgemm(Fg, OHW, kc, nullptr, rowsK, false, col.data(), OHW, false, yg, OHW, k0 + kc >= rowsK ? &ep : nullptr,
-                Wt + k0 * gemm::roundUp(Fg, MR), nullptr, gemm::KC, k0 > 0);
+                Wt + gemm::packedAOffset(Fg, k0, kc, 0), nullptr, gemm::KC, k0 > 0);
         }
         continue;
       }
@@ -1157,9 +1159,6 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
         im2col(xg, rowsK, nullptr, colp, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL);
         src = colp;
       }
-      // Bias and the fused activation are applied on each tile as it is stored.
-      Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
-      if (residual) ep.residual = (const float *)residual + (n * F + g * Fg) * OHW;
       sgemm(Fg, OHW, rowsK, wg, rowsK, false, src, OHW, false, yg, OHW, &ep, packedW ? Wt : nullptr, nullptr,
             gemm::KC);
     }

@@ -37,7 +37,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
 /// their weights come packed, so both forms give the same bits.
 /// accumulate: C += op(A) op(B) (then the epilogue) instead of C =; a
 /// product split into calls at K-block boundaries, the epilogue on the
-/// last, gives the same bits as one call.
+/// last, gives the same bits as one call (but for one row of unpacked A,
+/// which one call runs as a GEMV).
 
 /// Whether sgemm uses its AVX-512 tile (x86-64 CPUs with AVX-512F, unless
 /// KILN_NO_AVX512 is set to a value other than 0). setWideKernels turns it

@@ -127,6 +127,41 @@ TEST_CASE("sgemm with K = 0 writes zeros and with M or N = 0 writes nothing", "[
   CHECK(empty.guardsIntact());
 }
 
+TEST_CASE("sgemm with accumulate adds to C, split at K blocks it equals one call", "[sgemm]") {
+  // C += A B: split into two calls at a K block (256), the epilogue on the
+  // second, the result is bit for bit the single call's (to rounding for
+  // one row, which a single call runs as a GEMV; accumulating calls take
+  // the GEMM, since the GEMV overwrites); K = 0 leaves C and applies the
+  // epilogue.
+  for (int64_t M : {1, 13}) {
+    const int64_t N = 37, K = 300, KB = kiln::gemm::KC;
+    std::vector<float> A = randomFloats(M * K, 880), B = randomFloats(K * N, 881), bias = randomFloats(M, 882);
+    kiln::rt::Epilogue ep{bias.data(), -0.5f, 0.5f};
+    std::vector<float> one(M * N), split(M * N, 123.0f);
+    kiln::rt::sgemm(M, N, K, A.data(), K, false, B.data(), N, false, one.data(), N, &ep, nullptr, nullptr, KB);
+    // A's columns [0, KB) then [KB, K): lda stays K.
+    kiln::rt::sgemm(M, N, KB, A.data(), K, false, B.data(), N, false, split.data(), N, nullptr, nullptr, nullptr, KB);
+    kiln::rt::sgemm(M, N, K - KB, A.data() + KB, K, false, B.data() + KB * N, N, false, split.data(), N, &ep,
+                    nullptr, nullptr, KB, true);
+    INFO("M = " << M);
+    if (M > 1) {
+      CHECK(one == split);
+    } else { // one call of one row runs as a GEMV: another summation order
+      bool close = true;
+      for (int64_t j = 0; j < N; ++j) close &= std::fabs(one[j] - split[j]) <= 1e-4f;
+      CHECK(close);
+    }
+    std::vector<float> kept = split;
+    kiln::rt::sgemm(M, N, 0, A.data(), K, false, B.data(), N, false, split.data(), N, &ep, nullptr, nullptr, KB,
+                    true);
+    bool clamped = true; // kept + bias, clamped: kept is already within [-0.5, 0.5] minus the bias
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j)
+        clamped &= split[i * N + j] == std::min(std::max(kept[i * N + j] + bias[i], -0.5f), 0.5f);
+    CHECK(clamped);
+  }
+}
+
 TEST_CASE("sgemm runs concurrently on separate pools", "[sgemm][thread_pool]") {
   // Each context has its own pool; kernels keep per-thread scratch buffers.
   const int64_t M = 150, N = 130, K = 270;

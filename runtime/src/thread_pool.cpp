@@ -51,9 +51,9 @@ void parallelFor(int64_t n, const std::function<void(int64_t)> &fn) {
   p->parallelFor(n, fn);
 }
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads) : shares_(new Share[std::max(threads, 1)]) {
   for (int i = 1; i < threads; ++i)
-    workers_.emplace_back([this] { workerLoop(); });
+    workers_.emplace_back([this, i] { workerLoop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -65,20 +65,23 @@ ThreadPool::~ThreadPool() {
   for (auto &t : workers_) t.join();
 }
 
-void ThreadPool::drain(const std::function<void(int64_t)> &fn, int64_t n) {
+void ThreadPool::drain(const std::function<void(int64_t)> &fn, int id) {
   ParallelScope scope;
-  for (;;) {
-    int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
-    if (i >= n) break;
-    fn(i);
+  const int T = size();
+  for (int k = 0; k < T; ++k) { // its own share first, then the others'
+    Share &s = shares_[(id + k) % T];
+    for (;;) {
+      int64_t i = s.next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= s.end) break;
+      fn(i);
+    }
   }
 }
 
-void ThreadPool::workerLoop() {
+void ThreadPool::workerLoop(int id) {
   uint64_t seen = 0;
   for (;;) {
     const std::function<void(int64_t)> *job;
-    int64_t n;
     spinUntil([&] { return stop_.load(std::memory_order_relaxed) ||
                            generation_.load(std::memory_order_acquire) != seen; });
     {
@@ -91,10 +94,9 @@ void ThreadPool::workerLoop() {
       // so the next job cannot reset next_ or job_ while it drains.
       if (!job_) continue;
       job = job_;
-      n = jobSize_;
       ++active_;
     }
-    drain(*job, n);
+    drain(*job, id);
     {
       std::lock_guard<std::mutex> l(mu_);
       if (--active_ == 0) done_.notify_all();
@@ -106,15 +108,21 @@ void ThreadPool::parallelFor(int64_t n, const std::function<void(int64_t)> &fn) 
   {
     std::lock_guard<std::mutex> l(mu_);
     job_ = &fn;
-    jobSize_ = n;
-    next_.store(0);
+    // Thread t's share is the t-th run of consecutive tasks: kernels of
+    // the same shape in a row (and a kernel's phases) then give each thread
+    // the same part of the data, which stays in its own cache.
+    const int T = size();
+    for (int t = 0; t < T; ++t) {
+      shares_[t].end = n * (t + 1) / T;
+      shares_[t].next.store(n * t / T, std::memory_order_relaxed);
+    }
     ++generation_;
   }
   wake_.notify_all();
-  drain(fn, n);
+  drain(fn, 0);
   spinUntil([&] { return active_.load(std::memory_order_acquire) == 0; });
   std::unique_lock<std::mutex> l(mu_);
-  done_.wait(l, [&] { return active_ == 0 && next_.load() >= jobSize_; });
+  done_.wait(l, [&] { return active_ == 0; });
   job_ = nullptr;
 }
 

@@ -3,6 +3,14 @@
 // sleep on a condition variable, as do callers waiting for the last
 // worker: the kernels of one inference follow each other within
 // microseconds, and a futex wake-up costs more than many small kernels.
+// Tasks are not dealt first come, first served: thread t (the caller is
+// thread 0) owns the t-th run of n / threads consecutive tasks and takes
+// them in order, then helps the others with what is left of theirs. Two
+// kernels in a row that cut their data the same way (a GEMM over output
+// channels, then a depthwise conv over the same channels) so give each
+// thread the same part of the data, still in its own L2; handed out first
+// come, first served, about half of it came from the other core
+// (MobileNetV2 at 2 threads: 0.95-0.97x the time).
 #ifndef KILN_RUNTIME_THREAD_POOL_H
 #define KILN_RUNTIME_THREAD_POOL_H
 
@@ -11,6 +19,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -29,14 +38,20 @@ public:
   void parallelFor(int64_t n, const std::function<void(int64_t)> &fn);
 
 private:
-  void workerLoop();
-  void drain(const std::function<void(int64_t)> &fn, int64_t n);
+  void workerLoop(int id);
+  void drain(const std::function<void(int64_t)> &fn, int id);
+  /// Thread id's share of a job: tasks [next, end), claimed one at a time
+  /// by its owner from the front and, once their own share is done, by the
+  /// other threads (its own cache line: each is one thread's counter).
+  struct alignas(64) Share {
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable wake_, done_;
   const std::function<void(int64_t)> *job_ = nullptr;
-  int64_t jobSize_ = 0;
-  std::atomic<int64_t> next_{0};
+  std::unique_ptr<Share[]> shares_;
   // Written under mu_; atomic so that waiters can poll them while spinning.
   std::atomic<int> active_{0};
   std::atomic<uint64_t> generation_{0};

@@ -566,6 +566,49 @@ template <int L> inline unsigned laneMask(int64_t a, int64_t b) {
   return unsigned(((uint64_t(1) << b) - 1) & ~((uint64_t(1) << a) - 1));
 }
 
+/// The loads of an input row that give the 3 taps of a 3 x 3 window for
+/// output columns j0 + [0, L) (tap3 below): masks and addresses. Stride 1:
+/// tap kw reads columns j0 + kw - PL + [0, L). Stride 2: the loads cover
+/// columns x0 + [-L, 3L), x0 = 2 * j0. Masked-off lanes (outside [0, W))
+/// read as zero: the padding.
+template <int S, int L>
+inline void tapLoads(const float *xc, int64_t W, int64_t j0, int64_t PL, typename MaskedVec<L>::M (&m)[4],
+                     const float *(&base)[4]) {
+  for (int q = 0; q < 4; ++q) {
+    const int64_t x = S == 1 ? j0 + q - PL : 2 * j0 + (q - 1) * L;
+    m[q] = (typename MaskedVec<L>::M)laneMask<L>(-x, W - x);
+    base[q] = xc + x;
+  }
+}
+
+/// v[kw] = the inputs tap kw of a 3-wide window reads for L output
+/// columns, from the input row at offset ro (tapLoads' masks and bases).
+/// Stride 2: the 2L input columns are split into even and odd lanes
+/// (vpermt2ps); the third tap is the odd (PL 1) or even (PL 0) lanes
+/// moved by one (valignd) with the neighbouring column.
+template <int S, int L, int PL2>
+KILN_AVX512 inline void taps3(const typename MaskedVec<L>::M (&m)[4], const float *const (&base)[4], int64_t ro,
+                              typename MaskedVec<L>::V (&v)[3]) {
+  using MV = MaskedVec<L>;
+  using V = typename MV::V;
+  if constexpr (S == 1) {
+#pragma GCC unroll 4
+    for (int kw = 0; kw < 3; ++kw) v[kw] = MV::load(m[kw], base[kw] + ro);
+  } else if constexpr (PL2 == 1) { // columns 2ow - 1, 2ow, 2ow + 1
+    V a = MV::load(m[1], base[1] + ro), c = MV::load(m[2], base[2] + ro);
+    V prev = MV::load(m[0], base[0] + ro);
+    v[1] = MV::template phase<0>(a, c);
+    v[2] = MV::template phase<1>(a, c);
+    v[0] = MV::template shift<L - 1>(prev, v[2]);
+  } else { // columns 2ow, 2ow + 1, 2ow + 2
+    V a = MV::load(m[1], base[1] + ro), c = MV::load(m[2], base[2] + ro);
+    V next = MV::load(m[3], base[3] + ro);
+    v[0] = MV::template phase<0>(a, c);
+    v[1] = MV::template phase<1>(a, c);
+    v[2] = MV::template shift<1>(v[0], next);
+  }
+}
+
 /// One plane of a depthwise 3 x 3 convolution, dilation 1, stride S (1,
 /// or 2 with left padding PL2 = 0 or 1) in both axes, straight on the NCHW
 /// plane, with AVX-512: each chunk of L output columns (L = 16, or 8 for
@@ -574,11 +617,8 @@ template <int L> inline unsigned laneMask(int64_t a, int64_t b) {
 /// padding, and never fault), so there is no padded copy, no transpose
 /// and no bounds test inside the loop. The R rows share each loaded input
 /// row (a row feeds up to 3 of them); the 9 weights, R accumulators and
-/// the 3 tap vectors stay in registers. Stride 2: the 2L input columns
-/// of a chunk are split into even and odd lanes in registers (vpermt2ps),
-/// and the third tap is the odd (PL 1) or even (PL 0) lanes moved by one
-/// (valignd) with the neighbouring column. Bias and clamp in registers;
-/// a row's last chunk is stored masked.
+/// the 3 tap vectors (taps3) stay in registers. Bias and clamp in
+/// registers; a row's last chunk is stored masked.
 template <int S, int L, int R, int PL2>
 KILN_AVX512 void depthwisePlane3(const float *xc, const float *wc, float bias, float *yc, int64_t H, int64_t W,
                                  int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo, float hi) {
@@ -590,16 +630,9 @@ KILN_AVX512 void depthwisePlane3(const float *xc, const float *wc, float bias, f
   for (int t = 0; t < K * K; ++t) w[t] = MV::splat(wc[t]);
   const V b = MV::splat(bias), vlo = MV::splat(lo), vhi = MV::splat(hi);
   for (int64_t j0 = 0; j0 < OW; j0 += L) {
-    // Stride 1: tap kw reads columns j0 + kw - PL + [0, L). Stride 2: the
-    // loads cover columns x0 + [-L, 3L), x0 = 2 * j0.
-    constexpr int NL = S == 1 ? K : 4;
-    Mk m[NL];
-    const float *base[NL];
-    for (int q = 0; q < NL; ++q) {
-      const int64_t x = S == 1 ? j0 + q - PL : 2 * j0 + (q - 1) * L;
-      m[q] = (Mk)laneMask<L>(-x, W - x);
-      base[q] = xc + x;
-    }
+    Mk m[4];
+    const float *base[4];
+    tapLoads<S, L>(xc, W, j0, PL, m, base);
     const Mk sm = (Mk)laneMask<L>(0, OW - j0);
     for (int64_t oh0 = 0; oh0 < OH; oh0 += R) {
       const int rows = int(std::min<int64_t>(R, OH - oh0));
@@ -610,24 +643,8 @@ KILN_AVX512 void depthwisePlane3(const float *xc, const float *wc, float bias, f
       for (int i = 0; i < IR; ++i) {
         const int64_t ih = oh0 * S - PT + i;
         if (ih < 0 || ih >= H) continue;
-        const int64_t ro = ih * W;
         V v[K];
-        if constexpr (S == 1) {
-#pragma GCC unroll 4
-          for (int kw = 0; kw < K; ++kw) v[kw] = MV::load(m[kw], base[kw] + ro);
-        } else if constexpr (PL2 == 1) { // columns 2ow - 1, 2ow, 2ow + 1
-          V a = MV::load(m[1], base[1] + ro), c = MV::load(m[2], base[2] + ro);
-          V prev = MV::load(m[0], base[0] + ro);
-          v[1] = MV::template phase<0>(a, c);
-          v[2] = MV::template phase<1>(a, c);
-          v[0] = MV::template shift<L - 1>(prev, v[2]);
-        } else { // columns 2ow, 2ow + 1, 2ow + 2
-          V a = MV::load(m[1], base[1] + ro), c = MV::load(m[2], base[2] + ro);
-          V next = MV::load(m[3], base[3] + ro);
-          v[0] = MV::template phase<0>(a, c);
-          v[1] = MV::template phase<1>(a, c);
-          v[2] = MV::template shift<1>(v[0], next);
-        }
+        taps3<S, L, PL2>(m, base, ih * W, v);
 #pragma GCC unroll 4
         for (int kw = 0; kw < K; ++kw) {
 #pragma GCC unroll 8
@@ -652,6 +669,69 @@ void depthwiseRows3(const float *X, const float *Wt, const float *Bs, float *Y, 
     const int64_t c = nc % C;
     depthwisePlane3<S, L, R, PL2>(X + nc * H * W, Wt + c * 9, Bs ? Bs[c] : 0.0f, Y + nc * OH * OW, H, W, OH, OW,
                                   PT, PL, lo, hi);
+  });
+}
+
+/// A 3 x 3 convolution (dilation 1; stride 1, or 2 with left padding PL2
+/// = 0 or 1) of an image with few channels (C <= 4: a network's stem, e.g.
+/// MobileNetV2's 3 -> 32 at 224 x 224), straight on the NCHW planes with
+/// AVX-512, without an im2col matrix: for each output row and chunk of 16
+/// columns, the C * 9 tap vectors (taps3) are each multiplied into 16
+/// filters' accumulators at once (weights broadcast from wT, laid out
+/// [filter group of 16][C * 9][16], zeros past F); (acc + bias) +
+/// residual, then the clamp, as the conv's epilogue. Here output rows
+/// [oh0, oh1) of filter group g; convSmallC3 runs them in parallel.
+template <int S, int PL2>
+KILN_AVX512 void convSmallC3Rows(const float *X, const float *wT, const float *Bs, const float *res, float *Y,
+                                 int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT,
+                                 int64_t PL, float lo, float hi, int64_t oh0, int64_t oh1, int64_t g) {
+  using MV = MaskedVec<16>;
+  using V = MV::V;
+  const int64_t OHW = OH * OW, f0 = g * 16, nf = std::min<int64_t>(16, F - f0);
+  const float *wg = wT + g * C * 9 * 16;
+  const V vlo = MV::splat(lo), vhi = MV::splat(hi);
+  for (int64_t oh = oh0; oh < oh1; ++oh)
+    for (int64_t j0 = 0; j0 < OW; j0 += 16) {
+      MV::M m[4];
+      const float *base[4];
+      tapLoads<S, 16>(X, W, j0, PL, m, base);
+      const MV::M sm = (MV::M)laneMask<16>(0, OW - j0);
+      V acc[16];
+#pragma GCC unroll 16
+      for (int f = 0; f < 16; ++f) acc[f] = MV::splat(Bs && f < nf ? Bs[f0 + f] : 0.0f);
+      for (int64_t c = 0; c < C; ++c)
+        for (int kh = 0; kh < 3; ++kh) {
+          const int64_t ih = oh * S - PT + kh;
+          if (ih < 0 || ih >= H) continue;
+          V v[3];
+          taps3<S, 16, PL2>(m, base, (c * H + ih) * W, v);
+          const float *wk = wg + (c * 9 + kh * 3) * 16;
+#pragma GCC unroll 4
+          for (int kw = 0; kw < 3; ++kw)
+#pragma GCC unroll 16
+            for (int f = 0; f < 16; ++f) acc[f] = MV::fma(MV::splat(wk[kw * 16 + f]), v[kw], acc[f]);
+        }
+      // f a constant (unrolled): acc indexed at run time would live in memory.
+#pragma GCC unroll 16
+      for (int f = 0; f < 16; ++f) {
+        if (f >= nf) break;
+        const int64_t o = (f0 + f) * OHW + oh * OW + j0;
+        V a = acc[f];
+        if (res) a = _mm512_add_ps(a, MV::load(sm, res + o));
+        MV::store(Y + o, sm, MV::clamp(a, vlo, vhi));
+      }
+    }
+}
+/// convSmallC3Rows over runs of output rows in parallel, each run one
+/// filter group after the other (16 output planes written at a time).
+template <int S, int PL2>
+void convSmallC3(const float *X, const float *wT, const float *Bs, const float *res, float *Y, int64_t C, int64_t H,
+                 int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo, float hi) {
+  const int64_t tasks = std::min<int64_t>(OH, 8 * int64_t(currentThreads())), per = (OH + tasks - 1) / tasks;
+  parallelFor((OH + per - 1) / per, [&](int64_t t) {
+    for (int64_t g = 0; g < (F + 15) / 16; ++g)
+      convSmallC3Rows<S, PL2>(X, wT, Bs, res, Y, C, H, W, F, OH, OW, PT, PL, lo, hi, t * per,
+                              std::min(OH, (t + 1) * per), g);
   });
 }
 
@@ -1105,6 +1185,24 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
       planeWindows<false>(X, Wt, Bs, Y, N, C, H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, clamp, lo, hi);
     return;
   }
+#if defined(__x86_64__)
+  // 3x3 over at most 4 channels (a stem): direct, no im2col matrix.
+  if (G == 1 && C <= 4 && KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW && (SH == 1 || (SH == 2 && PL <= 1)) &&
+      OW >= 16 && wideKernels()) {
+    const int64_t K = C * 9, groups = (F + 15) / 16;
+    std::vector<float> wT(groups * K * 16, 0.0f); // [group][k][16], see convSmallC3
+    for (int64_t f = 0; f < F; ++f)
+      for (int64_t k = 0; k < K; ++k)
+        wT[(f / 16 * K + k) * 16 + f % 16] =
+            packedW ? Wt[gemm::packedAOffset(F, 0, K, f / gemm::MR * gemm::MR) + k * gemm::MR + f % gemm::MR]
+                    : Wt[f * K + k];
+    const auto run = SH == 1 ? convSmallC3<1, 0> : PL == 1 ? convSmallC3<2, 1> : convSmallC3<2, 0>;
+    for (int64_t n = 0; n < N; ++n)
+      run(X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
+          Y + n * F * OHW, C, H, W, F, OH, OW, PT, PL, lo, hi);
+    return;
+  }
+#endif
   bool direct = KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W;
   const int64_t rowsK = Cg * KK;
   // A large im2col matrix (ResNet-50's stem: 147 x 12544 floats, 7.4 MB)

@@ -177,6 +177,11 @@ const ConvCase kConvCases[] = {
     {"3x3 stride 2, im2col in K blocks", 2, 32, 46, 46, 20, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 1},
     // A stem: 3 input channels, stride 2, 20 filters (16 + 4), 2 images.
     {"3x3 stride 2, 3 -> 20 channels", 2, 3, 17, 35, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
+    // Direct small-channel 3x3 (AVX-512, at least 16 output columns):
+    // stride 2 with no left pad, two whole groups of 16 filters, two whole
+    // 16-column chunks and a tail; stride 1 with pads of 2, 16 + 1 filters.
+    {"3x3 stride 2 left pad 0, 3 -> 32 channels", 1, 3, 22, 70, 32, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 1},
+    {"3x3 pads 2, 2 -> 17 channels", 2, 2, 6, 19, 17, 3, 3, 1, 1, 1, 1, 2, 2, 2, 2, 1},
     {"depthwise 3x3 7x7", 2, 3, 7, 7, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
     {"depthwise 3x3 56x56 stride 2", 1, 3, 56, 56, 3, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 3},
     {"depthwise 3x3 15x38 stride 2, pads on one side", 1, 2, 15, 38, 2, 3, 3, 2, 2, 1, 1, 0, 1, 0, 0, 2},

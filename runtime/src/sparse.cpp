@@ -132,8 +132,8 @@ inline void storeTransposed4x8(const v8f (&a)[4], float *y, int64_t ld, int64_t 
 }
 
 /// Vectors of L lanes per tile for a tile of nb columns (the last one may
-/// be narrower).
-inline int vectorsFor(int64_t nb, int L) { return nb > 2 * L ? 3 : nb > L ? 2 : 1; }
+/// be narrower, or up to one vector wider: see bcrGemm).
+inline int vectorsFor(int64_t nb, int L) { return nb > 3 * L ? 4 : nb > 2 * L ? 3 : nb > L ? 2 : 1; }
 
 namespace lanes8 {
 #include "sparse_tile.h"
@@ -167,6 +167,7 @@ void stripTile(int L, const uint32_t *p, const int32_t *rows, const float *xp, c
 #if defined(__x86_64__)
   if (L == 16) {
     switch (vectorsFor(nb, 16)) {
+    case 4: KILN_STRIP(stripTile16, 4);
     case 3: KILN_STRIP(stripTile16, 3);
     case 2: KILN_STRIP(stripTile16, 2);
     default: KILN_STRIP(stripTile16, 1);
@@ -193,7 +194,13 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
   bcr::View v{blob};
   // 16 lanes where the dense kernels use AVX-512 (the same switch).
   const int L = wideKernels() ? 16 : 8, TW = 3 * L;
-  const int64_t S = v.strips(), U = v.usedCount(), UC = v.chunk(), C = v.chunks(), NT = (N + TW - 1) / TW;
+  // Tiles of TW columns; with 16 lanes, a last one of at most 16 columns
+  // joins the tile before it (4 vectors, 16 x 4 accumulators at most): one
+  // more walk of every segment for so few columns cost about a third of a
+  // whole tile's (N = 49: 48 + 1 columns; N = 196: 4 x 48 + 4).
+  const int64_t S = v.strips(), U = v.usedCount(), UC = v.chunk(), C = v.chunks();
+  const int64_t rem = N % TW, NT = N / TW + (rem && !(L == 16 && N > TW && rem <= L));
+  auto cols = [&](int64_t t) { return t == NT - 1 ? N - t * TW : int64_t(TW); }; // columns of tile t
   if (N <= 0) return;
   const int64_t rowsPerTile = std::min(U, UC); // packed rows per tile and chunk
   // Tiles per task: their packed inputs (one chunk) stay within 192 KiB.
@@ -207,16 +214,17 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
     float *d = grow(buf, n + 16);
     return d + ((64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63) / sizeof(float);
   };
-  // Tile t covers columns [t*TW, +nb), packed L*V wide. When several
+  // Tile t covers columns [t*TW, +nb), packed L*V wide (rowsPerTile * TW
+  // floats per tile, and L * rowsPerTile more for a 4-vector last one). When several
   // tasks read each tile (ranges > 1: few tiles, e.g. 128 tokens) and the
   // whole packed input is small, it is packed once, in parallel, before
   // the strips run (else every task packs its tiles again).
   float *sharedX = nullptr;
   if (!in.off && ranges > 1 && C == 1 && NT * rowsPerTile * TW <= (1 << 20)) {
-    sharedX = aligned(scratch(9), NT * rowsPerTile * TW);
+    sharedX = aligned(scratch(9), (NT * TW + L) * rowsPerTile);
     const int64_t RB = 128, rowBlocks = (U + RB - 1) / RB; // rows per packing task
     parallelFor(NT * rowBlocks, [&](int64_t task) {
-      int64_t t = task / rowBlocks, i0 = task % rowBlocks * RB, nb = std::min<int64_t>(TW, N - t * TW);
+      int64_t t = task / rowBlocks, i0 = task % rowBlocks * RB, nb = cols(t);
       int64_t w = L * vectorsFor(nb, L);
       packInput(in, i0, std::min(RB, U - i0), t * TW, nb, w, sharedX + t * rowsPerTile * TW + i0 * w);
     });
@@ -227,16 +235,16 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
     int64_t s0 = r * perRange, s1 = std::min(S, s0 + perRange);
     float *xp = in.off    ? nullptr // rows read in place
                 : sharedX ? sharedX + t0 * rowsPerTile * TW
-                          : aligned(scratch(3), (t1 - t0) * rowsPerTile * TW);
+                          : aligned(scratch(3), ((t1 - t0) * TW + L) * rowsPerTile);
     for (int64_t c = 0; c < C; ++c) {
       const int64_t u0 = c * UC, uc = std::min(UC, U - u0);
       for (int64_t t = t0; t < t1 && !sharedX && !in.off; ++t) {
-        int64_t nb = std::min<int64_t>(TW, N - t * TW);
+        int64_t nb = cols(t);
         packInput(in, u0, uc, t * TW, nb, L * vectorsFor(nb, L), xp + (t - t0) * rowsPerTile * TW);
       }
       const int64_t *off = in.off ? in.off + u0 : nullptr;
       auto one = [&](int64_t s, int64_t t) {
-        int64_t nb = std::min<int64_t>(TW, N - t * TW);
+        int64_t nb = cols(t);
         const float *x = in.off ? in.x + t * TW : xp + (t - t0) * rowsPerTile * TW;
         stripTile(L, v.list(c, s), v.perm() + s * bcr::SR, x, off, out, t * TW, nb, c == 0, c == C - 1);
       };

@@ -138,7 +138,10 @@ TEST_CASE("kiln_rt_matmul_bcr equals the dense product with bias and clamp", "[b
   struct Shape {
     int64_t batch, M, N, K;
   };
-  const Shape shapes[] = {{1, 1, 4, 8}, {1, 17, 13, 40}, {2, 64, 96, 128}, {3, 5, 33, 70}, {1, 128, 64, 300}};
+  // M = 49, 64, 100: a last 1-16 columns that join the tile before (4
+  // vectors with AVX-512).
+  const Shape shapes[] = {{1, 1, 4, 8},     {1, 17, 13, 40},  {2, 64, 96, 128}, {3, 5, 33, 70},
+                          {1, 128, 64, 300}, {1, 49, 24, 64}, {2, 100, 20, 48}};
   kiln::rt::ThreadPool pool(3);
   uint32_t seed = 900;
   for (const Shape &s : shapes)

@@ -567,7 +567,7 @@ template <int L> inline unsigned laneMask(int64_t a, int64_t b) {
 }
 
 /// The loads of an input row that give the 3 taps of a 3 x 3 window for
-/// output columns j0 + [0, L) (tap3 below): masks and addresses. Stride 1:
+/// output columns j0 + [0, L) (taps3 below): masks and addresses. Stride 1:
 /// tap kw reads columns j0 + kw - PL + [0, L). Stride 2: the loads cover
 /// columns x0 + [-L, 3L), x0 = 2 * j0. Masked-off lanes (outside [0, W))
 /// read as zero: the padding.

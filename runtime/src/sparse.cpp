@@ -215,10 +215,11 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
     return d + ((64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63) / sizeof(float);
   };
   // Tile t covers columns [t*TW, +nb), packed L*V wide (rowsPerTile * TW
-  // floats per tile, and L * rowsPerTile more for a 4-vector last one). When several
-  // tasks read each tile (ranges > 1: few tiles, e.g. 128 tokens) and the
-  // whole packed input is small, it is packed once, in parallel, before
-  // the strips run (else every task packs its tiles again).
+  // floats per tile, and L * rowsPerTile more for a 4-vector last one).
+  // When several tasks read each tile (ranges > 1: few tiles, e.g. 128
+  // tokens) and the whole packed input is small, it is packed once, in
+  // parallel, before the strips run (else every task packs its tiles
+  // again).
   float *sharedX = nullptr;
   if (!in.off && ranges > 1 && C == 1 && NT * rowsPerTile * TW <= (1 << 20)) {
     sharedX = aligned(scratch(9), (NT * TW + L) * rowsPerTile);

@@ -91,7 +91,7 @@ void ThreadPool::workerLoop(int id) {
       seen = generation_;
       // A worker that wakes after its job has finished finds job_ null. One
       // that joins (under the lock) holds parallelFor back until it leaves,
-      // so the next job cannot reset next_ or job_ while it drains.
+      // so the next job cannot reset the shares or job_ while it drains.
       if (!job_) continue;
       job = job_;
       ++active_;

@@ -122,10 +122,10 @@ inline int64_t nonZeros(const float *W, int64_t n) {
 /// until at most (1 - rate) of the block's values are kept (bcr.md).
 /// Returns the values kept. A block-column holds br values, a block-row
 /// bc, so with br < bc columns go first and whole columns of br rows stay:
-/// 4 x 16 blocks at 75% keep 4 x 4 or 3 x 5, at 90% mostly 2 x 3, where ranking by
-/// energy per value dropped rows early and kept mostly 1 x 5 (one FMA per
-/// loaded input vector in the sparse kernel; kiln-bench-sparse geomean
-/// 2.89x -> 3.31x at 75%, 5.02x -> 5.68x at 90%).
+/// 4 x 16 blocks at 75% keep 4 x 4 or 3 x 5, at 90% mostly 2 x 3, where
+/// ranking by energy per value dropped rows early and kept mostly 1 x 5
+/// (one FMA per loaded input vector in the sparse kernel; kiln-bench-sparse
+/// geomean 2.89x -> 3.31x at 75%, 5.02x -> 5.68x at 90%).
 inline int64_t prune(float *W, int64_t M, int64_t K, int br, int bc, double rate) {
   int64_t kept = 0;
   std::vector<double> rowE(br), colE(bc);

@@ -619,7 +619,7 @@ KILN_AVX512 inline void taps3(const typename MaskedVec<L>::M (&m)[4], const floa
 /// row (a row feeds up to 3 of them); the 9 weights, R accumulators and
 /// the 3 tap vectors (taps3) stay in registers. Bias and clamp in
 /// registers; a row's last chunk is stored masked.
-template <int S, int L, int R, int PL2>
+template <int S, int L, int R, int PL2, bool RO>
 KILN_AVX512 void depthwisePlane3(const float *xc, const float *wc, float bias, float *yc, int64_t H, int64_t W,
                                  int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo, float hi) {
   using MV = MaskedVec<L>;
@@ -629,12 +629,17 @@ KILN_AVX512 void depthwisePlane3(const float *xc, const float *wc, float bias, f
   V w[K * K];
   for (int t = 0; t < K * K; ++t) w[t] = MV::splat(wc[t]);
   const V b = MV::splat(bias), vlo = MV::splat(lo), vhi = MV::splat(hi);
-  for (int64_t j0 = 0; j0 < OW; j0 += L) {
-    Mk m[4];
-    const float *base[4];
-    tapLoads<S, L>(xc, W, j0, PL, m, base);
-    const Mk sm = (Mk)laneMask<L>(0, OW - j0);
-    for (int64_t oh0 = 0; oh0 < OH; oh0 += R) {
+  // Blocks of L columns x R rows: columns outer (RO false), or rows outer
+  // (RO: a plane larger than L1 is then read front to back, once, rather
+  // than in column strips that each walk all its rows).
+  const int64_t colBlocks = (OW + L - 1) / L, rowBlocks = (OH + R - 1) / R;
+  for (int64_t outer = 0; outer < (RO ? rowBlocks : colBlocks); ++outer)
+    for (int64_t inner = 0; inner < (RO ? colBlocks : rowBlocks); ++inner) {
+      const int64_t j0 = (RO ? inner : outer) * L, oh0 = (RO ? outer : inner) * R;
+      Mk m[4];
+      const float *base[4];
+      tapLoads<S, L>(xc, W, j0, PL, m, base);
+      const Mk sm = (Mk)laneMask<L>(0, OW - j0);
       const int rows = int(std::min<int64_t>(R, OH - oh0));
       V acc[R];
 #pragma GCC unroll 8
@@ -656,7 +661,6 @@ KILN_AVX512 void depthwisePlane3(const float *xc, const float *wc, float bias, f
       }
       for (int r = 0; r < rows; ++r) MV::store(yc + (oh0 + r) * OW + j0, sm, MV::clamp(acc[r], vlo, vhi));
     }
-  }
 }
 
 /// Depthwise 3 x 3 (dilation 1; stride 1, or 2 with PL 0 or 1) with
@@ -665,10 +669,11 @@ KILN_AVX512 void depthwisePlane3(const float *xc, const float *wc, float bias, f
 template <int S, int L, int R, int PL2>
 void depthwiseRows3(const float *X, const float *Wt, const float *Bs, float *Y, int64_t NC_, int64_t C, int64_t H,
                     int64_t W, int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo, float hi) {
+  const bool rowsOuter = S == 1 && H * W * 4 > 32768; // the input plane does not fit in L1
   parallelRuns(NC_, [&](int64_t nc) {
     const int64_t c = nc % C;
-    depthwisePlane3<S, L, R, PL2>(X + nc * H * W, Wt + c * 9, Bs ? Bs[c] : 0.0f, Y + nc * OH * OW, H, W, OH, OW,
-                                  PT, PL, lo, hi);
+    (rowsOuter ? depthwisePlane3<S, L, R, PL2, true> : depthwisePlane3<S, L, R, PL2, false>)(
+        X + nc * H * W, Wt + c * 9, Bs ? Bs[c] : 0.0f, Y + nc * OH * OW, H, W, OH, OW, PT, PL, lo, hi);
   });
 }
 

@@ -172,6 +172,10 @@ const ConvCase kConvCases[] = {
     // MobileNetV2's planes (the row kernel, AVX-512: blocks of 7 output
     // rows, 16- or 8-lane chunks, stride 2 through even/odd column phases).
     {"depthwise 3x3 14x14", 1, 5, 14, 14, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 5},
+    // Planes larger than L1 (rows-outer order): 7-row blocks, and 4-row
+    // blocks with pads on one side.
+    {"depthwise 3x3 98x90 plane", 1, 2, 98, 90, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2},
+    {"depthwise 3x3 86x101 plane, pads on one side", 1, 3, 86, 101, 3, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 3},
     // 288 x 529 im2col (> 512 KiB, 512-2047 pixels): with packed weights,
     // built and multiplied one K block (256 rows) at a time.
     {"3x3 stride 2, im2col in K blocks", 2, 32, 46, 46, 20, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 1},

@@ -96,6 +96,9 @@ public:
   llvm::StringRef name() const override { return arch; }
 
   void addLoweringPasses(OpPassManager &pm) const override {
+    // Large loop nests of generated kernels on the thread pool; then every
+    // other linalg op as serial loops.
+    pm.addPass(createParallelizeKernels());
     pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
     pm.addPass(createLowerAffinePass());
     pm.addPass(createConvertSCFToCFPass());

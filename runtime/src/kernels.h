@@ -69,6 +69,11 @@ extern "C" {
 /// Profiling hooks around every kernel call of a compiled model (runtime.cpp).
 void kiln_rt_kernel_begin(int64_t id);
 void kiln_rt_kernel_end(int64_t id);
+/// The loop nests of generated code on the context's thread pool
+/// (thread_pool.cpp; emitted by kiln-parallelize-kernels): fn(ctx, begin,
+/// end) over consecutive ranges that cover [0, n) once, serially without a
+/// pool or inside another parallel loop.
+void kiln_rt_parallel_for(int64_t n, void (*fn)(void *, int64_t, int64_t), void *ctx);
 void kiln_rt_gemm(intptr_t a, intptr_t b, intptr_t c, intptr_t y, int64_t M, int64_t N, int64_t K,
                   int64_t transA, int64_t transB, float alpha, float beta, int64_t cRows,
                   int64_t cCols);

@@ -1,4 +1,5 @@
 #include "thread_pool.h"
+#include "kernels.h"
 
 #include <chrono>
 
@@ -127,3 +128,18 @@ void ThreadPool::parallelFor(int64_t n, const std::function<void(int64_t)> &fn) 
 }
 
 } // namespace kiln::rt
+
+extern "C" void kiln_rt_parallel_for(int64_t n, void (*fn)(void *, int64_t, int64_t), void *ctx) {
+  using namespace kiln::rt;
+  if (n <= 0) return;
+  const int threads = currentThreads();
+  if (threads <= 1 || n == 1) {
+    fn(ctx, 0, n);
+    return;
+  }
+  // 4 ranges per thread: the pool gives thread t the t-th run of them (the
+  // same part of the data as a kernel before it cut the same way), and the
+  // others even out a thread that falls behind.
+  const int64_t tasks = std::min<int64_t>(n, 4 * int64_t(threads)), per = (n + tasks - 1) / tasks;
+  parallelFor((n + per - 1) / per, [&](int64_t t) { fn(ctx, t * per, std::min(n, (t + 1) * per)); });
+}

@@ -3,6 +3,7 @@
 // thousands of jobs, as a context's pool is across kernels), with pools
 // created and destroyed in a loop, and with pools used from several threads.
 #include "test_util.h"
+#include "kernels.h"
 #include "thread_pool.h"
 
 #include <catch2/catch.hpp>
@@ -158,4 +159,48 @@ TEST_CASE("separate pools run concurrently on separate threads", "[thread_pool]"
   for (std::thread &t : threads)
     t.join();
   CHECK(bad.load() == 0);
+}
+
+namespace {
+struct RangeHits {
+  std::unique_ptr<std::atomic<int>[]> hits;
+  std::atomic<int64_t> bad{0}, calls{0};
+};
+void countRange(void *ctx, int64_t begin, int64_t end) {
+  auto *r = static_cast<RangeHits *>(ctx);
+  ++r->calls;
+  if (begin >= end) ++r->bad; // an empty range is a wasted call
+  for (int64_t i = begin; i < end; ++i) r->hits[i].fetch_add(1, std::memory_order_relaxed);
+}
+} // namespace
+
+// The entry point generated code calls (kiln-parallelize-kernels): ranges
+// that cover [0, n) exactly once, one range without a pool, on the current
+// pool otherwise.
+TEST_CASE("kiln_rt_parallel_for covers [0, n) once in consecutive ranges", "[thread_pool]") {
+  kiln::rt::ThreadPool pool(2);
+  for (kiln::rt::ThreadPool *p : {(kiln::rt::ThreadPool *)nullptr, &pool})
+    for (int64_t n : {1, 2, 7, 8, 9, 1536, 100003}) {
+      PoolScope scope(p);
+      RangeHits r;
+      r.hits.reset(new std::atomic<int>[n]);
+      for (int64_t i = 0; i < n; ++i) r.hits[i] = 0;
+      kiln_rt_parallel_for(n, countRange, &r);
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < n; ++i) wrong += r.hits[i].load() != 1;
+      INFO("pool " << (p ? 2 : 0) << ", n = " << n);
+      CHECK(wrong == 0);
+      CHECK(r.bad == 0);
+      // Serial: one call. Two threads: each gets work, at most 4 ranges each.
+      if (p) {
+        CHECK(r.calls >= std::min<int64_t>(n, 2));
+        CHECK(r.calls <= 8);
+      } else {
+        CHECK(r.calls == 1);
+      }
+    }
+  PoolScope scope(&pool);
+  RangeHits none;
+  kiln_rt_parallel_for(0, countRange, &none);
+  CHECK(none.calls == 0);
 }

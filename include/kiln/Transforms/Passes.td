@@ -111,6 +111,35 @@ def ExtractWeights : Pass<"kiln-extract-weights", "mlir::ModuleOp"> {
   let dependentDialects = ["mlir::memref::MemRefDialect", "mlir::arith::ArithDialect"];
 }
 
+def ParallelizeKernels : Pass<"kiln-parallelize-kernels", "mlir::ModuleOp"> {
+  let summary = "Run the large loop nests of generated kernels on the runtime's thread pool";
+  let description = [{
+    CPU targets. Each linalg op at the top level of a kernel function
+    (`@kiln_kernel_N`) with static loop ranges, at least `min-work`
+    iterations and a leading parallel loop is lowered to `scf.parallel`,
+    and the leading parallel loops (the fewest whose product reaches 32
+    iterations, their index linearised) are outlined into a function
+    `@kiln_kernel_N_parK(ctx, begin, end)` that runs that range of them.
+    The kernel calls `kiln_rt_parallel_for(n, fn, ctx)`, which cuts [0, n)
+    into consecutive ranges on the context's thread pool. `ctx` holds the
+    captured values, one 8-byte slot each: memrefs as their aligned
+    pointer (the outlined function rebuilds the descriptor from the static
+    type), scalars as themselves. Pure ops the body needs (constants,
+    views, globals) are cloned into it instead of captured.
+
+    Not parallelised: ops whose outputs are not written one element per
+    leading index (the index must be a result of every output's map), ops
+    that read an output's buffer through another map, and nests of
+    memrefs the kernel did not get as arguments. Loops written as
+    `scf.for` by the lowering (scatters, cumulative sums, top-k) stay
+    serial.
+  }];
+  let options = [Option<"minWork", "min-work", "int64_t", "16384",
+                        "fewest loop iterations (the product of all loop ranges) worth a fork-join">];
+  let statistics = [Statistic<"numParallel", "parallel-loops", "Loop nests run on the thread pool">];
+  let dependentDialects = ["mlir::scf::SCFDialect", "mlir::LLVM::LLVMDialect", "mlir::func::FuncDialect"];
+}
+
 def ApproximateMath : Pass<"kiln-approximate-math", "mlir::ModuleOp"> {
   let summary = "Replace f32 math.exp, math.erf and math.tanh with polynomial approximations";
   let description = [{

@@ -506,6 +506,28 @@ std::optional<Candidate> collapseTransposes(Operation *op) {
                    }};
 }
 
+/// A Transpose that only moves dims of size 1 (the others keep their
+/// order) moves no data: a Reshape, a view (PyTorch's attention exports
+/// [1, 128, 768] <-> [128, 1, 768] around every layer's projections).
+std::optional<Candidate> transposeUnitDims(Operation *op) {
+  auto t = dyn_cast<TransposeOp>(op);
+  if (!t)
+    return std::nullopt;
+  auto shape = ttype(t.getInput()).getShape();
+  int64_t last = -1;
+  for (int64_t d : t.getPerm())
+    if (shape[d] != 1) {
+      if (d < last)
+        return std::nullopt;
+      last = d;
+    }
+  return Candidate{"transpose-unit-dims-to-reshape", costOf(t), [=](OpBuilder &b) mutable {
+                     b.setInsertionPoint(t);
+                     Value r = b.create<ReshapeOp>(t.getLoc(), t.getType(), t.getInput());
+                     t.getResult().replaceAllUsesWith(r);
+                   }};
+}
+
 /// Reshape(Reshape(x)) -> Reshape(x).
 std::optional<Candidate> collapseReshapes(Operation *op) {
   auto outer = dyn_cast<ReshapeOp>(op);
@@ -588,7 +610,7 @@ struct GraphRewritePass : kiln::impl::GraphRewriteBase<GraphRewritePass> {
         factorCommon<AddOp>, factorCommon<SubOp>, addSelfTimesConst, regroupProduct, prodOfExp,
         scaleAfterReduce<ReduceSumOp>, scaleAfterReduce<ReduceMeanOp>, foldBatchNorm,
         foldAffineIntoConv<MulOp>, foldAffineIntoConv<AddOp>, matmulAddToGemm,
-        collapseTransposes, collapseReshapes, foldConstants};
+        collapseTransposes, transposeUnitDims, collapseReshapes, foldConstants};
     func::FuncOp fn = getOperation();
     OpBuilder b(fn.getContext());
     int64_t applied = 0;

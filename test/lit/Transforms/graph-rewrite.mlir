@@ -237,3 +237,17 @@ func.func @one_transpose(%a: tensor<2x3xf32>) -> tensor<3x2xf32> {
   %0 = kiln.transpose %a {perm = array<i64: 1, 0>} : (tensor<2x3xf32>) -> tensor<3x2xf32>
   return %0 : tensor<3x2xf32>
 }
+
+// -----
+// A transpose that only moves unit dims moves no data: a reshape. One
+// that swaps two dims larger than 1 (the 4s around a unit dim) stays.
+// CHECK-LABEL: func @transpose_unit_dims
+// CHECK: %[[R:.*]] = kiln.reshape %arg0 : (tensor<1x128x768xf32>) -> tensor<128x1x768xf32>
+// CHECK-NOT: kiln.transpose %arg0
+// CHECK: kiln.transpose %arg1 {perm = array<i64: 2, 1, 0>}
+// CHECK: return %[[R]]
+func.func @transpose_unit_dims(%a: tensor<1x128x768xf32>, %b: tensor<4x1x4xf32>) -> (tensor<128x1x768xf32>, tensor<4x1x4xf32>) {
+  %0 = kiln.transpose %a {perm = array<i64: 1, 0, 2>} : (tensor<1x128x768xf32>) -> tensor<128x1x768xf32>
+  %1 = kiln.transpose %b {perm = array<i64: 2, 1, 0>} : (tensor<4x1x4xf32>) -> tensor<4x1x4xf32>
+  return %0, %1 : tensor<128x1x768xf32>, tensor<4x1x4xf32>
+}

@@ -329,6 +329,9 @@ private:
     MatMulOutLayout layout;
   };
   std::optional<StridedOut> stridedOut;
+  /// MatMul operands read in place through a Slice/Reshape/Transpose
+  /// prologue of their block (kiln-plan-fusion's operand prologues).
+  DenseMap<Value, StridedOperand> stridedIns;
   /// Clamp bounds of a Relu/Clip fused into the Conv being lowered.
   std::optional<std::pair<float, float>> convAct;
   /// Set while lowering a Conv whose block adds a residual in its epilogue.
@@ -1255,6 +1258,30 @@ LogicalResult BufferLowering::lowerMatMul(MatMulOp op) {
   auto as = cast<ShapedType>(op.getA().getType()).getShape();
   int64_t K = as.back();
   int64_t sa, sb;
+  if (stridedIns.count(op.getA()) || stridedIns.count(op.getB())) {
+    // A prologue's operand is read where the chain's source holds it; the
+    // other operand as usual; the result contiguous or through a Transpose.
+    auto view = [&](Value v, int64_t rows, int64_t cols, int64_t &stride, int64_t &ld, int64_t &trans) -> Value {
+      auto it = stridedIns.find(v);
+      if (it == stridedIns.end()) {
+        ld = cols, trans = 0;
+        return ptr(operand(v, rows, cols, stride));
+      }
+      const StridedOperand &sv = it->second;
+      stride = sv.batchStride, trans = sv.colStride != 1, ld = trans ? sv.colStride : sv.rowStride;
+      Value p = ptr(buf(sv.source));
+      if (sv.offset)
+        p = b.create<arith::AddIOp>(loc, p, b.create<arith::ConstantIndexOp>(loc, sv.offset * 4));
+      return p;
+    };
+    int64_t lda, ta, ldb, tb;
+    Value pa = view(op.getA(), M, K, sa, lda, ta), pb = view(op.getB(), K, N, sb, ldb, tb);
+    Value y = stridedOut ? stridedOut->buffer : dest(op.getResult());
+    int64_t sy = stridedOut ? stridedOut->layout.batchStride : M * N, ldy = stridedOut ? stridedOut->layout.rowStride : N;
+    call("kiln_rt_matmul_strided", {pa, pb, ptr(y), ci(batch), ci(M), ci(N), ci(K), ci(sa), ci(lda), ci(ta), ci(sb),
+                                    ci(ldb), ci(tb), ci(sy), ci(ldy)});
+    return success();
+  }
   Value a = operand(op.getA(), M, K, sa);
   // A constant B shared by the whole batch (a weight) is packed here.
   if (packsWeights(op))
@@ -2410,12 +2437,42 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
   for (Operation *op : ops)
     if (!isPointwise(op)) head = op;
   LogicalResult result = success();
-  // The general form (each op into its own buffer) serves single ops, and
-  // any block the planner would not make (a head fed from inside the block,
-  // several outputs): correct, only not fused.
   bool headFedInside = head && llvm::any_of(head->getOperands(), [&](Value v) {
     return v.getDefiningOp() && v.getDefiningOp()->getBlock() == &body;
   });
+  // A MatMul fed by a Slice/Reshape/Transpose prologue (attention's K and
+  // V, sliced out of the QKV projection): the GEMM reads the operand in
+  // place through strides, the prologue's ops are not lowered at all.
+  if (headFedInside && isa<MatMulOp>(head) && !portableOp(head) && eltOf(head->getResult(0)).isF32()) {
+    auto inBody = [&](Operation *o) { return o->getBlock() == &body; };
+    auto rs = cast<ShapedType>(head->getResult(0).getType()).getShape();
+    DenseMap<Value, StridedOperand> views;
+    DenseSet<Operation *> chain;
+    bool ok = true;
+    for (Value v : head->getOperands()) {
+      if (!v.getDefiningOp() || !inBody(v.getDefiningOp())) continue;
+      auto view = stridedMatMulOperand(v, inBody);
+      auto vs = cast<ShapedType>(v.getType()).getShape();
+      int64_t own = 1;
+      for (int64_t d : vs.drop_back(2)) own *= d;
+      ok = ok && view && isa<BlockArgument>(view->source) && (own == 1 || vs.drop_back(2) == rs.drop_back(2));
+      if (!ok) break;
+      views[v] = *view;
+      for (Value w = v; w != view->source; w = w.getDefiningOp()->getOperand(0)) chain.insert(w.getDefiningOp());
+    }
+    // Every op of the chain feeds only the chain or the head.
+    ok = ok && llvm::all_of(chain, [&](Operation *o) {
+      return llvm::all_of(o->getUsers(), [&](Operation *u) { return u == head || chain.count(u); });
+    });
+    if (ok) {
+      stridedIns = std::move(views);
+      llvm::erase_if(ops, [&](Operation *o) { return chain.count(o); });
+      headFedInside = false;
+    }
+  }
+  // The general form (each op into its own buffer) serves single ops, and
+  // any block the planner would not make (a head fed from inside the block,
+  // several outputs): correct, only not fused.
   if (ops.size() == 1 || yield.getNumOperands() != 1 || headFedInside) {
     for (auto [v, o] : llvm::zip(yield.getValues(), outArgs)) outBuffer[v] = o;
     for (Operation *op : ops)
@@ -2503,6 +2560,7 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       buffers[out] = outArg;
     }
   }
+  stridedIns.clear();
   loc = f.getLoc();
   // Outputs that were not written in place (views, repeated values).
   if (succeeded(result))

@@ -18,7 +18,11 @@
 //     path from the head keeps its element count and is elementwise or a
 //     Reshape (no Transpose or Expand of the head's result), except that a
 //     MatMul may be followed by a Transpose that keeps its rows contiguous:
-//     the GEMM then writes to the transposed places directly;
+//     the GEMM then writes to the transposed places directly; and a
+//     MatMul may come after an operand prologue: Slice / Reshape /
+//     Transpose ops whose result it reads in place as a strided operand
+//     (kiln::stridedMatMulOperand), after which the block grows toward
+//     consumers only;
 //   - one output: every value of the block but the last is used only
 //     inside it (an intermediate is removed only when all its consumers
 //     fused with it);
@@ -57,6 +61,8 @@ struct FusionBlock {
   SmallVector<Operation *> ops;
   MappingType type = MappingType::OneToOne;
   Operation *head = nullptr;
+  /// Ops before a MatMul head that it reads through (an operand prologue).
+  int64_t prologueOps = 0;
 };
 
 class Planner {
@@ -238,7 +244,28 @@ private:
     bool xReadsBlock = llvm::any_of(x->getOperands(), [&](Value v) {
       return v.getDefiningOp() && inBlock(b, v.getDefiningOp());
     });
-    if (!xPointwise) {
+    if (b.prologueOps && !asConsumer)
+      return false; // after an operand prologue, only consumers (the epilogue)
+    bool prologue = false;
+    if (!xPointwise && !b.head && xReadsBlock && !xFeedsBlock) {
+      // An operand prologue: a block of Slice / Reshape / Transpose whose
+      // result a MatMul of two activations reads in place as a strided
+      // operand (attention's K and V sliced out of the QKV projection).
+      if (!isa<MatMulOp>(x) || !cast<ShapedType>(x->getResult(0).getType()).getElementType().isF32() ||
+          !llvm::all_of(b.ops, [](Operation *op) { return isa<SliceOp, ReshapeOp, TransposeOp>(op); }))
+        return false;
+      DenseSet<Operation *> chain;
+      for (Value v : x->getOperands()) {
+        Operation *dd = v.getDefiningOp();
+        if (dd && isa<ConstantOp>(dd)) return false;
+        if (!dd || !inBlock(b, dd)) continue;
+        auto view = stridedMatMulOperand(v, [&](Operation *o) { return inBlock(b, o); });
+        if (!view) return false;
+        for (Value w = v; w != view->source; w = w.getDefiningOp()->getOperand(0)) chain.insert(w.getDefiningOp());
+      }
+      if ((int64_t)chain.size() != (int64_t)b.ops.size()) return false;
+      prologue = true;
+    } else if (!xPointwise) {
       // A head joins a pointwise block it feeds, as its first op: every op
       // of the block is then on its path and must keep its element count.
       if (b.head || xReadsBlock || !xFeedsBlock)
@@ -252,7 +279,7 @@ private:
       // to its transposed place (a strided output), so nothing is stored
       // twice.
       auto t = dyn_cast<TransposeOp>(x);
-      bool stridedOut = t && isa<MatMulOp>(b.head) && b.ops.size() == 1 &&
+      bool stridedOut = t && isa<MatMulOp>(b.head) && (int64_t)b.ops.size() == 1 + b.prologueOps &&
                         t.getInput() == b.head->getResult(0) &&
                         transposedMatMulLayout(cast<ShapedType>(t.getInput().getType()).getShape(),
                                                t.getPerm());
@@ -287,6 +314,7 @@ private:
     if (d == FusionDecision::Profile && !profileSaysFuse(b, x))
       return false;
     b.type = asConsumer ? fusedMappingType(b.type, tx) : fusedMappingType(tx, b.type);
+    if (prologue) b.prologueOps = (int64_t)b.ops.size();
     add(b, x, id);
     return true;
   }

@@ -100,6 +100,89 @@ std::optional<MatMulOutLayout> kiln::transposedMatMulLayout(ArrayRef<int64_t> sh
   return MatMulOutLayout{batchStride, rStride[rank - 2]};
 }
 
+namespace {
+/// Reshape of a strided view (sizes, strides) to `shape`: each group of
+/// dims whose sizes multiply to the same count must be contiguous in the
+/// source (dims of size 1 aside). False when it is not.
+bool reshapeView(SmallVectorImpl<int64_t> &sizes, SmallVectorImpl<int64_t> &strides, ArrayRef<int64_t> shape) {
+  SmallVector<int64_t> os, ost;
+  for (size_t d = 0; d < sizes.size(); ++d)
+    if (sizes[d] != 1) os.push_back(sizes[d]), ost.push_back(strides[d]);
+  SmallVector<int64_t> nst(shape.size(), 0);
+  size_t i = 0, j = 0;
+  while (j < shape.size()) {
+    if (shape[j] == 1) { ++j; continue; }
+    if (i >= os.size()) return false;
+    size_t i1 = i + 1, j1 = j + 1;
+    int64_t po = os[i], pn = shape[j];
+    while (po != pn) {
+      if (po < pn) {
+        if (i1 >= os.size()) return false;
+        po *= os[i1++];
+      } else {
+        if (j1 >= shape.size()) return false;
+        pn *= shape[j1++];
+      }
+    }
+    for (size_t k = i; k + 1 < i1; ++k)
+      if (ost[k] != ost[k + 1] * os[k + 1]) return false;
+    int64_t st = ost[i1 - 1];
+    for (size_t m = j1; m-- > j;) { nst[m] = st; st *= shape[m]; }
+    i = i1, j = j1;
+  }
+  if (i != os.size()) return false;
+  sizes.assign(shape.begin(), shape.end());
+  strides.assign(nst.begin(), nst.end());
+  return true;
+}
+} // namespace
+
+std::optional<StridedOperand> kiln::stridedMatMulOperand(Value operand, function_ref<bool(Operation *)> inChain) {
+  SmallVector<Operation *> chain;
+  Value v = operand;
+  while (Operation *d = v.getDefiningOp()) {
+    if (!isa<SliceOp, ReshapeOp, TransposeOp>(d) || !inChain(d)) break;
+    chain.push_back(d);
+    v = d->getOperand(0);
+  }
+  auto src = dyn_cast<RankedTensorType>(v.getType());
+  if (chain.empty() || !src || !src.hasStaticShape()) return std::nullopt;
+  SmallVector<int64_t> sizes(src.getShape()), strides(sizes.size(), 1);
+  for (int64_t d = (int64_t)sizes.size() - 2; d >= 0; --d) strides[d] = strides[d + 1] * sizes[d + 1];
+  int64_t offset = 0;
+  for (Operation *op : llvm::reverse(chain)) {
+    auto out = cast<RankedTensorType>(op->getResult(0).getType()).getShape();
+    if (auto s = dyn_cast<SliceOp>(op)) {
+      for (size_t d = 0; d < sizes.size(); ++d) {
+        if (s.getSteps()[d] <= 0) return std::nullopt;
+        offset += s.getStarts()[d] * strides[d];
+        strides[d] *= s.getSteps()[d];
+      }
+      sizes.assign(out.begin(), out.end());
+    } else if (auto t = dyn_cast<TransposeOp>(op)) {
+      SmallVector<int64_t> ns, nt;
+      for (int64_t p : t.getPerm()) ns.push_back(sizes[p]), nt.push_back(strides[p]);
+      sizes = ns, strides = nt;
+    } else if (!reshapeView(sizes, strides, out)) {
+      return std::nullopt;
+    }
+  }
+  int64_t rank = sizes.size();
+  if (rank < 2) return std::nullopt;
+  int64_t rows = sizes[rank - 2], cols = sizes[rank - 1];
+  int64_t rs = strides[rank - 2], cs = cols == 1 ? 1 : strides[rank - 1];
+  if (rows == 1) rs = cs == 1 ? cols : 1;
+  if (cs != 1 && rs != 1) return std::nullopt;
+  int64_t batchStride = 0, prev = -1;
+  for (int64_t d = 0; d < rank - 2; ++d) {
+    if (sizes[d] == 1) continue;
+    if (prev >= 0 && strides[prev] != strides[d] * sizes[d]) return std::nullopt;
+    prev = d;
+    batchStride = strides[d];
+  }
+  return StridedOperand{v, offset, batchStride, rs, cs};
+}
+
 LogicalResult FusedOp::verify() {
   Block &body = getBody().front();
   if (body.getNumArguments() != getInputs().size())

@@ -82,6 +82,22 @@ struct MatMulOutLayout {
 std::optional<MatMulOutLayout> transposedMatMulLayout(llvm::ArrayRef<int64_t> shape,
                                                       llvm::ArrayRef<int64_t> perm);
 
+/// A MatMul operand ([batch..., rows, cols]) read in place from the
+/// row-major buffer of `source` through a chain of Slice (positive steps),
+/// Reshape and Transpose ops: element [b][i][j] is at offset +
+/// b * batchStride + i * rowStride + j * colStride (in elements; the batch
+/// dims flattened), with rowStride or colStride 1, so a strided GEMM reads
+/// it (transposed when rowStride is 1). E.g. attention's K: Slice of the
+/// QKV projection -> Reshape to heads -> Transpose.
+struct StridedOperand {
+  mlir::Value source;
+  int64_t offset, batchStride, rowStride, colStride;
+};
+/// The view of `operand` through the ops that `inChain` accepts (walking
+/// back from it); nullopt when there are none or they are not such a view.
+std::optional<StridedOperand> stridedMatMulOperand(mlir::Value operand,
+                                                   llvm::function_ref<bool(mlir::Operation *)> inChain);
+
 /// docs/op-table.md: every kiln op with its mapping type, algebraic
 /// properties and cost formula, as a markdown table.
 void printOpTable(mlir::MLIRContext &ctx, llvm::raw_ostream &os);

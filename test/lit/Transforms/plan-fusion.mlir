@@ -101,6 +101,67 @@ func.func @main(%a: tensor<2x3x5xf32>, %b: tensor<2x5x4xf32>) -> tensor<3x8xf32>
 }
 
 // -----
+// An operand prologue (Shuffle then Many-to-Many): attention's K^T sliced
+// out of a QKV projection [8, 1, 24] (columns 8..15, 2 heads of 4), split
+// into heads and transposed, is read in place by the MatMul: one block,
+// one strided GEMM call. The view: 32 bytes in (offset 8), B transposed
+// with ldb 24, batch stride 4; A contiguous (batch stride 32, lda 4).
+// CHECK-LABEL: func @main
+// CHECK: kiln.fused
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.slice
+// CHECK-NEXT: kiln.reshape
+// CHECK-NEXT: kiln.transpose
+// CHECK-NEXT: kiln.matmul
+// CHECK-NEXT: kiln.yield
+// CHECK-NOT: kiln.fused
+// LOWER-LABEL: func.func private @kiln_kernel_0(
+// LOWER-NOT: linalg
+// LOWER: %[[B:.*]] = arith.addi %{{.*}}, %c32
+// LOWER: call @kiln_rt_matmul_strided(%{{.*}}, %[[B]], %{{.*}}, %c2_i64{{(_[0-9]+)?}}, %c8_i64{{(_[0-9]+)?}}, %c8_i64{{(_[0-9]+)?}}, %c4_i64{{(_[0-9]+)?}}, %c32_i64{{(_[0-9]+)?}}, %c4_i64{{(_[0-9]+)?}}, %c0_i64{{(_[0-9]+)?}}, %c4_i64{{(_[0-9]+)?}}, %c24_i64{{(_[0-9]+)?}}, %c1_i64{{(_[0-9]+)?}}, %c64_i64{{(_[0-9]+)?}}, %c8_i64{{(_[0-9]+)?}})
+// LOWER-NOT: linalg
+// LOWER: return
+func.func @main(%qkv: tensor<8x1x24xf32>, %q: tensor<2x8x4xf32>) -> tensor<2x8x8xf32> {
+  %0 = kiln.slice %qkv {starts = array<i64: 0, 0, 8>, steps = array<i64: 1, 1, 1>} : (tensor<8x1x24xf32>) -> tensor<8x1x8xf32>
+  %1 = kiln.reshape %0 : (tensor<8x1x8xf32>) -> tensor<8x2x4xf32>
+  %2 = kiln.transpose %1 {perm = array<i64: 1, 2, 0>} : (tensor<8x2x4xf32>) -> tensor<2x4x8xf32>
+  %3 = kiln.matmul %q, %2 : (tensor<2x8x4xf32>, tensor<2x4x8xf32>) -> tensor<2x8x8xf32>
+  return %3 : tensor<2x8x8xf32>
+}
+
+// -----
+// Not a prologue: a chain with arithmetic (the Div), and a slice whose
+// rows and columns are both strided (step 2 on the columns), which no
+// GEMM operand layout reads: each MatMul stays a block of its own.
+// CHECK-LABEL: func @main
+// CHECK: kiln.fused
+// CHECK: kiln.div
+// CHECK: kiln.fused
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.matmul
+// CHECK-NEXT: kiln.yield
+// CHECK: kiln.fused
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.slice
+// CHECK-NEXT: kiln.yield
+// CHECK: kiln.fused
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.matmul
+// CHECK-NEXT: kiln.yield
+// LOWER-LABEL: func.func private @kiln_kernel_0(%{{.*}}: memref<4x8xf32>, %{{.*}}: memref<f32>
+// LOWER: arith.divf
+// LOWER-LABEL: func.func private @kiln_kernel_1(
+// LOWER: call @kiln_rt_matmul(
+func.func @main(%x: tensor<8x4xf32>, %y: tensor<4x8xf32>, %c: tensor<f32>, %z: tensor<8x16xf32>) -> (tensor<8x8xf32>, tensor<8x8xf32>) {
+  %0 = kiln.transpose %y {perm = array<i64: 1, 0>} : (tensor<4x8xf32>) -> tensor<8x4xf32>
+  %1 = kiln.div %0, %c : (tensor<8x4xf32>, tensor<f32>) -> tensor<8x4xf32>
+  %2 = kiln.matmul %1, %y : (tensor<8x4xf32>, tensor<4x8xf32>) -> tensor<8x8xf32>
+  %3 = kiln.slice %z {starts = array<i64: 0, 0>, steps = array<i64: 1, 2>} : (tensor<8x16xf32>) -> tensor<8x8xf32>
+  %4 = kiln.matmul %2, %3 : (tensor<8x8xf32>, tensor<8x8xf32>) -> tensor<8x8xf32>
+  return %2, %4 : tensor<8x8xf32>, tensor<8x8xf32>
+}
+
+// -----
 // A Conv with a residual Add and Relu: one kernel, no generic: the conv
 // kernel adds the residual (the block's input %x, passed as the 4th
 // pointer) and clamps each tile as it stores it. The constant weights are

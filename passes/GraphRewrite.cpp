@@ -476,6 +476,95 @@ std::optional<Candidate> matmulAddToGemm(Operation *op) {
   return std::nullopt;
 }
 
+/// Linear, through data movement: x * k or x / k, k a scalar constant,
+/// where x is a column slice of a Gemm with constant weights (reached
+/// through Reshapes that keep the last dim, the Slice, then single-use
+/// Reshapes and Transposes) -> those weight columns and bias entries
+/// scaled, the op removed. The Gemm's other columns are unchanged, so its
+/// other users must be Slices of other columns. E.g. attention's
+/// Q / sqrt(d) on the Q part of a fused QKV projection.
+std::optional<Candidate> scaleIntoGemmColumns(Operation *op) {
+  if (!isa<MulOp, DivOp>(op) || !isF32(op->getResult(0)))
+    return std::nullopt;
+  for (int i = 0; i < 2; ++i) {
+    if (isa<DivOp>(op) && i == 1) break; // the divisor must be the constant
+    Value x = op->getOperand(i), kv = op->getOperand(1 - i);
+    auto k = constValues(kv);
+    if (!k || k->size() != 1 || x.getType() != op->getResult(0).getType()) continue;
+    // Back through single-use Reshapes / Transposes to the Slice.
+    Value v = x;
+    while (isa_and_nonnull<ReshapeOp, TransposeOp>(v.getDefiningOp()) && oneUse(v))
+      v = v.getDefiningOp()->getOperand(0);
+    auto slice = v.getDefiningOp<SliceOp>();
+    if (!slice || !oneUse(v)) continue;
+    // The slice takes columns [c0, c0 + n) of a Gemm result (the last dim,
+    // kept by the Reshapes in between), everything else whole.
+    Value src = slice.getInput();
+    auto ss = ttype(src).getShape(), rs = ttype(v).getShape();
+    int64_t rank = ss.size(), c0 = slice.getStarts()[rank - 1], n = rs[rank - 1];
+    bool columns = llvm::all_of(slice.getSteps(), [](int64_t st) { return st == 1; });
+    for (int64_t d = 0; d + 1 < rank; ++d) columns &= slice.getStarts()[d] == 0 && ss[d] == rs[d];
+    Value g = src;
+    while (auto r = g.getDefiningOp<ReshapeOp>()) {
+      columns &= ttype(r.getInput()).getShape().back() == ttype(r.getResult()).getShape().back();
+      g = r.getInput();
+    }
+    auto gemm = g.getDefiningOp<GemmOp>();
+    if (!columns || !gemm || !isF32(g) || ttype(g).getShape().back() != ss.back() ||
+        !isConstF32(gemm.getB()) || (gemm.getC() && !isConstF32(gemm.getC())))
+      continue;
+    int64_t N = ss.back();
+    if (gemm.getC() && ttype(gemm.getC()).getNumElements() != N && ttype(gemm.getC()).getNumElements() != 1)
+      continue;
+    // Every other reader of the Gemm is a Slice of other columns, the
+    // same way.
+    bool alone = true;
+    SmallVector<Value> frontier{g};
+    while (!frontier.empty() && alone) {
+      Value w = frontier.pop_back_val();
+      for (Operation *u : w.getUsers()) {
+        if (auto r = dyn_cast<ReshapeOp>(u)) {
+          if (ttype(r.getResult()).getShape().back() != N) alone = false;
+          frontier.push_back(r.getResult());
+        } else if (auto o = dyn_cast<SliceOp>(u)) {
+          if (o == slice) continue;
+          auto os = ttype(o.getResult()).getShape();
+          int64_t s0 = o.getStarts().back(), s1 = s0 + (os.back() - 1) * o.getSteps().back() + 1;
+          if (o.getSteps().back() <= 0 || !(s1 <= c0 || s0 >= c0 + n)) alone = false;
+        } else {
+          alone = false;
+        }
+      }
+    }
+    if (!alone) continue;
+    float f = isa<DivOp>(op) ? 1.0f / (*k)[0] : (*k)[0];
+    return Candidate{"scale-into-gemm-columns", costOf(op), [=](OpBuilder &b) mutable {
+                       b.setInsertionPoint(gemm);
+                       Location loc = gemm.getLoc();
+                       auto w = *constValues(gemm.getB());
+                       auto ws = ttype(gemm.getB()).getShape();
+                       bool tb = gemm.getTransB();
+                       int64_t rowsB = ws[0], colsB = ws[1];
+                       for (int64_t r = 0; r < rowsB; ++r)
+                         for (int64_t c = 0; c < colsB; ++c)
+                           if ((tb ? r : c) >= c0 && (tb ? r : c) < c0 + n) w[r * colsB + c] *= f;
+                       Value nc;
+                       if (Value c = gemm.getC()) {
+                         auto cv = *constValues(c);
+                         if (cv.size() == 1) cv.assign(N, cv[0]);
+                         for (int64_t j = c0; j < c0 + n; ++j) cv[j] *= f;
+                         nc = makeConst(b, loc, {N}, cv);
+                       }
+                       auto ng = b.create<GemmOp>(loc, gemm.getType(), gemm.getA(), makeConst(b, loc, ws, w), nc,
+                                                  gemm.getAlphaAttr(), gemm.getBetaAttr(), gemm.getTransAAttr(),
+                                                  gemm.getTransBAttr());
+                       gemm.getResult().replaceAllUsesWith(ng.getResult());
+                       op->getResult(0).replaceAllUsesWith(x);
+                     }};
+  }
+  return std::nullopt;
+}
+
 /// Transpose(Transpose(x)) -> one Transpose (or x when the perms cancel).
 std::optional<Candidate> collapseTransposes(Operation *op) {
   auto outer = dyn_cast<TransposeOp>(op);
@@ -609,7 +698,7 @@ struct GraphRewritePass : kiln::impl::GraphRewriteBase<GraphRewritePass> {
     std::vector<Rule> rules = {
         factorCommon<AddOp>, factorCommon<SubOp>, addSelfTimesConst, regroupProduct, prodOfExp,
         scaleAfterReduce<ReduceSumOp>, scaleAfterReduce<ReduceMeanOp>, foldBatchNorm,
-        foldAffineIntoConv<MulOp>, foldAffineIntoConv<AddOp>, matmulAddToGemm,
+        foldAffineIntoConv<MulOp>, foldAffineIntoConv<AddOp>, matmulAddToGemm, scaleIntoGemmColumns,
         collapseTransposes, transposeUnitDims, collapseReshapes, foldConstants};
     func::FuncOp fn = getOperation();
     OpBuilder b(fn.getContext());

@@ -244,10 +244,25 @@ private:
     bool xReadsBlock = llvm::any_of(x->getOperands(), [&](Value v) {
       return v.getDefiningOp() && inBlock(b, v.getDefiningOp());
     });
-    if (b.prologueOps && !asConsumer)
-      return false; // after an operand prologue, only consumers (the epilogue)
-    bool prologue = false;
-    if (!xPointwise && !b.head && xReadsBlock && !xFeedsBlock) {
+    // After an operand prologue, producers only to extend the prologue
+    // (the MatMul's other operand's chain, op by op back from the head).
+    bool prologue = false, extend = false;
+    if (b.prologueOps && !asConsumer) {
+      if (!isa<SliceOp, ReshapeOp, TransposeOp>(x) || !xFeedsBlock ||
+          llvm::any_of(x->getUsers(), [&](Operation *u) { return !inBlock(b, u); }))
+        return false;
+      auto inChain = [&](Operation *o) { return o == x || inBlock(b, o); };
+      DenseSet<Operation *> chain;
+      for (Value v : b.head->getOperands()) {
+        Operation *dd = v.getDefiningOp();
+        if (!dd || !inChain(dd)) continue;
+        auto view = stridedMatMulOperand(v, inChain);
+        if (!view) return false;
+        for (Value w = v; w != view->source; w = w.getDefiningOp()->getOperand(0)) chain.insert(w.getDefiningOp());
+      }
+      if ((int64_t)chain.size() != b.prologueOps + 1) return false;
+      extend = true;
+    } else if (!xPointwise && !b.head && xReadsBlock && !xFeedsBlock) {
       // An operand prologue: a block of Slice / Reshape / Transpose whose
       // result a MatMul of two activations reads in place as a strided
       // operand (attention's K and V sliced out of the QKV projection).
@@ -315,6 +330,7 @@ private:
       return false;
     b.type = asConsumer ? fusedMappingType(b.type, tx) : fusedMappingType(tx, b.type);
     if (prologue) b.prologueOps = (int64_t)b.ops.size();
+    if (extend) ++b.prologueOps;
     add(b, x, id);
     return true;
   }

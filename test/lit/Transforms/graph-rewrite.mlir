@@ -251,3 +251,43 @@ func.func @transpose_unit_dims(%a: tensor<1x128x768xf32>, %b: tensor<4x1x4xf32>)
   %1 = kiln.transpose %b {perm = array<i64: 2, 1, 0>} : (tensor<4x1x4xf32>) -> tensor<4x1x4xf32>
   return %0, %1 : tensor<128x1x768xf32>, tensor<4x1x4xf32>
 }
+
+// -----
+// A scalar scale of a column slice of a Gemm with constant weights (Q / 2
+// on the Q part of a QKV projection) folds into those weight columns and
+// bias entries: the Div is gone; columns 2..5, read by the other slice,
+// keep their values.
+// CHECK-LABEL: func @scale_columns
+// CHECK-NOT: kiln.div
+// CHECK: kiln.constant dense<[1.000000e+00, 1.000000e+00, 2.000000e+00, 2.000000e+00, 2.000000e+00, 2.000000e+00]>
+// CHECK: kiln.constant dense<{{\[\[}}5.000000e-01, 5.000000e-01, 1.000000e+00, 1.000000e+00, 1.000000e+00, 1.000000e+00]
+// CHECK: kiln.gemm
+// CHECK-NOT: kiln.div
+// CHECK: return
+func.func @scale_columns(%x: tensor<2x3xf32>) -> (tensor<1x2x2xf32>, tensor<2x1x4xf32>) {
+  %w = kiln.constant dense<1.0> : tensor<3x6xf32> : tensor<3x6xf32>
+  %b = kiln.constant dense<2.0> : tensor<6xf32> : tensor<6xf32>
+  %k = kiln.constant dense<2.0> : tensor<f32> : tensor<f32>
+  %g = kiln.gemm %x, %w, %b {alpha = 1.0 : f32, beta = 1.0 : f32, transA = false, transB = false} : (tensor<2x3xf32>, tensor<3x6xf32>, tensor<6xf32>) -> tensor<2x6xf32>
+  %r = kiln.reshape %g : (tensor<2x6xf32>) -> tensor<2x1x6xf32>
+  %q = kiln.slice %r {starts = array<i64: 0, 0, 0>, steps = array<i64: 1, 1, 1>} : (tensor<2x1x6xf32>) -> tensor<2x1x2xf32>
+  %t = kiln.transpose %q {perm = array<i64: 1, 0, 2>} : (tensor<2x1x2xf32>) -> tensor<1x2x2xf32>
+  %d = kiln.div %t, %k : (tensor<1x2x2xf32>, tensor<f32>) -> tensor<1x2x2xf32>
+  %v = kiln.slice %r {starts = array<i64: 0, 0, 2>, steps = array<i64: 1, 1, 1>} : (tensor<2x1x6xf32>) -> tensor<2x1x4xf32>
+  return %d, %v : tensor<1x2x2xf32>, tensor<2x1x4xf32>
+}
+
+// -----
+// Must not fold: the Gemm's whole output is also returned, so scaling its
+// weight columns would change that result.
+// CHECK-LABEL: func @scale_columns_shared
+// CHECK: kiln.gemm
+// CHECK: kiln.div
+func.func @scale_columns_shared(%x: tensor<2x3xf32>) -> (tensor<2x2xf32>, tensor<2x6xf32>) {
+  %w = kiln.constant dense<1.0> : tensor<3x6xf32> : tensor<3x6xf32>
+  %k = kiln.constant dense<2.0> : tensor<f32> : tensor<f32>
+  %g = kiln.gemm %x, %w {alpha = 1.0 : f32, beta = 1.0 : f32, transA = false, transB = false} : (tensor<2x3xf32>, tensor<3x6xf32>) -> tensor<2x6xf32>
+  %q = kiln.slice %g {starts = array<i64: 0, 0>, steps = array<i64: 1, 1>} : (tensor<2x6xf32>) -> tensor<2x2xf32>
+  %d = kiln.div %q, %k : (tensor<2x2xf32>, tensor<f32>) -> tensor<2x2xf32>
+  return %d, %g : tensor<2x2xf32>, tensor<2x6xf32>
+}

@@ -130,6 +130,31 @@ func.func @main(%qkv: tensor<8x1x24xf32>, %q: tensor<2x8x4xf32>) -> tensor<2x8x8
 }
 
 // -----
+// Both operands through prologues (attention's Q and K^T from one QKV
+// buffer): one block; A with lda 24 and batch stride 4, B as above.
+// CHECK-LABEL: func @main
+// CHECK: kiln.fused
+// CHECK-NEXT: ^bb0
+// CHECK-COUNT-2: kiln.slice
+// CHECK: kiln.matmul
+// CHECK-NEXT: kiln.yield
+// CHECK-NOT: kiln.fused
+// LOWER-LABEL: func.func private @kiln_kernel_0(
+// LOWER-NOT: linalg
+// LOWER: call @kiln_rt_matmul_strided(%{{.*}}, %{{.*}}, %{{.*}}, %c2_i64{{(_[0-9]+)?}}, %c8_i64{{(_[0-9]+)?}}, %c8_i64{{(_[0-9]+)?}}, %c4_i64{{(_[0-9]+)?}}, %c4_i64{{(_[0-9]+)?}}, %c24_i64{{(_[0-9]+)?}}, %c0_i64{{(_[0-9]+)?}}, %c4_i64{{(_[0-9]+)?}}, %c24_i64{{(_[0-9]+)?}}, %c1_i64{{(_[0-9]+)?}}, %c64_i64{{(_[0-9]+)?}}, %c8_i64{{(_[0-9]+)?}})
+// LOWER: return
+func.func @main(%qkv: tensor<8x1x24xf32>) -> tensor<2x8x8xf32> {
+  %0 = kiln.slice %qkv {starts = array<i64: 0, 0, 0>, steps = array<i64: 1, 1, 1>} : (tensor<8x1x24xf32>) -> tensor<8x1x8xf32>
+  %1 = kiln.reshape %0 : (tensor<8x1x8xf32>) -> tensor<8x2x4xf32>
+  %2 = kiln.transpose %1 {perm = array<i64: 1, 0, 2>} : (tensor<8x2x4xf32>) -> tensor<2x8x4xf32>
+  %3 = kiln.slice %qkv {starts = array<i64: 0, 0, 8>, steps = array<i64: 1, 1, 1>} : (tensor<8x1x24xf32>) -> tensor<8x1x8xf32>
+  %4 = kiln.reshape %3 : (tensor<8x1x8xf32>) -> tensor<8x2x4xf32>
+  %5 = kiln.transpose %4 {perm = array<i64: 1, 2, 0>} : (tensor<8x2x4xf32>) -> tensor<2x4x8xf32>
+  %6 = kiln.matmul %2, %5 : (tensor<2x8x4xf32>, tensor<2x4x8xf32>) -> tensor<2x8x8xf32>
+  return %6 : tensor<2x8x8xf32>
+}
+
+// -----
 // Not a prologue: a chain with arithmetic (the Div), and a slice whose
 // rows and columns are both strided (step 2 on the columns), which no
 // GEMM operand layout reads: each MatMul stays a block of its own.

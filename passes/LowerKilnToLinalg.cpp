@@ -2457,8 +2457,8 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       for (int64_t d : vs.drop_back(2)) own *= d;
       ok = ok && view && isa<BlockArgument>(view->source) && (own == 1 || vs.drop_back(2) == rs.drop_back(2));
       if (!ok) break;
-      views[v] = *view;
-      for (Value w = v; w != view->source; w = w.getDefiningOp()->getOperand(0)) chain.insert(w.getDefiningOp());
+      chain.insert(view->ops.begin(), view->ops.end());
+      views[v] = std::move(*view);
     }
     // Every op of the chain feeds only the chain or the head.
     ok = ok && llvm::all_of(chain, [&](Operation *o) {

@@ -229,6 +229,20 @@ private:
     return blockLatency(b, x) < blockLatency(b, nullptr) + blockLatency(alone, nullptr);
   }
 
+  /// How many ops the Slice / Reshape / Transpose chains (of the ops
+  /// `inChain` accepts) through which MatMul `mm` reads its operands hold;
+  /// nullopt when one of them is not a strided view of its source.
+  static std::optional<int64_t> prologueSize(Operation *mm, function_ref<bool(Operation *)> inChain) {
+    DenseSet<Operation *> chain;
+    for (Value v : mm->getOperands()) {
+      if (!v.getDefiningOp() || !inChain(v.getDefiningOp())) continue;
+      auto view = stridedMatMulOperand(v, inChain);
+      if (!view) return std::nullopt;
+      chain.insert(view->ops.begin(), view->ops.end());
+    }
+    return (int64_t)chain.size();
+  }
+
   bool tryAdd(FusionBlock &b, Operation *x, bool asConsumer, int64_t id) {
     if (!isCandidate(x) || blockOf.count(x) || (int64_t)b.ops.size() >= maxOps)
       return false;
@@ -251,16 +265,8 @@ private:
       if (!isa<SliceOp, ReshapeOp, TransposeOp>(x) || !xFeedsBlock ||
           llvm::any_of(x->getUsers(), [&](Operation *u) { return !inBlock(b, u); }))
         return false;
-      auto inChain = [&](Operation *o) { return o == x || inBlock(b, o); };
-      DenseSet<Operation *> chain;
-      for (Value v : b.head->getOperands()) {
-        Operation *dd = v.getDefiningOp();
-        if (!dd || !inChain(dd)) continue;
-        auto view = stridedMatMulOperand(v, inChain);
-        if (!view) return false;
-        for (Value w = v; w != view->source; w = w.getDefiningOp()->getOperand(0)) chain.insert(w.getDefiningOp());
-      }
-      if ((int64_t)chain.size() != b.prologueOps + 1) return false;
+      auto n = prologueSize(b.head, [&](Operation *o) { return o == x || inBlock(b, o); });
+      if (!n || *n != b.prologueOps + 1) return false;
       extend = true;
     } else if (!xPointwise && !b.head && xReadsBlock && !xFeedsBlock) {
       // An operand prologue: a block of Slice / Reshape / Transpose whose
@@ -269,16 +275,9 @@ private:
       if (!isa<MatMulOp>(x) || !cast<ShapedType>(x->getResult(0).getType()).getElementType().isF32() ||
           !llvm::all_of(b.ops, [](Operation *op) { return isa<SliceOp, ReshapeOp, TransposeOp>(op); }))
         return false;
-      DenseSet<Operation *> chain;
-      for (Value v : x->getOperands()) {
-        Operation *dd = v.getDefiningOp();
-        if (dd && isa<ConstantOp>(dd)) return false;
-        if (!dd || !inBlock(b, dd)) continue;
-        auto view = stridedMatMulOperand(v, [&](Operation *o) { return inBlock(b, o); });
-        if (!view) return false;
-        for (Value w = v; w != view->source; w = w.getDefiningOp()->getOperand(0)) chain.insert(w.getDefiningOp());
-      }
-      if ((int64_t)chain.size() != (int64_t)b.ops.size()) return false;
+      if (llvm::any_of(x->getOperands(), [](Value v) { return v.getDefiningOp<ConstantOp>(); })) return false;
+      auto n = prologueSize(x, [&](Operation *o) { return inBlock(b, o); });
+      if (!n || *n != (int64_t)b.ops.size()) return false;
       prologue = true;
     } else if (!xPointwise) {
       // A head joins a pointwise block it feeds, as its first op: every op

@@ -138,7 +138,7 @@ bool reshapeView(SmallVectorImpl<int64_t> &sizes, SmallVectorImpl<int64_t> &stri
 } // namespace
 
 std::optional<StridedOperand> kiln::stridedMatMulOperand(Value operand, function_ref<bool(Operation *)> inChain) {
-  SmallVector<Operation *> chain;
+  SmallVector<Operation *, 4> chain;
   Value v = operand;
   while (Operation *d = v.getDefiningOp()) {
     if (!isa<SliceOp, ReshapeOp, TransposeOp>(d) || !inChain(d)) break;
@@ -180,7 +180,7 @@ std::optional<StridedOperand> kiln::stridedMatMulOperand(Value operand, function
     prev = d;
     batchStride = strides[d];
   }
-  return StridedOperand{v, offset, batchStride, rs, cs};
+  return StridedOperand{v, offset, batchStride, rs, cs, std::move(chain)};
 }
 
 LogicalResult FusedOp::verify() {

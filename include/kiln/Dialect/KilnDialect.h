@@ -92,6 +92,8 @@ std::optional<MatMulOutLayout> transposedMatMulLayout(llvm::ArrayRef<int64_t> sh
 struct StridedOperand {
   mlir::Value source;
   int64_t offset, batchStride, rowStride, colStride;
+  /// The chain's ops, from the operand's producer back to the source.
+  llvm::SmallVector<mlir::Operation *, 4> ops;
 };
 /// The view of `operand` through the ops that `inChain` accepts (walking
 /// back from it); nullopt when there are none or they are not such a view.

@@ -2440,9 +2440,9 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
   bool headFedInside = head && llvm::any_of(head->getOperands(), [&](Value v) {
     return v.getDefiningOp() && v.getDefiningOp()->getBlock() == &body;
   });
-  // A MatMul fed by a Slice/Reshape/Transpose prologue (attention's K and
-  // V, sliced out of the QKV projection): the GEMM reads the operand in
-  // place through strides, the prologue's ops are not lowered at all.
+  // A MatMul fed by Slice/Reshape/Transpose prologues (attention's Q, K
+  // and V, sliced out of the QKV projection): the GEMM reads the operands
+  // in place through strides, the prologues' ops are not lowered at all.
   if (headFedInside && isa<MatMulOp>(head) && !portableOp(head) && eltOf(head->getResult(0)).isF32()) {
     auto inBody = [&](Operation *o) { return o->getBlock() == &body; };
     auto rs = cast<ShapedType>(head->getResult(0).getType()).getShape();

@@ -14,6 +14,9 @@
 #include <limits>
 #include "simd.h"
 #include "thread_pool.h"
+#if defined(__x86_64__)
+#include "window3.h"
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -517,245 +520,49 @@ void depthwiseBlocked(const float *X, const float *Wt, const float *Bs, float *Y
 }
 
 #if defined(__x86_64__)
-/// Vectors of L floats (AVX-512: zmm for L = 16, ymm with AVX512VL for
-/// L = 8): masked loads and stores, and the lane shuffles of stride 2.
-template <int L> struct MaskedVec;
-#define KILN_AVX512 __attribute__((target("avx512f,avx512vl")))
-template <> struct MaskedVec<16> {
-  using V = __m512;
-  using M = __mmask16;
-  KILN_AVX512 static V load(M m, const float *p) { return _mm512_maskz_loadu_ps(m, p); }
-  KILN_AVX512 static void store(float *p, M m, V v) { _mm512_mask_storeu_ps(p, m, v); }
-  KILN_AVX512 static V splat(float x) { return _mm512_set1_ps(x); }
-  KILN_AVX512 static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  /// min(max(v, lo), hi) with NaN kept (as std::min/std::max): maxps and
-  /// minps return their second operand when either is NaN.
-  KILN_AVX512 static V clamp(V v, V lo, V hi) { return _mm512_min_ps(hi, _mm512_max_ps(lo, v)); }
-  /// Lanes Q, Q + 2, ... of (a, b).
-  template <int Q> KILN_AVX512 static V phase(V a, V b) {
-    const __m512i i = _mm512_setr_epi32(Q, Q + 2, Q + 4, Q + 6, Q + 8, Q + 10, Q + 12, Q + 14, Q + 16, Q + 18,
-                                        Q + 20, Q + 22, Q + 24, Q + 26, Q + 28, Q + 30);
-    return _mm512_permutex2var_ps(a, i, b);
-  }
-  /// Lanes N, N + 1, ..., N + 15 of (lo, hi).
-  template <int N> KILN_AVX512 static V shift(V lo, V hi) {
-    return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), N));
-  }
-};
-template <> struct MaskedVec<8> {
-  using V = __m256;
-  using M = __mmask8;
-  KILN_AVX512 static V load(M m, const float *p) { return _mm256_maskz_loadu_ps(m, p); }
-  KILN_AVX512 static void store(float *p, M m, V v) { _mm256_mask_storeu_ps(p, m, v); }
-  KILN_AVX512 static V splat(float x) { return _mm256_set1_ps(x); }
-  KILN_AVX512 static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  KILN_AVX512 static V clamp(V v, V lo, V hi) { return _mm256_min_ps(hi, _mm256_max_ps(lo, v)); }
-  template <int Q> KILN_AVX512 static V phase(V a, V b) {
-    const __m256i i = _mm256_setr_epi32(Q, Q + 2, Q + 4, Q + 6, Q + 8, Q + 10, Q + 12, Q + 14);
-    return _mm256_permutex2var_ps(a, i, b);
-  }
-  template <int N> KILN_AVX512 static V shift(V lo, V hi) {
-    return _mm256_castsi256_ps(_mm256_alignr_epi32(_mm256_castps_si256(hi), _mm256_castps_si256(lo), N));
-  }
-};
-
-/// Lanes [a, b) of L set (clipped to [0, L)).
-template <int L> inline unsigned laneMask(int64_t a, int64_t b) {
-  a = std::max<int64_t>(a, 0), b = std::min<int64_t>(b, L);
-  if (b <= a) return 0;
-  return unsigned(((uint64_t(1) << b) - 1) & ~((uint64_t(1) << a) - 1));
+/// The direct depthwise 3 x 3 plane kernel (window3.h) for this geometry:
+/// AVX-512 where the CPU has it, else AVX2 (blocks of 4 rows: 9 weights,
+/// 4 accumulators and 3 taps in 16 ymm registers) where it beat the
+/// channel-blocked kernel in MobileNetV2 on a Zen 3 core (1 thread, each
+/// layer's minimum over 3 alternating profiles): stride 1 with rows of
+/// more than 8 (56x56 and 28x28 0.73-0.75x the time, 14x14 0.88-0.93x,
+/// 112x112 0.85x), stride 2 down to 28x28 or 14x14 (0.92x). Not rows of
+/// at most 8 (7x7: 1.02-1.04x, the one chunk per row partial) nor the
+/// 112x112 -> 56x56 stride 2 (1.19x, its input fresh from the expansion
+/// conv). Null: the caller's other kernels.
+DepthwisePlaneFn depthwisePlane(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH, int64_t OW) {
+  if (wideKernels()) return depthwisePlaneAvx512(S, PL, H, W, OH, OW);
+  if (OW <= 8 || (S == 2 && OW > 28)) return nullptr;
+  return depthwisePlaneFor<Avx2Vec, 4, 4, true>(S, PL, H, W, OH);
 }
 
-/// The loads of an input row that give the 3 taps of a 3 x 3 window for
-/// output columns j0 + [0, L) (taps3 below): masks and addresses. Stride 1:
-/// tap kw reads columns j0 + kw - PL + [0, L). Stride 2: the loads cover
-/// columns x0 + [-L, 3L), x0 = 2 * j0. Masked-off lanes (outside [0, W))
-/// read as zero: the padding.
-template <int S, int L>
-inline void tapLoads(const float *xc, int64_t W, int64_t j0, int64_t PL, typename MaskedVec<L>::M (&m)[4],
-                     const float *(&base)[4]) {
-  for (int q = 0; q < 4; ++q) {
-    const int64_t x = S == 1 ? j0 + q - PL : 2 * j0 + (q - 1) * L;
-    m[q] = (typename MaskedVec<L>::M)laneMask<L>(-x, W - x);
-    base[q] = xc + x;
-  }
-}
-
-/// v[kw] = the inputs tap kw of a 3-wide window reads for L output
-/// columns, from the input row at offset ro (tapLoads' masks and bases).
-/// Stride 2: the 2L input columns are split into even and odd lanes
-/// (vpermt2ps); the third tap is the odd (PL 1) or even (PL 0) lanes
-/// moved by one (valignd) with the neighbouring column.
-template <int S, int L, int PL2>
-KILN_AVX512 inline void taps3(const typename MaskedVec<L>::M (&m)[4], const float *const (&base)[4], int64_t ro,
-                              typename MaskedVec<L>::V (&v)[3]) {
-  using MV = MaskedVec<L>;
-  using V = typename MV::V;
-  if constexpr (S == 1) {
-#pragma GCC unroll 4
-    for (int kw = 0; kw < 3; ++kw) v[kw] = MV::load(m[kw], base[kw] + ro);
-  } else if constexpr (PL2 == 1) { // columns 2ow - 1, 2ow, 2ow + 1
-    V a = MV::load(m[1], base[1] + ro), c = MV::load(m[2], base[2] + ro);
-    V prev = MV::load(m[0], base[0] + ro);
-    v[1] = MV::template phase<0>(a, c);
-    v[2] = MV::template phase<1>(a, c);
-    v[0] = MV::template shift<L - 1>(prev, v[2]);
-  } else { // columns 2ow, 2ow + 1, 2ow + 2
-    V a = MV::load(m[1], base[1] + ro), c = MV::load(m[2], base[2] + ro);
-    V next = MV::load(m[3], base[3] + ro);
-    v[0] = MV::template phase<0>(a, c);
-    v[1] = MV::template phase<1>(a, c);
-    v[2] = MV::template shift<1>(v[0], next);
-  }
-}
-
-/// One plane of a depthwise 3 x 3 convolution, dilation 1, stride S (1,
-/// or 2 with left padding PL2 = 0 or 1) in both axes, straight on the NCHW
-/// plane, with AVX-512: each chunk of L output columns (L = 16, or 8 for
-/// rows of at most 8) of R output rows sums its 9 taps from masked loads
-/// of the input rows (masked-off lanes read as zero, which is the
-/// padding, and never fault), so there is no padded copy, no transpose
-/// and no bounds test inside the loop. The R rows share each loaded input
-/// row (a row feeds up to 3 of them); the 9 weights, R accumulators and
-/// the 3 tap vectors (taps3) stay in registers. Bias and clamp in
-/// registers; a row's last chunk is stored masked.
-template <int S, int L, int R, int PL2, bool RO>
-KILN_AVX512 void depthwisePlane3(const float *xc, const float *wc, float bias, float *yc, int64_t H, int64_t W,
-                                 int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo, float hi) {
-  using MV = MaskedVec<L>;
-  using V = typename MV::V;
-  using Mk = typename MV::M;
-  constexpr int K = 3, IR = (R - 1) * S + K; // input rows per block of R output rows
-  V w[K * K];
-  for (int t = 0; t < K * K; ++t) w[t] = MV::splat(wc[t]);
-  const V b = MV::splat(bias), vlo = MV::splat(lo), vhi = MV::splat(hi);
-  // Blocks of L columns x R rows: columns outer (RO false), or rows outer
-  // (RO: a plane larger than L1 is then read front to back, once, rather
-  // than in column strips that each walk all its rows).
-  const int64_t colBlocks = (OW + L - 1) / L, rowBlocks = (OH + R - 1) / R;
-  for (int64_t outer = 0; outer < (RO ? rowBlocks : colBlocks); ++outer)
-    for (int64_t inner = 0; inner < (RO ? colBlocks : rowBlocks); ++inner) {
-      const int64_t j0 = (RO ? inner : outer) * L, oh0 = (RO ? outer : inner) * R;
-      Mk m[4];
-      const float *base[4];
-      tapLoads<S, L>(xc, W, j0, PL, m, base);
-      const Mk sm = (Mk)laneMask<L>(0, OW - j0);
-      const int rows = int(std::min<int64_t>(R, OH - oh0));
-      V acc[R];
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r] = b;
-#pragma GCC unroll 16
-      for (int i = 0; i < IR; ++i) {
-        const int64_t ih = oh0 * S - PT + i;
-        if (ih < 0 || ih >= H) continue;
-        V v[K];
-        taps3<S, L, PL2>(m, base, ih * W, v);
-#pragma GCC unroll 4
-        for (int kw = 0; kw < K; ++kw) {
-#pragma GCC unroll 8
-          for (int r = 0; r < R; ++r) {
-            const int kh = i - r * S;
-            if (kh >= 0 && kh < K) acc[r] = MV::fma(w[kh * K + kw], v[kw], acc[r]);
-          }
-        }
-      }
-      for (int r = 0; r < rows; ++r) MV::store(yc + (oh0 + r) * OW + j0, sm, MV::clamp(acc[r], vlo, vhi));
-    }
-}
-
-/// Depthwise 3 x 3 (dilation 1; stride 1, or 2 with PL 0 or 1) with
-/// depthwisePlane3, parallel over runs of planes. MobileNetV2's planes:
-/// 1.1-1.6x faster than the channel-blocked and plane kernels.
-template <int S, int L, int R, int PL2>
-void depthwiseRows3(const float *X, const float *Wt, const float *Bs, float *Y, int64_t NC_, int64_t C, int64_t H,
-                    int64_t W, int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo, float hi) {
-  const bool rowsOuter = S == 1 && H * W * 4 > 32768; // the input plane does not fit in L1
-  parallelRuns(NC_, [&](int64_t nc) {
+/// A depthwise 3 x 3 convolution with a plane kernel, parallel over runs
+/// of planes. MobileNetV2's planes: 1.1-1.6x faster than the
+/// channel-blocked and plane-window kernels with AVX-512.
+void depthwiseDirect(DepthwisePlaneFn plane, const float *X, const float *Wt, const float *Bs, float *Y, int64_t NC,
+                     int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo,
+                     float hi) {
+  parallelRuns(NC, [&](int64_t nc) {
     const int64_t c = nc % C;
-    (rowsOuter ? depthwisePlane3<S, L, R, PL2, true> : depthwisePlane3<S, L, R, PL2, false>)(
-        X + nc * H * W, Wt + c * 9, Bs ? Bs[c] : 0.0f, Y + nc * OH * OW, H, W, OH, OW, PT, PL, lo, hi);
+    plane(X + nc * H * W, Wt + c * 9, Bs ? Bs[c] : 0.0f, Y + nc * OH * OW, H, W, OH, OW, PT, PL, lo, hi);
   });
 }
 
-/// A 3 x 3 convolution (dilation 1; stride 1, or 2 with left padding PL2
-/// = 0 or 1) of an image with few channels (C <= 4: a network's stem, e.g.
-/// MobileNetV2's 3 -> 32 at 224 x 224), straight on the NCHW planes with
-/// AVX-512, without an im2col matrix: for each output row and chunk of 16
-/// columns, the C * 9 tap vectors (taps3) are each multiplied into 16
-/// filters' accumulators at once (weights broadcast from wT, laid out
-/// [filter group of 16][C * 9][16], zeros past F); (acc + bias) +
-/// residual, then the clamp, as the conv's epilogue. Here output rows
-/// [oh0, oh1) of filter group g; convSmallC3 runs them in parallel.
-template <int S, int PL2>
-KILN_AVX512 void convSmallC3Rows(const float *X, const float *wT, const float *Bs, const float *res, float *Y,
-                                 int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT,
-                                 int64_t PL, float lo, float hi, int64_t oh0, int64_t oh1, int64_t g) {
-  using MV = MaskedVec<16>;
-  using V = MV::V;
-  const int64_t OHW = OH * OW, f0 = g * 16, nf = std::min<int64_t>(16, F - f0);
-  const float *wg = wT + g * C * 9 * 16;
-  const V vlo = MV::splat(lo), vhi = MV::splat(hi);
-  for (int64_t oh = oh0; oh < oh1; ++oh)
-    for (int64_t j0 = 0; j0 < OW; j0 += 16) {
-      MV::M m[4];
-      const float *base[4];
-      tapLoads<S, 16>(X, W, j0, PL, m, base);
-      const MV::M sm = (MV::M)laneMask<16>(0, OW - j0);
-      V acc[16];
-#pragma GCC unroll 16
-      for (int f = 0; f < 16; ++f) acc[f] = MV::splat(Bs && f < nf ? Bs[f0 + f] : 0.0f);
-      for (int64_t c = 0; c < C; ++c)
-        for (int kh = 0; kh < 3; ++kh) {
-          const int64_t ih = oh * S - PT + kh;
-          if (ih < 0 || ih >= H) continue;
-          V v[3];
-          taps3<S, 16, PL2>(m, base, (c * H + ih) * W, v);
-          const float *wk = wg + (c * 9 + kh * 3) * 16;
-#pragma GCC unroll 4
-          for (int kw = 0; kw < 3; ++kw)
-#pragma GCC unroll 16
-            for (int f = 0; f < 16; ++f) acc[f] = MV::fma(MV::splat(wk[kw * 16 + f]), v[kw], acc[f]);
-        }
-      // f a constant (unrolled): acc indexed at run time would live in memory.
-#pragma GCC unroll 16
-      for (int f = 0; f < 16; ++f) {
-        if (f >= nf) break;
-        const int64_t o = (f0 + f) * OHW + oh * OW + j0;
-        V a = acc[f];
-        if (res) a = _mm512_add_ps(a, MV::load(sm, res + o));
-        MV::store(Y + o, sm, MV::clamp(a, vlo, vhi));
-      }
-    }
-}
-/// convSmallC3Rows over runs of output rows in parallel, each run one
-/// filter group after the other (16 output planes written at a time).
-template <int S, int PL2>
-void convSmallC3(const float *X, const float *wT, const float *Bs, const float *res, float *Y, int64_t C, int64_t H,
-                 int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo, float hi) {
+/// A 3 x 3 convolution of an image with at most 4 channels with AVX-512
+/// (window3.h's convSmallC3Rows: groups of 16 filters, wT laid out
+/// [group][C * 9][16]), runs of output rows in parallel, each run one
+/// filter group after the other (16 output planes written at a time). Its
+/// AVX2 form (8 filters at a time) ran MobileNetV2's stem 1.10-1.15x
+/// slower than im2col + GEMM on a Zen 3 core, so AVX2 keeps the latter.
+void convSmallC3(int64_t S, const float *X, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
+                 int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo, float hi) {
   const int64_t tasks = std::min<int64_t>(OH, 8 * int64_t(currentThreads())), per = (OH + tasks - 1) / tasks;
   parallelFor((OH + per - 1) / per, [&](int64_t t) {
+    const int64_t oh0 = t * per, oh1 = std::min(OH, (t + 1) * per);
     for (int64_t g = 0; g < (F + 15) / 16; ++g)
-      convSmallC3Rows<S, PL2>(X, wT, Bs, res, Y, C, H, W, F, OH, OW, PT, PL, lo, hi, t * per,
-                              std::min(OH, (t + 1) * per), g);
+      convSmallC3RowsAvx512(S, X, wT, Bs, res, Y, C, H, W, F, OH, OW, PT, PL, lo, hi, oh0, oh1, g);
   });
 }
-
-/// The depthwiseRows3 form for this geometry (AVX-512), or null.
-using DepthwiseFn = void (*)(const float *, const float *, const float *, float *, int64_t, int64_t, int64_t,
-                             int64_t, int64_t, int64_t, int64_t, int64_t, float, float);
-DepthwiseFn depthwiseRowsFor(int64_t S, int64_t PL, int64_t OH, int64_t OW) {
-  // Blocks of 7 rows where they divide the plane (MobileNet's 112 ... 7).
-  const bool r7 = OH % 7 == 0, narrow = OW <= 8;
-#define KILN_DW(S_, P_)                                                                                        \
-  (narrow ? (r7 ? depthwiseRows3<S_, 8, 7, P_> : depthwiseRows3<S_, 8, 4, P_>)                                 \
-          : (r7 ? depthwiseRows3<S_, 16, 7, P_> : depthwiseRows3<S_, 16, 4, P_>))
-  if (S == 1) return KILN_DW(1, 0);
-  if (S == 2 && PL == 0) return KILN_DW(2, 0);
-  if (S == 2 && PL == 1) return KILN_DW(2, 1);
-#undef KILN_DW
-  return nullptr;
-}
-#undef KILN_AVX512
 #endif
 
 /// y[N] = a[K] * op(B)[K,N]: a GEMM with one row, memory-bound on B.
@@ -1178,9 +985,9 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
     // planes of at most 28x28); measured 1.3-2.3x faster there, 10-15%
     // slower on 56x56 and 112x112 stride 1.
 #if defined(__x86_64__)
-    if (KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW && wideKernels())
-      if (auto run = depthwiseRowsFor(SH, PL, OH, OW)) {
-        run(X, Wt, Bs, Y, N * C, C, H, W, OH, OW, PT, PL, lo, hi);
+    if (KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW)
+      if (auto plane = depthwisePlane(SH, PL, H, W, OH, OW)) {
+        depthwiseDirect(plane, X, Wt, Bs, Y, N * C, C, H, W, OH, OW, PT, PL, lo, hi);
         return;
       }
 #endif
@@ -1201,10 +1008,9 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
         wT[(f / 16 * K + k) * 16 + f % 16] =
             packedW ? Wt[gemm::packedAOffset(F, 0, K, f / gemm::MR * gemm::MR) + k * gemm::MR + f % gemm::MR]
                     : Wt[f * K + k];
-    const auto run = SH == 1 ? convSmallC3<1, 0> : PL == 1 ? convSmallC3<2, 1> : convSmallC3<2, 0>;
     for (int64_t n = 0; n < N; ++n)
-      run(X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
-          Y + n * F * OHW, C, H, W, F, OH, OW, PT, PL, lo, hi);
+      convSmallC3(SH, X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
+                  Y + n * F * OHW, C, H, W, F, OH, OW, PT, PL, lo, hi);
     return;
   }
 #endif

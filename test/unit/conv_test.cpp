@@ -169,8 +169,9 @@ const ConvCase kConvCases[] = {
     // its plane (the next channel block, or the end of the output).
     {"depthwise 3x3 stride 2 to 2x2, 16 channels", 2, 16, 4, 4, 16, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 16},
     {"depthwise 3x3 to 3x1, 24 channels", 1, 24, 3, 1, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 24},
-    // MobileNetV2's planes (the row kernel, AVX-512: blocks of 7 output
-    // rows, 16- or 8-lane chunks, stride 2 through even/odd column phases).
+    // MobileNetV2's planes (the row kernel, window3.h: AVX-512 blocks of 7
+    // output rows, 16- or 8-lane chunks; AVX2 blocks of 4 rows, 8 lanes;
+    // stride 2 through even/odd column phases).
     {"depthwise 3x3 14x14", 1, 5, 14, 14, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 5},
     // Planes larger than L1 (rows-outer order): 7-row blocks, and 4-row
     // blocks with pads on one side.
@@ -189,6 +190,11 @@ const ConvCase kConvCases[] = {
     {"depthwise 3x3 7x7", 2, 3, 7, 7, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
     {"depthwise 3x3 56x56 stride 2", 1, 3, 56, 56, 3, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 3},
     {"depthwise 3x3 15x38 stride 2, pads on one side", 1, 2, 15, 38, 2, 3, 3, 2, 2, 1, 1, 0, 1, 0, 0, 2},
+    // Stride 2 on a plane larger than L1 with rows of at most 28 outputs:
+    // the AVX2 row kernel walks it rows outer (blocks of 4 rows, left pad
+    // 1 and 0).
+    {"depthwise 3x3 150x56 stride 2, rows outer", 1, 2, 150, 56, 2, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 2},
+    {"depthwise 3x3 151x55 stride 2 no left pad, rows outer", 1, 2, 151, 55, 2, 3, 3, 2, 2, 1, 1, 0, 0, 0, 0, 2},
     // im2col built in bands of output rows (>= 2048 outputs, > 1 MiB of
     // columns): 5 bands of 11 rows (>= 512 outputs each), the last of 5.
     {"7x7 stride 2, banded im2col", 1, 3, 97, 101, 10, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, 1},

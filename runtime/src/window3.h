@@ -1,0 +1,268 @@
+// Direct 3 x 3 window kernels on NCHW planes, x86-64 only: depthwise
+// convolution and the convolution of an image with few channels (a stem),
+// straight on the planes, without a padded copy or an im2col matrix.
+//
+// They are written once over a vector class MV (L lanes; masked loads and
+// stores, FMA, clamp and the lane shuffles of stride 2), so one source
+// gives both instruction sets the runtime uses on x86-64:
+//   - Avx2Vec (below): 8 lanes, vmaskmovps; the x86-64-v3 level every
+//     x86-64 build of kiln targets (kernels.cpp instantiates it);
+//   - MaskedVec<16> / MaskedVec<8>: AVX-512 with mask registers, in
+//     kernels_avx512.cpp, a translation unit built with -mavx512f
+//     -mavx512vl and called only when the CPU has AVX-512F (wideKernels()).
+// Everything in this header has internal linkage (anonymous namespace), so
+// the two translation units' copies, compiled for different instruction
+// sets, never stand in for each other at link time.
+#ifndef KILN_RUNTIME_WINDOW3_H
+#define KILN_RUNTIME_WINDOW3_H
+
+#include <algorithm>
+#include <cstdint>
+#include <immintrin.h>
+
+namespace kiln::rt {
+
+/// One plane of a depthwise 3 x 3 convolution, dilation 1: yc [OH, OW] =
+/// clamp(bias + the 9 taps wc of xc [H, W], zero-padded PT rows above and
+/// PL columns left).
+using DepthwisePlaneFn = void (*)(const float *xc, const float *wc, float bias, float *yc, int64_t H, int64_t W,
+                                  int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo, float hi);
+/// The AVX-512 plane kernel for stride S (1, or 2 with PL 0 or 1) at these
+/// sizes, or null (kernels_avx512.cpp).
+DepthwisePlaneFn depthwisePlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH, int64_t OW);
+/// Output rows [oh0, oh1) of filter group g (16 filters) of a 3 x 3
+/// convolution of an image with C <= 4 channels, AVX-512 (see
+/// convSmallC3Rows below; kernels_avx512.cpp).
+void convSmallC3RowsAvx512(int64_t S, const float *X, const float *wT, const float *Bs, const float *res, float *Y,
+                           int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL,
+                           float lo, float hi, int64_t oh0, int64_t oh1, int64_t g);
+
+namespace {
+
+/// Lanes [a, b) of L set (clipped to [0, L)), as bits.
+template <int L> inline unsigned laneMask(int64_t a, int64_t b) {
+  a = std::max<int64_t>(a, 0), b = std::min<int64_t>(b, L);
+  if (b <= a) return 0;
+  return unsigned(((uint64_t(1) << b) - 1) & ~((uint64_t(1) << a) - 1));
+}
+
+/// 8 lanes of AVX2: masks are vectors (the sign bit of each lane) for
+/// vmaskmovps, whose masked-off lanes read as zero and never fault.
+struct Avx2Vec {
+  static constexpr int L = 8;
+  using V = __m256;
+  using M = __m256i;
+  /// Lanes [a, b).
+  static M mask(int64_t a, int64_t b) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const int32_t lo = int32_t(std::clamp<int64_t>(a, 0, L)), hi = int32_t(std::clamp<int64_t>(b, 0, L));
+    return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(hi), lane),
+                            _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(lo - 1)));
+  }
+  static V load(M m, const float *p) { return _mm256_maskload_ps(p, m); }
+  static void store(float *p, M m, V v) { _mm256_maskstore_ps(p, m, v); }
+  static void storeAll(float *p, V v) { _mm256_storeu_ps(p, v); }
+  static V splat(float x) { return _mm256_set1_ps(x); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  /// min(max(v, lo), hi) with NaN kept (as std::min/std::max): maxps and
+  /// minps return their second operand when either is NaN.
+  static V clamp(V v, V lo, V hi) { return _mm256_min_ps(hi, _mm256_max_ps(lo, v)); }
+  /// Lanes Q, Q + 2, ..., Q + 14 of (a, b).
+  template <int Q> static V phase(V a, V b) {
+    // In-lane pick of the even (odd) lanes of a and b, then the 64-bit
+    // halves put in order: a's 4 first, then b's.
+    const V t = Q == 0 ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+  }
+  /// Lanes N, N + 1, ..., N + 7 of (lo, hi).
+  template <int N> static V shift(V lo, V hi) {
+    // mid = lanes 4-11; alignr moves bytes within each 128-bit half.
+    const __m256i a = _mm256_castps_si256(lo), b = _mm256_castps_si256(hi);
+    const __m256i mid = _mm256_permute2x128_si256(a, b, 0x21);
+    if constexpr (N < 4) return _mm256_castsi256_ps(_mm256_alignr_epi8(mid, a, 4 * N));
+    else return _mm256_castsi256_ps(_mm256_alignr_epi8(b, mid, 4 * (N - 4)));
+  }
+};
+
+/// The loads of an input row that give the 3 taps of a 3 x 3 window for
+/// output columns j0 + [0, L) (taps3 below): masks and addresses. Stride 1:
+/// tap kw reads columns j0 + kw - PL + [0, L). Stride 2: the loads cover
+/// columns x0 + [-L, 3L), x0 = 2 * j0. Masked-off lanes (outside [0, W))
+/// read as zero: the padding.
+template <class MV, int S>
+inline void tapLoads(const float *xc, int64_t W, int64_t j0, int64_t PL, typename MV::M (&m)[4],
+                     const float *(&base)[4]) {
+  constexpr int L = MV::L;
+  for (int q = 0; q < 4; ++q) {
+    const int64_t x = S == 1 ? j0 + q - PL : 2 * j0 + (q - 1) * L;
+    m[q] = MV::mask(-x, W - x);
+    base[q] = xc + x;
+  }
+}
+
+/// v[kw] = the inputs tap kw of a 3-wide window reads for L output
+/// columns, from the input row at offset ro (tapLoads' masks and bases).
+/// Stride 2: the 2L input columns are split into even and odd lanes; the
+/// third tap is the odd (PL 1) or even (PL 0) lanes moved by one with the
+/// neighbouring column.
+template <class MV, int S, int PL2>
+inline void taps3(const typename MV::M (&m)[4], const float *const (&base)[4], int64_t ro, typename MV::V (&v)[3]) {
+  using V = typename MV::V;
+  constexpr int L = MV::L;
+  if constexpr (S == 1) {
+#pragma GCC unroll 4
+    for (int kw = 0; kw < 3; ++kw) v[kw] = MV::load(m[kw], base[kw] + ro);
+  } else if constexpr (PL2 == 1) { // columns 2ow - 1, 2ow, 2ow + 1
+    V a = MV::load(m[1], base[1] + ro), c = MV::load(m[2], base[2] + ro);
+    V prev = MV::load(m[0], base[0] + ro);
+    v[1] = MV::template phase<0>(a, c);
+    v[2] = MV::template phase<1>(a, c);
+    v[0] = MV::template shift<L - 1>(prev, v[2]);
+  } else { // columns 2ow, 2ow + 1, 2ow + 2
+    V a = MV::load(m[1], base[1] + ro), c = MV::load(m[2], base[2] + ro);
+    V next = MV::load(m[3], base[3] + ro);
+    v[0] = MV::template phase<0>(a, c);
+    v[1] = MV::template phase<1>(a, c);
+    v[2] = MV::template shift<1>(v[0], next);
+  }
+}
+
+/// One plane of a depthwise 3 x 3 convolution, dilation 1, stride S (1,
+/// or 2 with left padding PL2 = 0 or 1) in both axes, straight on the NCHW
+/// plane: each chunk of L output columns of R output rows sums its 9 taps
+/// from masked loads of the input rows (masked-off lanes read as zero,
+/// which is the padding, and never fault), so there is no padded copy, no
+/// transpose and no bounds test inside the loop. The R rows share each
+/// loaded input row (a row feeds up to 3 of them); the 9 weights, R
+/// accumulators and the 3 tap vectors (taps3) stay in registers (AVX-512's
+/// 32; with AVX2's 16 the compiler keeps some weights in memory operands).
+/// Bias and clamp in registers; a row's last, partial chunk is stored
+/// masked. (A DepthwisePlaneFn.)
+template <class MV, int S, int R, int PL2, bool RO>
+void depthwisePlane3(const float *xc, const float *wc, float bias, float *yc, int64_t H, int64_t W, int64_t OH,
+                     int64_t OW, int64_t PT, int64_t PL, float lo, float hi) {
+  using V = typename MV::V;
+  using Mk = typename MV::M;
+  constexpr int K = 3, L = MV::L, IR = (R - 1) * S + K; // input rows per block of R output rows
+  V w[K * K];
+  for (int t = 0; t < K * K; ++t) w[t] = MV::splat(wc[t]);
+  const V b = MV::splat(bias), vlo = MV::splat(lo), vhi = MV::splat(hi);
+  // Blocks of L columns x R rows: columns outer (RO false), or rows outer
+  // (RO: a plane larger than L1 is then read front to back, once, rather
+  // than in column strips that each walk all its rows).
+  const int64_t colBlocks = (OW + L - 1) / L, rowBlocks = (OH + R - 1) / R;
+  for (int64_t outer = 0; outer < (RO ? rowBlocks : colBlocks); ++outer)
+    for (int64_t inner = 0; inner < (RO ? colBlocks : rowBlocks); ++inner) {
+      const int64_t j0 = (RO ? inner : outer) * L, oh0 = (RO ? outer : inner) * R;
+      Mk m[4];
+      const float *base[4];
+      tapLoads<MV, S>(xc, W, j0, PL, m, base);
+      const bool full = j0 + L <= OW;
+      const Mk sm = MV::mask(0, OW - j0);
+      const int rows = int(std::min<int64_t>(R, OH - oh0));
+      V acc[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] = b;
+#pragma GCC unroll 16
+      for (int i = 0; i < IR; ++i) {
+        const int64_t ih = oh0 * S - PT + i;
+        if (ih < 0 || ih >= H) continue;
+        V v[K];
+        taps3<MV, S, PL2>(m, base, ih * W, v);
+#pragma GCC unroll 4
+        for (int kw = 0; kw < K; ++kw) {
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) {
+            const int kh = i - r * S;
+            if (kh >= 0 && kh < K) acc[r] = MV::fma(w[kh * K + kw], v[kw], acc[r]);
+          }
+        }
+      }
+      for (int r = 0; r < rows; ++r) {
+        float *y = yc + (oh0 + r) * OW + j0;
+        if (full) MV::storeAll(y, MV::clamp(acc[r], vlo, vhi));
+        else MV::store(y, sm, MV::clamp(acc[r], vlo, vhi));
+      }
+    }
+}
+
+/// The depthwisePlane3 form for this geometry with vectors MV: blocks of
+/// R7 rows where they divide the plane (MobileNet's 112 ... 7; R7 = 7
+/// with AVX-512's 32 registers, fewer with AVX2's 16), else R4; rows
+/// outer when the input plane does not fit in L1, at stride 1, and at
+/// stride 2 too if RO2 (AVX2's strips of 8 columns would each walk the
+/// plane's rows: MobileNetV2's 112x112 stride-2 layer 1.9x slower in the
+/// model with columns outer; AVX-512's strips of 16 were 3-8% faster
+/// columns outer). Null for a geometry it does not cover (stride 2 needs
+/// PL 0 or 1).
+template <class MV, int R7, int R4, bool RO2>
+DepthwisePlaneFn depthwisePlaneFor(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH) {
+  const bool r7 = OH % R7 == 0, rowsOuter = (S == 1 || RO2) && H * W * 4 > 32768;
+  if (S == 1)
+    return rowsOuter ? (r7 ? depthwisePlane3<MV, 1, R7, 0, true> : depthwisePlane3<MV, 1, R4, 0, true>)
+                     : (r7 ? depthwisePlane3<MV, 1, R7, 0, false> : depthwisePlane3<MV, 1, R4, 0, false>);
+  if (S != 2 || PL > 1) return nullptr;
+  if (rowsOuter)
+    return PL == 0 ? (r7 ? depthwisePlane3<MV, 2, R7, 0, true> : depthwisePlane3<MV, 2, R4, 0, true>)
+                   : (r7 ? depthwisePlane3<MV, 2, R7, 1, true> : depthwisePlane3<MV, 2, R4, 1, true>);
+  return PL == 0 ? (r7 ? depthwisePlane3<MV, 2, R7, 0, false> : depthwisePlane3<MV, 2, R4, 0, false>)
+                 : (r7 ? depthwisePlane3<MV, 2, R7, 1, false> : depthwisePlane3<MV, 2, R4, 1, false>);
+}
+
+/// A 3 x 3 convolution (dilation 1; stride 1, or 2 with left padding PL2
+/// = 0 or 1) of an image with few channels (C <= 4: a network's stem, e.g.
+/// MobileNetV2's 3 -> 32 at 224 x 224), straight on the NCHW planes,
+/// without an im2col matrix: for each output row and chunk of L columns,
+/// the C * 9 tap vectors (taps3) are each multiplied into L filters'
+/// accumulators at once (weights broadcast from wT, laid out [filter group
+/// of L][C * 9][L], zeros past F); (acc + bias) + residual, then the
+/// clamp, as the conv's epilogue. Here output rows [oh0, oh1) of filter
+/// group g.
+template <class MV, int S, int PL2>
+void convSmallC3Rows(const float *X, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
+                     int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo,
+                     float hi, int64_t oh0, int64_t oh1, int64_t g) {
+  using V = typename MV::V;
+  constexpr int L = MV::L;
+  const int64_t OHW = OH * OW, f0 = g * L, nf = std::min<int64_t>(L, F - f0);
+  const float *wg = wT + g * C * 9 * L;
+  const V vlo = MV::splat(lo), vhi = MV::splat(hi);
+  for (int64_t oh = oh0; oh < oh1; ++oh)
+    for (int64_t j0 = 0; j0 < OW; j0 += L) {
+      typename MV::M m[4];
+      const float *base[4];
+      tapLoads<MV, S>(X, W, j0, PL, m, base);
+      const bool full = j0 + L <= OW;
+      const typename MV::M sm = MV::mask(0, OW - j0);
+      V acc[L];
+#pragma GCC unroll 16
+      for (int f = 0; f < L; ++f) acc[f] = MV::splat(Bs && f < nf ? Bs[f0 + f] : 0.0f);
+      for (int64_t c = 0; c < C; ++c)
+        for (int kh = 0; kh < 3; ++kh) {
+          const int64_t ih = oh * S - PT + kh;
+          if (ih < 0 || ih >= H) continue;
+          V v[3];
+          taps3<MV, S, PL2>(m, base, (c * H + ih) * W, v);
+          const float *wk = wg + (c * 9 + kh * 3) * L;
+#pragma GCC unroll 4
+          for (int kw = 0; kw < 3; ++kw)
+#pragma GCC unroll 16
+            for (int f = 0; f < L; ++f) acc[f] = MV::fma(MV::splat(wk[kw * L + f]), v[kw], acc[f]);
+        }
+      // f a constant (unrolled): acc indexed at run time would live in memory.
+#pragma GCC unroll 16
+      for (int f = 0; f < L; ++f) {
+        if (f >= nf) break;
+        const int64_t o = (f0 + f) * OHW + oh * OW + j0;
+        V a = acc[f];
+        if (res) a = a + MV::load(sm, res + o);
+        if (full) MV::storeAll(Y + o, MV::clamp(a, vlo, vhi));
+        else MV::store(Y + o, sm, MV::clamp(a, vlo, vhi));
+      }
+    }
+}
+
+} // namespace
+} // namespace kiln::rt
+
+#endif

@@ -127,6 +127,23 @@ def bar_chart(rows, path):
     img.save(path)
 
 
+def cpu_description():
+    """The CPU's model name and family/model numbers, and whether it has
+    AVX-512F (kiln's runtime picks its AVX-512 kernels by that; results on
+    CPUs with and without it differ)."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                info.setdefault(k.strip(), v.strip())
+    except OSError:
+        return "unknown"
+    avx512 = "avx512f" in info.get("flags", "").split()
+    return (f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model {info.get('model', '?')}), "
+            f"AVX-512 {'yes' if avx512 else 'no'}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir", nargs="?")
@@ -193,7 +210,7 @@ def main():
         lines.append(f"| {r['model']} | {r['threads']} | {r['kiln_ms']:.2f} | {r['ort_ms']:.2f} | {r['ratio']:.2f} | "
                      f"{r['gflops']:.1f} | {r['pct_peak']:.1f} | {r['arena_mib']:.1f} | {r['kiln_rss_mib']:.1f} | "
                      f"{r['ort_rss_mib']:.1f} | {r['compile_s']:.1f} |")
-    note = (f"\nPeak (FMA loop, same run): " + ", ".join(f"{peak[t]:.1f} GFLOP/s at {t} thread(s)" for t in thread_counts)
+    note = (f"\nCPU: {cpu_description()}. Peak (FMA loop, same run): " + ", ".join(f"{peak[t]:.1f} GFLOP/s at {t} thread(s)" for t in thread_counts)
             + f". Medians of {args.rounds} x {args.runs} runs after {args.warmup} warm-up runs each, kiln and ORT alternating. "
             "Model GFLOP per run: " + ", ".join(sorted({f"{r['model']} {r['gflop']:.2f}" for r in rows})) + ".\n")
     table = "\n".join(lines) + "\n" + note

@@ -979,11 +979,12 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   float *Y = (float *)y;
   int64_t Cg = C / G, Fg = F / G, OHW = OH * OW, KK = KH * KW;
   if (Cg == 1 && Fg == 1 && !packedW) {
-    // With AVX-512, 3x3 (stride 1, or 2 with left pad 0 or 1) straight on
-    // the planes with masked loads. Otherwise 3x3 on channel blocks where
-    // the plane kernel's per-plane and per-row costs weigh (strided, or
-    // planes of at most 28x28); measured 1.3-2.3x faster there, 10-15%
-    // slower on 56x56 and 112x112 stride 1.
+    // 3x3 (stride 1, or 2 with left pad 0 or 1) straight on the planes
+    // with masked loads: AVX-512, or AVX2 where it wins (depthwisePlane).
+    // Otherwise 3x3 on channel blocks where the plane kernel's per-plane
+    // and per-row costs weigh (strided, or planes of at most 28x28);
+    // measured 1.3-2.3x faster there, 10-15% slower on 56x56 and 112x112
+    // stride 1.
 #if defined(__x86_64__)
     if (KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW)
       if (auto plane = depthwisePlane(SH, PL, H, W, OH, OW)) {

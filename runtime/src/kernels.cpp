@@ -616,7 +616,9 @@ bool wideKernels() {
   if (wideMode < 0) {
 #if defined(__x86_64__)
     const char *off = std::getenv("KILN_NO_AVX512");
-    wideMode = __builtin_cpu_supports("avx512f") && !(off && *off && *off != '0');
+    // The direct window kernels (kernels_avx512.cpp) use AVX512VL too.
+    wideMode = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               !(off && *off && *off != '0');
 #else
     wideMode = 0;
 #endif
@@ -969,8 +971,7 @@ void im2col(const float *xg, int64_t rows, const int32_t *which, float *colp, in
   });
 }
 
-/// Conv2d (any groups) with bias and a clamp on the store; `packedW` says
-/// w is the weight matrix [F, C*KH*KW] packed as GEMM operand A (G == 1).
+namespace {
 /// A 3 x 3 convolution (dilation 1, stride S = 1 or 2 in both axes, any
 /// pads) of an image with few channels (C <= 4: a network's stem) without
 /// an im2col matrix, for CPUs without AVX-512 (convSmallC3 is the
@@ -1066,6 +1067,10 @@ void convSmallPhased(const float *X, const float *wT, const float *Bs, const flo
   });
 }
 
+} // namespace
+
+/// Conv2d (any groups) with bias and a clamp on the store; `packedW` says
+/// w is the weight matrix [F, C*KH*KW] packed as GEMM operand A (G == 1).
 void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residual, intptr_t y,
             int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
             int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,

@@ -10,13 +10,14 @@
 //   - MaskedVec<16> / MaskedVec<8>: AVX-512 with mask registers, in
 //     kernels_avx512.cpp, a translation unit built with -mavx512f
 //     -mavx512vl and called only when the CPU has AVX-512F (wideKernels()).
-// Everything in this header has internal linkage (anonymous namespace), so
-// the two translation units' copies, compiled for different instruction
-// sets, never stand in for each other at link time.
+// Everything in this header but the two AVX-512 entry points' declarations
+// has internal linkage (anonymous namespace), and it calls no library
+// function (std::min and the like could be emitted out of line, e.g. in
+// a sanitizer build), so the two translation units' copies, compiled for
+// different instruction sets, never stand in for each other at link time.
 #ifndef KILN_RUNTIME_WINDOW3_H
 #define KILN_RUNTIME_WINDOW3_H
 
-#include <algorithm>
 #include <cstdint>
 #include <immintrin.h>
 
@@ -39,9 +40,12 @@ void convSmallC3RowsAvx512(int64_t S, const float *X, const float *wT, const flo
 
 namespace {
 
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a < b ? b : a; }
+
 /// Lanes [a, b) of L set (clipped to [0, L)), as bits.
 template <int L> inline unsigned laneMask(int64_t a, int64_t b) {
-  a = std::max<int64_t>(a, 0), b = std::min<int64_t>(b, L);
+  a = imax(a, 0), b = imin(b, L);
   if (b <= a) return 0;
   return unsigned(((uint64_t(1) << b) - 1) & ~((uint64_t(1) << a) - 1));
 }
@@ -55,7 +59,7 @@ struct Avx2Vec {
   /// Lanes [a, b).
   static M mask(int64_t a, int64_t b) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const int32_t lo = int32_t(std::clamp<int64_t>(a, 0, L)), hi = int32_t(std::clamp<int64_t>(b, 0, L));
+    const int32_t lo = int32_t(imin(imax(a, 0), L)), hi = int32_t(imin(imax(b, 0), L));
     return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(hi), lane),
                             _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(lo - 1)));
   }
@@ -159,7 +163,7 @@ void depthwisePlane3(const float *xc, const float *wc, float bias, float *yc, in
       tapLoads<MV, S>(xc, W, j0, PL, m, base);
       const bool full = j0 + L <= OW;
       const Mk sm = MV::mask(0, OW - j0);
-      const int rows = int(std::min<int64_t>(R, OH - oh0));
+      const int rows = int(imin(R, OH - oh0));
       V acc[R];
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) acc[r] = b;
@@ -224,7 +228,7 @@ void convSmallC3Rows(const float *X, const float *wT, const float *Bs, const flo
                      float hi, int64_t oh0, int64_t oh1, int64_t g) {
   using V = typename MV::V;
   constexpr int L = MV::L;
-  const int64_t OHW = OH * OW, f0 = g * L, nf = std::min<int64_t>(L, F - f0);
+  const int64_t OHW = OH * OW, f0 = g * L, nf = imin(L, F - f0);
   const float *wg = wT + g * C * 9 * L;
   const V vlo = MV::splat(lo), vhi = MV::splat(hi);
   for (int64_t oh = oh0; oh < oh1; ++oh)

@@ -629,7 +629,7 @@ bool wideKernels() {
 bool setWideKernels(bool on) {
   bool was = wideKernels();
 #if defined(__x86_64__)
-  wideMode = on && __builtin_cpu_supports("avx512f");
+  wideMode = on && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
 #else
   (void)on;
 #endif

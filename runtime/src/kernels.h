@@ -40,8 +40,10 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
 /// last, gives the same bits as one call (but for one row of unpacked A,
 /// which one call runs as a GEMV).
 
-/// Whether sgemm uses its AVX-512 tile (x86-64 CPUs with AVX-512F, unless
-/// KILN_NO_AVX512 is set to a value other than 0). setWideKernels turns it
+/// Whether the AVX-512 kernels run: sgemm's wide tile, the direct window
+/// kernels of kernels_avx512.cpp, the sparse kernels' 16-lane form
+/// (x86-64 CPUs with AVX-512F and AVX512VL, unless KILN_NO_AVX512 is set
+/// to a value other than 0). setWideKernels turns it
 /// off or back on (if the CPU has it; tests run both) and returns the
 /// previous setting; not to be called while kernels run.
 bool wideKernels();

@@ -972,6 +972,19 @@ void im2col(const float *xg, int64_t rows, const int32_t *which, float *colp, in
 }
 
 namespace {
+/// A small conv's weights [F][K] (packed as GEMM operand A if packedW)
+/// regrouped as [group of FG filters][K][FG], zeros past F: the layout the
+/// direct stem kernels broadcast from (convSmallC3, convSmallPhased).
+std::vector<float> filterGroups(const float *Wt, bool packedW, int64_t F, int64_t K, int64_t FG) {
+  std::vector<float> wT((F + FG - 1) / FG * K * FG, 0.0f);
+  for (int64_t f = 0; f < F; ++f)
+    for (int64_t k = 0; k < K; ++k)
+      wT[(f / FG * K + k) * FG + f % FG] =
+          packedW ? Wt[gemm::packedAOffset(F, 0, K, f / gemm::MR * gemm::MR) + k * gemm::MR + f % gemm::MR]
+                  : Wt[f * K + k];
+  return wT;
+}
+
 /// A 3 x 3 convolution (dilation 1, stride S = 1 or 2 in both axes, any
 /// pads) of an image with few channels (C <= 4: a network's stem) without
 /// an im2col matrix, for CPUs without AVX-512 (convSmallC3 is the
@@ -1004,7 +1017,8 @@ void convSmallPhased(const float *X, const float *wT, const float *Bs, const flo
       for (int qc = 0; qc < S; ++qc) std::fill(d + qc * PS, d + qc * PS + PW, 0.0f);
       return;
     }
-    float padded[S * 4096 + 64]; // padded columns [0, S * PW)
+    static thread_local std::vector<float> paddedBuf;
+    float *padded = grow(paddedBuf, S * PW); // padded columns [0, S * PW)
     const int64_t lead = std::min(PL, S * PW), n = std::max<int64_t>(0, std::min(W, S * PW - lead));
     std::fill(padded, padded + lead, 0.0f);
     std::memcpy(padded + lead, X + (c * H + ih) * W, n * sizeof(float));
@@ -1103,13 +1117,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   // 3x3 over at most 4 channels (a stem): direct, no im2col matrix.
   if (G == 1 && C <= 4 && KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW && (SH == 1 || (SH == 2 && PL <= 1)) &&
       OW >= 16 && wideKernels()) {
-    const int64_t K = C * 9, groups = (F + 15) / 16;
-    std::vector<float> wT(groups * K * 16, 0.0f); // [group][k][16], see convSmallC3
-    for (int64_t f = 0; f < F; ++f)
-      for (int64_t k = 0; k < K; ++k)
-        wT[(f / 16 * K + k) * 16 + f % 16] =
-            packedW ? Wt[gemm::packedAOffset(F, 0, K, f / gemm::MR * gemm::MR) + k * gemm::MR + f % gemm::MR]
-                    : Wt[f * K + k];
+    const std::vector<float> wT = filterGroups(Wt, packedW, F, C * 9, 16); // see convSmallC3
     for (int64_t n = 0; n < N; ++n)
       convSmallC3(SH, X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
                   Y + n * F * OHW, C, H, W, F, OH, OW, PT, PL, lo, hi);
@@ -1117,15 +1125,8 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   }
 #endif
   if (G == 1 && C <= 4 && KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW && SH <= 2 && OW >= 16 &&
-      OW <= 2048 && !wideKernels()) {
-    constexpr int64_t FG = 4;
-    const int64_t K = C * 9, groups = (F + FG - 1) / FG;
-    std::vector<float> wT(groups * K * FG, 0.0f); // [group][k][FG], see convSmallPhased
-    for (int64_t f = 0; f < F; ++f)
-      for (int64_t k = 0; k < K; ++k)
-        wT[(f / FG * K + k) * FG + f % FG] =
-            packedW ? Wt[gemm::packedAOffset(F, 0, K, f / gemm::MR * gemm::MR) + k * gemm::MR + f % gemm::MR]
-                    : Wt[f * K + k];
+      !wideKernels()) {
+    const std::vector<float> wT = filterGroups(Wt, packedW, F, C * 9, 4); // see convSmallPhased
     for (int64_t n = 0; n < N; ++n)
       (SH == 1 ? convSmallPhased<1> : convSmallPhased<2>)(
           X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr, Y + n * F * OHW,

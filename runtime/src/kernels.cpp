@@ -985,10 +985,10 @@ std::vector<float> filterGroups(const float *Wt, bool packedW, int64_t F, int64_
   return wT;
 }
 
-/// A 3 x 3 convolution (dilation 1, stride S = 1 or 2 in both axes, any
-/// pads) of an image with few channels (C <= 4: a network's stem) without
-/// an im2col matrix, for CPUs without AVX-512 (convSmallC3 is the
-/// masked-load form for those with it). The image is first split into
+/// A K x K convolution (K = 3 or 7, dilation 1, stride S = 1 or 2 in both
+/// axes, any pads) of an image with few channels (C <= 4: a network's
+/// stem) without an im2col matrix, for CPUs without AVX-512 (convSmallC3
+/// is the masked-load 3 x 3 form for those with it). The image is first split into
 /// S x S zero-padded phase planes per channel (phase (qr, qc) holds padded
 /// rows qr, qr + S, ... and columns qc, qc + S, ...), so tap (kh, kw) of
 /// output (oh, ow) reads phase (kh % S, kw % S) at row oh + kh / S, column
@@ -996,16 +996,20 @@ std::vector<float> filterGroups(const float *Wt, bool packedW, int64_t F, int64_
 /// step computes 16 output columns of one row for 4 filters in 8
 /// accumulators (per tap: 2 loads, 4 broadcasts, 8 FMAs); the epilogue
 /// (bias, residual, clamp) on the registers. wT: [group of 4 filters][C *
-/// 9][4], zeros past F. Runs of output rows in parallel. MobileNetV2's
+/// K * K][4], zeros past F. Runs of output rows in parallel. MobileNetV2's
 /// stem on a Zen 3 core: 0.47 against im2col + GEMM's 0.58 ms alone (min
 /// of 300 calls), in the model 0.96x the time at 1 thread and 0.89x at 2
-/// (minimum of 8 alternating profiles each).
-template <int S>
+/// (minimum of 8 alternating profiles each). ResNet-50's 7x7 stem
+/// (session 17): 3.65 against 5.38 ms alone (min of 100 calls), in the
+/// model 2.23 against 2.63 ms at 2 threads and level at 1 (4.96 / 5.04;
+/// minimum of 10 alternating profiles).
+template <int K, int S>
 void convSmallPhased(const float *X, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
                      int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo,
                      float hi) {
   constexpr int64_t FG = 4, CW = 16;
-  const int64_t PW = gemm::roundUp(OW, CW) + 16, PH = OH + 2 / S, PS = PH * PW, OHW = OH * OW;
+  static_assert((K - 1) / S <= 16, "phase rows are padded by 16 columns");
+  const int64_t PW = gemm::roundUp(OW, CW) + 16, PH = OH + (K - 1) / S, PS = PH * PW, OHW = OH * OW;
   // Phase planes, [c][qr][qc][PH][PW]: each padded row is laid out once
   // (zeros, the input row at PL), then split into its S column phases
   // (stride 2: even and odd lanes of 16 floats at a time, in registers).
@@ -1037,21 +1041,21 @@ void convSmallPhased(const float *X, const float *wT, const float *Bs, const flo
   parallelFor((OH + per - 1) / per, [&](int64_t t) {
     for (int64_t oh = t * per; oh < std::min(OH, (t + 1) * per); ++oh)
       for (int64_t g = 0; g < groups; ++g) {
-        const float *wg = wT + g * C * 9 * FG;
+        const float *wg = wT + g * C * K * K * FG;
         const int64_t f0 = g * FG, nf = std::min(FG, F - f0);
         for (int64_t j0 = 0; j0 < OW; j0 += CW) {
           v8f acc[FG][2];
           for (int f = 0; f < FG; ++f) acc[f][0] = acc[f][1] = splat(Bs && f < nf ? Bs[f0 + f] : 0.0f);
           for (int64_t c = 0; c < C; ++c) {
             const float *pc = ph + c * S * S * PS + oh * PW + j0;
-            const float *wc = wg + c * 9 * FG;
-#pragma GCC unroll 3
-            for (int kh = 0; kh < 3; ++kh)
-#pragma GCC unroll 3
-              for (int kw = 0; kw < 3; ++kw) {
+            const float *wc = wg + c * K * K * FG;
+#pragma GCC unroll 7
+            for (int kh = 0; kh < K; ++kh)
+#pragma GCC unroll 7
+              for (int kw = 0; kw < K; ++kw) {
                 const float *p = pc + ((kh % S) * S + kw % S) * PS + (kh / S) * PW + kw / S;
                 const v8f v0 = load8(p), v1 = load8(p + 8);
-                const float *wk = wc + (kh * 3 + kw) * FG;
+                const float *wk = wc + (kh * K + kw) * FG;
 #pragma GCC unroll 4
                 for (int f = 0; f < FG; ++f) {
                   const v8f wf = splat(wk[f]);
@@ -1124,11 +1128,12 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
     return;
   }
 #endif
-  if (G == 1 && C <= 4 && KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW && SH <= 2 && OW >= 16 &&
-      !wideKernels()) {
-    const std::vector<float> wT = filterGroups(Wt, packedW, F, C * 9, 4); // see convSmallPhased
+  if (G == 1 && C <= 4 && KH == KW && (KH == 3 || (KH == 7 && SH == 2)) && DH == 1 && DW == 1 && SH == SW &&
+      SH <= 2 && OW >= 16 && !wideKernels()) {
+    const std::vector<float> wT = filterGroups(Wt, packedW, F, C * KK, 4); // see convSmallPhased
+    const auto run = KH == 7 ? convSmallPhased<7, 2> : SH == 1 ? convSmallPhased<3, 1> : convSmallPhased<3, 2>;
     for (int64_t n = 0; n < N; ++n)
-      (SH == 1 ? convSmallPhased<1> : convSmallPhased<2>)(
+      run(
           X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr, Y + n * F * OHW,
           C, H, W, F, OH, OW, PT, PL, lo, hi);
     return;

@@ -197,7 +197,12 @@ const ConvCase kConvCases[] = {
     {"depthwise 3x3 151x55 stride 2 no left pad, rows outer", 1, 2, 151, 55, 2, 3, 3, 2, 2, 1, 1, 0, 0, 0, 0, 2},
     // im2col built in bands of output rows (>= 2048 outputs, > 1 MiB of
     // columns): 5 bands of 11 rows (>= 512 outputs each), the last of 5.
-    {"7x7 stride 2, banded im2col", 1, 3, 97, 101, 10, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, 1},
+    // 5 channels: with at most 4, CPUs without AVX-512 run the direct
+    // stem kernel instead.
+    {"7x7 stride 2, banded im2col", 1, 5, 97, 101, 10, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, 1},
+    // A 7x7 stride-2 stem (direct on phase planes without AVX-512): a
+    // 16-column chunk and a tail of 10, 4 + 4 + 2 filters, 2 images.
+    {"7x7 stride 2 stem, 3 -> 10 channels", 2, 3, 40, 53, 10, 7, 7, 2, 2, 1, 1, 3, 3, 3, 2, 1},
     {"depth multiplier 2", 1, 3, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
     {"groups 2", 2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2},
     {"groups 2 stride 2", 1, 6, 9, 9, 4, 3, 3, 2, 2, 1, 1, 0, 0, 2, 2, 2},

@@ -61,14 +61,16 @@ inline void prefetchTile(float *c, int64_t ldc, int rows, const float *residual,
 /// the last K block, `ep` adds a bias per row and clamps as it stores.
 /// NV: vectors of 8 columns computed (2; 1 for a last panel of at most 8
 /// columns, e.g. N = 49: half the multiply-adds instead of wasted ones).
-template <int NV>
+/// rows (Ind): row p of the B panel at b + rows[p] instead of b + p * ldb.
+template <int NV, bool Ind = false>
 void microKernelN(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc, bool accumulate,
-                  int m, int n, const Epilogue *ep, int64_t row0, int64_t col0) {
+                  int m, int n, const Epilogue *ep, int64_t row0, int64_t col0, const int64_t *rows = nullptr) {
   v8f acc[MR][2];
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = v8f{};
   prefetchTile(c, ldc, m, ep ? ep->residual : nullptr, row0, col0, 1);
   for (int64_t p = 0; p < kc; ++p) {
-    v8f b0 = load8(b + p * ldb), b1 = NV == 2 ? load8(b + p * ldb + 8) : v8f{};
+    const float *bp = Ind ? b + rows[p] : b + p * ldb;
+    v8f b0 = load8(bp), b1 = NV == 2 ? load8(bp + 8) : v8f{};
     const float *ap = a + p * MR;
     for (int i = 0; i < MR; ++i) {
       v8f ai = splat(ap[i]);
@@ -259,14 +261,14 @@ void packA(const float *A, int64_t lda, bool trans, int64_t i0, int64_t mc, int6
 }
 
 void packB(const float *B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
-           float *out) {
+           float *out, const int64_t *rows = nullptr) {
   if (!trans) {
     // Row by row: each row of B is read once, in order (prefetchable),
     // and scattered to the panels (in cache); walking panel by panel
     // instead reads 64 bytes per row of B, one page apart each.
     const int64_t full = nc / NR * NR;
     for (int64_t p = 0; p < kc; ++p) {
-      const float *row = B + (k0 + p) * ldb + j0;
+      const float *row = B + (rows ? rows[k0 + p] : (k0 + p) * ldb) + j0;
       float *o = out + p * NR;
       for (int64_t jp = 0; jp < full; jp += NR, o += kc * NR) {
         store8(o, load8(row + jp));
@@ -661,10 +663,10 @@ void actTile(float *c, int64_t ldc, int64_t rows, int64_t cols, int act) {
 
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc, const Epilogue *ep,
-           const float *packedA, const float *packedB, int64_t kBlock, bool accumulate) {
+           const float *packedA, const float *packedB, int64_t kBlock, bool accumulate, const int64_t *bRows) {
   if (M <= 0 || N <= 0) return;
   if (ep && !ep->rowBias && !ep->colBias && !ep->residual && !ep->clamps() && !ep->act) ep = nullptr;
-  if (K == 0 || (M == 1 && !accumulate && !transA && !packedA && !packedB)) {
+  if (K == 0 || (M == 1 && !accumulate && !transA && !packedA && !packedB && !bRows)) {
     if (K == 0) { // nothing to add; C = 0 first unless accumulating
       if (!accumulate)
         for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
@@ -697,7 +699,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   // cost a second fork-join; 1.0-1.1x at 7x7, which stays packed). Not past
   // N = 4096: rows 16 KiB apart or more put each k on its own page (a 64 x
   // 12544 x 147 product ran 1.26x slower read in place).
-  const bool directB = !packedB && !transB && (K <= 64 || (N >= 128 && N <= 4096));
+  // bRows: B's rows are wherever they are, read in place too.
+  const bool directB = !packedB && !transB && (K <= 64 || (N >= 128 && N <= 4096) || bRows);
   const int64_t KB = kBlock > 0 ? kBlock : gemm::kBlock(packedA != nullptr);
   const bool wide = wideKernels();
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
@@ -774,22 +777,28 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       // Full panels of a shallow B are read in place (directB); only the
       // last, partial one is packed.
       const int64_t full = directB ? nc / NR * NR : 0;
-      if (!packedB) packB(B, ldb, transB, k0, kc, j0 + full, nc - full, pb.data());
+      if (!packedB) packB(B, ldb, transB, k0, kc, j0 + full, nc - full, pb.data(), bRows);
       auto tile = [&](int64_t ip, int64_t jp) {
-        const float *b = jp < full ? B + k0 * ldb + j0 + jp : bp + (jp - full) * kc;
-        microKernel(kc, ap + ip * kc, b, jp < full ? ldb : NR, C + (i0 + ip) * ldc + j0 + jp, ldc, accumulate || k0 > 0,
-                    (int)std::min<int64_t>(MR, mc - ip), (int)std::min<int64_t>(NR, nc - jp),
-                    k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
+        float *c = C + (i0 + ip) * ldc + j0 + jp;
+        const int m = (int)std::min<int64_t>(MR, mc - ip);
+        if (bRows && jp < full)
+          microKernelN<2, true>(kc, ap + ip * kc, B + j0 + jp, 0, c, ldc, accumulate || k0 > 0, m, NR,
+                                k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp, bRows + k0);
+        else {
+          const float *b = jp < full ? B + k0 * ldb + j0 + jp : bp + (jp - full) * kc;
+          microKernel(kc, ap + ip * kc, b, jp < full ? ldb : NR, c, ldc, accumulate || k0 > 0, m,
+                      (int)std::min<int64_t>(NR, nc - jp), k0 + kc >= K ? ep : nullptr, i0 + ip, j0 + jp);
+        }
         if (k0 + kc >= K && ep && ep->act)
           actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, std::min<int64_t>(MR, mc - ip), std::min<int64_t>(NR, nc - jp),
                   ep->act);
       };
       // With AVX-512, up to 2 x 2 register tiles at once where the columns
       // are whole panels (the rows may end in a partial panel).
-      const int64_t TI = wide ? 2 * MR : MR, TJ = wide ? 2 * NR : NR;
+      const int64_t TI = wide && !bRows ? 2 * MR : MR, TJ = wide && !bRows ? 2 * NR : NR;
       auto block = [&](int64_t ip, int64_t jp) {
 #if defined(__x86_64__)
-        if (wide) {
+        if (wide && !bRows) {
           // The AVX-512 form for the whole panels of this block (direct B:
           // only its in-place panels), the 6 x 16 tile for what is left.
           // Rows: one or two panels, the last one possibly partial.
@@ -985,14 +994,51 @@ std::vector<float> filterGroups(const float *Wt, bool packedW, int64_t F, int64_
   return wT;
 }
 
+/// Phase planes of X [C, H, W] for stride S, zero-padded PT rows above
+/// and PL columns left (and as needed below and right): phase (qr, qc) of
+/// channel c, at ph + ((c * S + qr) * S + qc) * PH * PW, holds padded rows
+/// qr, qr + S, ... (PH of them) and columns qc, qc + S, ... (PW), so the
+/// tap (kh, kw) of a stride-S window at output (oh, ow) is phase (kh % S,
+/// kw % S) at row oh + kh / S, column ow + kw / S. Each padded row is laid
+/// out once (zeros, the input row at PL), then split into its S column
+/// phases (stride 2: even and odd lanes of 16 floats at a time, in
+/// registers). Parallel over rows.
+template <int S>
+void phasePlanes(const float *X, int64_t C, int64_t H, int64_t W, int64_t PT, int64_t PL, int64_t PH, int64_t PW,
+                 float *ph) {
+  const int64_t PS = PH * PW;
+  parallelRuns(C * S * PH, [&](int64_t t) {
+    const int64_t c = t / (S * PH), qr = t / PH % S, r = t % PH, ih = r * S + qr - PT;
+    float *d = ph + ((c * S + qr) * S) * PS + r * PW; // column phase qc at d + qc * PS
+    if (ih < 0 || ih >= H) {
+      for (int qc = 0; qc < S; ++qc) std::fill(d + qc * PS, d + qc * PS + PW, 0.0f);
+      return;
+    }
+    static thread_local std::vector<float> paddedBuf;
+    float *padded = grow(paddedBuf, S * PW); // padded columns [0, S * PW)
+    const int64_t lead = std::min(PL, S * PW), n = std::max<int64_t>(0, std::min(W, S * PW - lead));
+    std::fill(padded, padded + lead, 0.0f);
+    std::memcpy(padded + lead, X + (c * H + ih) * W, n * sizeof(float));
+    std::fill(padded + lead + n, padded + S * PW, 0.0f);
+    if constexpr (S == 1) std::memcpy(d, padded, PW * sizeof(float));
+    else {
+      int64_t j = 0;
+      for (; j + 8 <= PW; j += 8) {
+        const v8f a = load8(padded + 2 * j), b = load8(padded + 2 * j + 8);
+        store8(d + j, deinterleave<0>(a, b));
+        store8(d + PS + j, deinterleave<1>(a, b));
+      }
+      for (; j < PW; ++j) d[j] = padded[2 * j], d[PS + j] = padded[2 * j + 1];
+    }
+  });
+}
+
 /// A K x K convolution (K = 3 or 7, dilation 1, stride S = 1 or 2 in both
 /// axes, any pads) of an image with few channels (C <= 4: a network's
 /// stem) without an im2col matrix, for CPUs without AVX-512 (convSmallC3
-/// is the masked-load 3 x 3 form for those with it). The image is first split into
-/// S x S zero-padded phase planes per channel (phase (qr, qc) holds padded
-/// rows qr, qr + S, ... and columns qc, qc + S, ...), so tap (kh, kw) of
-/// output (oh, ow) reads phase (kh % S, kw % S) at row oh + kh / S, column
-/// ow + kw / S: unit-stride loads with no masks or lane shuffles. Each
+/// is the masked-load 3 x 3 form for those with it). The image is first
+/// split into S x S zero-padded phase planes per channel (phasePlanes), so
+/// every tap is a unit-stride load with no masks or lane shuffles. Each
 /// step computes 16 output columns of one row for 4 filters in 8
 /// accumulators (per tap: 2 loads, 4 broadcasts, 8 FMAs); the epilogue
 /// (bias, residual, clamp) on the registers. wT: [group of 4 filters][C *
@@ -1010,31 +1056,8 @@ void convSmallPhased(const float *X, const float *wT, const float *Bs, const flo
   constexpr int64_t FG = 4, CW = 16;
   static_assert((K - 1) / S <= 16, "phase rows are padded by 16 columns");
   const int64_t PW = gemm::roundUp(OW, CW) + 16, PH = OH + (K - 1) / S, PS = PH * PW, OHW = OH * OW;
-  // Phase planes, [c][qr][qc][PH][PW]: each padded row is laid out once
-  // (zeros, the input row at PL), then split into its S column phases
-  // (stride 2: even and odd lanes of 16 floats at a time, in registers).
   float *ph = grow(scratch(2), C * S * S * PS);
-  parallelRuns(C * S * PH, [&](int64_t t) {
-    const int64_t c = t / (S * PH), qr = t / PH % S, r = t % PH, ih = r * S + qr - PT;
-    float *d = ph + ((c * S + qr) * S) * PS + r * PW; // column phase qc at d + qc * PS
-    if (ih < 0 || ih >= H) {
-      for (int qc = 0; qc < S; ++qc) std::fill(d + qc * PS, d + qc * PS + PW, 0.0f);
-      return;
-    }
-    static thread_local std::vector<float> paddedBuf;
-    float *padded = grow(paddedBuf, S * PW); // padded columns [0, S * PW)
-    const int64_t lead = std::min(PL, S * PW), n = std::max<int64_t>(0, std::min(W, S * PW - lead));
-    std::fill(padded, padded + lead, 0.0f);
-    std::memcpy(padded + lead, X + (c * H + ih) * W, n * sizeof(float));
-    std::fill(padded + lead + n, padded + S * PW, 0.0f);
-    if constexpr (S == 1) std::memcpy(d, padded, PW * sizeof(float));
-    else
-      for (int64_t j = 0; j < PW; j += 8) {
-        const v8f a = load8(padded + 2 * j), b = load8(padded + 2 * j + 8);
-        store8(d + j, deinterleave<0>(a, b));
-        store8(d + PS + j, deinterleave<1>(a, b));
-      }
-  });
+  phasePlanes<S>(X, C, H, W, PT, PL, PH, PW, ph);
   const int64_t groups = (F + FG - 1) / FG;
   const int64_t tasks = std::min<int64_t>(OH, 8 * int64_t(currentThreads())), per = (OH + tasks - 1) / tasks;
   const v8f vlo = splat(lo), vhi = splat(hi);
@@ -1085,7 +1108,52 @@ void convSmallPhased(const float *X, const float *wT, const float *Bs, const flo
   });
 }
 
+
+/// A convolution (groups 1, dilation 1, stride 1) as a GEMM whose B rows
+/// are read straight from the zero-padded input (phasePlanes<1>): an
+/// implicit im2col. Row k = (c, kh, kw) of the im2col matrix, over the
+/// "wide" output grid of OH rows of PW = OW + KW - 1 columns (the last KW
+/// - 1 of each row are not outputs), is a contiguous run of the padded
+/// plane of channel c from row kh, column kw: sgemm reads it in place
+/// through bRows. The product (bias and clamp on the tile; the residual,
+/// if any, and then the clamp, in the copy) lands in a scratch [F, OH *
+/// PW] and its valid columns are copied to Y. The weights are the same
+/// (packed or not) as im2col's.
+void convIndirect(const float *X, const float *Wt, bool packedW, const float *Bs, const float *res, float *Y, int64_t C,
+                  int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t PT,
+                  int64_t PL, float lo, float hi) {
+  const int64_t PW = OW + KW - 1, PH = OH + KH - 1, PS = PH * PW, NW = OH * PW, K = C * KH * KW;
+  // + 16: a wide row's last columns read up to KW - 1 floats past the
+  // plane (into the next, or here at the end), for columns not output.
+  float *ph = grow(scratch(2), C * PS + 16);
+  phasePlanes<1>(X, C, H, W, PT, PL, PH, PW, ph);
+  std::fill(ph + C * PS, ph + C * PS + 16, 0.0f);
+  static thread_local std::vector<int64_t> rowsBuf;
+  rowsBuf.resize(K);
+  for (int64_t c = 0, k = 0; c < C; ++c)
+    for (int64_t kh = 0; kh < KH; ++kh)
+      for (int64_t kw = 0; kw < KW; ++kw, ++k)
+        rowsBuf[k] = c * PS + kh * PW + kw;
+  float *wide = grow(scratch(3), F * NW);
+  Epilogue ep{Bs, res ? -std::numeric_limits<float>::infinity() : lo, res ? std::numeric_limits<float>::infinity() : hi};
+  sgemm(F, NW, K, packedW ? nullptr : Wt, K, false, ph, 0, false, wide, NW, &ep, packedW ? Wt : nullptr, nullptr,
+        gemm::KC, false, rowsBuf.data());
+  const v8f vlo = splat(lo), vhi = splat(hi);
+  parallelRuns(F * OH, [&](int64_t t) {
+    const float *w = wide + t / OH * NW + t % OH * PW;
+    float *y = Y + t * OW;
+    if (!res) {
+      copyFloats(y, w, OW);
+      return;
+    }
+    const float *r = res + t * OW;
+    int64_t j = 0;
+    for (; j + 8 <= OW; j += 8) store8(y + j, vclamp(load8(w + j) + load8(r + j), vlo, vhi));
+    for (; j < OW; ++j) y[j] = std::min(std::max(w[j] + r[j], lo), hi);
+  });
+}
 } // namespace
+
 
 /// Conv2d (any groups) with bias and a clamp on the store; `packedW` says
 /// w is the weight matrix [F, C*KH*KW] packed as GEMM operand A (G == 1).
@@ -1139,6 +1207,22 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
     return;
   }
   bool direct = KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W;
+  // Without AVX-512, a stride-1 K x K conv (K > 1) whose wide output
+  // grid (see convIndirect) has at least 512 columns reads its padded
+  // input in place instead of an im2col matrix. Against im2col + GEMM
+  // with packed weights (time ratio at 1 / 2 threads, in-process
+  // alternating calls, Zen 3): 64 x 56x56 3x3 0.88 / 0.91, 128 x 112x112
+  // 3x3 (banded im2col) 0.96 / 0.95, 16 -> 32 x 32x32 5x5 0.64 / 0.50.
+  // Not at stride 2 (phase planes): ResNet-50's 128 x 56x56 3x3 took 1.08
+  // / 1.07 against im2col in K blocks, 1x1 convs 1.3x (the planes copy 4x
+  // what im2col does).
+  if (!direct && KH * KW > 1 && G == 1 && DH == 1 && DW == 1 && SH == 1 && SW == 1 &&
+      OH * (OW + KW - 1) >= 512 && !wideKernels()) {
+    for (int64_t n = 0; n < N; ++n)
+      convIndirect(X + n * C * H * W, Wt, packedW, Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
+                   Y + n * F * OHW, C, H, W, F, KH, KW, OH, OW, PT, PL, lo, hi);
+    return;
+  }
   const int64_t rowsK = Cg * KK;
   // A large im2col matrix (ResNet-50's stem: 147 x 12544 floats, 7.4 MB)
   // would be written to memory and read back: build and use it in bands

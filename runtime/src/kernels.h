@@ -30,7 +30,8 @@ struct Epilogue {
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc,
            const Epilogue *ep = nullptr, const float *packedA = nullptr,
-           const float *packedB = nullptr, int64_t kBlock = 0, bool accumulate = false);
+           const float *packedB = nullptr, int64_t kBlock = 0, bool accumulate = false,
+           const int64_t *bRows = nullptr);
 /// With packedA (packedB) set, A (B) is ignored: the operand is read from
 /// its compile-time packing (kiln/gemm_layout.h). kBlock: the K block, 0
 /// for gemm::kBlock(packedA); convolutions pass gemm::KC whether or not
@@ -39,6 +40,9 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
 /// product split into calls at K-block boundaries, the epilogue on the
 /// last, gives the same bits as one call (but for one row of unpacked A,
 /// which one call runs as a GEMV).
+/// bRows (B not transposed, not packed): row k of B starts at B +
+/// bRows[k] rather than B + k * ldb (ldb ignored), each row read in place:
+/// an implicit im2col (convIndirect's taps on phase planes).
 
 /// Whether the AVX-512 kernels run: sgemm's wide tile, the direct window
 /// kernels of kernels_avx512.cpp, the sparse kernels' 16-lane form

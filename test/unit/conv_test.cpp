@@ -177,9 +177,16 @@ const ConvCase kConvCases[] = {
     // blocks with pads on one side.
     {"depthwise 3x3 98x90 plane", 1, 2, 98, 90, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2},
     {"depthwise 3x3 86x101 plane, pads on one side", 1, 3, 86, 101, 3, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 3},
-    // 288 x 529 im2col (> 512 KiB, 512-2047 pixels): with packed weights,
-    // built and multiplied one K block (256 rows) at a time.
-    {"3x3 stride 2, im2col in K blocks", 2, 32, 46, 46, 20, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 1},
+    // 288 x 576 im2col (> 512 KiB, 512-2047 pixels): with packed weights,
+    // built and multiplied one K block (256 rows) at a time (dilated, so
+    // that CPUs without AVX-512 do not take the phase planes instead).
+    {"3x3 stride 2 dilation 2, im2col in K blocks", 2, 32, 50, 50, 20, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0, 1},
+    // Without AVX-512, stride 1: the GEMM reads the padded input in place
+    // (implicit im2col, at least 512 columns of the wide grid): 3x3, 28 x
+    // 30 wide columns (52 whole panels of 16 and 8), 20 filters (3 panels
+    // of 6 and 2 rows); 5x5, 24 x 34, 2 images.
+    {"3x3 on the padded planes", 1, 24, 28, 28, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"5x5 on the padded planes", 2, 6, 24, 30, 13, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 1},
     // A stem: 3 input channels, stride 2, 20 filters (16 + 4), 2 images.
     {"3x3 stride 2, 3 -> 20 channels", 2, 3, 17, 35, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
     // Direct small-channel 3x3 (AVX-512, at least 16 output columns):

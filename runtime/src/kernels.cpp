@@ -70,14 +70,15 @@ void microKernelN(int64_t kc, const float *a, const float *b, int64_t ldb, float
   prefetchTile(c, ldc, m, ep ? ep->residual : nullptr, row0, col0, 1);
   // Deep products (kc > 64) ask for B's row 32 k ahead (2 KiB into a
   // packed panel; near the panel's end, the next panel's first rows). On a
-  // Zen 3 core, calls alternating in one process: BERT's GEMMs 0.93-0.99x
-  // the time (against ONNX Runtime's MatMul, 1.04-1.14x -> 1.04-1.08x),
-  // ResNet-50's deep 1x1 and 3x3 convs 0.89-1.03x; shallow ones no better.
+  // Zen 3 core, calls alternating in one process: BERT's GEMMs 0-6% faster
+  // (in all 6 comparisons of two builds, each order); convs no different
+  // within the noise.
   const int64_t ahead = kc > 64 ? 32 * ldb : 0;
   // Unrolled 4 times: against the plain loop (one k per iteration), in
   // calls alternating in one process on a Zen 3 core, BERT's GEMMs took
-  // 0.92-0.95x the time and ResNet-50's 1x1 and stride-2 3x3 convs
-  // 0.93-1.0x (2 times: 0.94-0.95x and 0.89-1.0x).
+  // 0.92-0.95x the time (two copies of one build: within 3%); ResNet-50's
+  // 1x1 and stride-2 3x3 convs 0.93-1.0x, inside that harness's noise for
+  // convs (two copies of one build: 0.92-1.03x).
 #pragma GCC unroll 4
   for (int64_t p = 0; p < kc; ++p) {
     const float *bp = Ind ? b + rows[p] : b + p * ldb;

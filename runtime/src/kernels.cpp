@@ -1136,11 +1136,11 @@ void convIndirect(const float *X, const float *Wt, bool packedW, const float *Bs
                   int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t PT,
                   int64_t PL, float lo, float hi) {
   const int64_t PW = OW + KW - 1, PH = OH + KH - 1, PS = PH * PW, NW = OH * PW, K = C * KH * KW;
-  // + 16: a wide row's last columns read up to KW - 1 floats past the
+  // + KW: a wide row's last columns read up to KW - 1 floats past the
   // plane (into the next, or here at the end), for columns not output.
-  float *ph = grow(scratch(2), C * PS + 16);
+  float *ph = grow(scratch(2), C * PS + KW);
   phasePlanes<1>(X, C, H, W, PT, PL, PH, PW, ph);
-  std::fill(ph + C * PS, ph + C * PS + 16, 0.0f);
+  std::fill(ph + C * PS, ph + C * PS + KW, 0.0f);
   static thread_local std::vector<int64_t> rowsBuf;
   rowsBuf.resize(K);
   for (int64_t c = 0, k = 0; c < C; ++c)

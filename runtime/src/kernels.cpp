@@ -82,7 +82,8 @@ void microKernelN(int64_t kc, const float *a, const float *b, int64_t ldb, float
 #pragma GCC unroll 4
   for (int64_t p = 0; p < kc; ++p) {
     const float *bp = Ind ? b + rows[p] : b + p * ldb;
-    if constexpr (!Ind) __builtin_prefetch(bp + ahead);
+    if constexpr (!Ind) // an address, not a pointer: it may lie past B
+      __builtin_prefetch(reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(bp) + ahead * sizeof(float)));
     v8f b0 = load8(bp), b1 = NV == 2 ? load8(bp + 8) : v8f{};
     const float *ap = a + p * MR;
     for (int i = 0; i < MR; ++i) {

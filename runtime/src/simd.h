@@ -123,7 +123,9 @@ inline v8f vgelu(v8f x) {
 }
 
 /// A per-thread buffer, reused across calls (slots 0-2: GEMM packing and
-/// im2col, 2 also Winograd's padded input; 3-4: sparse kernels; 5-6:
+/// im2col, 2 also Winograd's padded input and the phase planes of the
+/// direct stem and the implicit im2col; 3-4: sparse kernels, 3 also the
+/// implicit im2col's wide product (the two never nest); 5-6:
 /// Winograd's transformed tiles; 7, 8: a B or A operand packed once for all
 /// of a GEMM's tasks; 9: a sparse kernel's input packed once for all its
 /// tasks).

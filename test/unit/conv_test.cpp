@@ -188,8 +188,9 @@ const ConvCase kConvCases[] = {
     {"3x3 on the padded planes", 1, 24, 28, 28, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
     {"5x5 on the padded planes", 2, 6, 24, 30, 13, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 1},
     // A row 21 wide: the wide grid's last columns read 20 floats past the
-    // last plane (the sanitizer build checks the slack).
+    // last plane; 3x3 over 32 channels: two K blocks (288 rows).
     {"1x21 on the padded planes", 1, 2, 30, 40, 5, 1, 21, 1, 1, 1, 1, 0, 10, 0, 10, 1},
+    {"3x3 over 32 channels on the padded planes, two K blocks", 1, 32, 20, 24, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
     // A stem: 3 input channels, stride 2, 20 filters (16 + 4), 2 images.
     {"3x3 stride 2, 3 -> 20 channels", 2, 3, 17, 35, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
     // Direct small-channel 3x3 (AVX-512, at least 16 output columns):

@@ -982,6 +982,19 @@ void kiln_rt_maxpool2d(intptr_t x, intptr_t y, int64_t N, int64_t C, int64_t H, 
   const float inf = std::numeric_limits<float>::infinity();
   const float *X = (const float *)x;
   float *Y = (float *)y;
+#if defined(__x86_64__)
+  // 3x3 straight on the planes with masked loads (window3.h), AVX-512:
+  // ResNet-50's 3x3 stride-2 MaxPool (64 x 112x112) 0.31 against 0.45 ms
+  // on channel blocks at 1 thread, 0.14 against 0.22 at 2 (Intel core,
+  // in the model; rows outer made no difference).
+  if (KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW && wideKernels())
+    if (auto plane = maxPlaneAvx512(SH, PL, H, W, OH, OW)) {
+      parallelRuns(N * C, [&](int64_t nc) {
+        plane(X + nc * H * W, nullptr, 0.0f, Y + nc * OH * OW, H, W, OH, OW, PT, PL, -inf, inf);
+      });
+      return;
+    }
+#endif
   if (KH == KW && (KH == 2 || KH == 3) && (SH > 1 || SW > 1 || OH * OW <= 784)) {
     if (KH == 3) depthwiseBlocked<3, true>(X, nullptr, nullptr, Y, N, C, H, W, OH, OW, SH, SW, DH, DW, PT, PL, -inf, inf);
     else depthwiseBlocked<2, true>(X, nullptr, nullptr, Y, N, C, H, W, OH, OW, SH, SW, DH, DW, PT, PL, -inf, inf);

@@ -16,6 +16,9 @@ template <> struct MaskedVec<16> {
   using M = __mmask16;
   static M mask(int64_t a, int64_t b) { return (M)laneMask<L>(a, b); }
   static V load(M m, const float *p) { return _mm512_maskz_loadu_ps(m, p); }
+  static V loadFill(M m, const float *p, V fill) { return _mm512_mask_loadu_ps(fill, m, p); }
+  /// max(a, v), NaN if either is (maxps returns its second operand then).
+  static V maxNaN(V a, V v) { return _mm512_mask_mov_ps(_mm512_max_ps(v, a), _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v); }
   static void store(float *p, M m, V v) { _mm512_mask_storeu_ps(p, m, v); }
   static void storeAll(float *p, V v) { _mm512_storeu_ps(p, v); }
   static V splat(float x) { return _mm512_set1_ps(x); }
@@ -39,6 +42,8 @@ template <> struct MaskedVec<8> {
   using M = __mmask8;
   static M mask(int64_t a, int64_t b) { return (M)laneMask<L>(a, b); }
   static V load(M m, const float *p) { return _mm256_maskz_loadu_ps(m, p); }
+  static V loadFill(M m, const float *p, V fill) { return _mm256_mask_loadu_ps(fill, m, p); }
+  static V maxNaN(V a, V v) { return _mm256_mask_mov_ps(_mm256_max_ps(v, a), _mm256_cmp_ps_mask(v, v, _CMP_UNORD_Q), v); }
   static void store(float *p, M m, V v) { _mm256_mask_storeu_ps(p, m, v); }
   static void storeAll(float *p, V v) { _mm256_storeu_ps(p, v); }
   static V splat(float x) { return _mm256_set1_ps(x); }
@@ -59,6 +64,11 @@ DepthwisePlaneFn depthwisePlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t 
   // Rows of at most 8 columns in ymm (half the lanes of a zmm would idle).
   return OW <= 8 ? depthwisePlaneFor<MaskedVec<8>, 7, 4, false>(S, PL, H, W, OH)
                  : depthwisePlaneFor<MaskedVec<16>, 7, 4, false>(S, PL, H, W, OH);
+}
+
+DepthwisePlaneFn maxPlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH, int64_t OW) {
+  return OW <= 8 ? depthwisePlaneFor<MaskedVec<8>, 7, 4, false, true>(S, PL, H, W, OH)
+                 : depthwisePlaneFor<MaskedVec<16>, 7, 4, false, true>(S, PL, H, W, OH);
 }
 
 void convSmallC3RowsAvx512(int64_t S, const float *X, const float *wT, const float *Bs, const float *res, float *Y,

@@ -31,6 +31,8 @@ using DepthwisePlaneFn = void (*)(const float *xc, const float *wc, float bias, 
 /// The AVX-512 plane kernel for stride S (1, or 2 with PL 0 or 1) at these
 /// sizes, or null (kernels_avx512.cpp).
 DepthwisePlaneFn depthwisePlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH, int64_t OW);
+/// The same for a 3 x 3 max pool (depthwisePlane3's Max form).
+DepthwisePlaneFn maxPlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH, int64_t OW);
 /// Output rows [oh0, oh1) of filter group g (16 filters) of a 3 x 3
 /// convolution of an image with C <= 4 channels, AVX-512 (see
 /// convSmallC3Rows below; kernels_avx512.cpp).
@@ -64,6 +66,12 @@ struct Avx2Vec {
                             _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(lo - 1)));
   }
   static V load(M m, const float *p) { return _mm256_maskload_ps(p, m); }
+  /// The lanes of m from p, the others fill.
+  static V loadFill(M m, const float *p, V fill) {
+    return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+  }
+  /// max(a, v), NaN if either is (maxps returns its second operand then).
+  static V maxNaN(V a, V v) { return _mm256_blendv_ps(_mm256_max_ps(v, a), v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)); }
   static void store(float *p, M m, V v) { _mm256_maskstore_ps(p, m, v); }
   static void storeAll(float *p, V v) { _mm256_storeu_ps(p, v); }
   static V splat(float x) { return _mm256_set1_ps(x); }
@@ -109,22 +117,27 @@ inline void tapLoads(const float *xc, int64_t W, int64_t j0, int64_t PL, typenam
 /// Stride 2: the 2L input columns are split into even and odd lanes; the
 /// third tap is the odd (PL 1) or even (PL 0) lanes moved by one with the
 /// neighbouring column.
-template <class MV, int S, int PL2>
+template <class MV, int S, int PL2, bool Max = false>
 inline void taps3(const typename MV::M (&m)[4], const float *const (&base)[4], int64_t ro, typename MV::V (&v)[3]) {
   using V = typename MV::V;
   constexpr int L = MV::L;
+  // Max (pooling): lanes outside the row read as -inf, not zero.
+  auto load = [](typename MV::M mk, const float *p) {
+    if constexpr (Max) return MV::loadFill(mk, p, MV::splat(-__builtin_inff()));
+    else return MV::load(mk, p);
+  };
   if constexpr (S == 1) {
 #pragma GCC unroll 4
-    for (int kw = 0; kw < 3; ++kw) v[kw] = MV::load(m[kw], base[kw] + ro);
+    for (int kw = 0; kw < 3; ++kw) v[kw] = load(m[kw], base[kw] + ro);
   } else if constexpr (PL2 == 1) { // columns 2ow - 1, 2ow, 2ow + 1
-    V a = MV::load(m[1], base[1] + ro), c = MV::load(m[2], base[2] + ro);
-    V prev = MV::load(m[0], base[0] + ro);
+    V a = load(m[1], base[1] + ro), c = load(m[2], base[2] + ro);
+    V prev = load(m[0], base[0] + ro);
     v[1] = MV::template phase<0>(a, c);
     v[2] = MV::template phase<1>(a, c);
     v[0] = MV::template shift<L - 1>(prev, v[2]);
   } else { // columns 2ow, 2ow + 1, 2ow + 2
-    V a = MV::load(m[1], base[1] + ro), c = MV::load(m[2], base[2] + ro);
-    V next = MV::load(m[3], base[3] + ro);
+    V a = load(m[1], base[1] + ro), c = load(m[2], base[2] + ro);
+    V next = load(m[3], base[3] + ro);
     v[0] = MV::template phase<0>(a, c);
     v[1] = MV::template phase<1>(a, c);
     v[2] = MV::template shift<1>(v[0], next);
@@ -141,16 +154,19 @@ inline void taps3(const typename MV::M (&m)[4], const float *const (&base)[4], i
 /// accumulators and the 3 tap vectors (taps3) stay in registers (AVX-512's
 /// 32; with AVX2's 16 the compiler keeps some weights in memory operands).
 /// Bias and clamp in registers; a row's last, partial chunk is stored
-/// masked. (A DepthwisePlaneFn.)
-template <class MV, int S, int R, int PL2, bool RO>
+/// masked. (A DepthwisePlaneFn.) Max: a 3 x 3 max pool instead (ONNX
+/// MaxPool: padding and windows past the plane count as -inf, NaN kept;
+/// wc, bias, lo and hi unused).
+template <class MV, int S, int R, int PL2, bool RO, bool Max = false>
 void depthwisePlane3(const float *xc, const float *wc, float bias, float *yc, int64_t H, int64_t W, int64_t OH,
                      int64_t OW, int64_t PT, int64_t PL, float lo, float hi) {
   using V = typename MV::V;
   using Mk = typename MV::M;
   constexpr int K = 3, L = MV::L, IR = (R - 1) * S + K; // input rows per block of R output rows
   V w[K * K];
-  for (int t = 0; t < K * K; ++t) w[t] = MV::splat(wc[t]);
-  const V b = MV::splat(bias), vlo = MV::splat(lo), vhi = MV::splat(hi);
+  if constexpr (!Max)
+    for (int t = 0; t < K * K; ++t) w[t] = MV::splat(wc[t]);
+  const V b = MV::splat(Max ? -__builtin_inff() : bias), vlo = MV::splat(lo), vhi = MV::splat(hi);
   // Blocks of L columns x R rows: columns outer (RO false), or rows outer
   // (RO: a plane larger than L1 is then read front to back, once, rather
   // than in column strips that each walk all its rows).
@@ -172,20 +188,24 @@ void depthwisePlane3(const float *xc, const float *wc, float bias, float *yc, in
         const int64_t ih = oh0 * S - PT + i;
         if (ih < 0 || ih >= H) continue;
         V v[K];
-        taps3<MV, S, PL2>(m, base, ih * W, v);
+        taps3<MV, S, PL2, Max>(m, base, ih * W, v);
 #pragma GCC unroll 4
         for (int kw = 0; kw < K; ++kw) {
 #pragma GCC unroll 8
           for (int r = 0; r < R; ++r) {
             const int kh = i - r * S;
-            if (kh >= 0 && kh < K) acc[r] = MV::fma(w[kh * K + kw], v[kw], acc[r]);
+            if (kh >= 0 && kh < K) {
+              if constexpr (Max) acc[r] = MV::maxNaN(acc[r], v[kw]);
+              else acc[r] = MV::fma(w[kh * K + kw], v[kw], acc[r]);
+            }
           }
         }
       }
       for (int r = 0; r < rows; ++r) {
         float *y = yc + (oh0 + r) * OW + j0;
-        if (full) MV::storeAll(y, MV::clamp(acc[r], vlo, vhi));
-        else MV::store(y, sm, MV::clamp(acc[r], vlo, vhi));
+        const V out = Max ? acc[r] : MV::clamp(acc[r], vlo, vhi);
+        if (full) MV::storeAll(y, out);
+        else MV::store(y, sm, out);
       }
     }
 }
@@ -199,18 +219,18 @@ void depthwisePlane3(const float *xc, const float *wc, float bias, float *yc, in
 /// model with columns outer; AVX-512's strips of 16 were 3-8% faster
 /// columns outer). Null for a geometry it does not cover (stride 2 needs
 /// PL 0 or 1).
-template <class MV, int R7, int R4, bool RO2>
+template <class MV, int R7, int R4, bool RO2, bool Max = false>
 DepthwisePlaneFn depthwisePlaneFor(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH) {
   const bool r7 = OH % R7 == 0, rowsOuter = (S == 1 || RO2) && H * W * 4 > 32768;
   if (S == 1)
-    return rowsOuter ? (r7 ? depthwisePlane3<MV, 1, R7, 0, true> : depthwisePlane3<MV, 1, R4, 0, true>)
-                     : (r7 ? depthwisePlane3<MV, 1, R7, 0, false> : depthwisePlane3<MV, 1, R4, 0, false>);
+    return rowsOuter ? (r7 ? depthwisePlane3<MV, 1, R7, 0, true, Max> : depthwisePlane3<MV, 1, R4, 0, true, Max>)
+                     : (r7 ? depthwisePlane3<MV, 1, R7, 0, false, Max> : depthwisePlane3<MV, 1, R4, 0, false, Max>);
   if (S != 2 || PL > 1) return nullptr;
   if (rowsOuter)
-    return PL == 0 ? (r7 ? depthwisePlane3<MV, 2, R7, 0, true> : depthwisePlane3<MV, 2, R4, 0, true>)
-                   : (r7 ? depthwisePlane3<MV, 2, R7, 1, true> : depthwisePlane3<MV, 2, R4, 1, true>);
-  return PL == 0 ? (r7 ? depthwisePlane3<MV, 2, R7, 0, false> : depthwisePlane3<MV, 2, R4, 0, false>)
-                 : (r7 ? depthwisePlane3<MV, 2, R7, 1, false> : depthwisePlane3<MV, 2, R4, 1, false>);
+    return PL == 0 ? (r7 ? depthwisePlane3<MV, 2, R7, 0, true, Max> : depthwisePlane3<MV, 2, R4, 0, true, Max>)
+                   : (r7 ? depthwisePlane3<MV, 2, R7, 1, true, Max> : depthwisePlane3<MV, 2, R4, 1, true, Max>);
+  return PL == 0 ? (r7 ? depthwisePlane3<MV, 2, R7, 0, false, Max> : depthwisePlane3<MV, 2, R4, 0, false, Max>)
+                 : (r7 ? depthwisePlane3<MV, 2, R7, 1, false, Max> : depthwisePlane3<MV, 2, R4, 1, false, Max>);
 }
 
 /// A 3 x 3 convolution (dilation 1; stride 1, or 2 with left padding PL2

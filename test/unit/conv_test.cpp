@@ -440,6 +440,10 @@ TEST_CASE("kiln_rt_maxpool2d matches a naive max over each window", "[conv][pool
       {"2x2 stride 2, 16 channels", 1, 16, 14, 14, 16, 2, 2, 2, 2, 1, 1, 0, 0, 0, 0, 1},
       {"3x3 stride 1 on 14x14, 9 channels", 1, 9, 14, 14, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
       {"3x3 stride 2 to 2x2, 16 channels", 2, 16, 4, 4, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
+      // The plane kernel (AVX-512): stride 2 without left padding, rows of
+      // more than 16 outputs, and stride 1 with a partial last chunk.
+      {"3x3 stride 2 pad 0, wide rows", 1, 3, 11, 41, 3, 3, 3, 2, 2, 1, 1, 0, 0, 0, 0, 1},
+      {"3x3 stride 1 pad 1, 37 columns", 1, 2, 9, 37, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
   };
   uint32_t seed = 17000;
   for (const ConvCase &c : cases)
@@ -478,6 +482,29 @@ TEST_CASE("kiln_rt_maxpool2d matches a naive max over each window", "[conv][pool
                           c.DW, c.PT, c.PL);
         CHECK(std::equal(want.begin(), want.end(), y.data()));
       }
+    }
+}
+
+TEST_CASE("kiln_rt_maxpool2d pads with -inf, not zero", "[conv][pool]") {
+  // All inputs negative: a window over the padding must still give the
+  // largest input it covers (every 3x3 path: planes, channel blocks).
+  for (int64_t S : {1, 2})
+    for (int64_t C : {1, 16}) {
+      const int64_t H = 10, W = 34, OH = (H + 2 - 3) / S + 1, OW = (W + 2 - 3) / S + 1;
+      std::vector<float> x = randomFloats(C * H * W, 17400);
+      for (float &v : x) v = -2.0f - std::fabs(v);
+      std::vector<float> y(C * OH * OW);
+      kiln_rt_maxpool2d((intptr_t)x.data(), (intptr_t)y.data(), 1, C, H, W, 3, 3, OH, OW, S, S, 1, 1, 1, 1);
+      for (int64_t p = 0; p < C; ++p)
+        for (int64_t oh = 0; oh < OH; ++oh)
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            float m = -std::numeric_limits<float>::infinity();
+            for (int64_t ih = oh * S - 1; ih <= oh * S + 1; ++ih)
+              for (int64_t iw = ow * S - 1; iw <= ow * S + 1; ++iw)
+                if (ih >= 0 && ih < H && iw >= 0 && iw < W) m = std::max(m, x[(p * H + ih) * W + iw]);
+            INFO("stride " << S << " channels " << C << " output " << oh << ", " << ow);
+            CHECK(y[(p * OH + oh) * OW + ow] == m);
+          }
     }
 }
 

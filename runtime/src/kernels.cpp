@@ -225,11 +225,17 @@ void microKernel(int64_t kc, const float *a, const float *b, int64_t ldb, float 
 /// ahead there made MobileNetV2's 112x112 projection 1.6x slower): ResNet-50's
 /// 256 -> 64 1x1 conv at 56x56 1.15x as fast, MobileNetV2's 14x14
 /// projections 1.1-1.2x, the model 1-2% (Intel core, 1 thread).
+/// aheadA > 0: the same for A's panels (a1's run on into the next pair's
+/// a0). sgemm passes 128 on the first column tiles of a block whose A was
+/// packed ahead (conv weights: the first pass reads them from L3 or
+/// memory; a 512 x 49 x 2048 product ran 0.7x as fast with its weights
+/// cold as hot): ResNet-50 at 1 thread 0.965x the time (Intel core,
+/// alternating runs), 2 threads and MobileNetV2 no different.
 template <int AP, int BQ>
 __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, const float *a1, const float *b0,
                                                    const float *b1, int64_t ldb, float *c, int64_t ldc,
                                                    bool accumulate, const Epilogue *ep, int64_t row0, int64_t col0,
-                                                   int rows, int64_t ahead) {
+                                                   int rows, int64_t ahead, int64_t aheadA = 0) {
   typedef float v16 __attribute__((vector_size(64)));
   constexpr int R = AP * MR;
   v16 acc[R][BQ];
@@ -237,6 +243,11 @@ __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, 
     for (int h = 0; h < BQ; ++h) acc[i][h] = v16{};
   prefetchTile(c, ldc, rows, ep ? ep->residual : nullptr, row0, col0, BQ);
   for (int64_t p = 0; p < kc; ++p) {
+    if (aheadA) { // the same for packed A's panels
+      __builtin_prefetch(reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(a0 + (p + aheadA) * MR)));
+      if (AP == 2)
+        __builtin_prefetch(reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(a1 + (p + aheadA) * MR)));
+    }
     if (ahead) { // an address, not a pointer: it may lie past B
       __builtin_prefetch(reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(b0 + (p + ahead) * ldb)));
       if (BQ == 2)
@@ -876,7 +887,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
                                : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
             run(kk, a0, a0 + MR * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
                 C + (i0 + ip) * ldc + j0 + jp, ldc, accumulate || k0 + k1 > 0, last ? ep : nullptr, i0 + ip,
-                j0 + jp, (int)rows, ip > 0 ? 0 : !directB ? 64 : kc > 64 ? 16 : 0);
+                j0 + jp, (int)rows, ip > 0 ? 0 : !directB ? 64 : kc > 64 ? 16 : 0,
+                jp == 0 && packedA ? 128 : 0);
             if (last && ep && ep->act) actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, rows, pb * NR, ep->act);
             for (int64_t i = ip; i < ip + rows; i += MR)
               for (int64_t j = jp + pb * NR; j < std::min(nc, jp + TJ); j += NR) tile(i, j, k1, kk);

@@ -1326,12 +1326,15 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   // this core's cache while its GEMM runs.
   const bool banded = !direct && OHW >= 2048 && rowsK * OHW * 4 > (1 << 20);
   // Otherwise, a packed-weight im2col matrix of more than 512 KiB, more
-  // than one K block and at least 512 pixels (ResNet-50's 28x28 stride-2
+  // than one K block and at least 196 pixels (ResNet-50's 28x28 stride-2
   // 3x3 conv: 1152 x 784, 3.6 MB) is built and multiplied one K block at
-  // a time: 0.91x the time at 1 thread, 0.96x at 2. Not for fewer pixels:
-  // the 14x14 and 7x7 ones (2304 x 196, 4608 x 49) took 0.97-0.99x at 1
-  // thread but 1.09-1.11x at 2, their 9-18 small products each a fork-join.
-  const bool chunked = !direct && !banded && packedW && G == 1 && rowsK > gemm::KC && OHW >= 512 &&
+  // a time: 0.91x the time at 1 thread, 0.96x at 2 (Zen 4). From 196
+  // pixels since session 18 (the 14x14 one, 2304 x 196: on the Intel
+  // machine 0.89x at 1 thread, 0.98x at 2, in the model; on the Zen 4
+  // machine, before the pixel order of conv tasks, 0.97-0.99x at 1 but
+  // 1.09-1.11x at 2). Not for the 7x7 one (4608 x 49): 0.97x at 1 thread
+  // but 1.07x at 2, its 18 small products each a fork-join.
+  const bool chunked = !direct && !banded && packedW && G == 1 && rowsK > gemm::KC && OHW >= 196 &&
                        rowsK * OHW * 4 > (1 << 19);
   std::vector<float> &col = scratch(2);
   if (!direct && !banded) grow(col, (chunked ? gemm::KC : rowsK) * OHW);

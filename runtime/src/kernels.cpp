@@ -225,18 +225,18 @@ void microKernel(int64_t kc, const float *a, const float *b, int64_t ldb, float 
 /// ahead there made MobileNetV2's 112x112 projection 1.6x slower): ResNet-50's
 /// 256 -> 64 1x1 conv at 56x56 1.15x as fast, MobileNetV2's 14x14
 /// projections 1.1-1.2x, the model 1-2% (Intel core, 1 thread).
-/// nextB: a B panel (in place, same ldb) to bring into L1 as it goes, 2
-/// lines per k: sgemm passes the next panel of a shallow product (kc <=
-/// 64), whose tiles walk C along its rows, so that the next tile finds it
-/// there (a conv's rows a plane apart, which the hardware prefetchers do
-/// not follow): ResNet-50's 64 -> 256 1x1 convs at 56x56 0.83-0.92x the
-/// time at 1 thread, MobileNetV2 0.96-0.97x at 2 (Intel core).
 /// aheadA > 0: the same for A's panels (a1's run on into the next pair's
 /// a0). sgemm passes 128 on the first column tiles of a block whose A was
 /// packed ahead (conv weights: the first pass reads them from L3 or
 /// memory; a 512 x 49 x 2048 product ran 0.7x as fast with its weights
 /// cold as hot): ResNet-50 at 1 thread 0.965x the time (Intel core,
 /// alternating runs), 2 threads and MobileNetV2 no different.
+/// nextB: a B panel (in place, same ldb) to bring into L1 as it goes, 2
+/// lines per k: sgemm passes the next panel of a shallow product (kc <=
+/// 64), whose tiles walk C along its rows, so that the next tile finds it
+/// there (a conv's rows a plane apart, which the hardware prefetchers do
+/// not follow): ResNet-50's 64 -> 256 1x1 convs at 56x56 0.83-0.92x the
+/// time at 1 thread, MobileNetV2 0.96-0.97x at 2 (Intel core).
 template <int AP, int BQ>
 __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, const float *a1, const float *b0,
                                                    const float *b1, int64_t ldb, float *c, int64_t ldc,
@@ -771,7 +771,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   const bool wide = wideKernels();
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
   const int threads = currentThreads();
-  const bool pixelsOwned = packedA && directB && !transB;
+  const bool pixelsOwned = packedA && directB;
   if (threads > 1) {
     const int64_t m0 = mTiles, n0 = nTiles;
     double best = std::numeric_limits<double>::infinity();

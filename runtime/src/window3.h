@@ -31,7 +31,8 @@ using DepthwisePlaneFn = void (*)(const float *xc, const float *wc, float bias, 
 /// The AVX-512 plane kernel for stride S (1, or 2 with PL 0 or 1) at these
 /// sizes, or null (kernels_avx512.cpp).
 DepthwisePlaneFn depthwisePlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH, int64_t OW);
-/// The same for a 3 x 3 max pool (depthwisePlane3's Max form).
+/// The same for a 3 x 3 max pool (depthwisePlane3's Max form; AVX-512
+/// only: CPUs without it keep the channel-block kernel).
 DepthwisePlaneFn maxPlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH, int64_t OW);
 /// Output rows [oh0, oh1) of filter group g (16 filters) of a 3 x 3
 /// convolution of an image with C <= 4 channels, AVX-512 (see
@@ -66,12 +67,6 @@ struct Avx2Vec {
                             _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(lo - 1)));
   }
   static V load(M m, const float *p) { return _mm256_maskload_ps(p, m); }
-  /// The lanes of m from p, the others fill.
-  static V loadFill(M m, const float *p, V fill) {
-    return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
-  }
-  /// max(a, v), NaN if either is (maxps returns its second operand then).
-  static V maxNaN(V a, V v) { return _mm256_blendv_ps(_mm256_max_ps(v, a), v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)); }
   static void store(float *p, M m, V v) { _mm256_maskstore_ps(p, m, v); }
   static void storeAll(float *p, V v) { _mm256_storeu_ps(p, v); }
   static V splat(float x) { return _mm256_set1_ps(x); }

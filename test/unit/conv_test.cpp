@@ -177,10 +177,12 @@ const ConvCase kConvCases[] = {
     // blocks with pads on one side.
     {"depthwise 3x3 98x90 plane", 1, 2, 98, 90, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2},
     {"depthwise 3x3 86x101 plane, pads on one side", 1, 3, 86, 101, 3, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 3},
-    // 288 x 576 im2col (> 512 KiB, 512-2047 pixels): with packed weights,
+    // 288 x 576 im2col (> 512 KiB, 196-2047 pixels): with packed weights,
     // built and multiplied one K block (256 rows) at a time (dilated, so
     // that CPUs without AVX-512 do not take the phase planes instead).
     {"3x3 stride 2 dilation 2, im2col in K blocks", 2, 32, 50, 50, 20, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0, 1},
+    // 720 x 196 (564 KiB): the fewest pixels that still go in K blocks.
+    {"3x3 stride 2 dilation 2, 14x14 output, im2col in K blocks", 1, 80, 31, 31, 12, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0, 1},
     // Without AVX-512, stride 1: the GEMM reads the padded input in place
     // (implicit im2col, at least 512 columns of the wide grid): 3x3, 28 x
     // 30 wide columns (52 whole panels of 16 and 8), 20 filters (3 panels
@@ -435,15 +437,25 @@ TEST_CASE("kiln_rt_maxpool2d matches a naive max over each window", "[conv][pool
       {"3x3 stride 1 asymmetric pads", 1, 2, 7, 40, 2, 3, 3, 1, 1, 1, 1, 2, 0, 1, 2, 1},
       {"dilation 2 stride 3", 1, 3, 13, 12, 3, 3, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1},
       {"5x5 wide rows", 1, 2, 9, 70, 2, 5, 5, 1, 2, 1, 1, 2, 2, 2, 2, 1},
-      // Channel blocks of 8 (2x2 and 3x3 windows, strided or small planes).
+      // Channel blocks of 8 (2x2 windows; 3x3 ones, strided or small
+      // planes, without AVX-512: the kernel tests run again with
+      // KILN_NO_AVX512=1).
       {"3x3 stride 2 pad 1, 20 channels", 2, 20, 17, 23, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
       {"2x2 stride 2, 16 channels", 1, 16, 14, 14, 16, 2, 2, 2, 2, 1, 1, 0, 0, 0, 0, 1},
       {"3x3 stride 1 on 14x14, 9 channels", 1, 9, 14, 14, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
       {"3x3 stride 2 to 2x2, 16 channels", 2, 16, 4, 4, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
-      // The plane kernel (AVX-512): stride 2 without left padding, rows of
-      // more than 16 outputs, and stride 1 with a partial last chunk.
+      // The plane kernel (every 3x3 window above too, with AVX-512): stride
+      // 2 without left padding, rows of more than 16 outputs; stride 1 with
+      // a partial last chunk; stride 2 in blocks of 7 rows (ResNet-50's
+      // geometry, 28 -> 14); rows of at most 8 outputs (8 lanes) at stride
+      // 1 and at stride 2 without left padding; a plane larger than L1
+      // (rows outer).
       {"3x3 stride 2 pad 0, wide rows", 1, 3, 11, 41, 3, 3, 3, 2, 2, 1, 1, 0, 0, 0, 0, 1},
       {"3x3 stride 1 pad 1, 37 columns", 1, 2, 9, 37, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+      {"3x3 stride 2 pad 1, 28x28 (7-row blocks)", 1, 3, 28, 28, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
+      {"3x3 stride 1 on 7x7", 2, 2, 7, 7, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+      {"3x3 stride 2 pad 0 to 7x7", 1, 2, 15, 15, 2, 3, 3, 2, 2, 1, 1, 0, 0, 0, 0, 1},
+      {"3x3 stride 1 on a 98x90 plane (rows outer)", 1, 1, 98, 90, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
   };
   uint32_t seed = 17000;
   for (const ConvCase &c : cases)
@@ -487,7 +499,8 @@ TEST_CASE("kiln_rt_maxpool2d matches a naive max over each window", "[conv][pool
 
 TEST_CASE("kiln_rt_maxpool2d pads with -inf, not zero", "[conv][pool]") {
   // All inputs negative: a window over the padding must still give the
-  // largest input it covers (every 3x3 path: planes, channel blocks).
+  // largest input it covers (the plane kernel with AVX-512, channel blocks
+  // or plane windows without).
   for (int64_t S : {1, 2})
     for (int64_t C : {1, 16}) {
       const int64_t H = 10, W = 34, OH = (H + 2 - 3) / S + 1, OW = (W + 2 - 3) / S + 1;

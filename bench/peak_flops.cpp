@@ -17,28 +17,27 @@
 
 typedef float v8f __attribute__((vector_size(32)));
 
+#if defined(__x86_64__)
+// The assembly of `n` rounds of 12 independent FMAs on registers R0-R11
+// (R12 and R13 the operands), R = "ymm" or "zmm", and what it clobbers.
+#define KILN_XOR(R, i) "vxorps %%" R #i ", %%" R #i ", %%" R #i "\n"
+#define KILN_FMA(R, i) "vfmadd231ps %%" R "12, %%" R "13, %%" R #i "\n"
+#define KILN_FMA_ROUNDS(R)                                                                                         \
+  KILN_XOR(R, 0) KILN_XOR(R, 1) KILN_XOR(R, 2) KILN_XOR(R, 3) KILN_XOR(R, 4) KILN_XOR(R, 5) KILN_XOR(R, 6)          \
+  KILN_XOR(R, 7) KILN_XOR(R, 8) KILN_XOR(R, 9) KILN_XOR(R, 10) KILN_XOR(R, 11) KILN_XOR(R, 12) KILN_XOR(R, 13)    \
+  "1:\n" KILN_FMA(R, 0) KILN_FMA(R, 1) KILN_FMA(R, 2) KILN_FMA(R, 3) KILN_FMA(R, 4) KILN_FMA(R, 5)                \
+  KILN_FMA(R, 6) KILN_FMA(R, 7) KILN_FMA(R, 8) KILN_FMA(R, 9) KILN_FMA(R, 10) KILN_FMA(R, 11)                      \
+  "dec %0\n jnz 1b\n vzeroupper\n"
+#define KILN_FMA_CLOBBERS                                                                                          \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",      \
+      "xmm13", "cc"
+#endif
+
 /// `n` rounds of 12 independent 8-wide FMAs. On x86-64 written in assembly
 /// so the accumulators stay in ymm0-11 whatever the compiler does.
 static void fmaRounds(long n) {
 #if defined(__x86_64__)
-  asm volatile(
-      "vxorps %%ymm0, %%ymm0, %%ymm0\n vxorps %%ymm1, %%ymm1, %%ymm1\n vxorps %%ymm2, %%ymm2, %%ymm2\n"
-      "vxorps %%ymm3, %%ymm3, %%ymm3\n vxorps %%ymm4, %%ymm4, %%ymm4\n vxorps %%ymm5, %%ymm5, %%ymm5\n"
-      "vxorps %%ymm6, %%ymm6, %%ymm6\n vxorps %%ymm7, %%ymm7, %%ymm7\n vxorps %%ymm8, %%ymm8, %%ymm8\n"
-      "vxorps %%ymm9, %%ymm9, %%ymm9\n vxorps %%ymm10, %%ymm10, %%ymm10\n vxorps %%ymm11, %%ymm11, %%ymm11\n"
-      "vxorps %%ymm12, %%ymm12, %%ymm12\n vxorps %%ymm13, %%ymm13, %%ymm13\n"
-      "1:\n"
-      "vfmadd231ps %%ymm12, %%ymm13, %%ymm0\n vfmadd231ps %%ymm12, %%ymm13, %%ymm1\n"
-      "vfmadd231ps %%ymm12, %%ymm13, %%ymm2\n vfmadd231ps %%ymm12, %%ymm13, %%ymm3\n"
-      "vfmadd231ps %%ymm12, %%ymm13, %%ymm4\n vfmadd231ps %%ymm12, %%ymm13, %%ymm5\n"
-      "vfmadd231ps %%ymm12, %%ymm13, %%ymm6\n vfmadd231ps %%ymm12, %%ymm13, %%ymm7\n"
-      "vfmadd231ps %%ymm12, %%ymm13, %%ymm8\n vfmadd231ps %%ymm12, %%ymm13, %%ymm9\n"
-      "vfmadd231ps %%ymm12, %%ymm13, %%ymm10\n vfmadd231ps %%ymm12, %%ymm13, %%ymm11\n"
-      "dec %0\n jnz 1b\n vzeroupper\n"
-      : "+r"(n)
-      :
-      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
-        "xmm11", "xmm12", "xmm13", "cc");
+  asm volatile(KILN_FMA_ROUNDS("ymm") : "+r"(n) : : KILN_FMA_CLOBBERS);
 #else
   v8f b = v8f{} + 1.0f, c = v8f{} + 1e-7f;
   v8f a0{}, a1{}, a2{}, a3{}, a4{}, a5{}, a6{}, a7{}, a8{}, a9{}, a10{}, a11{};
@@ -56,24 +55,7 @@ static void fmaRounds(long n) {
 #if defined(__x86_64__)
 /// The same rounds on 16-wide zmm registers (AVX-512F).
 __attribute__((target("avx512f"))) static void fmaRounds512(long n) {
-  asm volatile(
-      "vxorps %%zmm0, %%zmm0, %%zmm0\n vxorps %%zmm1, %%zmm1, %%zmm1\n vxorps %%zmm2, %%zmm2, %%zmm2\n"
-      "vxorps %%zmm3, %%zmm3, %%zmm3\n vxorps %%zmm4, %%zmm4, %%zmm4\n vxorps %%zmm5, %%zmm5, %%zmm5\n"
-      "vxorps %%zmm6, %%zmm6, %%zmm6\n vxorps %%zmm7, %%zmm7, %%zmm7\n vxorps %%zmm8, %%zmm8, %%zmm8\n"
-      "vxorps %%zmm9, %%zmm9, %%zmm9\n vxorps %%zmm10, %%zmm10, %%zmm10\n vxorps %%zmm11, %%zmm11, %%zmm11\n"
-      "vxorps %%zmm12, %%zmm12, %%zmm12\n vxorps %%zmm13, %%zmm13, %%zmm13\n"
-      "1:\n"
-      "vfmadd231ps %%zmm12, %%zmm13, %%zmm0\n vfmadd231ps %%zmm12, %%zmm13, %%zmm1\n"
-      "vfmadd231ps %%zmm12, %%zmm13, %%zmm2\n vfmadd231ps %%zmm12, %%zmm13, %%zmm3\n"
-      "vfmadd231ps %%zmm12, %%zmm13, %%zmm4\n vfmadd231ps %%zmm12, %%zmm13, %%zmm5\n"
-      "vfmadd231ps %%zmm12, %%zmm13, %%zmm6\n vfmadd231ps %%zmm12, %%zmm13, %%zmm7\n"
-      "vfmadd231ps %%zmm12, %%zmm13, %%zmm8\n vfmadd231ps %%zmm12, %%zmm13, %%zmm9\n"
-      "vfmadd231ps %%zmm12, %%zmm13, %%zmm10\n vfmadd231ps %%zmm12, %%zmm13, %%zmm11\n"
-      "dec %0\n jnz 1b\n vzeroupper\n"
-      : "+r"(n)
-      :
-      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
-        "xmm11", "xmm12", "xmm13", "cc");
+  asm volatile(KILN_FMA_ROUNDS("zmm") : "+r"(n) : : KILN_FMA_CLOBBERS);
 }
 #endif
 

@@ -349,7 +349,6 @@ void packB(const float *B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int6
   }
 }
 
-
 /// d[0, n) = s[0, n), inline (row copies of a few floats: a call to
 /// memcpy costs more than the copy).
 inline void copyFloats(float *d, const float *s, int64_t n) {
@@ -1222,7 +1221,6 @@ void convSmallPhased(const float *X, const float *wT, const float *Bs, const flo
   });
 }
 
-
 /// A convolution (groups 1, dilation 1, stride 1) as a GEMM whose B rows
 /// are read straight from the zero-padded input (phasePlanes<1>): an
 /// implicit im2col. Row k = (c, kh, kw) of the im2col matrix, over the
@@ -1267,7 +1265,6 @@ void convIndirect(const float *X, const float *Wt, bool packedW, const float *Bs
   });
 }
 } // namespace
-
 
 /// Conv2d (any groups) with bias and a clamp on the store; `packedW` says
 /// w is the weight matrix [F, C*KH*KW] packed as GEMM operand A (G == 1).
@@ -1315,9 +1312,8 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
     const std::vector<float> wT = filterGroups(Wt, packedW, F, C * KK, 4); // see convSmallPhased
     const auto run = KH == 7 ? convSmallPhased<7, 2> : SH == 1 ? convSmallPhased<3, 1> : convSmallPhased<3, 2>;
     for (int64_t n = 0; n < N; ++n)
-      run(
-          X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr, Y + n * F * OHW,
-          C, H, W, F, OH, OW, PT, PL, lo, hi);
+      run(X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
+          Y + n * F * OHW, C, H, W, F, OH, OW, PT, PL, lo, hi);
     return;
   }
   bool direct = KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W;

@@ -392,6 +392,11 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
   auto kmain = m.lookupSymbol<func::FuncOp>("kiln_main");
   summary.arenaBytes = kmain->getAttrOfType<IntegerAttr>("kiln.arena_bytes").getInt();
   int64_t unplanned = kmain->getAttrOfType<IntegerAttr>("kiln.arena_unplanned_bytes").getInt();
+  m.walk([&](memref::GlobalOp g) {
+    auto type = llvm::dyn_cast<MemRefType>(g.getType());
+    if (g.getConstant() && type && type.hasStaticShape() && type.getElementType().isIntOrFloat())
+      summary.weightBytes += type.getNumElements() * ((type.getElementTypeBitWidth() + 7) / 8);
+  });
 
   if (failed(runner.stage("to-llvm", m, [&] {
         PassManager pm(&ctx);
@@ -418,10 +423,10 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
                             layers.empty() ? "" : ",", jsonEscape(l.name), l.rows, l.cols, l.sparsity, l.br, l.bc,
                             l.exact, l.sparse, l.denseBytes, l.sparseBytes, l.speedup);
     os << fmt::format("{{\n  \"onnx_nodes\": {},\n  \"ops_after_rewrite\": {},\n  \"kernels\": {},\n"
-                      "  \"intermediate_bytes_saved\": {},\n  \"arena_bytes\": {},\n  \"flops\": {},\n"
+                      "  \"intermediate_bytes_saved\": {},\n  \"arena_bytes\": {},\n  \"weight_bytes\": {},\n  \"flops\": {},\n"
                       "  \"sparse_layers\": [{}\n  ]\n}}\n",
                       fstats.onnxNodes, fstats.opsAfterRewrite, fstats.kernels,
-                      fstats.intermediateBytesSaved, summary.arenaBytes, modelFlops, layers);
+                      fstats.intermediateBytesSaved, summary.arenaBytes, summary.weightBytes, modelFlops, layers);
   }
   if (opts.stats) {
     runner.printStats();
@@ -444,6 +449,8 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     llvm::outs() << fmt::format("peak activation memory {:.2f} MiB (the arena: every intermediate, "
                                 "placed by liveness)\n", summary.arenaBytes / 1048576.0);
     llvm::outs() << fmt::format("model FLOPs           {:.3f} G per inference\n", modelFlops / 1e9);
+    llvm::outs() << fmt::format("weight bytes          {} ({:.2f} MiB of constants)\n", summary.weightBytes,
+                                summary.weightBytes / 1048576.0);
     printSparseLayers(sparseLayers, opts.sparsity);
   }
   return success();

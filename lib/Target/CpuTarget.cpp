@@ -68,8 +68,8 @@ std::string escapeName(const std::string &s) {
 } // namespace
 
 std::string serializeModelSummary(const ModelSummary &s, llvm::StringRef target) {
-  std::string m = "kiln-model 1\ntarget " + target.str() + "\narena " +
-                  std::to_string(s.arenaBytes) + "\n";
+  std::string m = "kiln-model 1\ntarget " + target.str() + "\narena " + std::to_string(s.arenaBytes) +
+                  "\nweights " + std::to_string(s.weightBytes) + "\n";
   auto add = [&](const char *kind, const ModelSummary::Tensor &t) {
     m += std::string(kind) + " " + escapeName(t.name) + " " + t.dtype + " " +
          std::to_string(t.shape.size());

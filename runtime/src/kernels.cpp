@@ -221,34 +221,66 @@ void microKernel(int64_t kc, const float *a, const float *b, int64_t ldb, float 
 /// 320: MobileNetV2's projections). Used when the CPU has AVX-512F
 /// (run-time check; the packed layout is the same). Same summation order
 /// and epilogue as microKernelN, so results are identical bit for bit.
-/// ahead > 0: ask for B's rows `ahead` k further on as it goes. sgemm
-/// passes it on the first row tiles under a B panel (the row tiles after
-/// it find the panel in L1). A packed B (constant weights, from L3 or
-/// memory), 64 ahead: BERT's GEMMs 1.02-1.05x as fast on an Intel core.
-/// B read in place (a conv's input, a row per plane: each row its own
-/// page, so the hardware prefetchers do not follow), 16 ahead for deep
-/// products (the shallow ones, kc <= 64, walk C by rows and pass 0; 64
-/// ahead there made MobileNetV2's 112x112 projection 1.6x slower): ResNet-50's
-/// 256 -> 64 1x1 conv at 56x56 1.15x as fast, MobileNetV2's 14x14
-/// projections 1.1-1.2x, the model 1-2% (Intel core, 1 thread).
-/// aheadA > 0: the same for A's panels (a1's run on into the next pair's
-/// a0). sgemm passes 128 on the first column tiles of a block whose A was
-/// packed ahead (conv weights: the first pass reads them from L3 or
-/// memory; a 512 x 49 x 2048 product ran 0.7x as fast with its weights
-/// cold as hot): ResNet-50 at 1 thread 0.965x the time (Intel core,
-/// alternating runs), 2 threads and MobileNetV2 no different.
-/// nextB: a B panel (in place, same ldb) to bring into L1 as it goes, 2
-/// lines per k: sgemm passes the next panel of a shallow product (kc <=
-/// 64), whose tiles walk C along its rows, so that the next tile finds it
-/// there (a conv's rows a plane apart, which the hardware prefetchers do
-/// not follow): ResNet-50's 64 -> 256 1x1 convs at 56x56 0.83-0.92x the
-/// time at 1 thread, MobileNetV2 0.96-0.97x at 2 (Intel core).
+/// pf: the software prefetches (TilePrefetch), each measured on an Intel
+/// core where sgemm passes it.
+/// The software prefetches of one call of wideKernel; sgemm's `block`
+/// picks them per tile.
+struct TilePrefetch {
+  /// > 0: ask for B's rows `bAhead` k further on as it goes. sgemm
+  /// passes it on the first row tiles under a B panel (the row tiles after
+  /// it find the panel in L1). A packed B (constant weights, from L3 or
+  /// memory), 64 ahead: BERT's GEMMs 1.02-1.05x as fast. B read in place
+  /// (a conv's input, a row per plane: each row its own page, so the
+  /// hardware prefetchers do not follow), 16 ahead for deep products (the
+  /// shallow ones, kc <= 64, walk C by rows and pass 0; 64 ahead there
+  /// made MobileNetV2's 112x112 projection 1.6x slower): ResNet-50's 256
+  /// -> 64 1x1 conv at 56x56 1.15x as fast, MobileNetV2's 14x14
+  /// projections 1.1-1.2x, the model 1-2% (1 thread).
+  int64_t bAhead = 0;
+  /// > 0: the same for A's panels (a1's run on into the next pair's a0).
+  /// sgemm passes 128 on the first column tiles of a block whose A was
+  /// packed ahead (conv weights: the first pass reads them from L3 or
+  /// memory; a 512 x 49 x 2048 product ran 0.7x as fast with its weights
+  /// cold as hot): ResNet-50 at 1 thread 0.965x the time, 2 threads and
+  /// MobileNetV2 no different.
+  int64_t aAhead = 0;
+  /// A B panel (in place, same ldb) to bring into L1 as it goes, 2 lines
+  /// per k: sgemm passes the next panel of a shallow product (kc <= 64),
+  /// whose tiles walk C along its rows, so that the next tile finds it
+  /// there (a conv's rows a plane apart, which the hardware prefetchers do
+  /// not follow): ResNet-50's 64 -> 256 1x1 convs at 56x56 0.83-0.92x the
+  /// time at 1 thread, MobileNetV2 0.96-0.97x at 2.
+  const float *nextB = nullptr;
+  /// The A panels of the block this thread runs next (at nextA and nextA
+  /// + nextA1, in the same buffer as a0 and a1), brought into L2 every
+  /// other k (48 bytes a step, so every line). sgemm passes them on the
+  /// last whole-width column tile of each block of constant weights when
+  /// the model's weights come from memory (weightsStreamed), so that the
+  /// block's first column tiles, which run at its first reading of A,
+  /// find it in L2. One core reads memory at about 16 GB/s (Intel
+  /// machine), and those first tiles alone would need 4 bytes a cycle:
+  /// ResNet-50's 7x7 1x1 convs (N = 49, 4 MB of weights each) ran at
+  /// memory speed in their first column tile. With it, ResNet-50 took
+  /// 0.96x the time at 1 thread and 0.97x at 2 (its 7x7 convs 0.88-0.94x,
+  /// its 14x14 ones 0.94-0.97x). Not where the weights stay in cache:
+  /// MobileNetV2's 7x7 convs took 1.03-1.08x the time with it. Every k
+  /// rather than every other, or on the last column tile (where that is a
+  /// load-bound 12 x 16 tile), was slower.
+  const float *nextA = nullptr;
+  int64_t nextA1 = 0;
+};
+
 template <int AP, int BQ>
 __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, const float *a1, const float *b0,
                                                    const float *b1, int64_t ldb, float *c, int64_t ldc,
                                                    bool accumulate, const Epilogue *ep, int64_t row0, int64_t col0,
-                                                   int rows, int64_t ahead, int64_t aheadA = 0,
-                                                   const float *nextB = nullptr) {
+                                                   int rows, const TilePrefetch &prefetch) {
+  // Locals, so that the loop keeps them in registers: the next block's
+  // panels as distances from a0 and a1 (same buffer).
+  const int64_t bAhead = prefetch.bAhead, aAhead = prefetch.aAhead;
+  const float *nextB = prefetch.nextB;
+  const bool nextA = prefetch.nextA;
+  const int64_t nextA0 = nextA ? prefetch.nextA - a0 : 0, nextA1 = nextA ? prefetch.nextA + prefetch.nextA1 - a1 : 0;
   typedef float v16 __attribute__((vector_size(64)));
   constexpr int R = AP * MR;
   v16 acc[R][BQ];
@@ -262,13 +294,18 @@ __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, 
       __builtin_prefetch(addrAt(nextB, p * ldb), 0, 3);
       __builtin_prefetch(addrAt(nextB, p * ldb + 16), 0, 3);
     }
-    if (aheadA) { // the same for packed A's panels
-      __builtin_prefetch(addrAt(a0, (p + aheadA) * MR));
-      if (AP == 2) __builtin_prefetch(addrAt(a1, (p + aheadA) * MR));
+    if (aAhead) {
+      __builtin_prefetch(addrAt(a0, (p + aAhead) * MR));
+      if (AP == 2) __builtin_prefetch(addrAt(a1, (p + aAhead) * MR));
     }
-    if (ahead) {
-      __builtin_prefetch(addrAt(b0, (p + ahead) * ldb));
-      if (BQ == 2) __builtin_prefetch(addrAt(b1, (p + ahead) * ldb));
+    // Into L2, every other k (48 bytes a step, so every line).
+    if (nextA && !(p & 1)) {
+      __builtin_prefetch(addrAt(a0, p * MR + nextA0), 0, 2);
+      if (AP == 2) __builtin_prefetch(addrAt(a1, p * MR + nextA1), 0, 2);
+    }
+    if (bAhead) {
+      __builtin_prefetch(addrAt(b0, (p + bAhead) * ldb));
+      if (BQ == 2) __builtin_prefetch(addrAt(b1, (p + bAhead) * ldb));
     }
     v16 x[BQ];
     std::memcpy(&x[0], b0 + p * ldb, sizeof x[0]);
@@ -724,6 +761,26 @@ void actTile(float *c, int64_t ldc, int64_t rows, int64_t cols, int act) {
 /// 1.03-1.07x as fast as over the whole K block of 512); else the whole K
 /// block (smaller L1s not measured). Each sub-block's sums are added to C
 /// as a K block's are, so results depend on it (not on the ISA path).
+namespace {
+thread_local bool tlsWeightsStreamed = false;
+} // namespace
+
+bool weightsStreamed() { return tlsWeightsStreamed; }
+bool setWeightsStreamed(bool on) {
+  bool was = tlsWeightsStreamed;
+  tlsWeightsStreamed = on;
+  return was;
+}
+
+bool weightsOutgrowCache(size_t bytes) {
+  static const size_t cache = [] {
+    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    const size_t cap = size_t(32) << 20;
+    return l3 > 0 ? std::min<size_t>(size_t(l3), cap) : cap;
+  }();
+  return bytes > cache;
+}
+
 int64_t kSubBlock() {
   static const int64_t v = [] {
     long l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
@@ -777,6 +834,9 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
   const int threads = currentThreads();
   const bool pixelsOwned = packedA && directB;
+  // A packed ahead and B not: constant weights times activations (a
+  // conv), read from memory (weightsStreamed): fetch each next block ahead.
+  [[maybe_unused]] const bool streamA = packedA && !packedB && weightsStreamed();
   if (threads > 1) {
     const int64_t m0 = mTiles, n0 = nTiles;
     double best = std::numeric_limits<double>::infinity();
@@ -899,13 +959,29 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
             const bool last = k0 + k1 + kk >= K;
             const float *b = directB ? B + (k0 + k1) * ldb + j0 + jp : bp + jp * kc + k1 * NR;
             const float *a0 = ap + ip * kc + k1 * MR;
+            TilePrefetch pf;
+            pf.bAhead = ip > 0 ? 0 : !directB ? 64 : kc > 64 ? 16 : 0;
+            pf.aAhead = jp == 0 && packedA ? 128 : 0;
+            pf.nextB = directB && kc <= 64 && jp + 2 * TJ <= full ? b + TJ : nullptr;
+            if (streamA && pb == 2 && jp + 2 * TJ > (directB ? full : nc)) {
+              // The A block this thread runs next: the next K block of
+              // these rows, else the first one of the next task (the pool
+              // gives each thread a run of consecutive tasks; pixelsOwned
+              // orders them rows first, otherwise columns first).
+              const bool lastK = k0 + KB >= K;
+              const bool sameRows = lastK && !pixelsOwned && j0 + ncBlock < N;
+              const int64_t nk0 = lastK ? 0 : k0 + KB, ni0 = lastK && !sameRows ? i0 + mcBlock : i0;
+              const int64_t nkc = std::min(KB, K - nk0);
+              if (ni0 + ip < M && nkc > k1) {
+                pf.nextA = packedA + gemm::packedAOffset(M, nk0, nkc, ni0 + ip) + k1 * MR;
+                pf.nextA1 = MR * nkc;
+              }
+            }
             auto run = pa == 2 ? (pb == 2 ? wideKernel<2, 2> : wideKernel<2, 1>)
                                : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
             run(kk, a0, a0 + MR * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
                 C + (i0 + ip) * ldc + j0 + jp, ldc, accumulate || k0 + k1 > 0, last ? ep : nullptr, i0 + ip,
-                j0 + jp, (int)rows, ip > 0 ? 0 : !directB ? 64 : kc > 64 ? 16 : 0,
-                jp == 0 && packedA ? 128 : 0,
-                directB && kc <= 64 && jp + 2 * TJ <= full ? b + TJ : nullptr);
+                j0 + jp, (int)rows, pf);
             if (last && ep && ep->act) actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, rows, pb * NR, ep->act);
             for (int64_t i = ip; i < ip + rows; i += MR)
               for (int64_t j = jp + pb * NR; j < std::min(nc, jp + TJ); j += NR) tile(i, j, k1, kk);

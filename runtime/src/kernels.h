@@ -3,6 +3,7 @@
 #ifndef KILN_RUNTIME_KERNELS_H
 #define KILN_RUNTIME_KERNELS_H
 
+#include <cstddef>
 #include <cstdint>
 
 #include <limits>
@@ -52,6 +53,18 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
 /// previous setting; not to be called while kernels run.
 bool wideKernels();
 bool setWideKernels(bool on);
+/// Whether the running model's weights are read from memory on each run
+/// (they outgrow the cache: weightsOutgrowCache), for this thread's
+/// kiln_run (set and restored there; false elsewhere). sgemm then fetches
+/// the next block of constant weights ahead (TilePrefetch::nextA).
+/// setWeightsStreamed returns the previous setting.
+bool weightsStreamed();
+bool setWeightsStreamed(bool on);
+/// Whether `bytes` of weights outgrow the last-level cache: more than the
+/// L3 the OS reports, capped at 32 MiB (a VM may report its host's whole
+/// L3: 480 MiB on the Intel machine measured, where ResNet-50's 100 MB of
+/// weights came from memory and MobileNetV2's 14 MB did not).
+bool weightsOutgrowCache(std::size_t bytes);
 /// Applies activation `act` (Epilogue::act) in place to rows x cols of c
 /// (row stride ldc), with the same arithmetic for every element.
 void actTile(float *c, int64_t ldc, int64_t rows, int64_t cols, int act);

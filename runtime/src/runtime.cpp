@@ -7,6 +7,7 @@
 // except OpenCL libraries (meta "target opencl"), which export a program and
 // a launch table instead of kiln_model_run: see opencl.h.
 #include "kiln/runtime.h"
+#include "kernels.h"
 #include "opencl.h"
 #include "thread_pool.h"
 
@@ -95,6 +96,7 @@ struct kiln_model {
   kiln::rt::opencl::ModelPtr ocl; // OpenCL models only (then run is null)
   std::string target;
   size_t arenaBytes = 0;
+  size_t weightBytes = 0; // constants read on each run (0 if the library does not say)
   std::vector<TensorDesc> inputs, outputs;
   std::vector<std::string> kernels; // labels, in kernel order
   std::vector<double> kernelFlops;  // floating-point operations of each kernel
@@ -134,6 +136,11 @@ static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
       // A size the allocator can be asked for without wrapping when rounded.
       if (!(ls >> m->arenaBytes) || m->arenaBytes > SIZE_MAX / 2) {
         err = "bad arena size in '" + line + "'";
+        return false;
+      }
+    } else if (kind == "weights") {
+      if (!(ls >> m->weightBytes)) {
+        err = "bad weight size in '" + line + "'";
         return false;
       }
     } else if (kind == "input" || kind == "output") {
@@ -315,6 +322,7 @@ void kiln_model_close(kiln_model *m) { delete m; }
 int32_t kiln_model_num_inputs(const kiln_model *m) { return m ? (int32_t)m->inputs.size() : 0; }
 int32_t kiln_model_num_outputs(const kiln_model *m) { return m ? (int32_t)m->outputs.size() : 0; }
 size_t kiln_model_arena_bytes(const kiln_model *m) { return m ? m->arenaBytes : 0; }
+size_t kiln_model_weight_bytes(const kiln_model *m) { return m ? m->weightBytes : 0; }
 const char *kiln_model_target(const kiln_model *m) { return m ? m->target.c_str() : ""; }
 const char *kiln_model_device(const kiln_model *m) {
   return m && m->ocl ? kiln::rt::opencl::deviceDescription(m->ocl.get()) : "";
@@ -466,6 +474,7 @@ kiln_status kiln_run(kiln_context *c, const kiln_tensor *inputs, size_t nIn, kil
   for (size_t i = 0; i < nOut; ++i) buffers[1 + nIn + i] = outputs[i].data;
   kiln::rt::ThreadPool *prev = kiln::rt::currentPool();
   kiln::rt::setCurrentPool(c->pool.get());
+  const bool prevStreamed = kiln::rt::setWeightsStreamed(kiln::rt::weightsOutgrowCache(m->weightBytes));
   KernelTimer timer{nullptr, 0, {}};
   if (c->profiling) {
     c->kernelMs.assign(m->kernels.size(), 0.0);
@@ -474,6 +483,7 @@ kiln_status kiln_run(kiln_context *c, const kiln_tensor *inputs, size_t nIn, kil
   }
   m->run(buffers);
   kernelTimer = nullptr;
+  kiln::rt::setWeightsStreamed(prevStreamed);
   kiln::rt::setCurrentPool(prev);
   c->busy.store(false);
   return KILN_OK;

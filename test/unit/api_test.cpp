@@ -209,6 +209,7 @@ TEST_CASE("null models and contexts are rejected", "[api]") {
   CHECK(kiln_model_num_inputs(nullptr) == 0);
   CHECK(kiln_model_num_outputs(nullptr) == 0);
   CHECK(kiln_model_arena_bytes(nullptr) == 0);
+  CHECK(kiln_model_weight_bytes(nullptr) == 0);
   CHECK(std::string(kiln_model_target(nullptr)) == "");
   kiln_context_destroy(nullptr);
   kiln_model_close(nullptr);
@@ -220,6 +221,7 @@ TEST_CASE("model metadata is read from the library", "[api]") {
   CHECK(kiln_model_num_inputs(m) == 3);
   CHECK(kiln_model_num_outputs(m) == 1);
   CHECK(kiln_model_arena_bytes(m) == 1000);
+  CHECK(kiln_model_weight_bytes(m) == 4096);
 #if defined(__x86_64__)
   CHECK(std::string(kiln_model_target(m)) == "x86_64");
 #elif defined(__aarch64__)

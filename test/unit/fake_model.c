@@ -48,6 +48,7 @@ const char kiln_model_meta[] = "kiln-model 1\ntarget " FAKE_TARGET "\ninput x f8
 const char kiln_model_meta[] = "kiln-model 1\n"
                                "target " FAKE_TARGET "\n"
                                "arena " FAKE_ARENA_TEXT "\n"
+                               "weights 4096\n"
                                "input a%20b f32 2 2 3\n"
                                "input w f32 2 3 4\n"
                                "input s f32 0\n"

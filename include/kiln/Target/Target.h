@@ -25,6 +25,8 @@ struct ModelSummary {
   };
   std::vector<Tensor> inputs, outputs;
   int64_t arenaBytes = 0;
+  /// Bytes of constant data (weights) the model reads on each run.
+  int64_t weightBytes = 0;
   /// One label per kernel (fusion block), in call order, for profiles.
   std::vector<std::string> kernels;
   std::vector<int64_t> kernelFlops; // same order; from the ops' cost interface

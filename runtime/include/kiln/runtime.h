@@ -120,6 +120,9 @@ kiln_status kiln_model_input_info(const kiln_model *model, int32_t index, kiln_t
 kiln_status kiln_model_output_info(const kiln_model *model, int32_t index, kiln_tensor_info *info);
 /* Bytes of intermediate memory each context allocates (planned at compile time). */
 size_t kiln_model_arena_bytes(const kiln_model *model);
+/* Bytes of constant data (weights) the model reads on each run; 0 if the
+   library does not say (compiled before kiln recorded it). */
+size_t kiln_model_weight_bytes(const kiln_model *model);
 /* The target the library was compiled for ("x86_64", "aarch64", "opencl"). */
 const char *kiln_model_target(const kiln_model *model);
 /* The device an OpenCL model runs on, as "P:D name (type, version)"; "" for

@@ -336,6 +336,14 @@ private:
   std::optional<std::pair<float, float>> convAct;
   /// Set while lowering a Conv whose block adds a residual in its epilogue.
   Value convResidual;
+  /// Set by lowerConv when the residual may share the output's buffer: the
+  /// runtime's path for that conv (kiln_rt_conv2d_packed: a 1x1 conv as
+  /// one GEMM over at most one K block) reads each residual element just
+  /// before it stores the output element there.
+  bool convResidualInPlace = false;
+  /// Of the kernel being lowered: {output, input} buffers of @kiln_main
+  /// that may be one (see convResidualInPlace).
+  std::optional<std::pair<Value, Value>> inPlace;
   /// Set while lowering a Gemm/MatMul whose block applies an activation
   /// the kernel can run on each tile (1: GELU; kiln_rt_matmul_packed_act,
   /// kiln_rt_matmul_bcr_act for BCR weights).
@@ -1120,6 +1128,7 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
   if (packsWeights(op))
     if (auto w = constantFloats(op.getWeight())) {
       Value packedW = sparseWeights(op);
+      const bool sparse = bool(packedW);
       const char *kernelName = packedW ? "kiln_rt_conv2d_bcr" : "kiln_rt_conv2d_packed";
       if (int m = packedW ? 0 : kiln::winogradTile(op, winograd)) {
         // Winograd: weights transformed (G g G^T) and packed here, once.
@@ -1150,6 +1159,10 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
       args.insert(args.begin() + 3, convResidual ? ptr(convResidual)
                                                  : b.create<arith::ConstantIndexOp>(loc, 0).getResult());
       call(kernelName, args);
+      // kiln::rt::conv2d's in-place condition (kernels.cpp, conv2d).
+      convResidualInPlace = convResidual && !sparse && ws[2] == 1 &&
+                            ws[3] == 1 && s[0] == 1 && s[1] == 1 && p[0] == 0 && p[1] == 0 && xs[2] == ys[2] &&
+                            xs[3] == ys[3] && op.getGroup() == 1 && ws[1] <= kiln::gemm::KC;
       return success();
     }
   if (convResidual)
@@ -2519,6 +2532,10 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       loc = head->getLoc();
       outBuffer[head->getResult(0)] = outArg;
       result = lowerOp(head);
+      if (convResidualInPlace)
+        inPlace = {kernel->callArgs[cast<BlockArgument>(outArg).getArgNumber()],
+                   kernel->callArgs[cast<BlockArgument>(convResidual).getArgNumber()]};
+      convResidualInPlace = false;
       convAct.reset();
       convResidual = Value();
       inside.clear();
@@ -2585,7 +2602,16 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
   loc = f.getLoc();
   Value id = ci(kernelId);
   call("kiln_rt_kernel_begin", {id});
-  b.create<func::CallOp>(f.getLoc(), fn, callArgs);
+  auto kcall = b.create<func::CallOp>(f.getLoc(), fn, callArgs);
+  if (inPlace) {
+    // The output may take the residual's buffer where this call is its
+    // last use (kiln-plan-arena): [output operand, input operand].
+    auto pos = [&](Value v) { return int64_t(llvm::find(callArgs, v) - callArgs.begin()); };
+    int64_t o = pos(inPlace->first), i = pos(inPlace->second);
+    if (o < (int64_t)callArgs.size() && i < (int64_t)callArgs.size())
+      kcall->setAttr("kiln.in_place", b.getDenseI64ArrayAttr({o, i}));
+    inPlace.reset();
+  }
   call("kiln_rt_kernel_end", {id});
   kernelLabels.push_back(b.getStringAttr(kernelLabel(f)));
   double flops = 0;

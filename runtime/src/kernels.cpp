@@ -1352,6 +1352,19 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   const float *X = (const float *)x, *Wt = (const float *)w, *Bs = (const float *)bias;
   float *Y = (float *)y;
   int64_t Cg = C / G, Fg = F / G, OHW = OH * OW, KK = KH * KW;
+  // The residual may be Y itself (kiln-plan-arena's in-place buffers). A
+  // 1x1 conv as one GEMM over one K block reads each residual element
+  // just before it stores Y there; every other path would overwrite the
+  // residual first (partial sums of K blocks, im2col in K blocks), so it
+  // gets a copy. kiln-lower-to-linalg asks for the buffer only on that
+  // path (convResidualInPlace).
+  static thread_local std::vector<float> residualCopy;
+  if (residual && residual == y &&
+      !(KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W && G == 1 && packedW &&
+        C <= gemm::KC)) {
+    residualCopy.assign((const float *)residual, (const float *)residual + N * F * OHW);
+    residual = (intptr_t)residualCopy.data();
+  }
   if (Cg == 1 && Fg == 1 && !packedW) {
     // 3x3 (stride 1, or 2 with left pad 0 or 1) straight on the planes
     // with masked loads: AVX-512, or AVX2 where it wins (depthwisePlane).

@@ -306,6 +306,10 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
   for (const ConvCase &c : kConvCases)
     if (c.G == 1 && !(c.C == 1 && c.F == 1)) cases.push_back(c); // 1 -> 1 channel is depthwise
   cases.push_back({"deep reduction over two K blocks", 1, 40, 9, 9, 13, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1});
+  // 1x1 convs with the residual in Y's own buffer: over one K block (read
+  // in place, 256 channels: the most) and over two (a copy first).
+  cases.push_back({"1x1 over one whole K block", 2, 256, 7, 9, 14, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1});
+  cases.push_back({"1x1 over two K blocks", 1, 300, 6, 7, 20, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1});
   for (const ConvCase &c : cases) {
     INFO(c.name);
     int64_t OH = c.convOH(), OW = c.convOW(), n = c.N * c.F * OH * OW, K = c.C * c.KH * c.KW;
@@ -339,6 +343,16 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
                           c.PL, 0.0f, 0.75f);
     CHECK(residualClampMismatches(fused.data(), plain.data(), res, n, 0.0f, 0.75f) == 0);
     CHECK(fused.guardsIntact());
+    // The residual in Y's buffer (kiln-plan-arena's in-place buffers): the
+    // same bits, on every path (those that would overwrite it early copy
+    // it first).
+    GuardedBuffer inPlace(n);
+    std::copy(res.begin(), res.end(), inPlace.data());
+    kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)packed.data(), (intptr_t)bias.data(), inPlace.addr(),
+                          inPlace.addr(), c.N, c.C, c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW, c.PT,
+                          c.PL, 0.0f, 0.75f);
+    CHECK(std::equal(fused.data(), fused.data() + n, inPlace.data()));
+    CHECK(inPlace.guardsIntact());
   }
 }
 

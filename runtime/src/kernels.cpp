@@ -662,6 +662,43 @@ void convSmallC3(int64_t S, const float *X, const float *wT, const float *Bs, co
 }
 #endif
 
+#if defined(__x86_64__)
+/// A K x K convolution (K >= 5, stride S = 1 or 2, dilation 1) of an
+/// image with few channels, AVX-512, without an im2col matrix: the image
+/// is copied once zero-padded, then each task runs output rows, 14 pixels
+/// x 32 filters at a time in registers (filters in the lanes, pixels
+/// broadcast; per tap 2 weight loads and 14 broadcasts for 28 FMAs, the
+/// way ONNX Runtime's NCHWc stem works), turned back into planes 16 x 16
+/// in registers with the epilogue. ResNet-50's 7x7 stem (3 -> 64,
+/// 112x112) on the Intel machine: 1.25 against 1.86 ms at 1 thread (band
+/// im2col + GEMM), 0.64 against 0.94 at 2 (ONNX Runtime: 1.10 and 0.55).
+/// 83% of its time is in the tiles, at about 93% of the FMA peak; the
+/// transposes and the epilogue take 13%.
+void convStem(int64_t S, const float *X, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
+              int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t PT, int64_t PL,
+              float lo, float hi) {
+  const int64_t OWr = (OW + 13) / 14 * 14, PH = S * (OH - 1) + KH, PW = S * (OWr - 1) + KW;
+  float *Xp = grow(scratch(2), C * PH * PW);
+  parallelRuns(C * PH, [&](int64_t t) {
+    const int64_t c = t / PH, r = t % PH, ih = r - PT;
+    float *d = Xp + t * PW;
+    std::fill(d, d + PW, 0.0f);
+    if (ih < 0 || ih >= H) return;
+    const int64_t lead = std::min(PL, PW), n = std::max<int64_t>(0, std::min(W, PW - PL));
+    std::copy(X + (c * H + ih) * W, X + (c * H + ih) * W + n, d + lead);
+  });
+  const int64_t groups = (F + 31) / 32;
+  const int64_t tasks = std::min<int64_t>(OH, 8 * int64_t(currentThreads())), per = (OH + tasks - 1) / tasks;
+  parallelFor((OH + per - 1) / per, [&](int64_t t) {
+    static thread_local std::vector<float> rowBuf;
+    if (rowBuf.size() < size_t(32 * ((OW + 15) / 16 * 16 + 16))) rowBuf.assign(32 * ((OW + 15) / 16 * 16 + 16), 0.0f);
+    const int64_t oh0 = t * per, oh1 = std::min(OH, (t + 1) * per);
+    for (int64_t g = 0; g < groups; ++g)
+      convStemRowsAvx512(Xp, wT, Bs, res, Y, C, PH, PW, KH, KW, S, F, OH, OW, lo, hi, oh0, oh1, g, rowBuf.data());
+  });
+}
+#endif
+
 /// y[N] = a[K] * op(B)[K,N]: a GEMM with one row, memory-bound on B.
 /// Parallel over column chunks; B^T rows are dot products, B rows axpys.
 void gemv(int64_t N, int64_t K, const float *a, const float *B, int64_t ldb, bool transB, float *y) {
@@ -1386,6 +1423,15 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
     return;
   }
 #if defined(__x86_64__)
+  // 5x5 and larger over at most 4 channels (ResNet-50's 7x7 stride-2
+  // stem), AVX-512: direct, 32 filters in the lanes (convStem).
+  if (G == 1 && C <= 4 && KH >= 5 && KW >= 5 && DH == 1 && DW == 1 && SH == SW && SH <= 2 && wideKernels()) {
+    const std::vector<float> wT = filterGroups(Wt, packedW, F, C * KK, 32);
+    for (int64_t n = 0; n < N; ++n)
+      convStem(SH, X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
+               Y + n * F * OHW, C, H, W, F, KH, KW, OH, OW, PT, PL, lo, hi);
+    return;
+  }
   // 3x3 over at most 4 channels (a stem): direct, no im2col matrix.
   if (G == 1 && C <= 4 && KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW && (SH == 1 || (SH == 2 && PL <= 1)) &&
       OW >= 16 && wideKernels()) {

@@ -58,7 +58,99 @@ template <> struct MaskedVec<8> {
   }
 };
 
+/// 16 x 16 floats transposed in registers: r[i] lane j becomes r[j] lane i.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // r[4i + e], 128-bit lane L: element 4L + e of rows 4i .. 4i + 3.
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  __m512 o[16];
+  for (int e = 0; e < 4; ++e) {
+    const __m512 ab02 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x88), ab13 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xDD);
+    const __m512 cd02 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x88),
+                 cd13 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xDD);
+    o[e] = _mm512_shuffle_f32x4(ab02, cd02, 0x88);
+    o[8 + e] = _mm512_shuffle_f32x4(ab02, cd02, 0xDD);
+    o[4 + e] = _mm512_shuffle_f32x4(ab13, cd13, 0x88);
+    o[12 + e] = _mm512_shuffle_f32x4(ab13, cd13, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = o[i];
+}
+
+/// R output pixels (ow0 .. ow0 + R - 1 of one row) x 32 filters in 2R
+/// accumulators: per tap, 2 weight loads and R broadcasts for 2R FMAs.
+/// x: the padded image at (channel 0, the window's first row, column ow0
+/// * S); out: R rows of 32 floats (pixel-major).
+template <int R, int S>
+inline void stemTile(const float *x, int64_t planeStride, int64_t rowStride, int64_t C, int64_t KH, int64_t KW,
+                     const float *w, float *out) {
+  __m512 acc[R][2];
+  for (int j = 0; j < R; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t kh = 0; kh < KH; ++kh) {
+      const float *xr = x + c * planeStride + kh * rowStride;
+      for (int64_t kw = 0; kw < KW; ++kw, w += 32) {
+        const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+        // Opaque to the compiler: otherwise it sees that tap kw + S reads
+        // what tap kw read one pixel on, and keeps those broadcasts from
+        // one tap to the next, spilling them (1.7x the time).
+        const float *xp = xr + kw;
+        asm("" : "+r"(xp));
+        for (int j = 0; j < R; ++j) {
+          const __m512 xb = _mm512_set1_ps(xp[j * S]);
+          acc[j][0] = _mm512_fmadd_ps(xb, w0, acc[j][0]);
+          acc[j][1] = _mm512_fmadd_ps(xb, w1, acc[j][1]);
+        }
+      }
+    }
+  for (int j = 0; j < R; ++j) {
+    _mm512_storeu_ps(out + j * 32, acc[j][0]);
+    _mm512_storeu_ps(out + j * 32 + 16, acc[j][1]);
+  }
+}
+
 } // namespace
+
+void convStemRowsAvx512(const float *Xp, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
+                        int64_t PH, int64_t PW, int64_t KH, int64_t KW, int64_t S, int64_t F, int64_t OH, int64_t OW,
+                        float lo, float hi, int64_t oh0, int64_t oh1, int64_t g, float *rowBuf) {
+  constexpr int R = 14; // 28 accumulators, 2 weight vectors and a broadcast: 31 of the 32 zmm
+  const float *w = wT + g * C * KH * KW * 32;
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
+    // The row, pixel-major: rowBuf[ow][32].
+    const float *x = Xp + oh * S * PW;
+    for (int64_t ow = 0; ow < OW; ow += R)
+      (S == 1 ? stemTile<R, 1> : stemTile<R, 2>)(x + ow * S, PH * PW, PW, C, KH, KW, w, rowBuf + ow * 32);
+    // Back to planes, 16 pixels x 16 filters at a time; the epilogue
+    // (bias, residual, clamp) on the way.
+    for (int64_t p0 = 0; p0 < OW; p0 += 16) {
+      const int64_t n = OW - p0 < 16 ? OW - p0 : 16;
+      const __mmask16 m = (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1);
+      for (int h = 0; h < 2; ++h) {
+        const int64_t f0 = g * 32 + h * 16;
+        if (f0 >= F) break;
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(rowBuf + (p0 + i) * 32 + h * 16);
+        transpose16(r);
+        for (int f = 0; f < 16 && f0 + f < F; ++f) {
+          const int64_t at = ((f0 + f) * OH + oh) * OW + p0;
+          __m512 v = _mm512_add_ps(r[f], _mm512_set1_ps(Bs ? Bs[f0 + f] : 0.0f));
+          if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res + at));
+          _mm512_mask_storeu_ps(Y + at, m, _mm512_min_ps(vhi, _mm512_max_ps(vlo, v)));
+        }
+      }
+    }
+  }
+}
 
 DepthwisePlaneFn depthwisePlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH, int64_t OW) {
   // Rows of at most 8 columns in ymm (half the lanes of a zmm would idle).

@@ -181,6 +181,12 @@ const ConvCase kConvCases[] = {
     // built and multiplied one K block (256 rows) at a time (dilated, so
     // that CPUs without AVX-512 do not take the phase planes instead).
     {"3x3 stride 2 dilation 2, im2col in K blocks", 2, 32, 50, 50, 20, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0, 1},
+    // Large windows over few channels (AVX-512: direct, 14 pixels x 32
+    // filters per tile): a 7x7 stride-2 stem with 40 filters (32 + 8) and
+    // 23 output columns (14 + 9, 16 + 7), 2 images; 5x5 stride 1 over 4
+    // channels, asymmetric pads, 33 filters, 30 columns.
+    {"7x7 stride 2, 3 -> 40 channels (a stem)", 2, 3, 37, 45, 40, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, 1},
+    {"5x5 stride 1, 4 -> 33 channels", 1, 4, 12, 31, 33, 5, 5, 1, 1, 1, 1, 1, 2, 3, 1, 1},
     // 720 x 196 (564 KiB): the fewest pixels that still go in K blocks.
     {"3x3 stride 2 dilation 2, 14x14 output, im2col in K blocks", 1, 80, 31, 31, 12, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0, 1},
     // Without AVX-512, stride 1: the GEMM reads the padded input in place

@@ -11,6 +11,10 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
 #include <limits>
 #include "simd.h"
 #include "thread_pool.h"
@@ -663,21 +667,33 @@ void convSmallC3(int64_t S, const float *X, const float *wT, const float *Bs, co
 #endif
 
 #if defined(__x86_64__)
-/// A K x K convolution (K >= 5, stride S = 1 or 2, dilation 1) of an
-/// image with few channels, AVX-512, without an im2col matrix: the image
-/// is copied once zero-padded, then each task runs output rows, 14 pixels
-/// x 32 filters at a time in registers (filters in the lanes, pixels
+/// A convolution (stride S = 1 or 2, dilation 1, one group) with the
+/// filters in the lanes, AVX-512, without an im2col matrix: the image is
+/// copied once zero-padded, then each task runs output rows of one group
+/// of 32 filters, 14 pixels x 32 filters at a time in registers (pixels
 /// broadcast; per tap 2 weight loads and 14 broadcasts for 28 FMAs, the
-/// way ONNX Runtime's NCHWc stem works), turned back into planes 16 x 16
-/// in registers with the epilogue. ResNet-50's 7x7 stem (3 -> 64,
-/// 112x112) on the Intel machine: 1.25 against 1.86 ms at 1 thread (band
-/// im2col + GEMM), 0.64 against 0.94 at 2 (ONNX Runtime: 1.10 and 0.55).
-/// 83% of its time is in the tiles, at about 93% of the FMA peak; the
-/// transposes and the epilogue take 13%.
-void convStem(int64_t S, const float *X, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
-              int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t PT, int64_t PL,
-              float lo, float hi) {
-  const int64_t OWr = (OW + 13) / 14 * 14, PH = S * (OH - 1) + KH, PW = S * (OWr - 1) + KW;
+/// way ONNX Runtime's NCHWc convs work; rows of 7 two to a tile), turned
+/// back into planes 16 x 16 in registers with the epilogue. wT: the
+/// filters in groups of 32 (filterGroups). On the Intel machine, against
+/// im2col + GEMM, time at 1 / 2 threads:
+///   - ResNet-50's 7x7 stride-2 stem (3 -> 64, 112x112): 1.25 / 0.64
+///     against 1.86 / 0.94 ms (ONNX Runtime: 1.10 / 0.55). 83% of its
+///     time is in the tiles, at about 93% of the FMA peak; the transposes
+///     and the epilogue take 13%;
+///   - its stride-2 3x3 convs (in the model, medians of 20 runs):
+///     28x28 (128 channels) 1.34-1.39 / 0.87-0.90 against 1.61 / 0.94 ms;
+///     14x14 (256) 1.20-1.24 / 0.71-0.72 against 1.59 / 0.97; 7x7 (512,
+///     rows two to a tile, weights from memory) 1.66-1.78 / 0.79-0.82
+///     against 1.75 / 0.95. Alone, with their weights in cache, 1.21 and
+///     1.27 against 1.57 and 1.69 at 1 thread (28x28, 7x7).
+/// The regrouped weights of 3x3 convs take as much memory again as their
+/// packed form (ResNet-50: 12.4 MB), kept per weights until the model is
+/// closed (groupedWeights).
+void convDirect(int64_t S, const float *X, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
+                int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t PT,
+                int64_t PL, float lo, float hi) {
+  const int64_t band = OW == 7 ? 2 : 1, OHr = (OH + band - 1) / band * band;
+  const int64_t OWr = OW == 7 ? 7 : (OW + 13) / 14 * 14, PH = S * (OHr - 1) + KH, PW = S * (OWr - 1) + KW;
   float *Xp = grow(scratch(2), C * PH * PW);
   parallelRuns(C * PH, [&](int64_t t) {
     const int64_t c = t / PH, r = t % PH, ih = r - PT;
@@ -687,14 +703,18 @@ void convStem(int64_t S, const float *X, const float *wT, const float *Bs, const
     const int64_t lead = std::min(PL, PW), n = std::max<int64_t>(0, std::min(W, PW - PL));
     std::copy(X + (c * H + ih) * W, X + (c * H + ih) * W + n, d + lead);
   });
-  const int64_t groups = (F + 31) / 32;
-  const int64_t tasks = std::min<int64_t>(OH, 8 * int64_t(currentThreads())), per = (OH + tasks - 1) / tasks;
-  parallelFor((OH + per - 1) / per, [&](int64_t t) {
+  // Tasks: runs of rows (whole bands) of one group, groups outermost, so
+  // that a thread's run of tasks keeps to few groups' weights.
+  const int64_t groups = (F + 31) / 32, bands = OHr / band;
+  const int64_t chunks = std::min(bands, std::max<int64_t>(1, (8 * currentThreads() + groups - 1) / groups));
+  const int64_t per = (bands + chunks - 1) / chunks * band;
+  parallelFor(groups * chunks, [&](int64_t t) {
     static thread_local std::vector<float> rowBuf;
-    if (rowBuf.size() < size_t(32 * ((OW + 15) / 16 * 16 + 16))) rowBuf.assign(32 * ((OW + 15) / 16 * 16 + 16), 0.0f);
-    const int64_t oh0 = t * per, oh1 = std::min(OH, (t + 1) * per);
-    for (int64_t g = 0; g < groups; ++g)
-      convStemRowsAvx512(Xp, wT, Bs, res, Y, C, PH, PW, KH, KW, S, F, OH, OW, lo, hi, oh0, oh1, g, rowBuf.data());
+    const size_t need = size_t(32 * ((OW + 15) / 16 * 16 + 16));
+    if (rowBuf.size() < need) rowBuf.assign(need, 0.0f);
+    const int64_t g = t / chunks, oh0 = t % chunks * per, oh1 = std::min(OH, oh0 + per);
+    if (oh0 < oh1)
+      convDirectRowsAvx512(Xp, wT, Bs, res, Y, C, PH, PW, KH, KW, S, F, OH, OW, lo, hi, oh0, oh1, g, rowBuf.data());
   });
 }
 #endif
@@ -1213,12 +1233,34 @@ namespace {
 std::vector<float> filterGroups(const float *Wt, bool packedW, int64_t F, int64_t K, int64_t FG) {
   std::vector<float> wT((F + FG - 1) / FG * K * FG, 0.0f);
   for (int64_t f = 0; f < F; ++f)
-    for (int64_t k = 0; k < K; ++k)
+    for (int64_t k = 0; k < K; ++k) {
+      // Packed: panels of MR filters, K block by K block (gemm::packAFull).
+      const int64_t k0 = k / gemm::KC * gemm::KC, kc = std::min(gemm::KC, K - k0);
       wT[(f / FG * K + k) * FG + f % FG] =
-          packedW ? Wt[gemm::packedAOffset(F, 0, K, f / gemm::MR * gemm::MR) + k * gemm::MR + f % gemm::MR]
+          packedW ? Wt[gemm::packedAOffset(F, k0, kc, f / gemm::MR * gemm::MR) + (k - k0) * gemm::MR + f % gemm::MR]
                   : Wt[f * K + k];
+    }
   return wT;
 }
+
+/// Constant weights (packed as GEMM operand A at compile time) regrouped
+/// for convDirect, once per weights: convDirect's layout is the AVX-512
+/// path's alone, so it is made on the first call rather than stored in
+/// the library. Keyed by the weights' address; kiln_model_close forgets
+/// them all (forgetGroupedWeights), as another model may be loaded there.
+std::mutex groupedMutex;
+/// Shared pointers: a conv still running on another thread keeps its copy
+/// when the cache is cleared.
+std::map<std::tuple<const float *, int64_t, int64_t>, std::shared_ptr<const std::vector<float>>> groupedCache;
+
+#if defined(__x86_64__)
+std::shared_ptr<const std::vector<float>> groupedWeights(const float *Wt, int64_t F, int64_t K) {
+  std::lock_guard<std::mutex> lock(groupedMutex);
+  auto &g = groupedCache[{Wt, F, K}];
+  if (!g) g = std::make_shared<const std::vector<float>>(filterGroups(Wt, true, F, K, 32));
+  return g;
+}
+#endif
 
 /// Phase planes of X [C, H, W] for stride S, zero-padded PT rows above
 /// and PL columns left (and as needed below and right): phase (qr, qc) of
@@ -1379,6 +1421,11 @@ void convIndirect(const float *X, const float *Wt, bool packedW, const float *Bs
 }
 } // namespace
 
+void forgetGroupedWeights() {
+  std::lock_guard<std::mutex> lock(groupedMutex);
+  groupedCache.clear();
+}
+
 /// Conv2d (any groups) with bias and a clamp on the store; `packedW` says
 /// w is the weight matrix [F, C*KH*KW] packed as GEMM operand A (G == 1).
 void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residual, intptr_t y,
@@ -1423,13 +1470,18 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
     return;
   }
 #if defined(__x86_64__)
-  // 5x5 and larger over at most 4 channels (ResNet-50's 7x7 stride-2
-  // stem), AVX-512: direct, 32 filters in the lanes (convStem).
-  if (G == 1 && C <= 4 && KH >= 5 && KW >= 5 && DH == 1 && DW == 1 && SH == SW && SH <= 2 && wideKernels()) {
-    const std::vector<float> wT = filterGroups(Wt, packedW, F, C * KK, 32);
+  // AVX-512, the filters in the lanes (convDirect): 5x5 and larger over at
+  // most 4 channels (ResNet-50's 7x7 stride-2 stem), and stride-2 3x3
+  // convs (ResNet-50's 28x28, 14x14 and 7x7 ones: see convDirect). Weights
+  // packed at compile time are regrouped once (groupedWeights), others on
+  // each call (the same sums as packed ones, bit for bit).
+  if (G == 1 && DH == 1 && DW == 1 && SH == SW && SH <= 2 && wideKernels() &&
+      ((C <= 4 && KH >= 5 && KW >= 5) || (KH == 3 && KW == 3 && SH == 2 && C >= 16))) {
+    const auto wT = packedW ? groupedWeights(Wt, F, C * KK)
+                            : std::make_shared<const std::vector<float>>(filterGroups(Wt, false, F, C * KK, 32));
     for (int64_t n = 0; n < N; ++n)
-      convStem(SH, X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
-               Y + n * F * OHW, C, H, W, F, KH, KW, OH, OW, PT, PL, lo, hi);
+      convDirect(SH, X + n * C * H * W, wT->data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
+                 Y + n * F * OHW, C, H, W, F, KH, KW, OH, OW, PT, PL, lo, hi);
     return;
   }
   // 3x3 over at most 4 channels (a stem): direct, no im2col matrix.

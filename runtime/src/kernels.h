@@ -65,6 +65,10 @@ bool setWeightsStreamed(bool on);
 /// L3: 480 MiB on the Intel machine measured, where ResNet-50's 100 MB of
 /// weights came from memory and MobileNetV2's 14 MB did not).
 bool weightsOutgrowCache(std::size_t bytes);
+/// Drops the regrouped copies of constant conv weights that conv2d keeps
+/// (keyed by address; kiln_model_close calls it, as another model may be
+/// loaded at the same addresses).
+void forgetGroupedWeights();
 /// Applies activation `act` (Epilogue::act) in place to rows x cols of c
 /// (row stride ldc), with the same arithmetic for every element.
 void actTile(float *c, int64_t ldc, int64_t rows, int64_t cols, int act);

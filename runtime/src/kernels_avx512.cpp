@@ -58,6 +58,12 @@ template <> struct MaskedVec<8> {
   }
 };
 
+/// The address `off` floats from p, formed as an integer (a prefetch's,
+/// which may lie past p's buffer; as kernels.cpp's addrAt).
+inline const void *addrAt(const float *p, int64_t off) {
+  return reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(p) + uintptr_t(off) * sizeof(float));
+}
+
 /// 16 x 16 floats transposed in registers: r[i] lane j becomes r[j] lane i.
 inline void transpose16(__m512 r[16]) {
   __m512 t[16];
@@ -85,29 +91,48 @@ inline void transpose16(__m512 r[16]) {
   for (int i = 0; i < 16; ++i) r[i] = o[i];
 }
 
-/// R output pixels (ow0 .. ow0 + R - 1 of one row) x 32 filters in 2R
-/// accumulators: per tap, 2 weight loads and R broadcasts for 2R FMAs.
-/// x: the padded image at (channel 0, the window's first row, column ow0
-/// * S); out: R rows of 32 floats (pixel-major).
-template <int R, int S>
-inline void stemTile(const float *x, int64_t planeStride, int64_t rowStride, int64_t C, int64_t KH, int64_t KW,
-                     const float *w, float *out) {
+/// R output pixels x 32 filters in 2R accumulators: per tap, 2 weight
+/// loads and R broadcasts for 2R FMAs. Pixels 0 .. N1 - 1 read the padded
+/// image from xa, the rest from xb (the next output row's window, for rows
+/// narrower than the tile), S apart; each at (channel 0, the window's
+/// first row and column). out: R rows of 32 floats (pixel-major). KWc:
+/// the window's width where known here (its loop unrolled: ResNet-50's
+/// 28x28 stride-2 3x3 conv 0.95x the time, the 7x7 one 0.92x).
+/// Prefetches: the next channel's rows of the window (0.92x the time on
+/// the 28x28 one) and, with prefetchW (a group's weights past L1's reach,
+/// e.g. 512 channels x 9 taps x 32 filters: 590 KB), the weights 32 taps
+/// (4 KB) on. In ResNet-50, where the 7x7 one's weights come from memory,
+/// that took 0.9x the time of 8 taps on, 0.85-0.9x at 2 threads (alone,
+/// with its weights in L2, 1.03x); without it, 1.1x. The 28x28 one's
+/// (147 KB) and the stem's (in L1) gained nothing from it.
+template <int R, int S, int N1, int KWc>
+inline void directTile(const float *xa, const float *xb, int64_t planeStride, int64_t rowStride, int64_t C,
+                       int64_t KH, int64_t KWr, const float *w, float *out, bool prefetchW) {
+  const int64_t KW = KWc ? KWc : KWr; // a window width known here: its loop unrolled
   __m512 acc[R][2];
   for (int j = 0; j < R; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
   for (int64_t c = 0; c < C; ++c)
     for (int64_t kh = 0; kh < KH; ++kh) {
-      const float *xr = x + c * planeStride + kh * rowStride;
+      const int64_t at = c * planeStride + kh * rowStride;
+      // (Addresses past the image when c is the last: prefetches never fault.)
+      _mm_prefetch((const char *)addrAt(xa, at + planeStride), _MM_HINT_T0);
+      _mm_prefetch((const char *)addrAt(xa, at + planeStride + 16), _MM_HINT_T0);
+      if (N1 < R) _mm_prefetch((const char *)addrAt(xb, at + planeStride), _MM_HINT_T0);
       for (int64_t kw = 0; kw < KW; ++kw, w += 32) {
         const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+        if (prefetchW) {
+          _mm_prefetch((const char *)addrAt(w, 32 * 32), _MM_HINT_T0);
+          _mm_prefetch((const char *)addrAt(w, 32 * 32 + 16), _MM_HINT_T0);
+        }
         // Opaque to the compiler: otherwise it sees that tap kw + S reads
         // what tap kw read one pixel on, and keeps those broadcasts from
         // one tap to the next, spilling them (1.7x the time).
-        const float *xp = xr + kw;
-        asm("" : "+r"(xp));
+        const float *pa = xa + at + kw, *pb = xb + at + kw;
+        asm("" : "+r"(pa), "+r"(pb));
         for (int j = 0; j < R; ++j) {
-          const __m512 xb = _mm512_set1_ps(xp[j * S]);
-          acc[j][0] = _mm512_fmadd_ps(xb, w0, acc[j][0]);
-          acc[j][1] = _mm512_fmadd_ps(xb, w1, acc[j][1]);
+          const __m512 xv = _mm512_set1_ps(j < N1 ? pa[j * S] : pb[(j - N1) * S]);
+          acc[j][0] = _mm512_fmadd_ps(xv, w0, acc[j][0]);
+          acc[j][1] = _mm512_fmadd_ps(xv, w1, acc[j][1]);
         }
       }
     }
@@ -119,36 +144,51 @@ inline void stemTile(const float *x, int64_t planeStride, int64_t rowStride, int
 
 } // namespace
 
-void convStemRowsAvx512(const float *Xp, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
-                        int64_t PH, int64_t PW, int64_t KH, int64_t KW, int64_t S, int64_t F, int64_t OH, int64_t OW,
-                        float lo, float hi, int64_t oh0, int64_t oh1, int64_t g, float *rowBuf) {
+void convDirectRowsAvx512(const float *Xp, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
+                          int64_t PH, int64_t PW, int64_t KH, int64_t KW, int64_t S, int64_t F, int64_t OH, int64_t OW,
+                          float lo, float hi, int64_t oh0, int64_t oh1, int64_t g, float *rowBuf) {
   constexpr int R = 14; // 28 accumulators, 2 weight vectors and a broadcast: 31 of the 32 zmm
   const float *w = wT + g * C * KH * KW * 32;
   const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
-  for (int64_t oh = oh0; oh < oh1; ++oh) {
-    // The row, pixel-major: rowBuf[ow][32].
+  const int64_t band = OW == 7 ? 2 : 1; // rows per step: 7-wide rows two to a tile
+  using Tile = void (*)(const float *, const float *, int64_t, int64_t, int64_t, int64_t, int64_t, const float *,
+                        float *, bool);
+  const bool prefetchW = C * KH * KW * 32 * 4 > 256 * 1024;
+  auto pick = [](int64_t S, int64_t KW, bool two) -> Tile {
+    if (two)
+      return S == 1 ? (KW == 3 ? directTile<R, 1, 7, 3> : directTile<R, 1, 7, 0>)
+                    : (KW == 3 ? directTile<R, 2, 7, 3> : directTile<R, 2, 7, 0>);
+    return S == 1 ? (KW == 3 ? directTile<R, 1, R, 3> : KW == 7 ? directTile<R, 1, R, 7> : directTile<R, 1, R, 0>)
+                  : (KW == 3 ? directTile<R, 2, R, 3> : KW == 7 ? directTile<R, 2, R, 7> : directTile<R, 2, R, 0>);
+  };
+  for (int64_t oh = oh0; oh < oh1; oh += band) {
+    // The band's pixels, pixel-major: rowBuf[r * OW + ow][32].
     const float *x = Xp + oh * S * PW;
-    for (int64_t ow = 0; ow < OW; ow += R)
-      (S == 1 ? stemTile<R, 1> : stemTile<R, 2>)(x + ow * S, PH * PW, PW, C, KH, KW, w, rowBuf + ow * 32);
+    if (band == 2)
+      pick(S, KW, true)(x, x + S * PW, PH * PW, PW, C, KH, KW, w, rowBuf, prefetchW);
+    else
+      for (int64_t ow = 0; ow < OW; ow += R)
+        pick(S, KW, false)(x + ow * S, x, PH * PW, PW, C, KH, KW, w, rowBuf + ow * 32, prefetchW);
     // Back to planes, 16 pixels x 16 filters at a time; the epilogue
     // (bias, residual, clamp) on the way.
-    for (int64_t p0 = 0; p0 < OW; p0 += 16) {
-      const int64_t n = OW - p0 < 16 ? OW - p0 : 16;
-      const __mmask16 m = (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1);
-      for (int h = 0; h < 2; ++h) {
-        const int64_t f0 = g * 32 + h * 16;
-        if (f0 >= F) break;
-        __m512 r[16];
-        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(rowBuf + (p0 + i) * 32 + h * 16);
-        transpose16(r);
-        for (int f = 0; f < 16 && f0 + f < F; ++f) {
-          const int64_t at = ((f0 + f) * OH + oh) * OW + p0;
-          __m512 v = _mm512_add_ps(r[f], _mm512_set1_ps(Bs ? Bs[f0 + f] : 0.0f));
-          if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res + at));
-          _mm512_mask_storeu_ps(Y + at, m, _mm512_min_ps(vhi, _mm512_max_ps(vlo, v)));
+    for (int64_t r = 0; r < band && oh + r < oh1; ++r)
+      for (int64_t p0 = 0; p0 < OW; p0 += 16) {
+        const int64_t n = OW - p0 < 16 ? OW - p0 : 16;
+        const __mmask16 m = (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1);
+        for (int h = 0; h < 2; ++h) {
+          const int64_t f0 = g * 32 + h * 16;
+          if (f0 >= F) break;
+          __m512 v[16];
+          for (int i = 0; i < 16; ++i) v[i] = _mm512_loadu_ps(rowBuf + (r * OW + p0 + i) * 32 + h * 16);
+          transpose16(v);
+          for (int f = 0; f < 16 && f0 + f < F; ++f) {
+            const int64_t at = ((f0 + f) * OH + oh + r) * OW + p0;
+            __m512 y = _mm512_add_ps(v[f], _mm512_set1_ps(Bs ? Bs[f0 + f] : 0.0f));
+            if (res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, res + at));
+            _mm512_mask_storeu_ps(Y + at, m, _mm512_min_ps(vhi, _mm512_max_ps(vlo, y)));
+          }
         }
       }
-    }
   }
 }
 

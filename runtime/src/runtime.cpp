@@ -317,7 +317,11 @@ kiln_status kiln_model_open(const char *path, kiln_model **out) {
   return KILN_OK;
 }
 
-void kiln_model_close(kiln_model *m) { delete m; }
+void kiln_model_close(kiln_model *m) {
+  if (!m) return;
+  delete m;
+  kiln::rt::forgetGroupedWeights(); // copies of its weights, keyed by address
+}
 
 int32_t kiln_model_num_inputs(const kiln_model *m) { return m ? (int32_t)m->inputs.size() : 0; }
 int32_t kiln_model_num_outputs(const kiln_model *m) { return m ? (int32_t)m->outputs.size() : 0; }

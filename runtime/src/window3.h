@@ -35,15 +35,16 @@ DepthwisePlaneFn depthwisePlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t 
 /// only: CPUs without it keep the channel-block kernel).
 DepthwisePlaneFn maxPlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH, int64_t OW);
 /// Output rows [oh0, oh1) of filter group g (32 filters) of a KH x KW
-/// convolution, stride S (1 or 2), dilation 1, of an image with few
-/// channels (a stem), AVX-512 (kernels_avx512.cpp). Xp: the image
-/// zero-padded to [C][PH][PW] (the window of output (oh, ow) starts at row
-/// oh * S, column ow * S; PW at least S * (roundUp(OW, 14) - 1) + KW);
-/// wT: [group of 32 filters][C * KH * KW][32], zeros past F; rowBuf: 32 *
+/// convolution, stride S (1 or 2), dilation 1, AVX-512, with the filters
+/// in the lanes (kernels_avx512.cpp). Xp: the image zero-padded to
+/// [C][PH][PW] (the window of output (oh, ow) starts at row oh * S,
+/// column ow * S), wide enough for whole tiles of 14 pixels (rows of 7:
+/// two rows a tile, oh0 even, and PH one output row further); wT: [group
+/// of 32 filters][C * KH * KW][32], zeros past F; rowBuf: 32 *
 /// (roundUp(OW, 16) + 16) floats of scratch.
-void convStemRowsAvx512(const float *Xp, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
-                        int64_t PH, int64_t PW, int64_t KH, int64_t KW, int64_t S, int64_t F, int64_t OH, int64_t OW,
-                        float lo, float hi, int64_t oh0, int64_t oh1, int64_t g, float *rowBuf);
+void convDirectRowsAvx512(const float *Xp, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
+                          int64_t PH, int64_t PW, int64_t KH, int64_t KW, int64_t S, int64_t F, int64_t OH, int64_t OW,
+                          float lo, float hi, int64_t oh0, int64_t oh1, int64_t g, float *rowBuf);
 /// Output rows [oh0, oh1) of filter group g (16 filters) of a 3 x 3
 /// convolution of an image with C <= 4 channels, AVX-512 (see
 /// convSmallC3Rows below; kernels_avx512.cpp).

@@ -187,6 +187,12 @@ const ConvCase kConvCases[] = {
     // channels, asymmetric pads, 33 filters, 30 columns.
     {"7x7 stride 2, 3 -> 40 channels (a stem)", 2, 3, 37, 45, 40, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, 1},
     {"5x5 stride 1, 4 -> 33 channels", 1, 4, 12, 31, 33, 5, 5, 1, 1, 1, 1, 1, 2, 3, 1, 1},
+    // Stride-2 3x3 convs with constant weights (AVX-512: direct, filters in
+    // the lanes): 40 channels (360 taps: two K blocks of the packed
+    // weights) to 36 filters (32 + 4), 14 output columns (one tile), 2
+    // images; rows of 7 (two rows a tile, 7 rows: the last one alone).
+    {"3x3 stride 2, 40 -> 36 channels, 14 columns", 2, 40, 17, 27, 36, 3, 3, 2, 2, 1, 1, 1, 1, 0, 1, 1},
+    {"3x3 stride 2, 24 -> 70 channels, rows of 7", 1, 24, 14, 14, 70, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 1},
     // 720 x 196 (564 KiB): the fewest pixels that still go in K blocks.
     {"3x3 stride 2 dilation 2, 14x14 output, im2col in K blocks", 1, 80, 31, 31, 12, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0, 1},
     // Without AVX-512, stride 1: the GEMM reads the padded input in place
@@ -359,6 +365,27 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
                           c.PL, 0.0f, 0.75f);
     CHECK(std::equal(fused.data(), fused.data() + n, inPlace.data()));
     CHECK(inPlace.guardsIntact());
+  }
+}
+
+TEST_CASE("regrouped copies of packed conv weights are forgotten with the model", "[conv]") {
+  // The AVX-512 direct path regroups constant weights once per address;
+  // after forgetGroupedWeights (kiln_model_close), new weights at the same
+  // address are read afresh. (Without AVX-512 the GEMM path has no copies.)
+  const ConvCase c{"3x3 stride 2, 32 -> 32 channels", 1, 32, 14, 14, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1};
+  const int64_t OH = c.convOH(), OW = c.convOW(), n = c.F * OH * OW, K = c.C * 9;
+  std::vector<float> x = randomFloats(c.C * c.H * c.W, 9901);
+  std::vector<float> packed(kiln::gemm::packedASize(c.F, K));
+  std::vector<float> out(n);
+  float inf = std::numeric_limits<float>::infinity();
+  for (uint32_t seed : {9902u, 9903u}) {
+    std::vector<float> w = randomFloats(c.F * K, seed);
+    kiln::gemm::packAFull(w.data(), K, false, c.F, K, packed.data()); // same buffer, new weights
+    kiln::rt::forgetGroupedWeights();
+    kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)packed.data(), 0, 0, (intptr_t)out.data(), 1, c.C, c.H,
+                          c.W, c.F, 3, 3, OH, OW, 2, 2, 1, 1, 1, 1, -inf, inf);
+    INFO("weights seed " << seed);
+    CHECK(mismatches(out.data(), naiveConv(c, x.data(), w.data(), nullptr)) == "");
   }
 }
 

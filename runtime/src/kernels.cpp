@@ -693,11 +693,12 @@ void convDirect(int64_t S, const float *X, const float *wT, const float *Bs, con
                 int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t PT,
                 int64_t PL, float lo, float hi) {
   const int64_t band = OW == 7 ? 2 : 1, OHr = (OH + band - 1) / band * band;
-  const int64_t OWr = OW == 7 ? 7 : (OW + 13) / 14 * 14, PH = S * (OHr - 1) + KH, PW = S * (OWr - 1) + KW;
-  float *Xp = grow(scratch(2), C * PH * PW);
+  const int64_t OWr = OW == 7 ? 7 : (OW + 13) / 14 * 14, PH = S * (OH - 1) + KH, PW = S * (OWr - 1) + KW;
+  float *padded = grow(scratch(2), C * PH * PW);
+  const float *Xp = padded;
   parallelRuns(C * PH, [&](int64_t t) {
     const int64_t c = t / PH, r = t % PH, ih = r - PT;
-    float *d = Xp + t * PW;
+    float *d = padded + t * PW;
     std::fill(d, d + PW, 0.0f);
     if (ih < 0 || ih >= H) return;
     const int64_t lead = std::min(PL, PW), n = std::max<int64_t>(0, std::min(W, PW - PL));

@@ -164,8 +164,8 @@ void convDirectRowsAvx512(const float *Xp, const float *wT, const float *Bs, con
   for (int64_t oh = oh0; oh < oh1; oh += band) {
     // The band's pixels, pixel-major: rowBuf[r * OW + ow][32].
     const float *x = Xp + oh * S * PW;
-    if (band == 2)
-      pick(S, KW, true)(x, x + S * PW, PH * PW, PW, C, KH, KW, w, rowBuf, prefetchW);
+    if (band == 2) // (past the last row, the band reads its first row twice)
+      pick(S, KW, true)(x, oh + 1 < OH ? x + S * PW : x, PH * PW, PW, C, KH, KW, w, rowBuf, prefetchW);
     else
       for (int64_t ow = 0; ow < OW; ow += R)
         pick(S, KW, false)(x + ow * S, x, PH * PW, PW, C, KH, KW, w, rowBuf + ow * 32, prefetchW);

@@ -39,7 +39,7 @@ DepthwisePlaneFn maxPlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t W, int
 /// in the lanes (kernels_avx512.cpp). Xp: the image zero-padded to
 /// [C][PH][PW] (the window of output (oh, ow) starts at row oh * S,
 /// column ow * S), wide enough for whole tiles of 14 pixels (rows of 7:
-/// two rows a tile, oh0 even, and PH one output row further); wT: [group
+/// two rows a tile, oh0 even; an odd last row is computed twice); wT: [group
 /// of 32 filters][C * KH * KW][32], zeros past F; rowBuf: 32 *
 /// (roundUp(OW, 16) + 16) floats of scratch.
 void convDirectRowsAvx512(const float *Xp, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,

@@ -2532,7 +2532,9 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       loc = head->getLoc();
       outBuffer[head->getResult(0)] = outArg;
       result = lowerOp(head);
-      if (convResidualInPlace)
+      // Not where the block reads the residual elsewhere too (a conv over
+      // its own residual: its output would overwrite input it still reads).
+      if (convResidualInPlace && residual.hasOneUse())
         inPlace = {kernel->callArgs[cast<BlockArgument>(outArg).getArgNumber()],
                    kernel->callArgs[cast<BlockArgument>(convResidual).getArgNumber()]};
       convResidualInPlace = false;

@@ -51,6 +51,24 @@ int64_t lastUse(Value v, Block &block, const DenseMap<Operation *, int64_t> &ord
   return last;
 }
 
+/// Whether another operand of `call` than operand `index` is `buffer` or a
+/// view of it (e.g. a conv whose residual is also its input: writing the
+/// output there would overwrite input the kernel still reads).
+bool readsElsewhere(Operation *call, int64_t index, memref::AllocOp buffer) {
+  DenseSet<Value> views;
+  SmallVector<Value> work{buffer.getResult()};
+  while (!work.empty()) {
+    Value v = work.pop_back_val();
+    if (!views.insert(v).second) continue;
+    for (Operation *user : v.getUsers())
+      if (isa<ViewLikeOpInterface>(user))
+        for (Value r : user->getResults()) work.push_back(r);
+  }
+  for (OpOperand &o : call->getOpOperands())
+    if ((int64_t)o.getOperandNumber() != index && views.contains(o.get())) return true;
+  return false;
+}
+
 struct PlanArenaPass : kiln::impl::PlanArenaBase<PlanArenaPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -79,7 +97,7 @@ struct PlanArenaPass : kiln::impl::PlanArenaBase<PlanArenaPass> {
       auto in = op.getOperand(pair[1]).getDefiningOp<memref::AllocOp>();
       if (!out || !in || out == in || out->getBlock() != &block || in->getBlock() != &block ||
           !out.getType().hasStaticShape() || !in.getType().hasStaticShape() || bytesOf(out) != bytesOf(in) ||
-          lastUse(in, block, order) != order[&op])
+          lastUse(in, block, order) != order[&op] || readsElsewhere(&op, pair[1], in))
         continue;
       sharesWith[out] = in;
     }

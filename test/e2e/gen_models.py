@@ -176,6 +176,23 @@ def cases():
     c["avgpool_3d"] = single("AveragePool", [(1, 2, 4, 5, 6)], {"kernel_shape": [2, 2, 3], "pads": [1, 0, 1, 0, 1, 1]})
     # A small CNN: the example model shipped in examples/.
     c["small_cnn"] = small_cnn()
+    # Residuals added by 1x1 convs (kiln writes the output into the
+    # residual's buffer where the residual dies): one over its own residual
+    # (which must not be overwritten while the conv reads it), one whose
+    # residual dies there.
+    c["conv_residual_in_place"] = model([
+        h.make_node("Relu", ["x"], ["r"], name="relu0"),
+        h.make_node("Conv", ["r", "w1", "b1"], ["c1"], name="conv_self"),
+        h.make_node("Add", ["c1", "r"], ["s1"], name="add_self"),
+        h.make_node("Relu", ["s1"], ["a"], name="relu1"),
+        h.make_node("Conv", ["a", "w2"], ["u"], name="conv3x3", pads=[1, 1, 1, 1]),
+        h.make_node("Conv", ["u", "w3", "b3"], ["c3"], name="conv_res"),
+        h.make_node("Add", ["c3", "a"], ["s3"], name="add_res"),
+        h.make_node("Relu", ["s3"], ["b"], name="relu3"),
+        h.make_node("MaxPool", ["b"], ["y"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+    ], [("x", rand(1, 16, 14, 14))], ["y"],
+        [init("w1", rand(16, 16, 1, 1)), init("b1", rand(16)), init("w2", rand(8, 16, 3, 3)),
+         init("w3", rand(16, 8, 1, 1)), init("b3", rand(16))])
     return c
 
 

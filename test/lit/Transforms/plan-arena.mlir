@@ -90,3 +90,19 @@ func.func @kiln_main(%in: memref<1024xf32>, %out: memref<1024xf32>) {
   linalg.copy ins(%y : memref<1024xf32>) outs(%out : memref<1024xf32>)
   return
 }
+
+// -----
+
+// The residual is also the call's first operand (a conv over its own
+// residual): the output keeps a buffer of its own.
+// CHECK-LABEL: func @kiln_main(
+// CHECK-SAME: kiln.arena_bytes = 8192 : i64
+func.func private @conv_add(memref<1024xf32>, memref<1024xf32>, memref<1024xf32>)
+func.func @kiln_main(%in: memref<1024xf32>, %out: memref<1024xf32>) {
+  %r = memref.alloc() : memref<1024xf32>
+  linalg.copy ins(%in : memref<1024xf32>) outs(%r : memref<1024xf32>)
+  %y = memref.alloc() : memref<1024xf32>
+  func.call @conv_add(%r, %r, %y) {kiln.in_place = array<i64: 2, 1>} : (memref<1024xf32>, memref<1024xf32>, memref<1024xf32>) -> ()
+  linalg.copy ins(%y : memref<1024xf32>) outs(%out : memref<1024xf32>)
+  return
+}

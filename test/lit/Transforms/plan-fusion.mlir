@@ -206,11 +206,12 @@ func.func @main(%x: tensor<8x4xf32>, %y: tensor<4x8xf32>, %c: tensor<f32>, %z: t
 // LOWER: call @kiln_rt_conv2d_packed(%{{.*}}, %{{.*}}, %{{.*}}, %[[R]], {{.*}}, %[[LO]], %[[HI]])
 // LOWER-NOT: linalg.generic
 // LOWER: return
-// A 1x1 conv over one K block reads each residual element just before it
-// stores the output there: the call lets the output (operand 1) take the
-// residual's buffer (operand 0) where kiln-plan-arena finds it dead.
+// Here the residual is the conv's own input, which the kernel reads while
+// it writes: the call does not offer the residual's buffer.
 // LOWER-LABEL: func.func @kiln_main(
-// LOWER: call @kiln_kernel_0(%{{.*}}) {kiln.in_place = array<i64: 1, 0>}
+// LOWER: call @kiln_kernel_0(
+// LOWER-NOT: kiln.in_place
+// LOWER: return
 func.func @main(%x: tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32> {
   %w = kiln.constant dense<1.0> : tensor<2x2x1x1xf32> : tensor<2x2x1x1xf32>
   %0 = kiln.conv %x, %w {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x2x4x4xf32>, tensor<2x2x1x1xf32>) -> tensor<1x2x4x4xf32>
@@ -230,6 +231,20 @@ func.func @main(%x: tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32> {
   %w = kiln.constant dense<1.0> : tensor<2x2x3x3xf32> : tensor<2x2x3x3xf32>
   %0 = kiln.conv %x, %w {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, group = 1 : i64} : (tensor<1x2x4x4xf32>, tensor<2x2x3x3xf32>) -> tensor<1x2x4x4xf32>
   %1 = kiln.add %x, %0 : (tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
+  %2 = kiln.relu %1 : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
+  return %2 : tensor<1x2x4x4xf32>
+}
+
+// -----
+// A 1x1 conv over one K block reads each residual element just before it
+// stores the output there: the call lets the output (operand 2) take the
+// residual's buffer (operand 1) where kiln-plan-arena finds it dead.
+// LOWER-LABEL: func.func @kiln_main(
+// LOWER: call @kiln_kernel_0(%{{.*}}) {kiln.in_place = array<i64: 2, 1>}
+func.func @main(%x: tensor<1x2x4x4xf32>, %r: tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32> {
+  %w = kiln.constant dense<1.0> : tensor<2x2x1x1xf32> : tensor<2x2x1x1xf32>
+  %0 = kiln.conv %x, %w {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x2x4x4xf32>, tensor<2x2x1x1xf32>) -> tensor<1x2x4x4xf32>
+  %1 = kiln.add %r, %0 : (tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
   %2 = kiln.relu %1 : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
   return %2 : tensor<1x2x4x4xf32>
 }

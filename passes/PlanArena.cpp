@@ -130,6 +130,7 @@ struct PlanArenaPass : kiln::impl::PlanArenaBase<PlanArenaPass> {
       if (auto alloc = dyn_cast<memref::AllocOp>(op); alloc && sharesWith.count(alloc)) {
         memref::AllocOp h = home(alloc);
         Interval &iv = intervals[intervalOf.lookup(h)];
+        iv.start = std::min(iv.start, order[alloc]);
         iv.end = std::max(iv.end, lastUse(alloc, block, order));
         taken.push_back({alloc, h});
       }

@@ -213,20 +213,6 @@ void microKernel(int64_t kc, const float *a, const float *b, int64_t ldb, float 
 }
 
 #if defined(__x86_64__)
-/// C[6*AP x 16*BQ] (+)= AP A panels (rows 0-5 at a0, 6-11 at a1) times BQ
-/// B panels (columns 0-15 at b0, 16-31 at b1; ldb floats from one k to the
-/// next) in AVX-512 registers. The 12 x 32 form holds 24 accumulators of
-/// 16 floats and issues 2 loads and 12 broadcasts per 24 FMAs, where the
-/// 6 x 16 AVX2 tile needs 8 loads per 12; the smaller forms take the rest
-/// of a block whose columns end in whole panels (e.g. N = 49: 32 + 16 +
-/// 1). Only the first `rows` (<= 6 * AP) rows are stored: a block's last
-/// 1-11 rows run here too (their panels are zero-padded past M), where
-/// the 6 x 16 AVX2 tile took half the throughput (M = 16, 32, 64, 160,
-/// 320: MobileNetV2's projections). Used when the CPU has AVX-512F
-/// (run-time check; the packed layout is the same). Same summation order
-/// and epilogue as microKernelN, so results are identical bit for bit.
-/// pf: the software prefetches (TilePrefetch), each measured on an Intel
-/// core where sgemm passes it.
 /// The software prefetches of one call of wideKernel; sgemm's `block`
 /// picks them per tile.
 struct TilePrefetch {
@@ -265,7 +251,7 @@ struct TilePrefetch {
   /// machine), and those first tiles alone would need 4 bytes a cycle:
   /// ResNet-50's 7x7 1x1 convs (N = 49, 4 MB of weights each) ran at
   /// memory speed in their first column tile. With it, ResNet-50 took
-  /// 0.96x the time at 1 thread and 0.97x at 2 (its 7x7 convs 0.88-0.94x,
+  /// 0.92-0.96x the time at 1 thread and 0.97x at 2 (its 7x7 convs 0.88-0.94x,
   /// its 14x14 ones 0.94-0.97x). Not where the weights stay in cache:
   /// MobileNetV2's 7x7 convs took 1.03-1.08x the time with it. Every k
   /// rather than every other, or on the last column tile (where that is a
@@ -274,6 +260,20 @@ struct TilePrefetch {
   int64_t nextA1 = 0;
 };
 
+/// C[6*AP x 16*BQ] (+)= AP A panels (rows 0-5 at a0, 6-11 at a1) times BQ
+/// B panels (columns 0-15 at b0, 16-31 at b1; ldb floats from one k to the
+/// next) in AVX-512 registers. The 12 x 32 form holds 24 accumulators of
+/// 16 floats and issues 2 loads and 12 broadcasts per 24 FMAs, where the
+/// 6 x 16 AVX2 tile needs 8 loads per 12; the smaller forms take the rest
+/// of a block whose columns end in whole panels (e.g. N = 49: 32 + 16 +
+/// 1). Only the first `rows` (<= 6 * AP) rows are stored: a block's last
+/// 1-11 rows run here too (their panels are zero-padded past M), where
+/// the 6 x 16 AVX2 tile took half the throughput (M = 16, 32, 64, 160,
+/// 320: MobileNetV2's projections). Used when the CPU has AVX-512F
+/// (run-time check; the packed layout is the same). Same summation order
+/// and epilogue as microKernelN, so results are identical bit for bit.
+/// pf: the software prefetches (TilePrefetch), each measured on an Intel
+/// core where sgemm passes it.
 template <int AP, int BQ>
 __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, const float *a1, const float *b0,
                                                    const float *b1, int64_t ldb, float *c, int64_t ldc,
@@ -284,7 +284,10 @@ __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, 
   const int64_t bAhead = prefetch.bAhead, aAhead = prefetch.aAhead;
   const float *nextB = prefetch.nextB;
   const bool nextA = prefetch.nextA;
-  const int64_t nextA0 = nextA ? prefetch.nextA - a0 : 0, nextA1 = nextA ? prefetch.nextA + prefetch.nextA1 - a1 : 0;
+  // (As integers: nextA's second panel may lie past the buffer.)
+  const auto at = [](const float *p) { return int64_t(reinterpret_cast<uintptr_t>(p)) / int64_t(sizeof(float)); };
+  const int64_t nextA0 = nextA ? at(prefetch.nextA) - at(a0) : 0,
+                nextA1 = nextA ? at(prefetch.nextA) + prefetch.nextA1 - at(a1) : 0;
   typedef float v16 __attribute__((vector_size(64)));
   constexpr int R = AP * MR;
   v16 acc[R][BQ];

@@ -1,4 +1,5 @@
-// AVX-512 forms of the direct 3 x 3 window kernels (window3.h). This file
+// AVX-512 forms of the direct 3 x 3 window kernels (window3.h), and the
+// direct conv with 32 filters in the lanes (convDirectRowsAvx512). This file
 // is built with -mavx512f -mavx512vl (runtime/CMakeLists.txt) and its
 // functions are called only when the CPU has AVX-512F (wideKernels()); the
 // rest of the runtime is built for x86-64-v3 (AVX2).

@@ -319,8 +319,10 @@ kiln_status kiln_model_open(const char *path, kiln_model **out) {
 
 void kiln_model_close(kiln_model *m) {
   if (!m) return;
+  // Copies of its weights, keyed by address: dropped before the library
+  // goes, so that one loaded there next never finds them.
+  kiln::rt::forgetGroupedWeights();
   delete m;
-  kiln::rt::forgetGroupedWeights(); // copies of its weights, keyed by address
 }
 
 int32_t kiln_model_num_inputs(const kiln_model *m) { return m ? (int32_t)m->inputs.size() : 0; }

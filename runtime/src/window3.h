@@ -1,6 +1,7 @@
 // Direct 3 x 3 window kernels on NCHW planes, x86-64 only: depthwise
 // convolution and the convolution of an image with few channels (a stem),
-// straight on the planes, without a padded copy or an im2col matrix.
+// straight on the planes, without a padded copy or an im2col matrix; and
+// the declaration of the AVX-512 filters-in-lanes conv (convDirectRowsAvx512).
 //
 // They are written once over a vector class MV (L lanes; masked loads and
 // stores, FMA, clamp and the lane shuffles of stride 2), so one source
@@ -10,7 +11,7 @@
 //   - MaskedVec<16> / MaskedVec<8>: AVX-512 with mask registers, in
 //     kernels_avx512.cpp, a translation unit built with -mavx512f
 //     -mavx512vl and called only when the CPU has AVX-512F (wideKernels()).
-// Everything in this header but the two AVX-512 entry points' declarations
+// Everything in this header but the AVX-512 entry points' declarations
 // has internal linkage (anonymous namespace), and it calls no library
 // function (std::min and the like could be emitted out of line, e.g. in
 // a sanitizer build), so the two translation units' copies, compiled for

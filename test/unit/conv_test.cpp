@@ -324,6 +324,9 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
   cases.push_back({"1x1 over two K blocks", 1, 300, 6, 7, 20, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1});
   for (const ConvCase &c : cases) {
     INFO(c.name);
+    // Each case's packed weights may reuse the last one's address: drop
+    // the regrouped copies kept by address (as kiln_model_close does).
+    kiln::rt::forgetGroupedWeights();
     int64_t OH = c.convOH(), OW = c.convOW(), n = c.N * c.F * OH * OW, K = c.C * c.KH * c.KW;
     std::vector<float> x = randomFloats(c.N * c.C * c.H * c.W, seed++);
     std::vector<float> w = randomFloats(c.F * K, seed++);

@@ -683,59 +683,6 @@ void convSmallC3(int64_t S, const float *X, const float *wT, const float *Bs, co
 }
 #endif
 
-#if defined(__x86_64__)
-/// A convolution (stride S = 1 or 2, dilation 1, one group) with the
-/// filters in the lanes, AVX-512, without an im2col matrix: the image is
-/// copied once zero-padded, then each task runs output rows of one group
-/// of 32 filters, 14 pixels x 32 filters at a time in registers (pixels
-/// broadcast; per tap 2 weight loads and 14 broadcasts for 28 FMAs, the
-/// way ONNX Runtime's NCHWc convs work; rows of 7 two to a tile), turned
-/// back into planes 16 x 16 in registers with the epilogue. wT: the
-/// filters in groups of 32 (filterGroups). On the Intel machine, against
-/// im2col + GEMM, time at 1 / 2 threads:
-///   - ResNet-50's 7x7 stride-2 stem (3 -> 64, 112x112): 1.25 / 0.64
-///     against 1.86 / 0.94 ms (ONNX Runtime: 1.10 / 0.55). 83% of its
-///     time is in the tiles, at about 93% of the FMA peak; the transposes
-///     and the epilogue take 13%;
-///   - its stride-2 3x3 convs (in the model, medians of 20 runs):
-///     28x28 (128 channels) 1.34-1.39 / 0.87-0.90 against 1.61 / 0.94 ms;
-///     14x14 (256) 1.20-1.24 / 0.71-0.72 against 1.59 / 0.97; 7x7 (512,
-///     rows two to a tile, weights from memory) 1.66-1.78 / 0.79-0.82
-///     against 1.75 / 0.95. Alone, with their weights in cache, 1.21 and
-///     1.27 against 1.57 and 1.69 at 1 thread (28x28, 7x7).
-/// The regrouped weights of 3x3 convs take as much memory again as their
-/// packed form (ResNet-50: 12.4 MB), kept per weights until the model is
-/// closed (groupedWeights).
-void convDirect(int64_t S, const float *X, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
-                int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t PT,
-                int64_t PL, float lo, float hi) {
-  const int64_t band = OW == 7 ? 2 : 1, OHr = (OH + band - 1) / band * band;
-  const int64_t OWr = OW == 7 ? 7 : (OW + 13) / 14 * 14, PH = S * (OH - 1) + KH, PW = S * (OWr - 1) + KW;
-  float *padded = grow(scratch(2), C * PH * PW);
-  const float *Xp = padded;
-  parallelRuns(C * PH, [&](int64_t t) {
-    const int64_t c = t / PH, r = t % PH, ih = r - PT;
-    float *d = padded + t * PW;
-    std::fill(d, d + PW, 0.0f);
-    if (ih < 0 || ih >= H) return;
-    const int64_t lead = std::min(PL, PW), n = std::max<int64_t>(0, std::min(W, PW - PL));
-    std::copy(X + (c * H + ih) * W, X + (c * H + ih) * W + n, d + lead);
-  });
-  // Tasks: runs of rows (whole bands) of one group, groups outermost, so
-  // that a thread's run of tasks keeps to few groups' weights.
-  const int64_t groups = (F + 31) / 32, bands = OHr / band;
-  const int64_t chunks = std::min(bands, std::max<int64_t>(1, (8 * currentThreads() + groups - 1) / groups));
-  const int64_t per = (bands + chunks - 1) / chunks * band;
-  parallelFor(groups * chunks, [&](int64_t t) {
-    static thread_local std::vector<float> rowBuf;
-    const size_t need = size_t(32 * ((OW + 15) / 16 * 16 + 16));
-    if (rowBuf.size() < need) rowBuf.assign(need, 0.0f);
-    const int64_t g = t / chunks, oh0 = t % chunks * per, oh1 = std::min(OH, oh0 + per);
-    if (oh0 < oh1)
-      convDirectRowsAvx512(Xp, wT, Bs, res, Y, C, PH, PW, KH, KW, S, F, OH, OW, lo, hi, oh0, oh1, g, rowBuf.data());
-  });
-}
-#endif
 
 /// y[N] = a[K] * op(B)[K,N]: a GEMM with one row, memory-bound on B.
 /// Parallel over column chunks; B^T rows are dot products, B rows axpys.
@@ -1302,7 +1249,7 @@ std::shared_ptr<const std::vector<float>> groupedWeights(const float *Wt, int64_
 /// kw % S) at row oh + kh / S, column ow + kw / S. Each padded row is laid
 /// out once (zeros, the input row at PL), then split into its S column
 /// phases (stride 2: even and odd lanes of 16 floats at a time, in
-/// registers). Parallel over rows.
+/// registers; stride 1: straight into the plane). Parallel over rows.
 template <int S>
 void phasePlanes(const float *X, int64_t C, int64_t H, int64_t W, int64_t PT, int64_t PL, int64_t PH, int64_t PW,
                  float *ph) {
@@ -1315,13 +1262,13 @@ void phasePlanes(const float *X, int64_t C, int64_t H, int64_t W, int64_t PT, in
       return;
     }
     static thread_local std::vector<float> paddedBuf;
-    float *padded = grow(paddedBuf, S * PW); // padded columns [0, S * PW)
+    // Padded columns [0, S * PW): in place for stride 1.
+    float *padded = S == 1 ? d : grow(paddedBuf, S * PW);
     const int64_t lead = std::min(PL, S * PW), n = std::max<int64_t>(0, std::min(W, S * PW - lead));
     std::fill(padded, padded + lead, 0.0f);
     std::memcpy(padded + lead, X + (c * H + ih) * W, n * sizeof(float));
     std::fill(padded + lead + n, padded + S * PW, 0.0f);
-    if constexpr (S == 1) std::memcpy(d, padded, PW * sizeof(float));
-    else {
+    if constexpr (S != 1) {
       int64_t j = 0;
       for (; j + 8 <= PW; j += 8) {
         const v8f a = load8(padded + 2 * j), b = load8(padded + 2 * j + 8);
@@ -1332,6 +1279,52 @@ void phasePlanes(const float *X, int64_t C, int64_t H, int64_t W, int64_t PT, in
     }
   });
 }
+
+#if defined(__x86_64__)
+/// A convolution (stride S = 1 or 2, dilation 1, one group) with the
+/// filters in the lanes, AVX-512, without an im2col matrix: the image is
+/// copied once zero-padded, then each task runs output rows of one group
+/// of 32 filters, 14 pixels x 32 filters at a time in registers (pixels
+/// broadcast; per tap 2 weight loads and 14 broadcasts for 28 FMAs, the
+/// way ONNX Runtime's NCHWc convs work; rows of 7 two to a tile), turned
+/// back into planes 16 x 16 in registers with the epilogue. wT: the
+/// filters in groups of 32 (filterGroups). On the Intel machine, against
+/// im2col + GEMM, time at 1 / 2 threads:
+///   - ResNet-50's 7x7 stride-2 stem (3 -> 64, 112x112): 1.25 / 0.64
+///     against 1.86 / 0.94 ms (ONNX Runtime: 1.10 / 0.55). 83% of its
+///     time is in the tiles, at about 93% of the FMA peak; the transposes
+///     and the epilogue take 13%;
+///   - its stride-2 3x3 convs (in the model, medians of 20 runs):
+///     28x28 (128 channels) 1.34-1.39 / 0.87-0.90 against 1.61 / 0.94 ms;
+///     14x14 (256) 1.20-1.24 / 0.71-0.72 against 1.59 / 0.97; 7x7 (512,
+///     rows two to a tile, weights from memory) 1.66-1.78 / 0.79-0.82
+///     against 1.75 / 0.95. Alone, with their weights in cache, 1.21 and
+///     1.27 against 1.57 and 1.69 at 1 thread (28x28, 7x7).
+/// The regrouped weights of 3x3 convs take as much memory again as their
+/// packed form (ResNet-50: 12.4 MB), kept per weights until the model is
+/// closed (groupedWeights).
+void convDirect(int64_t S, const float *X, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
+                int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t PT,
+                int64_t PL, float lo, float hi) {
+  const int64_t band = OW == 7 ? 2 : 1, OHr = (OH + band - 1) / band * band;
+  const int64_t OWr = OW == 7 ? 7 : (OW + 13) / 14 * 14, PH = S * (OH - 1) + KH, PW = S * (OWr - 1) + KW;
+  float *Xp = grow(scratch(2), C * PH * PW);
+  phasePlanes<1>(X, C, H, W, PT, PL, PH, PW, Xp); // the zero-padded image
+  // Tasks: runs of rows (whole bands) of one group, groups outermost, so
+  // that a thread's run of tasks keeps to few groups' weights.
+  const int64_t groups = (F + 31) / 32, bands = OHr / band;
+  const int64_t chunks = std::min(bands, std::max<int64_t>(1, (8 * currentThreads() + groups - 1) / groups));
+  const int64_t per = (bands + chunks - 1) / chunks * band;
+  parallelFor(groups * chunks, [&](int64_t t) {
+    static thread_local std::vector<float> rowBuf;
+    const size_t need = size_t(32 * ((OW + 15) / 16 * 16 + 16));
+    if (rowBuf.size() < need) rowBuf.assign(need, 0.0f);
+    const int64_t g = t / chunks, oh0 = t % chunks * per, oh1 = std::min(OH, oh0 + per);
+    if (oh0 < oh1)
+      convDirectRowsAvx512(Xp, wT, Bs, res, Y, C, PH, PW, KH, KW, S, F, OH, OW, lo, hi, oh0, oh1, g, rowBuf.data());
+  });
+}
+#endif
 
 /// A K x K convolution (K = 3 or 7, dilation 1, stride S = 1 or 2 in both
 /// axes, any pads) of an image with few channels (C <= 4: a network's

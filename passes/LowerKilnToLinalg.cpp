@@ -336,10 +336,8 @@ private:
   std::optional<std::pair<float, float>> convAct;
   /// Set while lowering a Conv whose block adds a residual in its epilogue.
   Value convResidual;
-  /// Set by lowerConv when the residual may share the output's buffer: the
-  /// runtime's path for that conv (kiln_rt_conv2d_packed: a 1x1 conv as
-  /// one GEMM over at most one K block) reads each residual element just
-  /// before it stores the output element there.
+  /// Set by lowerConv when the residual may share the output's buffer
+  /// (kiln::gemm::convResidualReadInPlace, for kiln_rt_conv2d_packed).
   bool convResidualInPlace = false;
   /// Of the kernel being lowered: {output, input} buffers of @kiln_main
   /// that may be one (see convResidualInPlace).
@@ -1159,10 +1157,9 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
       args.insert(args.begin() + 3, convResidual ? ptr(convResidual)
                                                  : b.create<arith::ConstantIndexOp>(loc, 0).getResult());
       call(kernelName, args);
-      // kiln::rt::conv2d's in-place condition (kernels.cpp, conv2d).
-      convResidualInPlace = convResidual && !sparse && ws[2] == 1 &&
-                            ws[3] == 1 && s[0] == 1 && s[1] == 1 && p[0] == 0 && p[1] == 0 && xs[2] == ys[2] &&
-                            xs[3] == ys[3] && op.getGroup() == 1 && ws[1] <= kiln::gemm::KC;
+      convResidualInPlace = convResidual && !sparse &&
+                            kiln::gemm::convResidualReadInPlace(ws[1], ws[2], ws[3], s[0], s[1], p[0], p[1],
+                                                                xs[2] == ys[2] && xs[3] == ys[3], op.getGroup());
       return success();
     }
   if (convResidual)

@@ -988,12 +988,11 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
             pf.bAhead = ip > 0 ? 0 : !directB ? 64 : kc > 64 ? 16 : 0;
             pf.aAhead = jp == 0 && packedA ? 128 : 0;
             pf.nextB = directB && kc <= 64 && jp + 2 * TJ <= full ? b + TJ : nullptr;
-            const int64_t kSubNow = std::min(kc, kSubBlock());
             if (streamB && kc > 64 && jp + TJ < nc && (ip > 0 || k1 > 0)) {
               // This row tile's slice of the next panel pair's lines
               // (2 kc of them, contiguous), over the block's later row
               // tiles under this pair (visits 1 .. V - 1).
-              const int64_t nIp = (mc + TI - 1) / TI, V = (kc + kSubNow - 1) / kSubNow * nIp;
+              const int64_t kSubNow = std::min(kc, kSubBlock()), nIp = (mc + TI - 1) / TI, V = (kc + kSubNow - 1) / kSubNow * nIp;
               const int64_t v = k1 / kSubNow * nIp + ip / TI, lines = 2 * kc * int64_t(sizeof(float)) * 16 / 64;
               const int64_t l0 = (v - 1) * lines / (V - 1), l1 = v * lines / (V - 1);
               pf.nextL2 = bp + (jp + TJ) * kc + l0 * 16;
@@ -1461,16 +1460,12 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   const float *X = (const float *)x, *Wt = (const float *)w, *Bs = (const float *)bias;
   float *Y = (float *)y;
   int64_t Cg = C / G, Fg = F / G, OHW = OH * OW, KK = KH * KW;
-  // The residual may be Y itself (kiln-plan-arena's in-place buffers). A
-  // 1x1 conv as one GEMM over one K block reads each residual element
-  // just before it stores Y there; every other path would overwrite the
-  // residual first (partial sums of K blocks, im2col in K blocks), so it
-  // gets a copy. kiln-lower-to-linalg asks for the buffer only on that
-  // path (convResidualInPlace).
+  // The residual may be Y itself (kiln-plan-arena's in-place buffers).
+  // Every path but gemm::convResidualReadInPlace's would overwrite it
+  // first (partial sums of K blocks, im2col in K blocks), so it gets a copy.
   static thread_local std::vector<float> residualCopy;
   if (residual && residual == y &&
-      !(KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H && OW == W && G == 1 && packedW &&
-        C <= gemm::KC)) {
+      !(packedW && gemm::convResidualReadInPlace(C, KH, KW, SH, SW, PT, PL, OH == H && OW == W, G))) {
     residualCopy.assign((const float *)residual, (const float *)residual + N * F * OHW);
     residual = (intptr_t)residualCopy.data();
   }

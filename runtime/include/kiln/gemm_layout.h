@@ -87,6 +87,17 @@ inline void packBFull(const float *B, int64_t ldb, bool trans, int64_t K, int64_
   packPanels<NR>(B, ldb, !trans, N, K, kb, out);
 }
 
+/// Whether the runtime's conv (kiln::rt::conv2d, dense packed weights)
+/// reads each residual element just before it stores the output element
+/// there, so that the residual may be the output's own buffer: a 1x1,
+/// stride-1, unpadded, ungrouped conv (one GEMM on the input as it is)
+/// over at most one K block of input channels. kiln-lower-to-linalg asks
+/// for in-place buffers only then; conv2d copies the residual otherwise.
+inline bool convResidualReadInPlace(int64_t C, int64_t KH, int64_t KW, int64_t SH, int64_t SW, int64_t PT,
+                                    int64_t PL, bool samePlanes, int64_t G) {
+  return KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && samePlanes && G == 1 && C <= KC;
+}
+
 } // namespace kiln::gemm
 
 #endif

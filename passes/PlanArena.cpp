@@ -83,11 +83,12 @@ struct PlanArenaPass : kiln::impl::PlanArenaBase<PlanArenaPass> {
     for (Operation &op : block)
       order[&op] = idx++;
 
-    // In-place pairs: output alloc -> the input alloc whose buffer it takes.
     auto bytesOf = [](memref::AllocOp a) {
       MemRefType t = a.getType();
       return t.getNumElements() * ((t.getElementTypeBitWidth() + 7) / 8);
     };
+    auto alignedBytes = [&](memref::AllocOp a) { return (bytesOf(a) + kAlign - 1) / kAlign * kAlign; };
+    // In-place pairs: output alloc -> the input alloc whose buffer it takes.
     DenseMap<Operation *, memref::AllocOp> sharesWith;
     for (Operation &op : block) {
       auto pair = op.getAttrOfType<DenseI64ArrayAttr>("kiln.in_place");
@@ -96,7 +97,8 @@ struct PlanArenaPass : kiln::impl::PlanArenaBase<PlanArenaPass> {
       auto out = op.getOperand(pair[0]).getDefiningOp<memref::AllocOp>();
       auto in = op.getOperand(pair[1]).getDefiningOp<memref::AllocOp>();
       if (!out || !in || out == in || out->getBlock() != &block || in->getBlock() != &block ||
-          !out.getType().hasStaticShape() || !in.getType().hasStaticShape() || bytesOf(out) != bytesOf(in) ||
+          !out.getType().hasStaticShape() || !in.getType().hasStaticShape() ||
+          !out.getType().getLayout().isIdentity() || bytesOf(out) != bytesOf(in) ||
           lastUse(in, block, order) != order[&op] || readsElsewhere(&op, pair[1], in))
         continue;
       sharesWith[out] = in;
@@ -118,11 +120,9 @@ struct PlanArenaPass : kiln::impl::PlanArenaBase<PlanArenaPass> {
         alloc.emitError("arena planning needs static, identity-layout buffers");
         return signalPassFailure();
       }
-      int64_t bytes = t.getNumElements() * ((t.getElementTypeBitWidth() + 7) / 8);
-      bytes = (bytes + kAlign - 1) / kAlign * kAlign;
       int64_t end = std::max(lastUse(alloc, block, order), order[alloc]);
       intervalOf[alloc] = intervals.size();
-      intervals.push_back({alloc, order[alloc], end, bytes});
+      intervals.push_back({alloc, order[alloc], end, alignedBytes(alloc)});
     }
     // A buffer taken over lives on until its new owner's last use.
     std::vector<std::pair<memref::AllocOp, memref::AllocOp>> taken; // (alloc, home)
@@ -168,7 +168,7 @@ struct PlanArenaPass : kiln::impl::PlanArenaBase<PlanArenaPass> {
     }
     int64_t naive = 0;
     for (auto &iv : intervals) naive += iv.size;
-    for (auto [alloc, h] : taken) naive += (bytesOf(alloc) + kAlign - 1) / kAlign * kAlign;
+    for (auto [alloc, h] : taken) naive += alignedBytes(alloc);
 
     // New first argument: the arena.
     OpBuilder b(fn);

@@ -265,6 +265,20 @@ void convSmallC3Rows(const float *X, const float *wT, const float *Bs, const flo
       tapLoads<MV, S>(X, W, j0, PL, m, base);
       const bool full = j0 + L <= OW;
       const typename MV::M sm = MV::mask(0, OW - j0);
+      // The input rows of output row oh + 2, into L1 (this chunk's
+      // columns: S lines a row). A model's input is often cold (written
+      // long before the run), and masked loads that miss wait one by
+      // one: MobileNetV2's stem took 0.40 ms with its input evicted, 0.13
+      // with it cached (Zen 5).
+      if (g == 0 && oh + 2 < OH)
+        for (int64_t c = 0; c < C; ++c)
+          for (int kh = 0; kh < 3; ++kh) {
+            const int64_t ih = (oh + 2) * S - PT + kh;
+            if (ih < 0 || ih >= H) continue;
+            const float *p = X + (c * H + ih) * W + S * j0;
+            __builtin_prefetch(p);
+            if (S == 2 && S * j0 + L < W) __builtin_prefetch(p + L);
+          }
       V acc[L];
 #pragma GCC unroll 16
       for (int f = 0; f < L; ++f) acc[f] = MV::splat(Bs && f < nf ? Bs[f0 + f] : 0.0f);

@@ -798,7 +798,7 @@ bool weightsOutgrowCache(size_t bytes) {
   static const size_t cache = [] {
     long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
     const size_t cap = size_t(32) << 20;
-    return l3 > 0 ? std::min<size_t>(size_t(l3), cap) : cap;
+    return l3 > 0 ? std::min<size_t>(size_t(l3) / 4, cap) : cap;
   }();
   return bytes > cache;
 }

@@ -60,10 +60,15 @@ bool setWideKernels(bool on);
 /// setWeightsStreamed returns the previous setting.
 bool weightsStreamed();
 bool setWeightsStreamed(bool on);
-/// Whether `bytes` of weights outgrow the last-level cache: more than the
-/// L3 the OS reports, capped at 32 MiB (a VM may report its host's whole
-/// L3: 480 MiB on the Intel machine measured, where ResNet-50's 100 MB of
-/// weights came from memory and MobileNetV2's 14 MB did not).
+/// Whether `bytes` of weights outgrow the last-level cache: more than a
+/// quarter of the L3 the OS reports, capped at 32 MiB (a VM may report its
+/// host's whole L3: 480 MiB on the Intel machine measured, where
+/// ResNet-50's 100 MB of weights came from memory and MobileNetV2's 14 MB
+/// did not). A quarter: the L3 also holds the arena and the input, other
+/// processes share it, and AMD's is filled only by what L2 evicts. On a
+/// Zen 5 VM with a 32 MiB L3, MobileNetV2's 7x7 convs found their weights
+/// gone: with the next weights fetched ahead they took 0.82-0.90x the
+/// time, the model 0.98x at 1 and 2 threads.
 bool weightsOutgrowCache(std::size_t bytes);
 /// Drops the regrouped copies of constant conv weights that conv2d keeps
 /// (keyed by address; kiln_model_close calls it, as another model may be

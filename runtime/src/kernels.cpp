@@ -1477,6 +1477,24 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
     // measured 1.3-2.3x faster there, 10-15% slower on 56x56 and 112x112
     // stride 1.
 #if defined(__x86_64__)
+    // Outputs of at most 64 pixels (MobileNetV2's 7x7 stage): 16
+    // channels in the lanes (depthwise16Avx512), where a plane kernel
+    // spends most of its time per plane and row (Zen 5, in the model: the
+    // 960-channel 7x7 ones 0.62-0.65x the time at 1 and 2 threads, the
+    // stride-2 14x14 -> 7x7 one 0.87x). Not on larger planes: the 14x14
+    // ones no different, the stride-2 ones to 14x14 and 28x28 1.6-1.8x
+    // slower (the transposes of their 4x larger input weigh).
+    if (KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW && SH <= 2 && OH * OW <= 64 && wideKernels()) {
+      const int64_t blocks = (C + 15) / 16, Hp = (OH - 1) * SH + 3, Wp = (OW - 1) * SH + 3;
+      parallelFor(N * blocks, [&](int64_t t) {
+        const int64_t n = t / blocks, c0 = t % blocks * 16;
+        static thread_local std::vector<float> buf;
+        if (buf.size() < size_t((Hp * Wp + OH * OW) * 16)) buf.resize((Hp * Wp + OH * OW) * 16);
+        depthwise16Avx512(X + (n * C + c0) * H * W, Wt + c0 * 9, Bs ? Bs + c0 : nullptr, Y + (n * C + c0) * OH * OW,
+                          std::min<int64_t>(16, C - c0), H, W, OH, OW, SH, PT, PL, lo, hi, buf.data());
+      });
+      return;
+    }
     if (KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW)
       if (auto plane = depthwisePlane(SH, PL, H, W, OH, OW)) {
         depthwiseDirect(plane, X, Wt, Bs, Y, N * C, C, H, W, OH, OW, PT, PL, lo, hi);

@@ -212,4 +212,51 @@ void convSmallC3RowsAvx512(int64_t S, const float *X, const float *wT, const flo
   run(X, wT, Bs, res, Y, C, H, W, F, OH, OW, PT, PL, lo, hi, oh0, oh1, g);
 }
 
+void depthwise16Avx512(const float *X, const float *Wt, const float *Bs, float *Y, int64_t nc, int64_t H, int64_t W,
+                       int64_t OH, int64_t OW, int64_t S, int64_t PT, int64_t PL, float lo, float hi, float *buf) {
+  const int64_t HW = H * W, OHW = OH * OW, Hp = (OH - 1) * S + 3, Wp = (OW - 1) * S + 3;
+  float *P = buf, *O = buf + Hp * Wp * 16;
+  for (int64_t i = 0; i < Hp * Wp; ++i) _mm512_storeu_ps(P + i * 16, _mm512_setzero_ps());
+  __m512 v[16];
+  // In: 16 pixels of the nc planes at a time, transposed to pixel-major.
+  for (int64_t p0 = 0, ih = 0, iw = 0; p0 < HW; p0 += 16) {
+    const int64_t np = imin(16, HW - p0);
+    const __mmask16 pm = __mmask16((1u << np) - 1);
+    for (int i = 0; i < 16; ++i) v[i] = i < nc ? _mm512_maskz_loadu_ps(pm, X + i * HW + p0) : _mm512_setzero_ps();
+    transpose16(v);
+    for (int j = 0; j < np; ++j) {
+      const int64_t r = ih + PT, q = iw + PL;
+      if (r < Hp && q < Wp) _mm512_storeu_ps(P + (r * Wp + q) * 16, v[j]);
+      if (++iw == W) iw = 0, ++ih;
+    }
+  }
+  __m512 w[9];
+  for (int t = 0; t < 9; ++t) {
+    alignas(64) float wt[16] = {};
+    for (int k = 0; k < nc; ++k) wt[k] = Wt[k * 9 + t];
+    w[t] = _mm512_load_ps(wt);
+  }
+  alignas(64) float bt[16] = {};
+  for (int k = 0; k < nc && Bs; ++k) bt[k] = Bs[k];
+  const __m512 b = _mm512_load_ps(bt), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  for (int64_t oh = 0; oh < OH; ++oh)
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      const float *pp = P + (oh * S * Wp + ow * S) * 16;
+      __m512 acc = b;
+#pragma GCC unroll 3
+      for (int kh = 0; kh < 3; ++kh)
+#pragma GCC unroll 3
+        for (int kw = 0; kw < 3; ++kw) acc = _mm512_fmadd_ps(_mm512_loadu_ps(pp + (kh * Wp + kw) * 16), w[kh * 3 + kw], acc);
+      _mm512_storeu_ps(O + (oh * OW + ow) * 16, _mm512_min_ps(vhi, _mm512_max_ps(vlo, acc)));
+    }
+  // Out: 16 pixels at a time, transposed back to the nc planes.
+  for (int64_t p0 = 0; p0 < OHW; p0 += 16) {
+    const int64_t np = imin(16, OHW - p0);
+    const __mmask16 pm = __mmask16((1u << np) - 1);
+    for (int j = 0; j < 16; ++j) v[j] = j < np ? _mm512_loadu_ps(O + (p0 + j) * 16) : _mm512_setzero_ps();
+    transpose16(v);
+    for (int f = 0; f < nc; ++f) _mm512_mask_storeu_ps(Y + f * OHW + p0, pm, v[f]);
+  }
+}
+
 } // namespace kiln::rt

@@ -35,6 +35,16 @@ DepthwisePlaneFn depthwisePlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t 
 /// The same for a 3 x 3 max pool (depthwisePlane3's Max form; AVX-512
 /// only: CPUs without it keep the channel-block kernel).
 DepthwisePlaneFn maxPlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH, int64_t OW);
+/// A depthwise 3 x 3 convolution (stride S, dilation 1; bias, then the
+/// clamp) of nc <= 16 planes (X, Wt, Bs and Y at the first one), with the
+/// channels in the lanes: the planes are transposed 16 pixels at a time
+/// into a zero-padded pixel-major buffer, each output is 9 multiply-adds
+/// of 16 channels, and the pixel-major result is transposed back into the
+/// planes. For small planes, where the per-plane and per-row work of the
+/// plane kernels weighs. buf: ((OH - 1) S + 3) ((OW - 1) S + 3) + OH OW
+/// vectors of 16 floats.
+void depthwise16Avx512(const float *X, const float *Wt, const float *Bs, float *Y, int64_t nc, int64_t H, int64_t W,
+                       int64_t OH, int64_t OW, int64_t S, int64_t PT, int64_t PL, float lo, float hi, float *buf);
 /// Output rows [oh0, oh1) of filter group g (32 filters) of a KH x KW
 /// convolution, stride S (1 or 2), dilation 1, AVX-512, with the filters
 /// in the lanes (kernels_avx512.cpp). Xp: the image zero-padded to

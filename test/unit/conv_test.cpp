@@ -213,6 +213,11 @@ const ConvCase kConvCases[] = {
     {"3x3 stride 2 left pad 0, 3 -> 32 channels", 1, 3, 22, 70, 32, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 1},
     {"3x3 pads 2, 2 -> 17 channels", 2, 2, 6, 19, 17, 3, 3, 1, 1, 1, 1, 2, 2, 2, 2, 1},
     {"depthwise 3x3 7x7", 2, 3, 7, 7, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
+    // At most 64 outputs, AVX-512: 16 channels in the lanes (16 + 4; 16 +
+    // 16 + 8 with pads on one side, stride 2, outputs not a multiple of 16).
+    {"depthwise 3x3 7x7, 20 channels in the lanes", 2, 20, 7, 7, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 20},
+    {"depthwise 3x3 14x13 stride 2 to 7x6, 40 channels in the lanes", 1, 40, 14, 13, 40, 3, 3, 2, 2, 1, 1, 0, 1,
+     1, 0, 40},
     {"depthwise 3x3 56x56 stride 2", 1, 3, 56, 56, 3, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 3},
     {"depthwise 3x3 15x38 stride 2, pads on one side", 1, 2, 15, 38, 2, 3, 3, 2, 2, 1, 1, 0, 1, 0, 0, 2},
     // Stride 2 on a plane larger than L1 with rows of at most 28 outputs:
@@ -280,7 +285,8 @@ TEST_CASE("kiln_rt_conv2d_act clamps every output as it is stored (fused Relu/Cl
   // The fused form must equal the plain conv followed by the clamp, exactly
   // (same accumulation order), for the im2col, 1x1 and depthwise paths.
   kiln::rt::ThreadPool pool(2);
-  const ConvCase cases[] = {kConvCases[0], kConvCases[6], kConvCases[10]};
+  const ConvCase cases[] = {kConvCases[0], kConvCases[6], kConvCases[10],
+                            {"depthwise 7x7, channels in the lanes", 1, 20, 7, 7, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 20}};
   const std::pair<float, float> acts[] = {{0.0f, std::numeric_limits<float>::infinity()}, {0.0f, 0.5f},
                                           {-0.25f, 0.25f}};
   uint32_t seed = 9100;

@@ -154,37 +154,11 @@ void microKernelN(int64_t kc, const float *a, const float *b, int64_t ldb, float
       c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i][j] : tile[i][j];
 }
 
-/// The same product for a last panel of NC <= 4 columns (e.g. N = 49
-/// leaves 1): the panel's 6 rows of A are one vector per k (its lanes 6-7,
-/// the next values, are dropped; packed A has gemm::kASlack floats after
-/// it) and each column one accumulator, so a k costs 1 load, NC broadcasts
-/// and NC FMAs where the 6 x 8 tile takes 7 loads for 6 FMAs. Successive
-/// k go to S accumulators per column (4 for 1-2 columns, 2 for 3-4),
-/// added at the end: one chain per column was bound by the FMA latency
-/// (ResNet-50's 7x7 stage, N = 49: its last column took 15% of each conv;
-/// 7x7 1x1 convs 0.91x the time, 14x14 ones 0.98x). Same epilogue as
-/// microKernelN.
+/// Stores a last panel's NC <= 4 columns (tile[j][i]: row i, column j;
+/// m rows) with microKernelN's epilogue.
 template <int NC>
-void microKernelCols(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc,
-                     bool accumulate, int m, const Epilogue *ep, int64_t row0, int64_t col0) {
-  constexpr int S = NC == 1 ? 4 : NC == 2 ? 4 : 2;
-  v8f acc[S][NC];
-  for (int s = 0; s < S; ++s)
-    for (int j = 0; j < NC; ++j) acc[s][j] = v8f{};
-  int64_t p = 0;
-  for (; p + S <= kc; p += S)
-    for (int s = 0; s < S; ++s) {
-      v8f ap = load8(a + (p + s) * MR);
-      for (int j = 0; j < NC; ++j) acc[s][j] += ap * splat(b[(p + s) * ldb + j]);
-    }
-  for (; p < kc; ++p) {
-    v8f ap = load8(a + p * MR);
-    for (int j = 0; j < NC; ++j) acc[0][j] += ap * splat(b[p * ldb + j]);
-  }
-  for (int s = 1; s < S; ++s)
-    for (int j = 0; j < NC; ++j) acc[0][j] += acc[s][j];
-  float tile[NC][8];
-  for (int j = 0; j < NC; ++j) store8(tile[j], acc[0][j]);
+void storeCols(const float (&tile)[NC][8], float *c, int64_t ldc, bool accumulate, int m, const Epilogue *ep,
+               int64_t row0, int64_t col0) {
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < NC; ++j) {
       float v = tile[j][i], &out = c[i * ldc + j];
@@ -197,6 +171,31 @@ void microKernelCols(int64_t kc, const float *a, const float *b, int64_t ldb, fl
       v = v + (ep->rowBias ? ep->rowBias[row0 + i] : 0.0f) + (ep->colBias ? ep->colBias[col0 + j] : 0.0f) + r;
       out = std::min(std::max(v, ep->lo), ep->hi);
     }
+}
+
+/// The same product for a last panel of NC <= 4 columns (e.g. N = 49
+/// leaves 1, N = 196 leaves 4): the panel's 6 rows of A are one vector per
+/// k (its lanes 6-7, the next values, are dropped; packed A has
+/// gemm::kASlack floats after it), one column at a time, successive k in
+/// 8 accumulators (k mod 8: one chain was bound by the FMA latency) added
+/// in order at the end. colKernelWide sums in the same order with
+/// AVX-512. Same epilogue as microKernelN.
+template <int NC>
+void microKernelCols(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc,
+                     bool accumulate, int m, const Epilogue *ep, int64_t row0, int64_t col0) {
+  float tile[NC][8];
+  for (int j = 0; j < NC; ++j) {
+    v8f acc[8];
+    for (int s = 0; s < 8; ++s) acc[s] = v8f{};
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8)
+      for (int s = 0; s < 8; ++s) acc[s] += load8(a + (p + s) * MR) * splat(b[(p + s) * ldb + j]);
+    for (int s = 0; p < kc; ++p, ++s) acc[s] += load8(a + p * MR) * splat(b[p * ldb + j]);
+    v8f sum = acc[0];
+    for (int s = 1; s < 8; ++s) sum += acc[s];
+    store8(tile[j], sum);
+  }
+  storeCols<NC>(tile, c, ldc, accumulate, m, ep, row0, col0);
 }
 
 void microKernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc, bool accumulate,
@@ -358,6 +357,88 @@ __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, 
       }
       std::memcpy(ci, &v, sizeof v);
     }
+}
+
+/// The last NC <= 4 columns of B (ldb apart from one k to the next) laid
+/// out for colKernelWide, for k in [0, kc): per group of 8 k and column j,
+/// 48 floats, float f being B's (k = 8 g + f / 6, j): the k that the
+/// packed A panel's float f of that group multiplies (row f % 6). Zeros
+/// past kc.
+__attribute__((target("avx512f"))) void colPatterns(int64_t kc, const float *b, int64_t ldb, int nc, float *pat) {
+  // Float f of a group repeats the group's k = f / 6: 3 permutes of its 8 values.
+  const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2),
+                i1 = _mm512_setr_epi32(2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5),
+                i2 = _mm512_setr_epi32(5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7);
+  for (int64_t g = 0; g < (kc + 7) / 8; ++g)
+    for (int j = 0; j < nc; ++j, pat += 48) {
+      alignas(64) float v[16] = {};
+      for (int s = 0; s < 8 && 8 * g + s < kc; ++s) v[s] = b[(8 * g + s) * ldb + j];
+      const __m512 x = _mm512_load_ps(v);
+      _mm512_storeu_ps(pat, _mm512_permutexvar_ps(i0, x));
+      _mm512_storeu_ps(pat + 16, _mm512_permutexvar_ps(i1, x));
+      _mm512_storeu_ps(pat + 32, _mm512_permutexvar_ps(i2, x));
+    }
+}
+
+/// microKernelCols for AP A panels (rows 0-5 at a0, 6-11 at a1) with
+/// AVX-512: a group of 8 k of a panel is 48 consecutive floats, 3 vectors,
+/// each multiplied by its column's pattern (colPatterns) into its own
+/// accumulator, so that each lane sums one (k mod 8, row) over the groups,
+/// as microKernelCols' accumulators do; the 8 sums of a row are then added
+/// in order. Per 8 k and 6 rows: 3 loads of A and 3 FMAs per column, where
+/// microKernelCols takes 8 loads of A, 8 broadcasts and 8 FMAs (8 lanes).
+/// The same bits as microKernelCols.
+template <int NC, int AP>
+__attribute__((target("avx512f"))) void colKernelWide(int64_t kk, const float *a0, const float *a1,
+                                                      const float *pat, float *c, int64_t ldc, bool accumulate,
+                                                      int rows, const Epilogue *ep, int64_t row0, int64_t col0) {
+  typedef float v16 __attribute__((vector_size(64)));
+  v16 acc[AP][NC][3];
+  for (int q = 0; q < AP; ++q)
+    for (int j = 0; j < NC; ++j)
+      for (int v = 0; v < 3; ++v) acc[q][j][v] = v16{};
+  auto step = [&](const float *const (&a)[AP], const float *pg) {
+    v16 x[AP][3];
+    for (int q = 0; q < AP; ++q)
+      for (int v = 0; v < 3; ++v) std::memcpy(&x[q][v], a[q] + 16 * v, sizeof x[q][v]);
+    for (int j = 0; j < NC; ++j)
+      for (int v = 0; v < 3; ++v) {
+        v16 pv;
+        std::memcpy(&pv, pg + j * 48 + 16 * v, sizeof pv);
+        for (int q = 0; q < AP; ++q) acc[q][j][v] += x[q][v] * pv;
+      }
+  };
+  const int64_t groups = kk / 8;
+  for (int64_t g = 0; g < groups; ++g) {
+    const float *a[AP];
+    for (int q = 0; q < AP; ++q) a[q] = (q ? a1 : a0) + g * 48;
+    step(a, pat + g * NC * 48);
+  }
+  if (const int64_t tail = (kk - 8 * groups) * MR) {
+    // The last k (fewer than 8): A's next floats as zeros (the pattern is
+    // zero there too, so those lanes add 0).
+    float buf[AP][48] = {};
+    const float *a[AP];
+    for (int q = 0; q < AP; ++q) {
+      std::memcpy(buf[q], (q ? a1 : a0) + groups * 48, tail * sizeof(float));
+      a[q] = buf[q];
+    }
+    step(a, pat + groups * NC * 48);
+  }
+  for (int q = 0; q < AP; ++q) {
+    float tile[NC][8];
+    for (int j = 0; j < NC; ++j) {
+      // Row r's 8 sums are floats r, r + 6, ..., r + 42: added in order,
+      // 6 rows at a time.
+      alignas(64) float t[48 + 2];
+      std::memcpy(t, acc[q][j], 48 * sizeof(float));
+      __m256 sum = _mm256_loadu_ps(t);
+      for (int s = 1; s < 8; ++s) sum = _mm256_add_ps(sum, _mm256_loadu_ps(t + 6 * s));
+      _mm256_storeu_ps(tile[j], sum);
+    }
+    const int m = std::min(MR, rows - q * MR);
+    if (m > 0) storeCols<NC>(tile, c + q * MR * ldc, ldc, accumulate, m, ep, row0 + q * MR, col0);
+  }
 }
 #endif
 
@@ -949,6 +1030,19 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       // last, partial one is packed.
       const int64_t full = directB ? nc / NR * NR : 0;
       if (!packedB) packB(B, ldb, transB, k0, kc, j0 + full, nc - full, pb.data(), bRows);
+      // AVX-512: the block's last 1-4 columns (a last panel that narrow)
+      // go through colKernelWide, their patterns laid out here for the
+      // whole K block. With microKernelCols, products of 49 columns took
+      // 1.13-1.16x the time of 48; with it, ResNet-50's and MobileNetV2's
+      // 1x1 convs at 7x7 took 0.91-0.95x the time in the models (Zen 5),
+      // those at 14x14 (196 = 12 x 16 + 4) were no different.
+      const int64_t rem = nc % NR;
+      const bool colWide = wide && !bRows && rem >= 1 && rem <= 4 && nc > NR;
+      static thread_local std::vector<float> pat;
+      if (colWide) {
+        grow(pat, (kc + 7) / 8 * rem * 48);
+        colPatterns(kc, bp + (nc - rem - full) * kc, NR, int(rem), pat.data());
+      }
       // tile(ip, jp, k1, kk): one register tile over k in [k1, k1 + kk)
       // of this K block (the K sub-blocks below).
       auto tile = [&](int64_t ip, int64_t jp, int64_t k1, int64_t kk) {
@@ -980,7 +1074,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
           // Rows: one or two panels, the last one possibly partial.
           const int64_t rows = std::min(mc - ip, TI), cols = std::min((directB ? full : nc) - jp, TJ);
           const int pa = rows > MR ? 2 : 1, pb = cols >= 2 * NR ? 2 : cols >= NR ? 1 : 0;
-          if (pb) {
+          if (pb || (colWide && jp == nc - rem)) { // (a block of the last 1-4 columns only: colKernelWide)
             const bool last = k0 + k1 + kk >= K;
             const float *b = directB ? B + (k0 + k1) * ldb + j0 + jp : bp + jp * kc + k1 * NR;
             const float *a0 = ap + ip * kc + k1 * MR;
@@ -1012,14 +1106,31 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
                 pf.nextA1 = MR * nkc;
               }
             }
-            auto run = pa == 2 ? (pb == 2 ? wideKernel<2, 2> : wideKernel<2, 1>)
-                               : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
-            run(kk, a0, a0 + MR * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
-                C + (i0 + ip) * ldc + j0 + jp, ldc, accumulate || k0 + k1 > 0, last ? ep : nullptr, i0 + ip,
-                j0 + jp, (int)rows, pf);
-            if (last && ep && ep->act) actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, rows, pb * NR, ep->act);
-            for (int64_t i = ip; i < ip + rows; i += MR)
-              for (int64_t j = jp + pb * NR; j < std::min(nc, jp + TJ); j += NR) tile(i, j, k1, kk);
+            if (pb) {
+              auto run = pa == 2 ? (pb == 2 ? wideKernel<2, 2> : wideKernel<2, 1>)
+                                 : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
+              run(kk, a0, a0 + MR * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
+                  C + (i0 + ip) * ldc + j0 + jp, ldc, accumulate || k0 + k1 > 0, last ? ep : nullptr, i0 + ip,
+                  j0 + jp, (int)rows, pf);
+              if (last && ep && ep->act) actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, rows, pb * NR, ep->act);
+            }
+            for (int64_t j = jp + pb * NR; j < std::min(nc, jp + TJ); j += NR) {
+              if (colWide && j == nc - rem) {
+                float *c = C + (i0 + ip) * ldc + j0 + j;
+                const float *pk = pat.data() + k1 / 8 * rem * 48;
+                const bool acc = accumulate || k0 + k1 > 0;
+                const Epilogue *e = last ? ep : nullptr;
+                using ColFn = void (*)(int64_t, const float *, const float *, const float *, float *, int64_t, bool,
+                                       int, const Epilogue *, int64_t, int64_t);
+                static constexpr ColFn fns[2][4] = {
+                    {colKernelWide<1, 1>, colKernelWide<2, 1>, colKernelWide<3, 1>, colKernelWide<4, 1>},
+                    {colKernelWide<1, 2>, colKernelWide<2, 2>, colKernelWide<3, 2>, colKernelWide<4, 2>}};
+                fns[pa - 1][rem - 1](kk, a0, a0 + MR * kc, pk, c, ldc, acc, (int)rows, e, i0 + ip, j0 + j);
+                if (last && ep && ep->act) actTile(c, ldc, rows, rem, ep->act);
+                continue;
+              }
+              for (int64_t i = ip; i < ip + rows; i += MR) tile(i, j, k1, kk);
+            }
             return;
           }
         }

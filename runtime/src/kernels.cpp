@@ -365,18 +365,20 @@ __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, 
 /// packed A panel's float f of that group multiplies (row f % 6). Zeros
 /// past kc.
 __attribute__((target("avx512f"))) void colPatterns(int64_t kc, const float *b, int64_t ldb, int nc, float *pat) {
-  // Float f of a group repeats the group's k = f / 6: 3 permutes of its 8 values.
-  const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2),
-                i1 = _mm512_setr_epi32(2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5),
-                i2 = _mm512_setr_epi32(5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7);
+  // Float f of a group repeats the group's k = f / 6: 3 shuffles of its 8 values.
+  typedef float v16 __attribute__((vector_size(64)));
+  typedef int32_t v16i __attribute__((vector_size(64)));
+  const v16i i0 = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2},
+             i1 = {2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5},
+             i2 = {5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7};
   for (int64_t g = 0; g < (kc + 7) / 8; ++g)
     for (int j = 0; j < nc; ++j, pat += 48) {
-      alignas(64) float v[16] = {};
-      for (int s = 0; s < 8 && 8 * g + s < kc; ++s) v[s] = b[(8 * g + s) * ldb + j];
-      const __m512 x = _mm512_load_ps(v);
-      _mm512_storeu_ps(pat, _mm512_permutexvar_ps(i0, x));
-      _mm512_storeu_ps(pat + 16, _mm512_permutexvar_ps(i1, x));
-      _mm512_storeu_ps(pat + 32, _mm512_permutexvar_ps(i2, x));
+      v16 x = {};
+      for (int s = 0; s < 8 && 8 * g + s < kc; ++s) x[s] = b[(8 * g + s) * ldb + j];
+      const v16 p0 = __builtin_shuffle(x, i0), p1 = __builtin_shuffle(x, i1), p2 = __builtin_shuffle(x, i2);
+      std::memcpy(pat, &p0, sizeof p0);
+      std::memcpy(pat + 16, &p1, sizeof p1);
+      std::memcpy(pat + 32, &p2, sizeof p2);
     }
 }
 
@@ -1037,12 +1039,14 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       // 1x1 convs at 7x7 took 0.91-0.95x the time in the models (Zen 5),
       // those at 14x14 (196 = 12 x 16 + 4) were no different.
       const int64_t rem = nc % NR;
-      const bool colWide = wide && !bRows && rem >= 1 && rem <= 4 && nc > NR;
+      [[maybe_unused]] const bool colWide = wide && !bRows && rem >= 1 && rem <= 4 && nc > NR;
+#if defined(__x86_64__)
       static thread_local std::vector<float> pat;
       if (colWide) {
         grow(pat, (kc + 7) / 8 * rem * 48);
         colPatterns(kc, bp + (nc - rem - full) * kc, NR, int(rem), pat.data());
       }
+#endif
       // tile(ip, jp, k1, kk): one register tile over k in [k1, k1 + kk)
       // of this K block (the K sub-blocks below).
       auto tile = [&](int64_t ip, int64_t jp, int64_t k1, int64_t kk) {

@@ -302,6 +302,8 @@ __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, 
                 nextA1 = nextA ? at(prefetch.nextA) + prefetch.nextA1 - at(a1) : 0;
   typedef float v16 __attribute__((vector_size(64)));
   constexpr int R = AP * MR;
+  // BQ = 3: the third panel as far past b1 as b1 is past b0.
+  [[maybe_unused]] const int64_t bStep = b1 - b0;
   v16 acc[R][BQ];
   for (int i = 0; i < R; ++i)
     for (int h = 0; h < BQ; ++h) acc[i][h] = v16{};
@@ -325,11 +327,13 @@ __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, 
     if (p < nextL2N) __builtin_prefetch(addrAt(nextL2, p * 16), 0, 2);
     if (bAhead) {
       __builtin_prefetch(addrAt(b0, (p + bAhead) * ldb));
-      if (BQ == 2) __builtin_prefetch(addrAt(b1, (p + bAhead) * ldb));
+      if (BQ >= 2) __builtin_prefetch(addrAt(b1, (p + bAhead) * ldb));
+      if (BQ == 3) __builtin_prefetch(addrAt(b1, (p + bAhead) * ldb + bStep));
     }
     v16 x[BQ];
     std::memcpy(&x[0], b0 + p * ldb, sizeof x[0]);
-    if (BQ == 2) std::memcpy(&x[BQ - 1], b1 + p * ldb, sizeof x[0]);
+    if (BQ >= 2) std::memcpy(&x[1], b1 + p * ldb, sizeof x[0]);
+    if (BQ == 3) std::memcpy(&x[2], b1 + p * ldb + bStep, sizeof x[0]);
     for (int i = 0; i < R; ++i) {
       float e = i < MR ? a0[p * MR + i] : a1[p * MR + i - MR];
       v16 s = {e, e, e, e, e, e, e, e, e, e, e, e, e, e, e, e};
@@ -1033,11 +1037,10 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       const int64_t full = directB ? nc / NR * NR : 0;
       if (!packedB) packB(B, ldb, transB, k0, kc, j0 + full, nc - full, pb.data(), bRows);
       // AVX-512: the block's last 1-4 columns (a last panel that narrow)
-      // go through colKernelWide, their patterns laid out here for the
-      // whole K block. With microKernelCols, products of 49 columns took
-      // 1.13-1.16x the time of 48; with it, ResNet-50's and MobileNetV2's
-      // 1x1 convs at 7x7 took 0.91-0.95x the time in the models (Zen 5),
-      // those at 14x14 (196 = 12 x 16 + 4) were no different.
+      // go through colKernelWide (colRest, after the block's tiles), their
+      // patterns laid out here for the whole K block. With
+      // microKernelCols, products of 49 columns took 1.13-1.16x the time
+      // of 48.
       const int64_t rem = nc % NR;
       [[maybe_unused]] const bool colWide = wide && !bRows && rem >= 1 && rem <= 4 && nc > NR;
 #if defined(__x86_64__)
@@ -1067,7 +1070,16 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       };
       // With AVX-512, up to 2 x 2 register tiles at once where the columns
       // are whole panels (the rows may end in a partial panel).
-      const int64_t TI = wide && !bRows ? 2 * MR : MR, TJ = wide && !bRows ? 2 * NR : NR;
+      // A block 3 panels wide (N = 48-63: ResNet-50's and MobileNetV2's
+      // 7x7 stage, N = 49) takes 6 x 48 tiles: the 12 x 32 + 12 x 16 pair
+      // left a 12 x 16 tile loading a value per multiply-add (Zen 5: 206
+      // GFLOP/s at N = 16, 255 at 32; 960 x 48 x 960 went from 229 to 252).
+      // With colRest for the 49th column, the 7x7 1x1 convs took 0.82-0.88x
+      // the time in the models at 1 thread, 0.79-0.91x at 2 (ResNet-50's
+      // 14x14 ones, N = 196, 0.95-0.97x at 2).
+      const bool three = wide && !bRows && (directB ? full : nc) / NR == 3;
+      const int64_t TI = wide && !bRows && !three ? 2 * MR : MR,
+                    TJ = three ? 3 * NR : wide && !bRows ? 2 * NR : NR;
       // block(ip, jp, k1, kk): the register tiles at (ip, jp) over k in
       // [k1, k1 + kk) of this K block.
       auto block = [&](int64_t ip, int64_t jp, int64_t k1, int64_t kk) {
@@ -1077,8 +1089,9 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
           // only its in-place panels), the 6 x 16 tile for what is left.
           // Rows: one or two panels, the last one possibly partial.
           const int64_t rows = std::min(mc - ip, TI), cols = std::min((directB ? full : nc) - jp, TJ);
-          const int pa = rows > MR ? 2 : 1, pb = cols >= 2 * NR ? 2 : cols >= NR ? 1 : 0;
-          if (pb || (colWide && jp == nc - rem)) { // (a block of the last 1-4 columns only: colKernelWide)
+          const int pa = rows > MR ? 2 : 1, pb = cols >= 3 * NR ? 3 : cols >= 2 * NR ? 2 : cols >= NR ? 1 : 0;
+          if (colWide && jp == nc - rem) return; // (colRest)
+          if (pb) {
             const bool last = k0 + k1 + kk >= K;
             const float *b = directB ? B + (k0 + k1) * ldb + j0 + jp : bp + jp * kc + k1 * NR;
             const float *a0 = ap + ip * kc + k1 * MR;
@@ -1096,7 +1109,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
               pf.nextL2 = bp + (jp + TJ) * kc + l0 * 16;
               pf.nextL2N = std::min(l1 - l0, kk);
             }
-            if (streamA && pb == 2 && jp + 2 * TJ > (directB ? full : nc)) {
+            if (streamA && pb >= 2 && jp + 2 * TJ > (directB ? full : nc)) {
               // The A block this thread runs next: the next K block of
               // these rows, else the first one of the next task (the pool
               // gives each thread a run of consecutive tasks; pixelsOwned
@@ -1111,30 +1124,17 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
               }
             }
             if (pb) {
-              auto run = pa == 2 ? (pb == 2 ? wideKernel<2, 2> : wideKernel<2, 1>)
-                                 : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
+              auto run = pb == 3 ? wideKernel<1, 3>
+                         : pa == 2 ? (pb == 2 ? wideKernel<2, 2> : wideKernel<2, 1>)
+                                   : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
               run(kk, a0, a0 + MR * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
                   C + (i0 + ip) * ldc + j0 + jp, ldc, accumulate || k0 + k1 > 0, last ? ep : nullptr, i0 + ip,
                   j0 + jp, (int)rows, pf);
               if (last && ep && ep->act) actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, rows, pb * NR, ep->act);
             }
-            for (int64_t j = jp + pb * NR; j < std::min(nc, jp + TJ); j += NR) {
-              if (colWide && j == nc - rem) {
-                float *c = C + (i0 + ip) * ldc + j0 + j;
-                const float *pk = pat.data() + k1 / 8 * rem * 48;
-                const bool acc = accumulate || k0 + k1 > 0;
-                const Epilogue *e = last ? ep : nullptr;
-                using ColFn = void (*)(int64_t, const float *, const float *, const float *, float *, int64_t, bool,
-                                       int, const Epilogue *, int64_t, int64_t);
-                static constexpr ColFn fns[2][4] = {
-                    {colKernelWide<1, 1>, colKernelWide<2, 1>, colKernelWide<3, 1>, colKernelWide<4, 1>},
-                    {colKernelWide<1, 2>, colKernelWide<2, 2>, colKernelWide<3, 2>, colKernelWide<4, 2>}};
-                fns[pa - 1][rem - 1](kk, a0, a0 + MR * kc, pk, c, ldc, acc, (int)rows, e, i0 + ip, j0 + j);
-                if (last && ep && ep->act) actTile(c, ldc, rows, rem, ep->act);
-                continue;
-              }
+            // (The last 1-4 columns under colWide: colRest, below.)
+            for (int64_t j = jp + pb * NR; j < std::min(nc, jp + TJ) && !(colWide && j == nc - rem); j += NR)
               for (int64_t i = ip; i < ip + rows; i += MR) tile(i, j, k1, kk);
-            }
             return;
           }
         }
@@ -1142,12 +1142,36 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
         for (int64_t i = ip; i < std::min(mc, ip + TI); i += MR)
           for (int64_t j = jp; j < std::min(nc, jp + TJ); j += NR) tile(i, j, k1, kk);
       };
+#if defined(__x86_64__)
+      // colWide: the last 1-4 columns over K sub-block [k1, k1 + kk) for
+      // all rows, 12 at a time (6 FMA chains; one 6-row panel at a time
+      // was bound by the FMA latency).
+      auto colRest = [&](int64_t k1, int64_t kk) {
+        using ColFn = void (*)(int64_t, const float *, const float *, const float *, float *, int64_t, bool, int,
+                               const Epilogue *, int64_t, int64_t);
+        static constexpr ColFn fns[2][4] = {
+            {colKernelWide<1, 1>, colKernelWide<2, 1>, colKernelWide<3, 1>, colKernelWide<4, 1>},
+            {colKernelWide<1, 2>, colKernelWide<2, 2>, colKernelWide<3, 2>, colKernelWide<4, 2>}};
+        const bool last = k0 + k1 + kk >= K;
+        for (int64_t ip = 0; ip < mc; ip += 2 * MR) {
+          const int rows = int(std::min<int64_t>(2 * MR, mc - ip));
+          const float *a0 = ap + ip * kc + k1 * MR;
+          float *c = C + (i0 + ip) * ldc + j0 + nc - rem;
+          fns[rows > MR][rem - 1](kk, a0, a0 + MR * kc, pat.data() + k1 / 8 * rem * 48, c, ldc,
+                                  accumulate || k0 + k1 > 0, rows, last ? ep : nullptr, i0 + ip, j0 + nc - rem);
+          if (last && ep && ep->act) actTile(c, ldc, rows, rem, ep->act);
+        }
+      };
+#endif
       if (kc <= 64) {
         // Shallow products store C about as often as they multiply: walk
         // C along its rows rather than down its columns (the block's B,
         // at most 64 x NC, stays in L2).
         for (int64_t ip = 0; ip < mc; ip += TI)
           for (int64_t jp = 0; jp < nc; jp += TJ) block(ip, jp, 0, kc);
+#if defined(__x86_64__)
+        if (colWide) colRest(0, kc);
+#endif
       } else {
         // K sub-blocks (kSubBlock()) on every path alike, so that the
         // AVX-512 and AVX2 tiles sum in the same order.
@@ -1155,6 +1179,10 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
         for (int64_t jp = 0; jp < nc; jp += TJ)
           for (int64_t k1 = 0; k1 < kc; k1 += kSub)
             for (int64_t ip = 0; ip < mc; ip += TI) block(ip, jp, k1, std::min(kSub, kc - k1));
+#if defined(__x86_64__)
+        if (colWide)
+          for (int64_t k1 = 0; k1 < kc; k1 += kSub) colRest(k1, std::min(kSub, kc - k1));
+#endif
       }
     }
   });

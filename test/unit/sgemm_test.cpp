@@ -59,7 +59,7 @@ void checkSgemm(int64_t M, int64_t N, int64_t K, bool transA, bool transB,
 } // namespace
 
 TEST_CASE("sgemm matches a naive GEMM on edge sizes", "[sgemm]") {
-  const int64_t sizes[] = {1, 5, 6, 7, 16, 17, 33, 100, 300};
+  const int64_t sizes[] = {1, 5, 6, 7, 16, 17, 33, 49, 100, 300}; // 49: 6 x 48 tiles + 1 column (AVX-512)
   kiln::rt::ThreadPool pool(3);
   uint32_t seed = 1;
   for (int64_t M : sizes)
@@ -230,8 +230,11 @@ TEST_CASE("sgemm's AVX-512 tile gives the AVX2 tiles' results bit for bit", "[sg
     kiln::rt::setWideKernels(had);
     return;
   }
-  const int64_t shapes[][3] = {{24, 64, 256}, {37, 100, 600}, {30, 70, 20}, {132, 96, 300},
-                                {18, 49, 300},  {42, 81, 64},   {20, 530, 300}};
+  // N = 49-63: 6 x 48 tiles, then the last 1-4 columns (colKernelWide),
+  // or 8 or 15 columns (B in place when K <= 64) on the 6 x 16 tiles.
+  const int64_t shapes[][3] = {{24, 64, 256}, {37, 100, 600}, {30, 70, 20}, {132, 96, 300}, {18, 49, 300},
+                                {42, 81, 64},   {20, 530, 300}, {30, 56, 300}, {25, 52, 70},   {13, 63, 40},
+                                {31, 196, 90}};
   kiln::rt::ThreadPool pool(2);
   uint32_t seed = 9000;
   for (auto &sh : shapes)

@@ -1035,19 +1035,21 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
       // Full panels of a shallow B are read in place (directB); only the
       // last, partial one is packed.
       const int64_t full = directB ? nc / NR * NR : 0;
-      if (!packedB) packB(B, ldb, transB, k0, kc, j0 + full, nc - full, pb.data(), bRows);
       // AVX-512: the block's last 1-4 columns (a last panel that narrow)
       // go through colKernelWide (colRest, after the block's tiles), their
-      // patterns laid out here for the whole K block. With
-      // microKernelCols, products of 49 columns took 1.13-1.16x the time
-      // of 48.
+      // patterns laid out here for the whole K block (from B in place when
+      // it is read in place: that panel is then not packed; packing it
+      // took 4% of a 96 x 196 x 576 product). With microKernelCols,
+      // products of 49 columns took 1.13-1.16x the time of 48.
       const int64_t rem = nc % NR;
       [[maybe_unused]] const bool colWide = wide && !bRows && rem >= 1 && rem <= 4 && nc > NR;
+      if (!packedB && !(directB && colWide)) packB(B, ldb, transB, k0, kc, j0 + full, nc - full, pb.data(), bRows);
 #if defined(__x86_64__)
       static thread_local std::vector<float> pat;
       if (colWide) {
         grow(pat, (kc + 7) / 8 * rem * 48);
-        colPatterns(kc, bp + (nc - rem - full) * kc, NR, int(rem), pat.data());
+        if (directB) colPatterns(kc, B + k0 * ldb + j0 + full, ldb, int(rem), pat.data());
+        else colPatterns(kc, bp + (nc - rem - full) * kc, NR, int(rem), pat.data());
       }
 #endif
       // tile(ip, jp, k1, kk): one register tile over k in [k1, k1 + kk)

@@ -370,16 +370,15 @@ __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, 
 /// past kc.
 __attribute__((target("avx512f"))) void colPatterns(int64_t kc, const float *b, int64_t ldb, int nc, float *pat) {
   // Float f of a group repeats the group's k = f / 6: 3 shuffles of its 8 values.
+  // (__builtin_shufflevector: GCC 12 and Clang alike.)
   typedef float v16 __attribute__((vector_size(64)));
-  typedef int32_t v16i __attribute__((vector_size(64)));
-  const v16i i0 = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2},
-             i1 = {2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5},
-             i2 = {5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7};
   for (int64_t g = 0; g < (kc + 7) / 8; ++g)
     for (int j = 0; j < nc; ++j, pat += 48) {
       v16 x = {};
       for (int s = 0; s < 8 && 8 * g + s < kc; ++s) x[s] = b[(8 * g + s) * ldb + j];
-      const v16 p0 = __builtin_shuffle(x, i0), p1 = __builtin_shuffle(x, i1), p2 = __builtin_shuffle(x, i2);
+      const v16 p0 = __builtin_shufflevector(x, x, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2),
+                p1 = __builtin_shufflevector(x, x, 2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5),
+                p2 = __builtin_shufflevector(x, x, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7);
       std::memcpy(pat, &p0, sizeof p0);
       std::memcpy(pat + 16, &p1, sizeof p1);
       std::memcpy(pat + 32, &p2, sizeof p2);

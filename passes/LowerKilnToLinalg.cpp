@@ -1416,6 +1416,18 @@ LogicalResult BufferLowering::lowerReduce(Operation *op, ArrayRef<int64_t> axes)
   }
   Value in = buf(op->getOperand(0));
   Value out = dest(op->getResult(0));
+  // f32 ReduceSum / ReduceMean over trailing axes (a global average pool):
+  // the runtime's row kernel, parallel over rows. The generated loop nest
+  // summed each 49-float plane of MobileNetV2's and ResNet-50's pools with
+  // a horizontal add per row: 12 and 23 us (ONNX Runtime: 2-5).
+  bool trailing = !axes.empty();
+  for (size_t i = 0; i < axes.size(); ++i)
+    trailing &= axes[i] == (int64_t)(xs.size() - axes.size() + i);
+  if (trailing && isa<ReduceSumOp, ReduceMeanOp>(op) && eltOf(in).isF32() && !portableOp(op) && n > 0) {
+    call("kiln_rt_row_sums", {ptr(in), ptr(out), ci(ShapedType::getNumElements(xs) / n), ci(n),
+                              cf(isa<ReduceMeanOp>(op) ? 1.0 / n : 1.0)});
+    return success();
+  }
   // Without keepdims the result has the same elements in the same order.
   Value acc = viewAs(out, keepShape);
   auto id = [](OpBuilder &, Location, Value x, ValueRange) { return x; };

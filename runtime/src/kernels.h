@@ -166,6 +166,10 @@ void kiln_rt_maxpool2d(intptr_t x, intptr_t y, int64_t N, int64_t C, int64_t H, 
 void kiln_rt_softmax(intptr_t x, intptr_t y, int64_t rows, int64_t cols, int64_t log);
 /// LayerNormalization of each row: (x - mean) / sqrt(var + eps) * scale[j]
 /// (+ bias[j]; bias may be 0).
+/// y[r] = scale * (the sum of row r of x [rows, cols]): ReduceSum (scale 1)
+/// and ReduceMean (1 / cols) over trailing axes, e.g. a global average
+/// pool's 7x7 planes.
+void kiln_rt_row_sums(intptr_t x, intptr_t y, int64_t rows, int64_t cols, float scale);
 void kiln_rt_layernorm(intptr_t x, intptr_t scale, intptr_t bias, intptr_t y, int64_t rows, int64_t cols,
                        float eps);
 /// kiln_rt_matmul_packed with B in BCR sparse form: the blob holds B^T

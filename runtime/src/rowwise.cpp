@@ -1,6 +1,7 @@
 // Row-wise kernels over the last axis of float32 tensors, parallel over
-// rows on the context's thread pool: Softmax / LogSoftmax and
-// LayerNormalization (what generated code would run on one thread).
+// rows on the context's thread pool: Softmax / LogSoftmax,
+// LayerNormalization and row sums (ReduceSum / ReduceMean over trailing
+// axes), what generated code would run on one thread.
 #include "kernels.h"
 #include "simd.h"
 #include "thread_pool.h"
@@ -72,6 +73,24 @@ void kiln_rt_softmax(intptr_t x, intptr_t y, int64_t rows, int64_t cols, int64_t
     j = 0;
     for (; j + 8 <= cols; j += 8) store8(yr + j, load8(yr + j) * splat(inv));
     for (; j < cols; ++j) yr[j] *= inv;
+  });
+}
+
+void kiln_rt_row_sums(intptr_t x, intptr_t y, int64_t rows, int64_t cols, float scale) {
+  const float *X = (const float *)x;
+  float *Y = (float *)y;
+  forRows(rows, cols, [&](int64_t r) {
+    const float *xr = X + r * cols;
+    v8f a{}, b{};
+    int64_t j = 0;
+    for (; j + 16 <= cols; j += 16) {
+      a += load8(xr + j);
+      b += load8(xr + j + 8);
+    }
+    if (j + 8 <= cols) a += load8(xr + j), j += 8;
+    float s = hsum(a + b);
+    for (; j < cols; ++j) s += xr[j];
+    Y[r] = s * scale;
   });
 }
 

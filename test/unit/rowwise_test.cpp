@@ -102,3 +102,30 @@ TEST_CASE("kiln_rt_layernorm matches LayerNormalization computed in double", "[r
         }
       }
 }
+
+TEST_CASE("kiln_rt_row_sums matches row sums and means computed in double", "[rowwise]") {
+  kiln::rt::ThreadPool pool(3);
+  uint32_t seed = 23000;
+  for (int64_t cols : {1, 7, 8, 15, 16, 17, 49, 100})
+    for (int64_t rows : {1, 5, 300}) {
+      std::vector<float> x = randomFloats(rows * cols, seed++);
+      for (bool mean : {false, true}) {
+        const float scale = mean ? 1.0f / cols : 1.0f;
+        for (kiln::rt::ThreadPool *p : {(kiln::rt::ThreadPool *)nullptr, &pool}) {
+          INFO("rows " << rows << ", cols " << cols << (mean ? ", mean" : ", sum") << ", threads "
+                       << (p ? p->size() : 1));
+          PoolScope scope(p);
+          GuardedBuffer y(rows);
+          kiln_rt_row_sums((intptr_t)x.data(), y.addr(), rows, cols, scale);
+          bool ok = true;
+          for (int64_t r = 0; r < rows; ++r) {
+            double want = 0, mag = 0;
+            for (int64_t j = 0; j < cols; ++j) want += x[r * cols + j], mag += std::fabs(x[r * cols + j]);
+            want *= scale;
+            ok &= std::fabs(y.data()[r] - want) <= 1e-6 * (1 + mag * scale);
+          }
+          CHECK(ok);
+        }
+      }
+    }
+}

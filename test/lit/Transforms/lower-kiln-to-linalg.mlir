@@ -245,3 +245,30 @@ func.func @main(%x: tensor<1x4x8x8xf64>) -> tensor<1x4x4x4xf64> {
   %0 = kiln.max_pool %x {count_include_pad = false, dilations = array<i64: 1, 1>, kernel_shape = array<i64: 3, 3>, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 2, 2>} : (tensor<1x4x8x8xf64>) -> tensor<1x4x4x4xf64>
   return %0 : tensor<1x4x4x4xf64>
 }
+
+// -----
+
+// f32 ReduceMean over the trailing axes (a global average pool): the
+// runtime's row sums (rows, columns, scale 1 / columns).
+// CHECK-LABEL: func @kiln_main(
+// CHECK-DAG: %[[R:.*]] = arith.constant 6 : i64
+// CHECK-DAG: %[[C:.*]] = arith.constant 20 : i64
+// CHECK-DAG: %[[S:.*]] = arith.constant 5.000000e-02 : f32
+// CHECK: call @kiln_rt_row_sums(%{{.*}}, %{{.*}}, %[[R]], %[[C]], %[[S]])
+// CHECK-NOT: linalg.generic
+func.func @main(%x: tensor<2x3x4x5xf32>) -> tensor<2x3x1x1xf32> {
+  %0 = kiln.reduce_mean %x {axes = array<i64: 2, 3>, keepdims = true} : (tensor<2x3x4x5xf32>) -> tensor<2x3x1x1xf32>
+  return %0 : tensor<2x3x1x1xf32>
+}
+
+// -----
+
+// ReduceSum over a leading axis keeps the generated reduction.
+// CHECK-LABEL: func @kiln_main(
+// CHECK-NOT: kiln_rt_row_sums
+// CHECK: linalg.generic {{.*}}iterator_types = ["reduction", "parallel"]
+// CHECK: arith.addf
+func.func @main(%x: tensor<4x5xf32>) -> tensor<5xf32> {
+  %0 = kiln.reduce_sum %x {axes = array<i64: 0>, keepdims = false} : (tensor<4x5xf32>) -> tensor<5xf32>
+  return %0 : tensor<5xf32>
+}

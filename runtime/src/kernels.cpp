@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -392,7 +393,9 @@ __attribute__((target("avx512f"))) void colPatterns(int64_t kc, const float *b, 
 /// as microKernelCols' accumulators do; the 8 sums of a row are then added
 /// in order. Per 8 k and 6 rows: 3 loads of A and 3 FMAs per column, where
 /// microKernelCols takes 8 loads of A, 8 broadcasts and 8 FMAs (8 lanes).
-/// The same bits as microKernelCols.
+/// The same values as microKernelCols (the sign of a zero aside: past kk
+/// the last group adds 0 * 0, which turns a -0 sum into +0). kk: a K
+/// sub-block starting at a multiple of 8 (pat: its groups).
 template <int NC, int AP>
 __attribute__((target("avx512f"))) void colKernelWide(int64_t kk, const float *a0, const float *a1,
                                                       const float *pat, float *c, int64_t ldc, bool accumulate,
@@ -435,7 +438,7 @@ __attribute__((target("avx512f"))) void colKernelWide(int64_t kk, const float *a
     for (int j = 0; j < NC; ++j) {
       // Row r's 8 sums are floats r, r + 6, ..., r + 42: added in order,
       // 6 rows at a time.
-      alignas(64) float t[48 + 2];
+      alignas(64) float t[48 + 2] = {}; // (the last load's lanes 6-7 read 2 past: dropped)
       std::memcpy(t, acc[q][j], 48 * sizeof(float));
       __m256 sum = _mm256_loadu_ps(t);
       for (int s = 1; s < 8; ++s) sum = _mm256_add_ps(sum, _mm256_loadu_ps(t + 6 * s));
@@ -1154,6 +1157,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
             {colKernelWide<1, 1>, colKernelWide<2, 1>, colKernelWide<3, 1>, colKernelWide<4, 1>},
             {colKernelWide<1, 2>, colKernelWide<2, 2>, colKernelWide<3, 2>, colKernelWide<4, 2>}};
         const bool last = k0 + k1 + kk >= K;
+        assert(k1 % 8 == 0); // the patterns' groups (kSubBlock() is 256 or all of kc)
         for (int64_t ip = 0; ip < mc; ip += 2 * MR) {
           const int rows = int(std::min<int64_t>(2 * MR, mc - ip));
           const float *a0 = ap + ip * kc + k1 * MR;

@@ -328,6 +328,11 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
   // in place, 256 channels: the most) and over two (a copy first).
   cases.push_back({"1x1 over one whole K block", 2, 256, 7, 9, 14, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1});
   cases.push_back({"1x1 over two K blocks", 1, 300, 6, 7, 20, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1});
+  // 49 and 52 pixels: AVX-512 6 x 48 tiles, then the last 1 or 4 columns'
+  // own kernel (colKernelWide), reading the residual in place too.
+  cases.push_back({"1x1 at 7x7, 6 x 48 tiles and the last column", 1, 64, 7, 7, 30, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1});
+  cases.push_back({"1x1 at 4x13, 6 x 48 tiles and the last 4 columns", 2, 40, 4, 13, 18, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0,
+                   1});
   for (const ConvCase &c : cases) {
     INFO(c.name);
     // Each case's packed weights may reuse the last one's address: drop

@@ -231,10 +231,10 @@ TEST_CASE("sgemm's AVX-512 tile gives the AVX2 tiles' results bit for bit", "[sg
     return;
   }
   // N = 49-63: 6 x 48 tiles, then the last 1-4 columns (colKernelWide),
-  // or 8 or 15 columns (B in place when K <= 64) on the 6 x 16 tiles.
+  // or 8 or 15 columns on the 6 x 16 tiles; B in place when K <= 64.
   const int64_t shapes[][3] = {{24, 64, 256}, {37, 100, 600}, {30, 70, 20}, {132, 96, 300}, {18, 49, 300},
                                 {42, 81, 64},   {20, 530, 300}, {30, 56, 300}, {25, 52, 70},   {13, 63, 40},
-                                {31, 196, 90}};
+                                {31, 196, 90},  {25, 49, 40},   {13, 52, 64}};
   kiln::rt::ThreadPool pool(2);
   uint32_t seed = 9000;
   for (auto &sh : shapes)

@@ -273,12 +273,13 @@ struct TilePrefetch {
 };
 
 /// C[6*AP x 16*BQ] (+)= AP A panels (rows 0-5 at a0, 6-11 at a1) times BQ
-/// B panels (columns 0-15 at b0, 16-31 at b1; ldb floats from one k to the
-/// next) in AVX-512 registers. The 12 x 32 form holds 24 accumulators of
-/// 16 floats and issues 2 loads and 12 broadcasts per 24 FMAs, where the
-/// 6 x 16 AVX2 tile needs 8 loads per 12; the smaller forms take the rest
-/// of a block whose columns end in whole panels (e.g. N = 49: 32 + 16 +
-/// 1). Only the first `rows` (<= 6 * AP) rows are stored: a block's last
+/// B panels (columns 0-15 at b0, 16-31 at b1, 32-47 as far past b1 as b1
+/// is past b0; ldb floats from one k to the next) in AVX-512 registers.
+/// The 12 x 32 form holds 24 accumulators of 16 floats and issues 2 loads
+/// and 12 broadcasts per 24 FMAs, where the 6 x 16 AVX2 tile needs 8 loads
+/// per 12; the 6 x 48 form (18 accumulators) takes blocks 3 panels wide
+/// (N = 49: 48 + 1), the smaller forms the rest of a block whose columns
+/// end in whole panels. Only the first `rows` (<= 6 * AP) rows are stored: a block's last
 /// 1-11 rows run here too (their panels are zero-padded past M), where
 /// the 6 x 16 AVX2 tile took half the throughput (M = 16, 32, 64, 160,
 /// 320: MobileNetV2's projections). Used when the CPU has AVX-512F

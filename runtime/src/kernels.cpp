@@ -54,13 +54,6 @@ template <int Q> inline v8f deinterleave(v8f a, v8f b) {
 /// plane apart in a conv, so neither stream is one the hardware prefetcher
 /// follows (ResNet-50's 56x56 1x1 convs with a fused residual spent a third
 /// of their time waiting for those lines).
-/// The address `off` floats from p, formed as an integer (for prefetches
-/// that may lie past p's buffer: pointer arithmetic there would be
-/// undefined).
-inline const void *addrAt(const float *p, int64_t off) {
-  return reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(p) + uintptr_t(off) * sizeof(float));
-}
-
 inline void prefetchTile(float *c, int64_t ldc, int rows, const float *residual, int64_t row0, int64_t col0,
                          int lines) {
   for (int i = 0; i < rows; ++i)
@@ -1128,15 +1121,13 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
                 pf.nextA1 = MR * nkc;
               }
             }
-            if (pb) {
-              auto run = pb == 3 ? wideKernel<1, 3>
-                         : pa == 2 ? (pb == 2 ? wideKernel<2, 2> : wideKernel<2, 1>)
-                                   : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
-              run(kk, a0, a0 + MR * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
-                  C + (i0 + ip) * ldc + j0 + jp, ldc, accumulate || k0 + k1 > 0, last ? ep : nullptr, i0 + ip,
-                  j0 + jp, (int)rows, pf);
-              if (last && ep && ep->act) actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, rows, pb * NR, ep->act);
-            }
+            auto run = pb == 3 ? wideKernel<1, 3>
+                       : pa == 2 ? (pb == 2 ? wideKernel<2, 2> : wideKernel<2, 1>)
+                                 : (pb == 2 ? wideKernel<1, 2> : wideKernel<1, 1>);
+            run(kk, a0, a0 + MR * kc, b, directB ? b + NR : b + NR * kc, directB ? ldb : NR,
+                C + (i0 + ip) * ldc + j0 + jp, ldc, accumulate || k0 + k1 > 0, last ? ep : nullptr, i0 + ip,
+                j0 + jp, (int)rows, pf);
+            if (last && ep && ep->act) actTile(C + (i0 + ip) * ldc + j0 + jp, ldc, rows, pb * NR, ep->act);
             // (The last 1-4 columns under colWide: colRest, below.)
             for (int64_t j = jp + pb * NR; j < std::min(nc, jp + TJ) && !(colWide && j == nc - rem); j += NR)
               for (int64_t i = ip; i < ip + rows; i += MR) tile(i, j, k1, kk);

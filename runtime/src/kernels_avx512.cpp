@@ -59,12 +59,6 @@ template <> struct MaskedVec<8> {
   }
 };
 
-/// The address `off` floats from p, formed as an integer (a prefetch's,
-/// which may lie past p's buffer; as kernels.cpp's addrAt).
-inline const void *addrAt(const float *p, int64_t off) {
-  return reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(p) + uintptr_t(off) * sizeof(float));
-}
-
 /// 16 x 16 floats transposed in registers: r[i] lane j becomes r[j] lane i.
 inline void transpose16(__m512 r[16]) {
   __m512 t[16];

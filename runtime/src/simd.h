@@ -4,12 +4,20 @@
 #ifndef KILN_RUNTIME_SIMD_H
 #define KILN_RUNTIME_SIMD_H
 
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
 namespace kiln::rt {
 
 typedef float v8f __attribute__((vector_size(32)));
+
+/// The address `off` floats from p, formed as an integer (for prefetches
+/// that may lie past p's buffer: pointer arithmetic there would be
+/// undefined).
+inline const void *addrAt(const float *p, int64_t off) {
+  return reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(p) + uintptr_t(off) * sizeof(float));
+}
 
 inline v8f load8(const float *p) {
   v8f v;

@@ -19,6 +19,8 @@
 #ifndef KILN_RUNTIME_WINDOW3_H
 #define KILN_RUNTIME_WINDOW3_H
 
+#include "simd.h"
+
 #include <cstdint>
 #include <immintrin.h>
 
@@ -66,13 +68,6 @@ void convSmallC3RowsAvx512(int64_t S, const float *X, const float *wT, const flo
 namespace {
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
-
-/// The address of p[off] for a prefetch, formed as an integer: it may lie
-/// past the array (a prefetch never faults; the pointer sum would be
-/// undefined).
-inline const void *lineAt(const float *p, int64_t off) {
-  return reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(p) + uintptr_t(off) * sizeof(float));
-}
 inline int64_t imax(int64_t a, int64_t b) { return a < b ? b : a; }
 
 /// Lanes [a, b) of L set (clipped to [0, L)), as bits.
@@ -209,8 +204,8 @@ void depthwisePlane3(const float *xc, const float *wc, float bias, float *yc, in
       for (int i = 0; i < (bigPlane ? IR : 0); ++i) {
         const int64_t ih = (oh0 + R) * S - PT + i;
         if (ih < 0 || ih >= H) continue;
-        __builtin_prefetch(lineAt(xc, ih * W + S * j0));
-        if (S == 2) __builtin_prefetch(lineAt(xc, ih * W + S * j0 + L));
+        __builtin_prefetch(addrAt(xc, ih * W + S * j0));
+        if (S == 2) __builtin_prefetch(addrAt(xc, ih * W + S * j0 + L));
       }
       Mk m[4];
       const float *base[4];
@@ -306,8 +301,8 @@ void convSmallC3Rows(const float *X, const float *wT, const float *Bs, const flo
           for (int kh = 0; kh < 3; ++kh) {
             const int64_t ih = (oh + 2) * S - PT + kh;
             if (ih < 0 || ih >= H) continue;
-            __builtin_prefetch(lineAt(X, (c * H + ih) * W + S * j0));
-            if (S == 2) __builtin_prefetch(lineAt(X, (c * H + ih) * W + S * j0 + L));
+            __builtin_prefetch(addrAt(X, (c * H + ih) * W + S * j0));
+            if (S == 2) __builtin_prefetch(addrAt(X, (c * H + ih) * W + S * j0 + L));
           }
       V acc[L];
 #pragma GCC unroll 16

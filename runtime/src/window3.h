@@ -234,7 +234,11 @@ void depthwisePlane3(const float *xc, const float *wc, float bias, float *yc, in
           }
         }
       }
-      for (int r = 0; r < rows; ++r) {
+      // (R, not rows, as the bound: a constant trip count unrolls fully, so
+      // acc stays in registers; a variable one kept it in memory.)
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) break;
         float *y = yc + (oh0 + r) * OW + j0;
         const V out = Max ? acc[r] : MV::clamp(acc[r], vlo, vhi);
         if (full) MV::storeAll(y, out);

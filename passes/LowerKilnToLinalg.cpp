@@ -1101,6 +1101,32 @@ LogicalResult BufferLowering::portableMatMul(MatMulOp op) {
   return success();
 }
 
+/// Whether every kernel that reads this conv's block's output reads it by
+/// channels, each thread whole planes: a depthwise conv or a pool (the
+/// runtime's plane kernels, parallel over channels). The conv's GEMM then
+/// gives each thread a run of output channels (kiln_rt_conv2d_packed_part)
+/// rather than of pixels, so that the next kernel finds its planes in its
+/// own core's cache: MobileNetV2's expansion convs, whose outputs the
+/// depthwise convs read.
+static bool outputReadByChannels(ConvOp op) {
+  auto block = op->getParentOfType<FusedOp>();
+  if (!block || block.getResults().empty()) return false;
+  for (Value r : block.getResults())
+    for (Operation *user : r.getUsers()) {
+      auto next = dyn_cast<FusedOp>(user);
+      if (!next) return false;
+      Operation *head = nullptr;
+      for (Operation &o : next.getBody().front().without_terminator())
+        if (!isPointwise(&o)) head = &o;
+      if (!head) return false;
+      if (isa<MaxPoolOp, AveragePoolOp>(head)) continue;
+      auto conv = dyn_cast<ConvOp>(head);
+      auto ws = conv ? cast<ShapedType>(conv.getWeight().getType()).getShape() : ArrayRef<int64_t>();
+      if (!conv || ws.size() != 4 || ws[1] != 1 || conv.getGroup() != ws[0]) return false; // depthwise only
+    }
+  return llvm::any_of(block.getResults(), [](Value r) { return !r.use_empty(); });
+}
+
 LogicalResult BufferLowering::lowerConv(ConvOp op) {
   auto xs = cast<ShapedType>(op.getInput().getType()).getShape();
   auto ws = cast<ShapedType>(op.getWeight().getType()).getShape();
@@ -1156,6 +1182,10 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
       args.push_back(cf(convAct ? convAct->second : inf));
       args.insert(args.begin() + 3, convResidual ? ptr(convResidual)
                                                  : b.create<arith::ConstantIndexOp>(loc, 0).getResult());
+      if (!sparse && outputReadByChannels(op)) {
+        args.push_back(ci(1)); // threads own output channels
+        kernelName = "kiln_rt_conv2d_packed_part";
+      }
       call(kernelName, args);
       convResidualInPlace = convResidual && !sparse &&
                             kiln::gemm::convResidualReadInPlace(ws[1], ws[2], ws[3], s[0], s[1], p[0], p[1],

@@ -896,7 +896,8 @@ int64_t kSubBlock() {
 
 void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool transA,
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc, const Epilogue *ep,
-           const float *packedA, const float *packedB, int64_t kBlock, bool accumulate, const int64_t *bRows) {
+           const float *packedA, const float *packedB, int64_t kBlock, bool accumulate, const int64_t *bRows,
+           bool rowsOwned) {
   if (M <= 0 || N <= 0) return;
   if (ep && !ep->rowBias && !ep->colBias && !ep->residual && !ep->clamps() && !ep->act) ep = nullptr;
   if (K == 0 || (M == 1 && !accumulate && !transA && !packedA && !packedB && !bRows)) {
@@ -938,7 +939,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   const bool wide = wideKernels();
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
   const int threads = currentThreads();
-  const bool pixelsOwned = packedA && directB;
+  const bool pixelsOwned = packedA && directB && !rowsOwned;
   // A packed ahead and B not: constant weights times activations (a
   // conv), read from memory (weightsStreamed): fetch each next block ahead.
   [[maybe_unused]] const bool streamA = packedA && !packedB && weightsStreamed();
@@ -951,7 +952,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
     for (int64_t mt = m0; mt <= m0 + 8; ++mt) {
       int64_t mc = gemm::roundUp((M + mt - 1) / mt, MR);
       if (mt > m0 && mc < 2 * MR) break;
-      for (int64_t nt = n0; nt <= n0 + 16; ++nt) {
+      // rowsOwned: cut in rows only (each thread writes whole rows).
+      for (int64_t nt = n0; nt <= (rowsOwned ? n0 : n0 + 16); ++nt) {
         int64_t nc = gemm::roundUp((N + nt - 1) / nt, NR);
         if (nt > n0 && nc < 4 * NR) break;
         // Per task: its multiply-adds, reading its columns of B (6
@@ -977,7 +979,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
         // next conv, cut alike, finds them in its own core's cache
         // (Intel, 2 threads, alternating runs: ResNet-50 0.93x the time,
         // MobileNetV2 0.97x; its 1x1 convs at 28x28 and 56x56 took 0.6-0.8x
-        // the time). Otherwise rows: thread t writes the t-th run of
+        // the time). Otherwise (and for a conv whose next kernel reads by
+        // channels: rowsOwned) rows: thread t writes the t-th run of
         // output rows.
         if ((pixelsOwned ? nBlocks : mBlocks) % threads == 0) span *= 0.95;
         if (span < 0.98 * best) best = span, mTiles = mt, nTiles = nt;
@@ -1251,6 +1254,14 @@ void kiln_rt_conv2d_packed(intptr_t x, intptr_t wp, intptr_t bias, intptr_t resi
                            int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,
                            int64_t DW, int64_t PT, int64_t PL, float lo, float hi) {
   conv2d(x, wp, true, bias, residual, y, N, C, H, W, F, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, 1, lo, hi);
+}
+
+void kiln_rt_conv2d_packed_part(intptr_t x, intptr_t wp, intptr_t bias, intptr_t residual, intptr_t y,
+                                int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH,
+                                int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,
+                                int64_t DW, int64_t PT, int64_t PL, float lo, float hi, int64_t partition) {
+  conv2d(x, wp, true, bias, residual, y, N, C, H, W, F, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL, 1, lo, hi,
+         partition == 1);
 }
 
 void kiln_rt_maxpool2d(intptr_t x, intptr_t y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
@@ -1595,7 +1606,7 @@ void forgetGroupedWeights() {
 void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residual, intptr_t y,
             int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
             int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,
-            int64_t G, float lo, float hi) {
+            int64_t G, float lo, float hi, bool channelsOwned) {
   const bool clamp = lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity();
   const float *X = (const float *)x, *Wt = (const float *)w, *Bs = (const float *)bias;
   float *Y = (float *)y;
@@ -1735,7 +1746,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
           Epilogue ep{Bs ? Bs + g * Fg : nullptr, lo, hi};
           if (residual) ep.residual = (const float *)residual + (n * F + g * Fg) * OHW + oh0 * OW;
           sgemm(Fg, nb, rowsK, wg, rowsK, false, cb.data(), nb, false, yb, OHW, &ep, packedW ? Wt : nullptr, nullptr,
-                gemm::KC);
+                gemm::KC, false, nullptr, channelsOwned);
         });
         continue;
       }
@@ -1752,7 +1763,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
           for (int64_t i = 0; i < kc; ++i) which[i] = int32_t(k0 + i);
           im2col(xg, kc, which.data(), col.data(), H, W, KH, KW, OH, OW, SH, SW, DH, DW, PT, PL);
           sgemm(Fg, OHW, kc, nullptr, rowsK, false, col.data(), OHW, false, yg, OHW, k0 + kc >= rowsK ? &ep : nullptr,
-                Wt + gemm::packedAOffset(Fg, k0, kc, 0), nullptr, gemm::KC, k0 > 0);
+                Wt + gemm::packedAOffset(Fg, k0, kc, 0), nullptr, gemm::KC, k0 > 0, nullptr, channelsOwned);
         }
         continue;
       }
@@ -1762,7 +1773,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
         src = colp;
       }
       sgemm(Fg, OHW, rowsK, wg, rowsK, false, src, OHW, false, yg, OHW, &ep, packedW ? Wt : nullptr, nullptr,
-            gemm::KC);
+            gemm::KC, false, nullptr, channelsOwned);
     }
   }
 }

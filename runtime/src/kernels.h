@@ -32,7 +32,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
            const float *B, int64_t ldb, bool transB, float *C, int64_t ldc,
            const Epilogue *ep = nullptr, const float *packedA = nullptr,
            const float *packedB = nullptr, int64_t kBlock = 0, bool accumulate = false,
-           const int64_t *bRows = nullptr);
+           const int64_t *bRows = nullptr, bool rowsOwned = false);
 /// With packedA (packedB) set, A (B) is ignored: the operand is read from
 /// its compile-time packing (kiln/gemm_layout.h). kBlock: the K block, 0
 /// for gemm::kBlock(packedA); convolutions pass gemm::KC whether or not
@@ -44,6 +44,10 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
 /// bRows (B not transposed, not packed): row k of B starts at B +
 /// bRows[k] rather than B + k * ldb (ldb ignored), each row read in place:
 /// an implicit im2col (convIndirect's taps on phase planes).
+/// rowsOwned: with several threads, each one writes a run of whole rows
+/// of C (for a conv: output channels), the blocks cut in rows only. By
+/// default a conv's product (A packed, B read in place) gives each thread
+/// a run of columns (pixels) of every row instead: see sgemm.
 
 /// Whether the AVX-512 kernels run: sgemm's wide tile, the direct window
 /// kernels of kernels_avx512.cpp, the sparse kernels' 16-lane form
@@ -80,10 +84,12 @@ void actTile(float *c, int64_t ldc, int64_t rows, int64_t cols, int act);
 
 /// Conv2d behind kiln_rt_conv2d*, with weights optionally packed (G == 1).
 /// residual (may be 0): a tensor shaped as y added before the clamp.
+/// channelsOwned: its GEMMs give each thread a run of output channels
+/// rather than of pixels (sgemm's rowsOwned; kiln_rt_conv2d_packed_part).
 void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residual, intptr_t y,
             int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH,
             int64_t OW, int64_t SH, int64_t SW, int64_t DH, int64_t DW, int64_t PT, int64_t PL,
-            int64_t G, float lo, float hi);
+            int64_t G, float lo, float hi, bool channelsOwned = false);
 /// im2col of one image group xg [C, H, W]: row i of colp ([rows, OH*OW])
 /// is row which[i] (all rows in order if which is null) of the matrix
 /// whose row (c*KH + kh)*KW + kw holds the input each output reads
@@ -138,6 +144,15 @@ void kiln_rt_conv2d_packed(intptr_t x, intptr_t wp, intptr_t bias, intptr_t resi
 void kiln_rt_matmul_packed(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, int64_t M, int64_t N,
                            int64_t K, int64_t strideA, int64_t lda, int64_t transA, int64_t strideY,
                            int64_t ldy, intptr_t bias, float lo, float hi);
+/// kiln_rt_conv2d_packed for a conv whose output the next kernels read
+/// by channels (a depthwise conv, a pool): partition 1 gives each thread
+/// a run of whole output channels, so they find them in their own core's
+/// cache; 0 is kiln_rt_conv2d_packed (runs of pixels of every channel,
+/// for a next conv that reads by pixels).
+void kiln_rt_conv2d_packed_part(intptr_t x, intptr_t wp, intptr_t bias, intptr_t residual, intptr_t y,
+                                int64_t N, int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH,
+                                int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t DH,
+                                int64_t DW, int64_t PT, int64_t PL, float lo, float hi, int64_t partition);
 /// kiln_rt_matmul_packed followed by an activation on each tile as it is
 /// stored (act: 1 = GELU, erf form), while the tile is in cache.
 void kiln_rt_matmul_packed_act(intptr_t a, intptr_t bp, intptr_t y, int64_t batch, int64_t M, int64_t N,

@@ -353,6 +353,14 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
                           0.75f);
     CHECK(std::equal(want.data(), want.data() + n, got.data()));
     CHECK(got.guardsIntact());
+    // Each thread owning runs of output channels rather than of pixels
+    // (kiln_rt_conv2d_packed_part, partition 1): other blocks, same bits.
+    GuardedBuffer byChannels(n);
+    kiln_rt_conv2d_packed_part((intptr_t)x.data(), (intptr_t)packed.data(), (intptr_t)bias.data(), 0,
+                               byChannels.addr(), c.N, c.C, c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW,
+                               c.PT, c.PL, 0.0f, 0.75f, 1);
+    CHECK(std::equal(want.data(), want.data() + n, byChannels.data()));
+    CHECK(byChannels.guardsIntact());
     // And it is a convolution: the naive loop agrees within rounding.
     Reference ref = naiveConv(c, x.data(), w.data(), bias.data());
     for (size_t i = 0; i < ref.value.size(); ++i) ref.value[i] = std::min(std::max(ref.value[i], 0.0), 0.75);
@@ -379,6 +387,11 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
                           c.PL, 0.0f, 0.75f);
     CHECK(std::equal(fused.data(), fused.data() + n, inPlace.data()));
     CHECK(inPlace.guardsIntact());
+    std::copy(res.begin(), res.end(), inPlace.data());
+    kiln_rt_conv2d_packed_part((intptr_t)x.data(), (intptr_t)packed.data(), (intptr_t)bias.data(), inPlace.addr(),
+                               inPlace.addr(), c.N, c.C, c.H, c.W, c.F, c.KH, c.KW, OH, OW, c.SH, c.SW, c.DH, c.DW,
+                               c.PT, c.PL, 0.0f, 0.75f, 1);
+    CHECK(std::equal(fused.data(), fused.data() + n, inPlace.data()));
   }
 }
 

@@ -29,3 +29,48 @@ func.func @main(%a: tensor<4x8xf32>) -> tensor<4xi1> {
   %c = kiln.cast %m : (tensor<4xf32>) -> tensor<4xi1>
   return %c : tensor<4xi1>
 }
+
+// -----
+
+// A 1x1 conv whose output only a depthwise conv reads: its GEMM gives each
+// thread whole output channels (kiln_rt_conv2d_packed_part, partition 1),
+// the planes the depthwise kernel's threads read. The depthwise conv's
+// output feeds a 1x1 conv, which reads by pixels: kiln_rt_conv2d_packed.
+// CHECK-LABEL: func.func private @kiln_kernel_0(
+// (The printer names a constant by its value: %c1_i64 is 1 : i64.)
+// CHECK: call @kiln_rt_conv2d_packed_part({{.*}}, %c1_i64{{(_[0-9]+)?}}) : (index, index, index, index, index, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, f32, f32, i64) -> ()
+// CHECK-LABEL: func.func private @kiln_kernel_1(
+// CHECK: call @kiln_rt_conv2d(
+// CHECK-LABEL: func.func private @kiln_kernel_2(
+// CHECK-NOT: kiln_rt_conv2d_packed_part
+// CHECK: call @kiln_rt_conv2d_packed(
+// CHECK-NOT: kiln_rt_conv2d_packed_part
+func.func @main(%x: tensor<1x4x6x6xf32>) -> tensor<1x4x6x6xf32> {
+  %we = kiln.constant dense<0.5> : tensor<8x4x1x1xf32> : tensor<8x4x1x1xf32>
+  %wd = kiln.constant dense<0.25> : tensor<8x1x3x3xf32> : tensor<8x1x3x3xf32>
+  %wp = kiln.constant dense<0.125> : tensor<4x8x1x1xf32> : tensor<4x8x1x1xf32>
+  %0 = kiln.conv %x, %we {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x4x6x6xf32>, tensor<8x4x1x1xf32>) -> tensor<1x8x6x6xf32>
+  %1 = kiln.relu %0 : (tensor<1x8x6x6xf32>) -> tensor<1x8x6x6xf32>
+  %2 = kiln.conv %1, %wd {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, group = 8 : i64} : (tensor<1x8x6x6xf32>, tensor<8x1x3x3xf32>) -> tensor<1x8x6x6xf32>
+  %3 = kiln.conv %2, %wp {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x8x6x6xf32>, tensor<4x8x1x1xf32>) -> tensor<1x4x6x6xf32>
+  return %3 : tensor<1x4x6x6xf32>
+}
+
+// -----
+
+// Not when the output also feeds a conv that reads by pixels (here a 1x1
+// conv beside the depthwise one).
+// CHECK-LABEL: func.func private @kiln_kernel_0(
+// CHECK-NOT: kiln_rt_conv2d_packed_part
+// CHECK: call @kiln_rt_conv2d_packed(
+// CHECK-NOT: kiln_rt_conv2d_packed_part
+// CHECK-LABEL: func.func @kiln_main
+func.func @main(%x: tensor<1x4x6x6xf32>) -> (tensor<1x8x6x6xf32>, tensor<1x4x6x6xf32>) {
+  %we = kiln.constant dense<0.5> : tensor<8x4x1x1xf32> : tensor<8x4x1x1xf32>
+  %wd = kiln.constant dense<0.25> : tensor<8x1x3x3xf32> : tensor<8x1x3x3xf32>
+  %wp = kiln.constant dense<0.125> : tensor<4x8x1x1xf32> : tensor<4x8x1x1xf32>
+  %0 = kiln.conv %x, %we {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x4x6x6xf32>, tensor<8x4x1x1xf32>) -> tensor<1x8x6x6xf32>
+  %2 = kiln.conv %0, %wd {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, group = 8 : i64} : (tensor<1x8x6x6xf32>, tensor<8x1x3x3xf32>) -> tensor<1x8x6x6xf32>
+  %3 = kiln.conv %0, %wp {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x8x6x6xf32>, tensor<4x8x1x1xf32>) -> tensor<1x4x6x6xf32>
+  return %2, %3 : tensor<1x8x6x6xf32>, tensor<1x4x6x6xf32>
+}

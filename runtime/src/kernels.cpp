@@ -153,17 +153,22 @@ void microKernelN(int64_t kc, const float *a, const float *b, int64_t ldb, float
 template <int NC>
 void storeCols(const float (&tile)[NC][8], float *c, int64_t ldc, bool accumulate, int m, const Epilogue *ep,
                int64_t row0, int64_t col0) {
+  if (!ep) {
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < NC; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[j][i] : tile[j][i];
+    return;
+  }
+  // ep's fields in locals (the stores to C could alias them: read through
+  // ep, they were loaded again for every value).
+  const float *rowBias = ep->rowBias, *colBias = ep->colBias, *residual = ep->residual;
+  const float lo = ep->lo, hi = ep->hi;
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < NC; ++j) {
       float v = tile[j][i], &out = c[i * ldc + j];
-      if (!ep) {
-        out = accumulate ? out + v : v;
-        continue;
-      }
       if (accumulate) v += out;
-      float r = ep->residual ? ep->residual[(row0 + i) * ldc + col0 + j] : 0.0f;
-      v = v + (ep->rowBias ? ep->rowBias[row0 + i] : 0.0f) + (ep->colBias ? ep->colBias[col0 + j] : 0.0f) + r;
-      out = std::min(std::max(v, ep->lo), ep->hi);
+      float r = residual ? residual[(row0 + i) * ldc + col0 + j] : 0.0f;
+      v = v + (rowBias ? rowBias[row0 + i] : 0.0f) + (colBias ? colBias[col0 + j] : 0.0f) + r;
+      out = std::min(std::max(v, lo), hi);
     }
 }
 
@@ -335,7 +340,18 @@ __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, 
       for (int h = 0; h < BQ; ++h) acc[i][h] += s * x[h];
     }
   }
-  for (int i = 0; i < rows; ++i)
+  // The epilogue's operands in locals, read once: the stores to C could
+  // alias them, so read through ep they were loaded again for every
+  // vector (with a test each), a third of a shallow tile's time.
+  const float *rowBias = ep ? ep->rowBias : nullptr, *residual = ep ? ep->residual : nullptr;
+  const float lo = ep ? ep->lo : 0.0f, hi = ep ? ep->hi : 0.0f;
+  const v16 vlo = {lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo};
+  const v16 vhi = {hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi};
+  v16 cb[BQ] = {};
+  if (ep && ep->colBias)
+    for (int h = 0; h < BQ; ++h) std::memcpy(&cb[h], ep->colBias + col0 + 16 * h, sizeof cb[h]);
+  for (int i = 0; i < rows; ++i) {
+    const float bias = rowBias ? rowBias[row0 + i] : 0.0f;
     for (int h = 0; h < BQ; ++h) {
       float *ci = c + i * ldc + 16 * h;
       v16 v = acc[i][h], old;
@@ -344,18 +360,15 @@ __attribute__((target("avx512f"))) void wideKernel(int64_t kc, const float *a0, 
         v += old;
       }
       if (ep) {
-        v16 cb{}, r{};
-        if (ep->colBias) std::memcpy(&cb, ep->colBias + col0 + 16 * h, sizeof cb);
-        if (ep->residual) std::memcpy(&r, ep->residual + (row0 + i) * ldc + col0 + 16 * h, sizeof r);
-        float bias = ep->rowBias ? ep->rowBias[row0 + i] : 0.0f, lo = ep->lo, hi = ep->hi;
-        v = v + bias + cb + r;
-        v16 vlo = {lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo, lo};
-        v16 vhi = {hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi};
+        v16 r{};
+        if (residual) std::memcpy(&r, residual + (row0 + i) * ldc + col0 + 16 * h, sizeof r);
+        v = v + bias + cb[h] + r;
         v = v < vlo ? vlo : v;
         v = vhi < v ? vhi : v;
       }
       std::memcpy(ci, &v, sizeof v);
     }
+  }
 }
 
 /// The last NC <= 4 columns of B (ldb apart from one k to the next) laid

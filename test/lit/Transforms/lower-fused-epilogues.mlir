@@ -44,7 +44,7 @@ func.func @main(%a: tensor<4x8xf32>) -> tensor<4xi1> {
 // CHECK-LABEL: func.func private @kiln_kernel_2(
 // CHECK-NOT: kiln_rt_conv2d_packed_part
 // CHECK: call @kiln_rt_conv2d_packed(
-// CHECK-NOT: kiln_rt_conv2d_packed_part
+// CHECK-LABEL: func.func @kiln_main
 func.func @main(%x: tensor<1x4x6x6xf32>) -> tensor<1x4x6x6xf32> {
   %we = kiln.constant dense<0.5> : tensor<8x4x1x1xf32> : tensor<8x4x1x1xf32>
   %wd = kiln.constant dense<0.25> : tensor<8x1x3x3xf32> : tensor<8x1x3x3xf32>
@@ -54,6 +54,20 @@ func.func @main(%x: tensor<1x4x6x6xf32>) -> tensor<1x4x6x6xf32> {
   %2 = kiln.conv %1, %wd {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, group = 8 : i64} : (tensor<1x8x6x6xf32>, tensor<8x1x3x3xf32>) -> tensor<1x8x6x6xf32>
   %3 = kiln.conv %2, %wp {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x8x6x6xf32>, tensor<4x8x1x1xf32>) -> tensor<1x4x6x6xf32>
   return %3 : tensor<1x4x6x6xf32>
+}
+
+// -----
+
+// A max pool reads by channels too.
+// CHECK-LABEL: func.func private @kiln_kernel_0(
+// CHECK: call @kiln_rt_conv2d_packed_part({{.*}}, %c1_i64{{(_[0-9]+)?}})
+// CHECK-LABEL: func.func private @kiln_kernel_1(
+// CHECK: call @kiln_rt_maxpool2d(
+func.func @main(%x: tensor<1x4x8x8xf32>) -> tensor<1x8x4x4xf32> {
+  %we = kiln.constant dense<0.5> : tensor<8x4x1x1xf32> : tensor<8x4x1x1xf32>
+  %0 = kiln.conv %x, %we {strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, group = 1 : i64} : (tensor<1x4x8x8xf32>, tensor<8x4x1x1xf32>) -> tensor<1x8x8x8xf32>
+  %1 = kiln.max_pool %0 {count_include_pad = false, dilations = array<i64: 1, 1>, kernel_shape = array<i64: 3, 3>, pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 2, 2>} : (tensor<1x8x8x8xf32>) -> tensor<1x8x4x4xf32>
+  return %1 : tensor<1x8x4x4xf32>
 }
 
 // -----

@@ -1389,7 +1389,8 @@ std::vector<float> filterGroups(const float *Wt, bool packedW, int64_t F, int64_
 /// for convDirect, once per weights: convDirect's layout is the AVX-512
 /// path's alone, so it is made on the first call rather than stored in
 /// the library. Keyed by the weights' address; kiln_model_close forgets
-/// them all (forgetGroupedWeights), as another model may be loaded there.
+/// those in its library's address range (forgetGroupedWeights), as
+/// another model may be loaded there.
 std::mutex groupedMutex;
 /// Shared pointers: a conv still running on another thread keeps its copy
 /// when the cache is cleared.
@@ -1612,6 +1613,15 @@ void convIndirect(const float *X, const float *Wt, bool packedW, const float *Bs
 void forgetGroupedWeights() {
   std::lock_guard<std::mutex> lock(groupedMutex);
   groupedCache.clear();
+}
+
+void forgetGroupedWeights(const void *lo, const void *hi) {
+  std::lock_guard<std::mutex> lock(groupedMutex);
+  const auto a = reinterpret_cast<uintptr_t>(lo), b = reinterpret_cast<uintptr_t>(hi);
+  for (auto it = groupedCache.begin(); it != groupedCache.end();) {
+    const auto w = reinterpret_cast<uintptr_t>(std::get<0>(it->first));
+    it = w >= a && w < b ? groupedCache.erase(it) : std::next(it);
+  }
 }
 
 /// Conv2d (any groups) with bias and a clamp on the store; `packedW` says

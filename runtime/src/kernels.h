@@ -75,9 +75,11 @@ bool setWeightsStreamed(bool on);
 /// time, the model 0.98x at 1 and 2 threads.
 bool weightsOutgrowCache(std::size_t bytes);
 /// Drops the regrouped copies of constant conv weights that conv2d keeps
-/// (keyed by address; kiln_model_close calls it, as another model may be
-/// loaded at the same addresses).
+/// (keyed by address, as another model may be loaded at the same
+/// addresses): all of them, or those of weights in [lo, hi), a closed
+/// model's library (kiln_model_close), leaving other models' copies.
 void forgetGroupedWeights();
+void forgetGroupedWeights(const void *lo, const void *hi);
 /// Applies activation `act` (Epilogue::act) in place to rows x cols of c
 /// (row stride ldc), with the same arithmetic for every element.
 void actTile(float *c, int64_t ldc, int64_t rows, int64_t cols, int act);

@@ -12,6 +12,7 @@
 #include "thread_pool.h"
 
 #include <dlfcn.h>
+#include <link.h>
 
 #include <algorithm>
 #include <atomic>
@@ -24,6 +25,7 @@
 #include <new>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -97,6 +99,9 @@ struct kiln_model {
   std::string target;
   size_t arenaBytes = 0;
   size_t weightBytes = 0; // constants read on each run (0 if the library does not say)
+  // Where the library is mapped (its PT_LOAD segments; hi 0: unknown):
+  // the constant weights lie there.
+  uintptr_t mappedLo = 0, mappedHi = 0;
   std::vector<TensorDesc> inputs, outputs;
   std::vector<std::string> kernels; // labels, in kernel order
   std::vector<double> kernelFlops;  // floating-point operations of each kernel
@@ -254,6 +259,31 @@ const char *kiln_status_string(kiln_status s) {
   }
 }
 
+/// The address range [lo, hi) of the loaded object that holds `sym`: the
+/// span of its PT_LOAD segments ({0, 0} if not found).
+static std::pair<uintptr_t, uintptr_t> mappedRange(const void *sym) {
+  Dl_info info;
+  if (!dladdr(sym, &info) || !info.dli_fbase) return {0, 0};
+  struct Find {
+    uintptr_t at, lo = 0, hi = 0;
+  } find{reinterpret_cast<uintptr_t>(sym)};
+  dl_iterate_phdr(
+      [](dl_phdr_info *pi, size_t, void *data) -> int {
+        auto &f = *static_cast<Find *>(data);
+        uintptr_t lo = UINTPTR_MAX, hi = 0;
+        for (int i = 0; i < pi->dlpi_phnum; ++i)
+          if (pi->dlpi_phdr[i].p_type == PT_LOAD) {
+            const uintptr_t a = pi->dlpi_addr + pi->dlpi_phdr[i].p_vaddr;
+            lo = std::min(lo, a), hi = std::max<uintptr_t>(hi, a + pi->dlpi_phdr[i].p_memsz);
+          }
+        if (f.at < lo || f.at >= hi) return 0; // another object
+        f.lo = lo, f.hi = hi;
+        return 1;
+      },
+      &find);
+  return {find.lo, find.hi};
+}
+
 kiln_status kiln_model_open(const char *path, kiln_model **out) {
   if (!path || !out) return setError(KILN_ERR_INVALID_ARGUMENT, "kiln_model_open: null argument");
   *out = nullptr;
@@ -284,6 +314,7 @@ kiln_status kiln_model_open(const char *path, kiln_model **out) {
   }
   m->handle = h;
   m->run = run;
+  std::tie(m->mappedLo, m->mappedHi) = mappedRange(meta);
   std::string err;
   if (!parseMeta(meta, m, err)) {
     delete m;
@@ -320,8 +351,13 @@ kiln_status kiln_model_open(const char *path, kiln_model **out) {
 void kiln_model_close(kiln_model *m) {
   if (!m) return;
   // Copies of its weights, keyed by address: dropped before the library
-  // goes, so that one loaded there next never finds them.
-  kiln::rt::forgetGroupedWeights();
+  // goes, so that one loaded there next never finds them (other models'
+  // copies stay; all go if the library's range is unknown).
+  if (m->mappedHi)
+    kiln::rt::forgetGroupedWeights(reinterpret_cast<const void *>(m->mappedLo),
+                                   reinterpret_cast<const void *>(m->mappedHi));
+  else
+    kiln::rt::forgetGroupedWeights();
   delete m;
 }
 

@@ -414,6 +414,31 @@ TEST_CASE("regrouped copies of packed conv weights are forgotten with the model"
     INFO("weights seed " << seed);
     CHECK(mismatches(out.data(), naiveConv(c, x.data(), w.data(), nullptr)) == "");
   }
+  // Forgetting an address range (one model's library) drops the copies of
+  // weights inside it only: here two weight buffers, both regrouped, then
+  // both rewritten; after forgetting the first one's range, it is read
+  // afresh while the second still runs its kept copy of the old weights
+  // (a model's weights never change while it is open).
+  if (!kiln::rt::wideKernels()) return; // no copies without AVX-512
+  std::vector<float> packed2(packed.size()), out2(n);
+  std::vector<float> wa = randomFloats(c.F * K, 9904), wb = randomFloats(c.F * K, 9905);
+  auto run = [&](const std::vector<float> &p, std::vector<float> &o) {
+    kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)p.data(), 0, 0, (intptr_t)o.data(), 1, c.C, c.H, c.W, c.F,
+                          3, 3, OH, OW, 2, 2, 1, 1, 1, 1, -inf, inf);
+  };
+  kiln::rt::forgetGroupedWeights();
+  kiln::gemm::packAFull(wa.data(), K, false, c.F, K, packed.data());
+  kiln::gemm::packAFull(wa.data(), K, false, c.F, K, packed2.data());
+  run(packed, out);
+  run(packed2, out2); // both regrouped from wa
+  kiln::gemm::packAFull(wb.data(), K, false, c.F, K, packed.data());
+  kiln::gemm::packAFull(wb.data(), K, false, c.F, K, packed2.data());
+  kiln::rt::forgetGroupedWeights(packed.data(), packed.data() + packed.size());
+  run(packed, out);
+  run(packed2, out2);
+  CHECK(mismatches(out.data(), naiveConv(c, x.data(), wb.data(), nullptr)) == "");  // read afresh
+  CHECK(mismatches(out2.data(), naiveConv(c, x.data(), wa.data(), nullptr)) == ""); // its copy kept
+  kiln::rt::forgetGroupedWeights();
 }
 
 TEST_CASE("kiln_rt_conv2d_bcr with BCR-pruned weights matches a naive convolution", "[conv][bcr]") {

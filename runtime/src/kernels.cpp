@@ -1386,24 +1386,25 @@ std::vector<float> filterGroups(const float *Wt, bool packedW, int64_t F, int64_
 }
 
 /// Constant weights (packed as GEMM operand A at compile time) regrouped
-/// for convDirect, once per weights: convDirect's layout is the AVX-512
-/// path's alone, so it is made on the first call rather than stored in
+/// for the direct kernels (convDirect; the stems' convSmallC3 and
+/// convSmallPhased), once per weights: those layouts are the direct
+/// paths' alone, so they are made on the first call rather than stored in
 /// the library. Keyed by the weights' address; kiln_model_close forgets
 /// those in its library's address range (forgetGroupedWeights), as
 /// another model may be loaded there.
 std::mutex groupedMutex;
 /// Shared pointers: a conv still running on another thread keeps its copy
 /// when the cache is cleared.
-std::map<std::tuple<const float *, int64_t, int64_t>, std::shared_ptr<const std::vector<float>>> groupedCache;
+std::map<std::tuple<const float *, int64_t, int64_t, int64_t>, std::shared_ptr<const std::vector<float>>>
+    groupedCache;
 
-#if defined(__x86_64__)
-std::shared_ptr<const std::vector<float>> groupedWeights(const float *Wt, int64_t F, int64_t K) {
+/// filterGroups(Wt, true, F, K, FG) of packed constant weights, made once.
+std::shared_ptr<const std::vector<float>> groupedWeights(const float *Wt, int64_t F, int64_t K, int64_t FG) {
   std::lock_guard<std::mutex> lock(groupedMutex);
-  auto &g = groupedCache[{Wt, F, K}];
-  if (!g) g = std::make_shared<const std::vector<float>>(filterGroups(Wt, true, F, K, 32));
+  auto &g = groupedCache[{Wt, F, K, FG}];
+  if (!g) g = std::make_shared<const std::vector<float>>(filterGroups(Wt, true, F, K, FG));
   return g;
 }
-#endif
 
 /// Phase planes of X [C, H, W] for stride S, zero-padded PT rows above
 /// and PL columns left (and as needed below and right): phase (qr, qc) of
@@ -1689,7 +1690,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   // each call (the same sums as packed ones, bit for bit).
   if (G == 1 && DH == 1 && DW == 1 && SH == SW && SH <= 2 && wideKernels() &&
       ((C <= 4 && KH >= 5 && KW >= 5) || (KH == 3 && KW == 3 && SH == 2 && C >= 16))) {
-    const auto wT = packedW ? groupedWeights(Wt, F, C * KK)
+    const auto wT = packedW ? groupedWeights(Wt, F, C * KK, 32)
                             : std::make_shared<const std::vector<float>>(filterGroups(Wt, false, F, C * KK, 32));
     for (int64_t n = 0; n < N; ++n)
       convDirect(SH, X + n * C * H * W, wT->data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
@@ -1699,19 +1700,21 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   // 3x3 over at most 4 channels (a stem): direct, no im2col matrix.
   if (G == 1 && C <= 4 && KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW && (SH == 1 || (SH == 2 && PL <= 1)) &&
       OW >= 16 && wideKernels()) {
-    const std::vector<float> wT = filterGroups(Wt, packedW, F, C * 9, 16); // see convSmallC3
+    const auto wT = packedW ? groupedWeights(Wt, F, C * 9, 16) // see convSmallC3
+                            : std::make_shared<const std::vector<float>>(filterGroups(Wt, false, F, C * 9, 16));
     for (int64_t n = 0; n < N; ++n)
-      convSmallC3(SH, X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
+      convSmallC3(SH, X + n * C * H * W, wT->data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
                   Y + n * F * OHW, C, H, W, F, OH, OW, PT, PL, lo, hi);
     return;
   }
 #endif
   if (G == 1 && C <= 4 && KH == KW && (KH == 3 || (KH == 7 && SH == 2)) && DH == 1 && DW == 1 && SH == SW &&
       SH <= 2 && OW >= 16 && !wideKernels()) {
-    const std::vector<float> wT = filterGroups(Wt, packedW, F, C * KK, 4); // see convSmallPhased
+    const auto wT = packedW ? groupedWeights(Wt, F, C * KK, 4) // see convSmallPhased
+                            : std::make_shared<const std::vector<float>>(filterGroups(Wt, false, F, C * KK, 4));
     const auto run = KH == 7 ? convSmallPhased<7, 2> : SH == 1 ? convSmallPhased<3, 1> : convSmallPhased<3, 2>;
     for (int64_t n = 0; n < N; ++n)
-      run(X + n * C * H * W, wT.data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
+      run(X + n * C * H * W, wT->data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
           Y + n * F * OHW, C, H, W, F, OH, OW, PT, PL, lo, hi);
     return;
   }

@@ -396,24 +396,34 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
 }
 
 TEST_CASE("regrouped copies of packed conv weights are forgotten with the model", "[conv]") {
-  // The AVX-512 direct path regroups constant weights once per address;
-  // after forgetGroupedWeights (kiln_model_close), new weights at the same
-  // address are read afresh. (Without AVX-512 the GEMM path has no copies.)
+  // The direct paths regroup constant weights once per address (AVX-512:
+  // stride-2 3x3 convs, convDirect; stems, convSmallC3, or without
+  // AVX-512 convSmallPhased); after forgetGroupedWeights
+  // (kiln_model_close), new weights at the same address are read afresh.
+  float inf = std::numeric_limits<float>::infinity();
+  for (const ConvCase &s : {ConvCase{"3x3 stride 2, 32 -> 32 channels", 1, 32, 14, 14, 32, 3, 3, 2, 2, 1, 1, 1, 1,
+                                     1, 1, 1},
+                            ConvCase{"a 3x3 stride-2 stem, 3 -> 20 channels", 1, 3, 40, 40, 20, 3, 3, 2, 2, 1, 1, 1, 1,
+                                     1, 1, 1}}) {
+    INFO(s.name);
+    const int64_t OH = s.convOH(), OW = s.convOW(), K = s.C * 9;
+    std::vector<float> x = randomFloats(s.C * s.H * s.W, 9901);
+    std::vector<float> packed(kiln::gemm::packedASize(s.F, K)), out(s.F * OH * OW);
+    for (uint32_t seed : {9902u, 9903u}) {
+      std::vector<float> w = randomFloats(s.F * K, seed);
+      kiln::gemm::packAFull(w.data(), K, false, s.F, K, packed.data()); // same buffer, new weights
+      kiln::rt::forgetGroupedWeights();
+      kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)packed.data(), 0, 0, (intptr_t)out.data(), 1, s.C, s.H,
+                            s.W, s.F, 3, 3, OH, OW, 2, 2, 1, 1, 1, 1, -inf, inf);
+      INFO("weights seed " << seed);
+      CHECK(mismatches(out.data(), naiveConv(s, x.data(), w.data(), nullptr)) == "");
+    }
+  }
   const ConvCase c{"3x3 stride 2, 32 -> 32 channels", 1, 32, 14, 14, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1};
   const int64_t OH = c.convOH(), OW = c.convOW(), n = c.F * OH * OW, K = c.C * 9;
   std::vector<float> x = randomFloats(c.C * c.H * c.W, 9901);
   std::vector<float> packed(kiln::gemm::packedASize(c.F, K));
   std::vector<float> out(n);
-  float inf = std::numeric_limits<float>::infinity();
-  for (uint32_t seed : {9902u, 9903u}) {
-    std::vector<float> w = randomFloats(c.F * K, seed);
-    kiln::gemm::packAFull(w.data(), K, false, c.F, K, packed.data()); // same buffer, new weights
-    kiln::rt::forgetGroupedWeights();
-    kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)packed.data(), 0, 0, (intptr_t)out.data(), 1, c.C, c.H,
-                          c.W, c.F, 3, 3, OH, OW, 2, 2, 1, 1, 1, 1, -inf, inf);
-    INFO("weights seed " << seed);
-    CHECK(mismatches(out.data(), naiveConv(c, x.data(), w.data(), nullptr)) == "");
-  }
   // Forgetting an address range (one model's library) drops the copies of
   // weights inside it only: here two weight buffers, both regrouped, then
   // both rewritten; after forgetting the first one's range, it is read

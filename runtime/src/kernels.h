@@ -45,7 +45,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
 /// bRows[k] rather than B + k * ldb (ldb ignored), each row read in place:
 /// an implicit im2col (convIndirect's taps on phase planes).
 /// rowsOwned: with several threads, each one writes a run of whole rows
-/// of C (for a conv: output channels), the blocks cut in rows only. By
+/// of C (for a conv: output channels): the product is cut into more row
+/// blocks for the threads, never into more column blocks than NC-wide. By
 /// default a conv's product (A packed, B read in place) gives each thread
 /// a run of columns (pixels) of every row instead: see sgemm.
 

@@ -1101,6 +1101,14 @@ LogicalResult BufferLowering::portableMatMul(MatMulOp op) {
   return success();
 }
 
+/// A fusion block's head: its last op that is not pointwise (null if all are).
+static Operation *blockHead(Block &body) {
+  Operation *head = nullptr;
+  for (Operation &o : body.without_terminator())
+    if (!isPointwise(&o)) head = &o;
+  return head;
+}
+
 /// Whether every kernel that reads this conv's block's output reads it by
 /// channels, each thread whole planes: a depthwise conv or a pool (the
 /// runtime's plane kernels, parallel over channels). The conv's GEMM then
@@ -1115,9 +1123,7 @@ static bool outputReadByChannels(ConvOp op) {
     for (Operation *user : r.getUsers()) {
       auto next = dyn_cast<FusedOp>(user);
       if (!next) return false;
-      Operation *head = nullptr;
-      for (Operation &o : next.getBody().front().without_terminator())
-        if (!isPointwise(&o)) head = &o;
+      Operation *head = blockHead(next.getBody().front());
       if (!head) return false;
       if (isa<MaxPoolOp, AveragePoolOp>(head)) continue;
       auto conv = dyn_cast<ConvOp>(head);
@@ -2485,9 +2491,7 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
 
   SmallVector<Operation *> ops;
   for (Operation &op : body.without_terminator()) ops.push_back(&op);
-  Operation *head = nullptr;
-  for (Operation *op : ops)
-    if (!isPointwise(op)) head = op;
+  Operation *head = blockHead(body);
   LogicalResult result = success();
   bool headFedInside = head && llvm::any_of(head->getOperands(), [&](Value v) {
     return v.getDefiningOp() && v.getDefiningOp()->getBlock() == &body;

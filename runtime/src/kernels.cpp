@@ -1398,8 +1398,12 @@ std::mutex groupedMutex;
 std::map<std::tuple<const float *, int64_t, int64_t, int64_t>, std::shared_ptr<const std::vector<float>>>
     groupedCache;
 
-/// filterGroups(Wt, true, F, K, FG) of packed constant weights, made once.
-std::shared_ptr<const std::vector<float>> groupedWeights(const float *Wt, int64_t F, int64_t K, int64_t FG) {
+/// filterGroups(Wt, packedW, F, K, FG): for packed constant weights made
+/// once and kept, for weights given at run time (they may change between
+/// calls) made on every call.
+std::shared_ptr<const std::vector<float>> groupedWeights(const float *Wt, bool packedW, int64_t F, int64_t K,
+                                                         int64_t FG) {
+  if (!packedW) return std::make_shared<const std::vector<float>>(filterGroups(Wt, false, F, K, FG));
   std::lock_guard<std::mutex> lock(groupedMutex);
   auto &g = groupedCache[{Wt, F, K, FG}];
   if (!g) g = std::make_shared<const std::vector<float>>(filterGroups(Wt, true, F, K, FG));
@@ -1690,8 +1694,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   // each call (the same sums as packed ones, bit for bit).
   if (G == 1 && DH == 1 && DW == 1 && SH == SW && SH <= 2 && wideKernels() &&
       ((C <= 4 && KH >= 5 && KW >= 5) || (KH == 3 && KW == 3 && SH == 2 && C >= 16))) {
-    const auto wT = packedW ? groupedWeights(Wt, F, C * KK, 32)
-                            : std::make_shared<const std::vector<float>>(filterGroups(Wt, false, F, C * KK, 32));
+    const auto wT = groupedWeights(Wt, packedW, F, C * KK, 32);
     for (int64_t n = 0; n < N; ++n)
       convDirect(SH, X + n * C * H * W, wT->data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
                  Y + n * F * OHW, C, H, W, F, KH, KW, OH, OW, PT, PL, lo, hi);
@@ -1700,8 +1703,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   // 3x3 over at most 4 channels (a stem): direct, no im2col matrix.
   if (G == 1 && C <= 4 && KH == 3 && KW == 3 && DH == 1 && DW == 1 && SH == SW && (SH == 1 || (SH == 2 && PL <= 1)) &&
       OW >= 16 && wideKernels()) {
-    const auto wT = packedW ? groupedWeights(Wt, F, C * 9, 16) // see convSmallC3
-                            : std::make_shared<const std::vector<float>>(filterGroups(Wt, false, F, C * 9, 16));
+    const auto wT = groupedWeights(Wt, packedW, F, C * 9, 16); // see convSmallC3
     for (int64_t n = 0; n < N; ++n)
       convSmallC3(SH, X + n * C * H * W, wT->data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
                   Y + n * F * OHW, C, H, W, F, OH, OW, PT, PL, lo, hi);
@@ -1710,8 +1712,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
 #endif
   if (G == 1 && C <= 4 && KH == KW && (KH == 3 || (KH == 7 && SH == 2)) && DH == 1 && DW == 1 && SH == SW &&
       SH <= 2 && OW >= 16 && !wideKernels()) {
-    const auto wT = packedW ? groupedWeights(Wt, F, C * KK, 4) // see convSmallPhased
-                            : std::make_shared<const std::vector<float>>(filterGroups(Wt, false, F, C * KK, 4));
+    const auto wT = groupedWeights(Wt, packedW, F, C * KK, 4); // see convSmallPhased
     const auto run = KH == 7 ? convSmallPhased<7, 2> : SH == 1 ? convSmallPhased<3, 1> : convSmallPhased<3, 2>;
     for (int64_t n = 0; n < N; ++n)
       run(X + n * C * H * W, wT->data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,

@@ -1459,8 +1459,9 @@ void phasePlanes(const float *X, int64_t C, int64_t H, int64_t W, int64_t PT, in
 /// back into planes 16 x 16 in registers with the epilogue. wT: the
 /// filters in groups of 32 (filterGroups). On the Intel machine, against
 /// im2col + GEMM, time at 1 / 2 threads:
-///   - ResNet-50's 7x7 stride-2 stem (3 -> 64, 112x112): 1.25 / 0.64
-///     against 1.86 / 0.94 ms (ONNX Runtime: 1.10 / 0.55). 83% of its
+///   - ResNet-50's 7x7 stride-2 stem (3 -> 64, 112x112; convPhased's
+///     since session 22): 1.25 / 0.64 against 1.86 / 0.94 ms (ONNX
+///     Runtime: 1.10 / 0.55). 83% of its
 ///     time is in the tiles, at about 93% of the FMA peak; the transposes
 ///     and the epilogue take 13%;
 ///   - its stride-2 3x3 convs (in the model, medians of 20 runs):
@@ -1491,6 +1492,34 @@ void convDirect(int64_t S, const float *X, const float *wT, const float *Bs, con
     const int64_t g = t / chunks, oh0 = t % chunks * per, oh1 = std::min(OH, oh0 + per);
     if (oh0 < oh1)
       convDirectRowsAvx512(Xp, wT, Bs, res, Y, C, PH, PW, KH, KW, S, F, OH, OW, lo, hi, oh0, oh1, g, rowBuf.data());
+  });
+}
+
+/// A 5x5 or 7x7 convolution (stride S = 1 or 2, dilation 1, one group) of
+/// an image with few channels (a stem), AVX-512, with the pixels in the
+/// lanes: the image's S x S phase planes (phasePlanes) made once, then
+/// tasks of runs of rows of one group of 32 filters (groups outermost, as
+/// convDirect: at 2 threads each writes half the channels, which the next
+/// kernel, a pool cut by channels, reads from its own cache), 4 filters x
+/// 64 pixels of a row per tile (convPhasedRowsAvx512). Each tile stores
+/// its rows of 4 planes straight from the registers, where convDirect's
+/// 32 filters x 14 pixels went through a buffer and 16 x 16 transposes
+/// into 32 planes at once. ResNet-50's stem (Zen 5, in the model,
+/// alternating profiles): 1.14 against convDirect's 1.25 ms at 1 thread,
+/// 0.59 against 0.70 at 2; the max pool after it no different.
+void convPhased(int64_t K, int64_t S, const float *X, const float *wT, const float *Bs, const float *res, float *Y,
+                int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo,
+                float hi) {
+  const int64_t PW = gemm::roundUp(OW, 16) + 16, PH = OH + (K - 1) / S, PS = PH * PW;
+  float *ph = grow(scratch(2), C * S * S * PS);
+  if (S == 1) phasePlanes<1>(X, C, H, W, PT, PL, PH, PW, ph);
+  else phasePlanes<2>(X, C, H, W, PT, PL, PH, PW, ph);
+  const int64_t groups = (F + 31) / 32;
+  const int64_t chunks = std::min(OH, std::max<int64_t>(1, (8 * currentThreads() + groups - 1) / groups));
+  const int64_t per = (OH + chunks - 1) / chunks;
+  parallelFor(groups * chunks, [&](int64_t t) {
+    const int64_t g = t / chunks, oh0 = t % chunks * per, oh1 = std::min(OH, oh0 + per);
+    if (oh0 < oh1) convPhasedRowsAvx512(K, S, ph, PH, PW, wT, Bs, res, Y, C, F, OH, OW, lo, hi, oh0, oh1, g);
   });
 }
 #endif
@@ -1687,11 +1716,22 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
     return;
   }
 #if defined(__x86_64__)
-  // AVX-512, the filters in the lanes (convDirect): 5x5 and larger over at
-  // most 4 channels (ResNet-50's 7x7 stride-2 stem), and stride-2 3x3
-  // convs (ResNet-50's 28x28, 14x14 and 7x7 ones: see convDirect). Weights
-  // packed at compile time are regrouped once (groupedWeights), others on
-  // each call (the same sums as packed ones, bit for bit).
+  // AVX-512, a 5x5 or 7x7 window over at most 4 channels (a stem: ResNet-
+  // 50's 7x7 stride 2): the pixels in the lanes, on phase planes
+  // (convPhased). Weights packed at compile time are regrouped once
+  // (groupedWeights), others on each call (the same sums as packed ones,
+  // bit for bit).
+  if (G == 1 && C <= 4 && KH == KW && (KH == 5 || KH == 7) && DH == 1 && DW == 1 && SH == SW && SH <= 2 &&
+      wideKernels()) {
+    const auto wT = groupedWeights(Wt, packedW, F, C * KK, 4);
+    for (int64_t n = 0; n < N; ++n)
+      convPhased(KH, SH, X + n * C * H * W, wT->data(), Bs, residual ? (const float *)residual + n * F * OHW : nullptr,
+                 Y + n * F * OHW, C, H, W, F, OH, OW, PT, PL, lo, hi);
+    return;
+  }
+  // AVX-512, the filters in the lanes (convDirect): other windows of 5 x 5
+  // and more over at most 4 channels, and stride-2 3x3 convs (ResNet-50's
+  // 28x28, 14x14 and 7x7 ones: see convDirect); weights as above.
   if (G == 1 && DH == 1 && DW == 1 && SH == SW && SH <= 2 && wideKernels() &&
       ((C <= 4 && KH >= 5 && KW >= 5) || (KH == 3 && KW == 3 && SH == 2 && C >= 16))) {
     const auto wT = groupedWeights(Wt, packedW, F, C * KK, 32);

@@ -187,6 +187,83 @@ void convDirectRowsAvx512(const float *Xp, const float *wT, const float *Bs, con
   }
 }
 
+namespace {
+/// 4 filters x V vectors of 16 output pixels of one row, in 4 V
+/// accumulators: per tap, V loads of the tap's phase plane (unit stride)
+/// and 4 broadcasts of the filters' weights for 4 V FMAs. p: the phase
+/// planes at (channel 0, this row, the tile's first column); w: the 4
+/// filters' weights [C * K * K][4]. Bias, residual and clamp on the way
+/// out; n: the pixels stored (the last vector masked).
+template <int K, int S, int V>
+inline void phasedTile(const float *p, int64_t PS, int64_t PW, const float *w, int64_t C, const float *bias,
+                       const float *res, float *y, int64_t OHW, int nf, int64_t n, __m512 vlo, __m512 vhi) {
+  __m512 acc[4][V];
+  for (int f = 0; f < 4; ++f)
+    for (int v = 0; v < V; ++v) acc[f][v] = _mm512_set1_ps(f < nf && bias ? bias[f] : 0.0f);
+  for (int64_t c = 0; c < C; ++c)
+    for (int kh = 0; kh < K; ++kh, w += K * 4) {
+      // The row's two column phases (one at stride 1): every tap of the
+      // row is then a constant offset from one of them. (Opaque to the
+      // compiler: otherwise it precomputes every tap's address across
+      // the rows and keeps them on the stack, a load per load.)
+      const float *r0 = p + (c * S * S + (kh % S) * S) * PS + (kh / S) * PW, *r1 = S == 2 ? r0 + PS : r0;
+      asm("" : "+r"(r0), "+r"(r1));
+#pragma GCC unroll 7
+      for (int kw = 0; kw < K; ++kw) {
+        const float *t = (kw % S ? r1 : r0) + kw / S;
+        __m512 x[V];
+        for (int v = 0; v < V; ++v) x[v] = _mm512_loadu_ps(t + 16 * v);
+        for (int f = 0; f < 4; ++f) {
+          const __m512 wf = _mm512_set1_ps(w[kw * 4 + f]);
+          for (int v = 0; v < V; ++v) acc[f][v] = _mm512_fmadd_ps(wf, x[v], acc[f][v]);
+        }
+      }
+    }
+  const __mmask16 last = __mmask16(n - 16 * (V - 1) >= 16 ? 0xFFFF : (1u << (n - 16 * (V - 1))) - 1);
+  for (int f = 0; f < 4; ++f) {
+    if (f >= nf) break;
+    for (int v = 0; v < V; ++v) {
+      const __mmask16 m = v == V - 1 ? last : __mmask16(0xFFFF);
+      __m512 a = acc[f][v];
+      if (res) a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, res + f * OHW + 16 * v));
+      _mm512_mask_storeu_ps(y + f * OHW + 16 * v, m, _mm512_min_ps(vhi, _mm512_max_ps(vlo, a)));
+    }
+  }
+}
+
+template <int K, int S>
+void phasedRows(const float *ph, int64_t PH, int64_t PW, const float *wT, const float *Bs, const float *res, float *Y,
+                int64_t C, int64_t F, int64_t OH, int64_t OW, float lo, float hi, int64_t oh0, int64_t oh1, int64_t g) {
+  const int64_t PS = PH * PW, OHW = OH * OW;
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  for (int64_t oh = oh0; oh < oh1; ++oh)
+    for (int64_t f0 = 32 * g; f0 < imin(F, 32 * g + 32); f0 += 4) {
+      const float *w = wT + f0 / 4 * C * K * K * 4, *bias = Bs ? Bs + f0 : nullptr;
+      const int nf = int(imin(4, F - f0));
+      // Runs of 4 vectors (64 pixels), the last of 1-4.
+      for (int64_t j0 = 0; j0 < OW; j0 += 64) {
+        const int64_t n = imin(64, OW - j0), at = f0 * OHW + oh * OW + j0;
+        const float *p = ph + oh * PW + j0;
+        const float *r = res ? res + at : nullptr;
+        switch ((n + 15) / 16) {
+        case 4: phasedTile<K, S, 4>(p, PS, PW, w, C, bias, r, Y + at, OHW, nf, n, vlo, vhi); break;
+        case 3: phasedTile<K, S, 3>(p, PS, PW, w, C, bias, r, Y + at, OHW, nf, n, vlo, vhi); break;
+        case 2: phasedTile<K, S, 2>(p, PS, PW, w, C, bias, r, Y + at, OHW, nf, n, vlo, vhi); break;
+        default: phasedTile<K, S, 1>(p, PS, PW, w, C, bias, r, Y + at, OHW, nf, n, vlo, vhi); break;
+        }
+      }
+    }
+}
+} // namespace
+
+void convPhasedRowsAvx512(int64_t K, int64_t S, const float *ph, int64_t PH, int64_t PW, const float *wT,
+                          const float *Bs, const float *res, float *Y, int64_t C, int64_t F, int64_t OH, int64_t OW,
+                          float lo, float hi, int64_t oh0, int64_t oh1, int64_t g) {
+  const auto run = K == 7 ? (S == 1 ? phasedRows<7, 1> : phasedRows<7, 2>)
+                          : (S == 1 ? phasedRows<5, 1> : phasedRows<5, 2>);
+  run(ph, PH, PW, wT, Bs, res, Y, C, F, OH, OW, lo, hi, oh0, oh1, g);
+}
+
 DepthwisePlaneFn depthwisePlaneAvx512(int64_t S, int64_t PL, int64_t H, int64_t W, int64_t OH, int64_t OW) {
   // Rows of at most 8 columns in ymm (half the lanes of a zmm would idle).
   return OW <= 8 ? depthwisePlaneFor<MaskedVec<8>, 7, 4, false>(S, PL, H, W, OH)

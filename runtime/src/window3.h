@@ -58,6 +58,15 @@ void depthwise16Avx512(const float *X, const float *Wt, const float *Bs, float *
 void convDirectRowsAvx512(const float *Xp, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
                           int64_t PH, int64_t PW, int64_t KH, int64_t KW, int64_t S, int64_t F, int64_t OH, int64_t OW,
                           float lo, float hi, int64_t oh0, int64_t oh1, int64_t g, float *rowBuf);
+/// Output rows [oh0, oh1) of filters [32 g, 32 g + 32) of a K x K
+/// convolution (K = 5 or 7), stride S (1 or 2), dilation 1, of an image
+/// with few channels (a stem), AVX-512, with the pixels in the lanes
+/// (kernels_avx512.cpp). ph: the image's S x S phase planes (phasePlanes
+/// in kernels.cpp), PH x PW each, PW >= roundUp(OW, 16) + 16; wT: [group
+/// of 4 filters][C * K * K][4], zeros past F.
+void convPhasedRowsAvx512(int64_t K, int64_t S, const float *ph, int64_t PH, int64_t PW, const float *wT,
+                          const float *Bs, const float *res, float *Y, int64_t C, int64_t F, int64_t OH, int64_t OW,
+                          float lo, float hi, int64_t oh0, int64_t oh1, int64_t g);
 /// Output rows [oh0, oh1) of filter group g (16 filters) of a 3 x 3
 /// convolution of an image with C <= 4 channels, AVX-512 (see
 /// convSmallC3Rows below; kernels_avx512.cpp).

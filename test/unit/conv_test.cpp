@@ -181,12 +181,22 @@ const ConvCase kConvCases[] = {
     // built and multiplied one K block (256 rows) at a time (dilated, so
     // that CPUs without AVX-512 do not take the phase planes instead).
     {"3x3 stride 2 dilation 2, im2col in K blocks", 2, 32, 50, 50, 20, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0, 1},
-    // Large windows over few channels (AVX-512: direct, 14 pixels x 32
-    // filters per tile): a 7x7 stride-2 stem with 40 filters (32 + 8) and
-    // 23 output columns (14 + 9, 16 + 7), 2 images; 5x5 stride 1 over 4
-    // channels, asymmetric pads, 33 filters, 30 columns.
+    // Square 5x5 and 7x7 windows over few channels (AVX-512: the pixels
+    // in the lanes on phase planes, 4 filters x runs of 64 pixels per
+    // tile, convPhased): a 7x7 stride-2 stem with 40 filters (32 + 8) and
+    // 23 output columns (one run, its last vector partial), 2 images; 5x5
+    // stride 1 over 4 channels, asymmetric pads, 33 filters (the last
+    // group of 4 holds one), 30 columns; 70 columns (a run of 64 and one
+    // of 6) to 37 filters; 112 columns (64 + 48, ResNet-50's rows); 5x5
+    // stride 2, 50 columns.
     {"7x7 stride 2, 3 -> 40 channels (a stem)", 2, 3, 37, 45, 40, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, 1},
     {"5x5 stride 1, 4 -> 33 channels", 1, 4, 12, 31, 33, 5, 5, 1, 1, 1, 1, 1, 2, 3, 1, 1},
+    {"7x7 stride 2, 3 -> 37 channels, 70 columns", 1, 3, 11, 140, 37, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, 1},
+    {"7x7 stride 2, 3 -> 8 channels, 112 columns", 1, 3, 9, 224, 8, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, 1},
+    {"5x5 stride 2, 2 -> 6 channels, 50 columns", 2, 2, 13, 100, 6, 5, 5, 2, 2, 1, 1, 2, 2, 2, 1, 1},
+    // Other large windows over few channels (AVX-512: direct, filters in
+    // the lanes, convDirect): 5x7, stride 2, 35 filters (32 + 3).
+    {"5x7 stride 2, 3 -> 35 channels", 1, 3, 15, 33, 35, 5, 7, 2, 2, 1, 1, 2, 3, 2, 3, 1},
     // Stride-2 3x3 convs with constant weights (AVX-512: direct, filters in
     // the lanes): 40 channels (360 taps: two K blocks of the packed
     // weights) to 36 filters (32 + 4), 14 output columns (one tile), 2
@@ -397,16 +407,18 @@ TEST_CASE("kiln_rt_conv2d_packed with weights packed ahead equals kiln_rt_conv2d
 
 TEST_CASE("regrouped copies of packed conv weights are forgotten with the model", "[conv]") {
   // The direct paths regroup constant weights once per address (AVX-512:
-  // stride-2 3x3 convs, convDirect; stems, convSmallC3, or without
-  // AVX-512 convSmallPhased); after forgetGroupedWeights
+  // stride-2 3x3 convs, convDirect; stems, convSmallC3 and convPhased, or
+  // without AVX-512 convSmallPhased); after forgetGroupedWeights
   // (kiln_model_close), new weights at the same address are read afresh.
   float inf = std::numeric_limits<float>::infinity();
   for (const ConvCase &s : {ConvCase{"3x3 stride 2, 32 -> 32 channels", 1, 32, 14, 14, 32, 3, 3, 2, 2, 1, 1, 1, 1,
                                      1, 1, 1},
                             ConvCase{"a 3x3 stride-2 stem, 3 -> 20 channels", 1, 3, 40, 40, 20, 3, 3, 2, 2, 1, 1, 1, 1,
-                                     1, 1, 1}}) {
+                                     1, 1, 1},
+                            ConvCase{"a 7x7 stride-2 stem, 3 -> 20 channels", 1, 3, 40, 40, 20, 7, 7, 2, 2, 1, 1, 3, 3,
+                                     3, 3, 1}}) {
     INFO(s.name);
-    const int64_t OH = s.convOH(), OW = s.convOW(), K = s.C * 9;
+    const int64_t OH = s.convOH(), OW = s.convOW(), K = s.C * s.KH * s.KW;
     std::vector<float> x = randomFloats(s.C * s.H * s.W, 9901);
     std::vector<float> packed(kiln::gemm::packedASize(s.F, K)), out(s.F * OH * OW);
     for (uint32_t seed : {9902u, 9903u}) {
@@ -414,7 +426,7 @@ TEST_CASE("regrouped copies of packed conv weights are forgotten with the model"
       kiln::gemm::packAFull(w.data(), K, false, s.F, K, packed.data()); // same buffer, new weights
       kiln::rt::forgetGroupedWeights();
       kiln_rt_conv2d_packed((intptr_t)x.data(), (intptr_t)packed.data(), 0, 0, (intptr_t)out.data(), 1, s.C, s.H,
-                            s.W, s.F, 3, 3, OH, OW, 2, 2, 1, 1, 1, 1, -inf, inf);
+                            s.W, s.F, s.KH, s.KW, OH, OW, 2, 2, 1, 1, s.PT, s.PL, -inf, inf);
       INFO("weights seed " << seed);
       CHECK(mismatches(out.data(), naiveConv(s, x.data(), w.data(), nullptr)) == "");
     }

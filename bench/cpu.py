@@ -19,7 +19,11 @@ across rounds. Alongside:
     anonymous resident memory a process adds by running the model (RssAnon
     after the runs minus before the first; weights are loaded or mapped
     before), for kiln-run and for ONNX Runtime (a fresh process per model
-    and thread count).
+    and thread count);
+  - at several threads, how far apart two threads are (kiln-core-latency:
+    a cache line's round trip between them, before each round of each
+    engine): a VM's vCPUs may be close (tens of ns) or on other dies
+    (hundreds), which moves both engines' 2-thread latencies.
 Prints a markdown table and writes OUT/cpu.md, OUT/cpu.csv and OUT/cpu.png
 (a bar chart of the kiln/ORT ratios). A benchmark, not a test.
 
@@ -34,6 +38,7 @@ import json
 import os
 import shlex
 import statistics
+import math
 import subprocess
 import sys
 import tempfile
@@ -127,6 +132,12 @@ def bar_chart(rows, path):
     img.save(path)
 
 
+def core_round_trip(binp):
+    """ns for a cache line to go from one thread to another and back (kiln-core-latency)."""
+    out = subprocess.run([binp("kiln-core-latency")], check=True, stdout=subprocess.PIPE, text=True).stdout
+    return float(out)
+
+
 def cpu_description():
     """The CPU's model name and family/model numbers, and whether it has
     AVX-512F (kiln's runtime picks its AVX-512 kernels by that; results on
@@ -183,14 +194,18 @@ def main():
         for threads in thread_counts:
             sess = ort_session(os.path.join(case, "model.onnx"), threads)
             feeds = load_inputs(case, sess)
-            kiln_ms, ort_ms, kiln_rss = [], [], 0
+            kiln_ms, ort_ms, kiln_rss, trips = [], [], 0, []
             for _ in range(args.rounds):
+                if threads > 1:
+                    trips.append(core_round_trip(binp))
                 out = subprocess.run([binp("kiln-run"), lib, "--inputs", os.path.join(case, "test_data_set_0"),
                                       "--bench", str(args.runs), "--warmup", str(args.warmup), "--threads", str(threads),
                                       "--json"], check=True, stdout=subprocess.PIPE, text=True).stdout
                 res = json.loads(out)
                 kiln_ms.append(res["latency_ms"]["median"])
                 kiln_rss = max(kiln_rss, res["anon_rss_growth_bytes"])
+                if threads > 1:
+                    trips.append(core_round_trip(binp))
                 ort_ms.extend(time_ort(sess, feeds, args.runs, args.warmup))
             del sess
             k, o = statistics.median(kiln_ms), statistics.median(ort_ms)
@@ -199,19 +214,26 @@ def main():
                        pct_peak=100 * gflops / peak[threads], peak_gflops=peak[threads],
                        arena_mib=st["arena_bytes"] / 2**20, kiln_rss_mib=kiln_rss / 2**20,
                        ort_rss_mib=ort_memory(case, threads) / 2**20, compile_s=compile_s,
-                       kernels=st["kernels"], gflop=st["flops"] / 1e9)
+                       kernels=st["kernels"], gflop=st["flops"] / 1e9,
+                       trip_ns_min=min(trips, default=float("nan")), trip_ns_max=max(trips, default=float("nan")))
             rows.append(row)
             print(f"{model} threads={threads}: kiln {k:.2f} ms, ORT {o:.2f} ms, ratio {k / o:.2f}", file=sys.stderr)
 
     header = ("| model | threads | kiln ms | ORT ms | kiln/ORT | kiln GFLOP/s | % of peak | "
-              "kiln arena MiB | kiln run RSS MiB | ORT run RSS MiB | compile s |")
+              "kiln arena MiB | kiln run RSS MiB | ORT run RSS MiB | compile s | core round trip ns |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
+        trip = "-" if r["threads"] == 1 or math.isnan(r["trip_ns_min"]) else (
+            f"{r['trip_ns_min']:.0f}" if r["trip_ns_max"] < 1.5 * r["trip_ns_min"]
+            else f"{r['trip_ns_min']:.0f}-{r['trip_ns_max']:.0f}")
         lines.append(f"| {r['model']} | {r['threads']} | {r['kiln_ms']:.2f} | {r['ort_ms']:.2f} | {r['ratio']:.2f} | "
                      f"{r['gflops']:.1f} | {r['pct_peak']:.1f} | {r['arena_mib']:.1f} | {r['kiln_rss_mib']:.1f} | "
-                     f"{r['ort_rss_mib']:.1f} | {r['compile_s']:.1f} |")
+                     f"{r['ort_rss_mib']:.1f} | {r['compile_s']:.1f} | {trip} |")
     note = (f"\nCPU: {cpu_description()}. Peak (FMA loop, same run): " + ", ".join(f"{peak[t]:.1f} GFLOP/s at {t} thread(s)" for t in thread_counts)
             + f". Medians of {args.rounds} x {args.runs} runs after {args.warmup} warm-up runs each, kiln and ORT alternating. "
+            "Core round trip: a cache line handed between two threads and back (kiln-core-latency), measured before "
+            "each kiln and each ORT round of a multi-threaded row (min-max where they differ by 1.5x or more): on a VM "
+            "whose vCPUs are sometimes far apart it moves the 2-thread figures of both engines. "
             "Model GFLOP per run: " + ", ".join(sorted({f"{r['model']} {r['gflop']:.2f}" for r in rows})) + ".\n")
     table = "\n".join(lines) + "\n" + note
     print(table)

@@ -5,7 +5,8 @@
 //      [Hp][Wp][Cp], so the a x a input tile of 8 channels is a row of
 //      vector loads;
 //   2. each tile's V = B^T d B is computed for 8 channels at a time (one
-//      v8f lane per channel) and stored as V_xi[tile][channel];
+//      v8f lane per channel) and stored as V_xi[tile][channel] (packed for
+//      the GEMM, or in rows: see step 2);
 //   3. a*a GEMMs (parallel over xi) M_xi[T, F] = V_xi[T, C] * U_xi[C, F],
 //      U_xi packed at compile time;
 //   4. each tile's Y = A^T M A is computed for 8 filters at a time, with the
@@ -66,8 +67,11 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
   const int64_t Hp = TH * M + 2, Wp = TW * M + 2; // padded input rows/columns the tiles read
   const int64_t uStride = gemm::packedBSize(C, F);
   std::vector<float> &xt = scratch(2); // [Hp][Wp][Cp]
-  const int64_t vStride = gemm::packedASize(T, C);
-  std::vector<float> &v = scratch(5), &m = scratch(6); // [xi][packed T x C], [xi][T][Fp]
+  // V_xi's layout (step 2): packed for the GEMM, or rows of channels
+  // where the products are wide (vRows, below).
+  const bool vRows = F >= 128 && currentThreads() == 1;
+  const int64_t vStride = vRows ? T * Cp : gemm::packedASize(T, C);
+  std::vector<float> &v = scratch(5), &m = scratch(6); // [xi][V_xi], [xi][T][Fp]
   grow(xt, size_t(Hp) * Wp * Cp);
   grow(v, size_t(AA) * vStride);
   grow(m, size_t(AA) * T * Fp);
@@ -109,12 +113,22 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
         for (int64_t c = C; c < Cp; ++c) d[c] = 0.0f;
       }
     });
-    // 2. Input transform, 8 channels per step, each V_xi written straight
-    // in the GEMM's packed-A layout (rows: tiles, K: channels), so the
-    // GEMMs pack nothing. Rows past T in the last panel are never written:
-    // the GEMM discards their results. A task is one panel of MR tiles and
-    // up to 64 channels, so tasks write disjoint cache lines (with a task
-    // per tile, two threads wrote neighbouring floats of one panel).
+    // 2. Input transform, 8 channels per step. V_xi (rows: tiles, K:
+    // channels) is written either straight in the GEMM's packed-A layout,
+    // so the GEMMs pack nothing but each value is a store of its own; or,
+    // at 1 thread where the products are wide (vRows: F >= 128), as rows
+    // of Cp channels, a vector per store, which the GEMMs pack as they go
+    // (per task, once for all F columns). Alternating profiles, ResNet-50
+    // (Zen 5): at 1 thread vRows took 0.91-0.96x the time on the 14x14
+    // convs (F = 256), 0.93-0.95x on the 7x7 ones (512), 0.96-1.02x on the
+    // 28x28 ones (128), but 1.08-1.23x on the 56x56 ones (64: packing
+    // weighs against 64 columns); at 2 threads (the GEMMs split by xi, so
+    // each packs rows that the other core transformed) 1.00-1.03x on the
+    // 28x28 and 14x14 ones. Packed: rows past T in the last panel
+    // are never written (the GEMM discards their results). A task is one
+    // panel of MR tiles and up to 64 channels, so tasks write disjoint
+    // cache lines (with a task per tile, two threads wrote neighbouring
+    // floats of one panel).
     const int64_t panels = (T + gemm::MR - 1) / gemm::MR, cGroups = (C + 63) / 64;
     parallelFor(panels * cGroups, [&](int64_t task) {
       const int64_t t0 = task / cGroups * gemm::MR, c1 = std::min(C, (task % cGroups + 1) * 64);
@@ -125,6 +139,11 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
           for (int i = 0; i < A; ++i)
             for (int j = 0; j < A; ++j) d[i][j] = load8(xt.data() + ((r0 + i) * Wp + q0 + j) * Cp + c0);
           sandwich(Mx::BT, d, Mx::BT, vv);
+          if (vRows) { // (channels C..c0+7: transforms of the zero padding)
+            for (int i = 0; i < A; ++i)
+              for (int j = 0; j < A; ++j) store8(v.data() + (i * A + j) * vStride + t * Cp + c0, vv[i][j]);
+            continue;
+          }
           // Channels c0..c0+7 lie in one K block (KC is a multiple of 8).
           int64_t k0 = c0 / gemm::KC * gemm::KC, kc = std::min(gemm::KC, C - k0);
           float *p = v.data() + k0 * gemm::roundUp(T, gemm::MR) + (t / gemm::MR) * gemm::MR * kc +
@@ -139,8 +158,12 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
     // 3. One GEMM per transformed position (each serial inside), both
     // operands packed.
     parallelFor(AA, [&](int64_t xi) {
-      sgemm(T, F, C, nullptr, 0, false, nullptr, 0, false, m.data() + xi * T * Fp, Fp, nullptr,
-            v.data() + xi * vStride, U + xi * uStride);
+      if (vRows) // (U is packed in K blocks of KC)
+        sgemm(T, F, C, v.data() + xi * vStride, Cp, false, nullptr, 0, false, m.data() + xi * T * Fp, Fp, nullptr,
+              nullptr, U + xi * uStride, gemm::KC);
+      else
+        sgemm(T, F, C, nullptr, 0, false, nullptr, 0, false, m.data() + xi * T * Fp, Fp, nullptr,
+              v.data() + xi * vStride, U + xi * uStride);
     });
     // 4. Output transform, 8 filters per step, epilogue, store: tile t,
     // filters [fBegin, fEnd).

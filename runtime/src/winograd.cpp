@@ -124,11 +124,11 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
     // 28x28 ones (128), but 1.08-1.23x on the 56x56 ones (64: packing
     // weighs against 64 columns); at 2 threads (the GEMMs split by xi, so
     // each packs rows that the other core transformed) 1.00-1.03x on the
-    // 28x28 and 14x14 ones. Packed: rows past T in the last panel
-    // are never written (the GEMM discards their results). A task is one
-    // panel of MR tiles and up to 64 channels, so tasks write disjoint
-    // cache lines (with a task per tile, two threads wrote neighbouring
-    // floats of one panel).
+    // 28x28 and 14x14 ones. Packed: rows past T in the last panel are
+    // never written (the GEMM discards their results). A task is one panel
+    // of MR tiles and up to 64 channels, so tasks write disjoint cache
+    // lines (with a task per tile, two threads wrote neighbouring floats
+    // of one panel).
     const int64_t panels = (T + gemm::MR - 1) / gemm::MR, cGroups = (C + 63) / 64;
     parallelFor(panels * cGroups, [&](int64_t task) {
       const int64_t t0 = task / cGroups * gemm::MR, c1 = std::min(C, (task % cGroups + 1) * 64);
@@ -155,8 +155,8 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
         }
       }
     });
-    // 3. One GEMM per transformed position (each serial inside), both
-    // operands packed.
+    // 3. One GEMM per transformed position (each serial inside), U packed
+    // at compile time, V packed here or by the GEMM (vRows).
     parallelFor(AA, [&](int64_t xi) {
       if (vRows) // (U is packed in K blocks of KC)
         sgemm(T, F, C, v.data() + xi * vStride, Cp, false, nullptr, 0, false, m.data() + xi * T * Fp, Fp, nullptr,

@@ -503,8 +503,9 @@ TEST_CASE("kiln_rt_conv2d_winograd matches a naive convolution", "[conv][winogra
   // F(2x2, 3x3) and F(4x4, 3x3) with weights transformed as the compiler
   // does (kiln::winograd::transformWeights): edge tiles (output sizes not
   // multiples of m), pads 0..2 on each side, channel and filter counts
-  // that are not multiples of 8, batches, bias, residual and clamp, V_xi
-  // packed and in rows (128 filters or more), serially and on a pool. Winograd rounds differently from a direct sum,
+  // that are not multiples of 8, batches, bias, residual and clamp,
+  // serially and on a pool (serially, 128 filters or more: V_xi in rows,
+  // packed by the GEMM). Winograd rounds differently from a direct sum,
   // so the check is against the naive loop within the tests' tolerance.
   kiln::rt::ThreadPool pool(3);
   // name, N, C, H, W, F, KH, KW, SH, SW, DH, DW, PT, PL, PB, PR, G
@@ -516,9 +517,9 @@ TEST_CASE("kiln_rt_conv2d_winograd matches a naive convolution", "[conv][winogra
       {"ResNet-like 14x14", 1, 64, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
       {"channels over two K blocks", 1, 300, 6, 7, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
       {"filters over two task groups", 2, 16, 9, 13, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-      // At least 128 filters: V_xi in rows of channels, packed by the GEMM
-      // (20 channels: the last 8-channel step half padding; 300: two K
-      // blocks).
+      // At least 128 filters: V_xi in rows of channels at 1 thread,
+      // packed by the GEMM (20 channels: the last 8-channel step half
+      // padding; 300: two K blocks).
       {"wide products, V in rows", 2, 20, 9, 11, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
       {"wide products over two K blocks", 1, 300, 5, 6, 128, 3, 3, 1, 1, 1, 1, 1, 0, 1, 2, 1},
   };

@@ -8,7 +8,9 @@ For each model (backend-test layout: DIR/<model>/model.onnx + test_data_set_0):
     written with optimized_model_filepath), side by side with kiln's kernels;
   - latency of the default build and of --no-rewrite --no-fusion, measured
     alternately with kiln-run --bench in the same run (median of all runs),
-    at the given thread count, and the speedup.
+    at the given thread count, and the speedup;
+  - at several threads, the core round trip before each round
+    (kiln-core-latency; see bench/cpu.py).
 Prints a markdown table; --csv FILE also writes it as CSV. Not a test.
 
 usage: fusion.py DIR [--models resnet50,mobilenet_v2,bert_base,gpt2_decoder]
@@ -43,6 +45,13 @@ def bench(build, lib, case, threads, runs, warmup):
     return json.loads(p.stdout)
 
 
+def core_round_trip(build):
+    """ns for a cache line to go from one thread to another and back (kiln-core-latency)."""
+    p = subprocess.run([os.path.join(build, "bin", "kiln-core-latency")], check=True, stdout=subprocess.PIPE,
+                       text=True)
+    return float(p.stdout)
+
+
 def ort_optimized_nodes(model):
     with tempfile.TemporaryDirectory() as d:
         so = ort.SessionOptions()
@@ -68,6 +77,8 @@ def main():
 
     header = ["model", "onnx nodes", "ops after rewrite", "kiln kernels", "fusion rate", "ORT optimised nodes",
               "intermediate MB saved", "fused ms", "unfused ms", "speedup"]
+    if args.threads > 1:
+        header.append("core round trip ns")
     rows = []
     for name in args.models.split(","):
         case = os.path.join(args.dir, name)
@@ -77,8 +88,11 @@ def main():
         st = compile_model(args.build, model, fused_lib, [])
         compile_model(args.build, model, plain_lib, ["--no-rewrite", "--no-fusion"])
         times = {"fused": [], "unfused": []}
+        trips = []
         for _ in range(args.rounds):
             for key, lib in (("fused", fused_lib), ("unfused", plain_lib)):
+                if args.threads > 1:
+                    trips.append(core_round_trip(args.build))
                 r = bench(args.build, lib, case, args.threads, args.runs, args.warmup)
                 times[key].append(r["latency_ms"]["median"])
         fused, unfused = statistics.median(times["fused"]), statistics.median(times["unfused"])
@@ -86,11 +100,16 @@ def main():
                      f"{st['onnx_nodes'] / max(1, st['kernels']):.2f}x", ort_optimized_nodes(model),
                      f"{st['intermediate_bytes_saved'] / 1e6:.1f}", f"{fused:.2f}", f"{unfused:.2f}",
                      f"{unfused / fused:.2f}x"])
+        if trips:
+            lo, hi = min(trips), max(trips)
+            rows[-1].append(f"{lo:.0f}" if hi < 1.5 * lo else f"{lo:.0f}-{hi:.0f}")
         print(" | ".join(str(c) for c in rows[-1]), flush=True)
 
     print()
     print(f"threads: {args.threads}; latency = median over {args.rounds} alternating rounds of "
-          f"{args.runs} runs (kiln-run --bench)")
+          f"{args.runs} runs (kiln-run --bench)" + ("; core round trip: a cache line between two threads and "
+                                                    "back (kiln-core-latency) before each round" if args.threads > 1
+                                                    else ""))
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:

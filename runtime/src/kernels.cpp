@@ -1450,6 +1450,22 @@ void phasePlanes(const float *X, int64_t C, int64_t H, int64_t W, int64_t PT, in
 }
 
 #if defined(__x86_64__)
+/// The tasks of the direct kernels that work on groups of 32 filters
+/// (convDirect, convPhased): fn(g, oh0, oh1) for runs of output rows
+/// [oh0, oh1) (whole bands of `band` rows) of filter group g, about 8
+/// tasks per thread, groups outermost, so that a thread's run of tasks
+/// keeps to few groups' weights and, at 2 threads, each thread writes
+/// whole output channels.
+template <typename Fn> void forFilterGroupRows(int64_t F, int64_t OH, int64_t band, Fn fn) {
+  const int64_t groups = (F + 31) / 32, bands = (OH + band - 1) / band;
+  const int64_t chunks = std::min(bands, std::max<int64_t>(1, (8 * currentThreads() + groups - 1) / groups));
+  const int64_t per = (bands + chunks - 1) / chunks * band;
+  parallelFor(groups * chunks, [&](int64_t t) {
+    const int64_t g = t / chunks, oh0 = t % chunks * per, oh1 = std::min(OH, oh0 + per);
+    if (oh0 < oh1) fn(g, oh0, oh1);
+  });
+}
+
 /// A convolution (stride S = 1 or 2, dilation 1, one group) with the
 /// filters in the lanes, AVX-512, without an im2col matrix: the image is
 /// copied once zero-padded, then each task runs output rows of one group
@@ -1476,31 +1492,24 @@ void phasePlanes(const float *X, int64_t C, int64_t H, int64_t W, int64_t PT, in
 void convDirect(int64_t S, const float *X, const float *wT, const float *Bs, const float *res, float *Y, int64_t C,
                 int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW, int64_t OH, int64_t OW, int64_t PT,
                 int64_t PL, float lo, float hi) {
-  const int64_t band = OW == 7 ? 2 : 1, OHr = (OH + band - 1) / band * band;
+  const int64_t band = OW == 7 ? 2 : 1;
   const int64_t OWr = OW == 7 ? 7 : (OW + 13) / 14 * 14, PH = S * (OH - 1) + KH, PW = S * (OWr - 1) + KW;
   float *Xp = grow(scratch(2), C * PH * PW);
   phasePlanes<1>(X, C, H, W, PT, PL, PH, PW, Xp); // the zero-padded image
-  // Tasks: runs of rows (whole bands) of one group, groups outermost, so
-  // that a thread's run of tasks keeps to few groups' weights.
-  const int64_t groups = (F + 31) / 32, bands = OHr / band;
-  const int64_t chunks = std::min(bands, std::max<int64_t>(1, (8 * currentThreads() + groups - 1) / groups));
-  const int64_t per = (bands + chunks - 1) / chunks * band;
-  parallelFor(groups * chunks, [&](int64_t t) {
+  forFilterGroupRows(F, OH, band, [&](int64_t g, int64_t oh0, int64_t oh1) {
     static thread_local std::vector<float> rowBuf;
     const size_t need = size_t(32 * ((OW + 15) / 16 * 16 + 16));
     if (rowBuf.size() < need) rowBuf.assign(need, 0.0f);
-    const int64_t g = t / chunks, oh0 = t % chunks * per, oh1 = std::min(OH, oh0 + per);
-    if (oh0 < oh1)
-      convDirectRowsAvx512(Xp, wT, Bs, res, Y, C, PH, PW, KH, KW, S, F, OH, OW, lo, hi, oh0, oh1, g, rowBuf.data());
+    convDirectRowsAvx512(Xp, wT, Bs, res, Y, C, PH, PW, KH, KW, S, F, OH, OW, lo, hi, oh0, oh1, g, rowBuf.data());
   });
 }
 
 /// A 5x5 or 7x7 convolution (stride S = 1 or 2, dilation 1, one group) of
 /// an image with few channels (a stem), AVX-512, with the pixels in the
 /// lanes: the image's S x S phase planes (phasePlanes) made once, then
-/// tasks of runs of rows of one group of 32 filters (groups outermost, as
-/// convDirect: at 2 threads each writes half the channels, which the next
-/// kernel, a pool cut by channels, reads from its own cache), 4 filters x
+/// tasks of runs of rows of one group of 32 filters (forFilterGroupRows,
+/// as convDirect: at 2 threads each writes half the channels, which the
+/// next kernel, a pool cut by channels, reads from its own cache), 4 filters x
 /// 64 pixels of a row per tile (convPhasedRowsAvx512). Each tile stores
 /// its rows of 4 planes straight from the registers, where convDirect's
 /// 32 filters x 14 pixels went through a buffer and 16 x 16 transposes
@@ -1514,12 +1523,8 @@ void convPhased(int64_t K, int64_t S, const float *X, const float *wT, const flo
   float *ph = grow(scratch(2), C * S * S * PS);
   if (S == 1) phasePlanes<1>(X, C, H, W, PT, PL, PH, PW, ph);
   else phasePlanes<2>(X, C, H, W, PT, PL, PH, PW, ph);
-  const int64_t groups = (F + 31) / 32;
-  const int64_t chunks = std::min(OH, std::max<int64_t>(1, (8 * currentThreads() + groups - 1) / groups));
-  const int64_t per = (OH + chunks - 1) / chunks;
-  parallelFor(groups * chunks, [&](int64_t t) {
-    const int64_t g = t / chunks, oh0 = t % chunks * per, oh1 = std::min(OH, oh0 + per);
-    if (oh0 < oh1) convPhasedRowsAvx512(K, S, ph, PH, PW, wT, Bs, res, Y, C, F, OH, OW, lo, hi, oh0, oh1, g);
+  forFilterGroupRows(F, OH, 1, [&](int64_t g, int64_t oh0, int64_t oh1) {
+    convPhasedRowsAvx512(K, S, ph, PH, PW, wT, Bs, res, Y, C, F, OH, OW, lo, hi, oh0, oh1, g);
   });
 }
 #endif

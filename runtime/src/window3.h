@@ -1,7 +1,9 @@
 // Direct 3 x 3 window kernels on NCHW planes, x86-64 only: depthwise
 // convolution and the convolution of an image with few channels (a stem),
 // straight on the planes, without a padded copy or an im2col matrix; and
-// the declaration of the AVX-512 filters-in-lanes conv (convDirectRowsAvx512).
+// the declarations of the AVX-512 convs of kernels_avx512.cpp that
+// kernels.cpp calls (convDirectRowsAvx512: filters in the lanes;
+// convPhasedRowsAvx512: 5x5 and 7x7 stems, pixels in the lanes).
 //
 // They are written once over a vector class MV (L lanes; masked loads and
 // stores, FMA, clamp and the lane shuffles of stride 2), so one source

@@ -138,6 +138,13 @@ def core_round_trip(binp):
     return float(out)
 
 
+def round_trip_range(lo, hi):
+    """The table cell for a row's core round trips: one figure, or min-max where they differ by 1.5x or more."""
+    if math.isnan(lo):
+        return "-"
+    return f"{lo:.0f}" if hi < 1.5 * lo else f"{lo:.0f}-{hi:.0f}"
+
+
 def cpu_description():
     """The CPU's model name and family/model numbers, and whether it has
     AVX-512F (kiln's runtime picks its AVX-512 kernels by that; results on
@@ -223,9 +230,7 @@ def main():
               "kiln arena MiB | kiln run RSS MiB | ORT run RSS MiB | compile s | core round trip ns |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
-        trip = "-" if r["threads"] == 1 or math.isnan(r["trip_ns_min"]) else (
-            f"{r['trip_ns_min']:.0f}" if r["trip_ns_max"] < 1.5 * r["trip_ns_min"]
-            else f"{r['trip_ns_min']:.0f}-{r['trip_ns_max']:.0f}")
+        trip = round_trip_range(r["trip_ns_min"], r["trip_ns_max"])
         lines.append(f"| {r['model']} | {r['threads']} | {r['kiln_ms']:.2f} | {r['ort_ms']:.2f} | {r['ratio']:.2f} | "
                      f"{r['gflops']:.1f} | {r['pct_peak']:.1f} | {r['arena_mib']:.1f} | {r['kiln_rss_mib']:.1f} | "
                      f"{r['ort_rss_mib']:.1f} | {r['compile_s']:.1f} | {trip} |")

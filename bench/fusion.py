@@ -27,6 +27,8 @@ import tempfile
 import onnx
 import onnxruntime as ort
 
+from cpu import core_round_trip, round_trip_range  # bench/cpu.py, next to this script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -43,13 +45,6 @@ def bench(build, lib, case, threads, runs, warmup):
                         os.path.join(case, "test_data_set_0"), "--bench", str(runs), "--warmup", str(warmup),
                         "--threads", str(threads), "--json"], check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(p.stdout)
-
-
-def core_round_trip(build):
-    """ns for a cache line to go from one thread to another and back (kiln-core-latency)."""
-    p = subprocess.run([os.path.join(build, "bin", "kiln-core-latency")], check=True, stdout=subprocess.PIPE,
-                       text=True)
-    return float(p.stdout)
 
 
 def ort_optimized_nodes(model):
@@ -92,7 +87,7 @@ def main():
         for _ in range(args.rounds):
             for key, lib in (("fused", fused_lib), ("unfused", plain_lib)):
                 if args.threads > 1:
-                    trips.append(core_round_trip(args.build))
+                    trips.append(core_round_trip(lambda name: os.path.join(args.build, "bin", name)))
                 r = bench(args.build, lib, case, args.threads, args.runs, args.warmup)
                 times[key].append(r["latency_ms"]["median"])
         fused, unfused = statistics.median(times["fused"]), statistics.median(times["unfused"])
@@ -101,8 +96,7 @@ def main():
                      f"{st['intermediate_bytes_saved'] / 1e6:.1f}", f"{fused:.2f}", f"{unfused:.2f}",
                      f"{unfused / fused:.2f}x"])
         if trips:
-            lo, hi = min(trips), max(trips)
-            rows[-1].append(f"{lo:.0f}" if hi < 1.5 * lo else f"{lo:.0f}-{hi:.0f}")
+            rows[-1].append(round_trip_range(min(trips), max(trips)))
         print(" | ".join(str(c) for c in rows[-1]), flush=True)
 
     print()

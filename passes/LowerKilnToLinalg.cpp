@@ -1167,7 +1167,7 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
         kiln::winograd::transformWeights(m, w->data(), F, C, up.data());
         Value unpacked = args[1];
         Value resid = convResidual ? ptr(convResidual) : b.create<arith::ConstantIndexOp>(loc, 0).getResult();
-        call("kiln_rt_conv2d_winograd",
+        call("kiln_rt_conv2d_winograd_ft",
              {args[0], ptr(packedConstant(up)), args[2], resid, args[3], ci(xs[0]), ci(xs[1]), ci(xs[2]), ci(xs[3]),
               ci(ws[0]), ci(ys[2]), ci(ys[3]), ci(p[0]), ci(p[1]), ci(m), cf(convAct ? convAct->first : -inf),
               cf(convAct ? convAct->second : inf)});

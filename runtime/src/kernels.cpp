@@ -953,9 +953,10 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   int64_t mTiles = (M + MC - 1) / MC, nTiles = (N + NC - 1) / NC;
   const int threads = currentThreads();
   const bool pixelsOwned = packedA && directB && !rowsOwned;
-  // A packed ahead and B not: constant weights times activations (a
-  // conv), read from memory (weightsStreamed): fetch each next block ahead.
-  [[maybe_unused]] const bool streamA = packedA && !packedB && weightsStreamed();
+  // A packed ahead: constant weights times activations (a conv; Winograd's
+  // products, whose B is packed too), read from memory (weightsStreamed):
+  // fetch each next block ahead.
+  [[maybe_unused]] const bool streamA = packedA && weightsStreamed();
   // B packed ahead (constant weights) and A not, read from memory: bring
   // each next panel pair into L2 across the row tiles under this one.
   [[maybe_unused]] const bool streamB = packedB && !packedA && weightsStreamed();
@@ -1123,7 +1124,10 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
               pf.nextL2 = bp + (jp + TJ) * kc + l0 * 16;
               pf.nextL2N = std::min(l1 - l0, kk);
             }
-            if (streamA && pb >= 2 && jp + 2 * TJ > (directB ? full : nc)) {
+            // (Also where the block is one panel wide, a 12 x 16 tile
+            // that reads A once: ResNet-50's 7x7 Winograd products, N =
+            // 16, took 0.69x the time with their weights cold.)
+            if (streamA && (pb >= 2 || nc <= NR) && jp + 2 * TJ > (directB ? full : nc)) {
               // The A block this thread runs next: the next K block of
               // these rows, else the first one of the next task (the pool
               // gives each thread a run of consecutive tasks; pixelsOwned

@@ -170,10 +170,13 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
 /// 3x3, stride 1, undilated, ungrouped conv by Winograd F(m x m, 3 x 3)
 /// (m = 2 or 4) with weights transformed and packed by
 /// kiln::winograd::transformWeights (winograd.cpp); bias, residual and
-/// clamp as kiln_rt_conv2d_packed.
-void kiln_rt_conv2d_winograd(intptr_t x, intptr_t up, intptr_t bias, intptr_t residual, intptr_t y, int64_t N,
-                             int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT,
-                             int64_t PL, int64_t m, float lo, float hi);
+/// clamp as kiln_rt_conv2d_packed. (_ft: the weights packed as the
+/// products' A, filters by tiles; the name changed with that layout in
+/// session 23, so that a model compiled for the old one fails to load
+/// rather than compute wrong values.)
+void kiln_rt_conv2d_winograd_ft(intptr_t x, intptr_t up, intptr_t bias, intptr_t residual, intptr_t y, int64_t N,
+                                int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT,
+                                int64_t PL, int64_t m, float lo, float hi);
 /// 2-d max pooling of float32 NCHW planes (any window, strides,
 /// dilations; pads and ceil_mode through PT/PL and OH/OW: windows may read
 /// past the input, which counts as -inf).

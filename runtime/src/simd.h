@@ -7,6 +7,9 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace kiln::rt {
 
@@ -25,6 +28,53 @@ inline v8f load8(const float *p) {
   return v;
 }
 inline void store8(float *p, v8f v) { std::memcpy(p, &v, sizeof v); }
+
+#if defined(__AVX2__)
+/// Lanes [from, to) set, as a mask for AVX2's masked loads.
+inline __m256i laneMask(int from, int to) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(from), lane),
+                             _mm256_cmpgt_epi32(_mm256_set1_epi32(to), lane));
+}
+#endif
+/// Lanes [from, to) = p[off + from .. off + to), the others 0 (0 <= from
+/// <= to <= 8); nothing else is read (p + off may lie before p's buffer).
+inline v8f loadRange(const float *p, int64_t off, int from, int to) {
+#if defined(__AVX2__)
+  v8f v;
+  __m256 r = _mm256_maskload_ps(static_cast<const float *>(addrAt(p, off)), laneMask(from, to));
+  std::memcpy(&v, &r, sizeof v);
+  return v;
+#else
+  v8f v{};
+  for (int l = from; l < to; ++l) v[l] = p[off + l];
+  return v;
+#endif
+}
+/// Lanes 0 .. n-1 of v to p[0, n) (0 <= n <= 8); nothing else is written.
+/// (In pieces of 4, 2 and 1: AMD cores run AVX2's masked store as a
+/// microcoded sequence.)
+inline void storeN(float *p, v8f v, int n) {
+#if defined(__AVX2__)
+  __m256 r;
+  std::memcpy(&r, &v, sizeof r);
+  __m128 h = _mm256_castps256_ps128(r);
+  if (n & 4) {
+    _mm_storeu_ps(p, h);
+    h = _mm256_extractf128_ps(r, 1);
+    p += 4;
+  }
+  if (n & 2) {
+    _mm_storel_pi(reinterpret_cast<__m64 *>(p), h);
+    h = _mm_movehl_ps(h, h);
+    p += 2;
+  }
+  if (n & 1) _mm_store_ss(p, h);
+#else
+  std::memcpy(p, &v, size_t(n) * sizeof(float));
+#endif
+}
+
 /// All lanes = x. (Written out: `v8f{} + x` costs an add, since 0 + x is
 /// not x for x = -0.0.)
 inline v8f splat(float x) { return v8f{x, x, x, x, x, x, x, x}; }

@@ -499,14 +499,16 @@ TEST_CASE("kiln_rt_conv2d_bcr with BCR-pruned weights matches a naive convolutio
   }
 }
 
-TEST_CASE("kiln_rt_conv2d_winograd matches a naive convolution", "[conv][winograd]") {
+TEST_CASE("kiln_rt_conv2d_winograd_ft matches a naive convolution", "[conv][winograd]") {
   // F(2x2, 3x3) and F(4x4, 3x3) with weights transformed as the compiler
   // does (kiln::winograd::transformWeights): edge tiles (output sizes not
   // multiples of m), pads 0..2 on each side, channel and filter counts
   // that are not multiples of 8, batches, bias, residual and clamp,
-  // serially and on a pool (serially, 128 filters or more: V_xi in rows,
-  // packed by the GEMM). Winograd rounds differently from a direct sum,
-  // so the check is against the naive loop within the tests' tolerance.
+  // serially and on a pool. The tiles run in the lanes, up to 8 of one
+  // row of tiles at a time: rows of 1-35 tiles, runs that cross the
+  // GEMM's panels of 16 tiles. Winograd rounds differently from a direct
+  // sum, so the check is against the naive loop within the tests'
+  // tolerance.
   kiln::rt::ThreadPool pool(3);
   // name, N, C, H, W, F, KH, KW, SH, SW, DH, DW, PT, PL, PB, PR, G
   const ConvCase cases[] = {
@@ -517,11 +519,12 @@ TEST_CASE("kiln_rt_conv2d_winograd matches a naive convolution", "[conv][winogra
       {"ResNet-like 14x14", 1, 64, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
       {"channels over two K blocks", 1, 300, 6, 7, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
       {"filters over two task groups", 2, 16, 9, 13, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-      // At least 128 filters: V_xi in rows of channels at 1 thread,
-      // packed by the GEMM (20 channels: the last 8-channel step half
-      // padding; 300: two K blocks).
-      {"wide products, V in rows", 2, 20, 9, 11, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-      {"wide products over two K blocks", 1, 300, 5, 6, 128, 3, 3, 1, 1, 1, 1, 1, 0, 1, 2, 1},
+      {"many filters", 2, 20, 9, 11, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+      {"many filters over two K blocks", 1, 300, 5, 6, 128, 3, 3, 1, 1, 1, 1, 1, 0, 1, 2, 1},
+      // Rows of 18 (m = 4) and 35 (m = 2) tiles: several runs per row, and
+      // runs across the panels; ResNet-50's 56x56 shape.
+      {"rows of many tiles", 1, 9, 10, 70, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+      {"ResNet-like 56x56", 1, 64, 56, 56, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
   };
   uint32_t seed = 15000;
   float inf = std::numeric_limits<float>::infinity();
@@ -538,13 +541,14 @@ TEST_CASE("kiln_rt_conv2d_winograd matches a naive convolution", "[conv][winogra
         INFO(c.name << ", m=" << m << ", threads=" << (p ? p->size() : 1));
         PoolScope scope(p);
         GuardedBuffer got(n), fused(n);
-        kiln_rt_conv2d_winograd((intptr_t)x.data(), (intptr_t)up.data(), (intptr_t)bias.data(), 0, got.addr(), c.N,
-                                c.C, c.H, c.W, c.F, OH, OW, c.PT, c.PL, m, -inf, inf);
+        kiln_rt_conv2d_winograd_ft((intptr_t)x.data(), (intptr_t)up.data(), (intptr_t)bias.data(), 0, got.addr(),
+                                   c.N, c.C, c.H, c.W, c.F, OH, OW, c.PT, c.PL, m, -inf, inf);
         CHECK(mismatches(got.data(), ref, 1e-4) == "");
         CHECK(got.guardsIntact());
         // Residual and clamp: clamp(conv + bias + residual) exactly.
-        kiln_rt_conv2d_winograd((intptr_t)x.data(), (intptr_t)up.data(), (intptr_t)bias.data(), (intptr_t)res.data(),
-                                fused.addr(), c.N, c.C, c.H, c.W, c.F, OH, OW, c.PT, c.PL, m, 0.0f, 0.75f);
+        kiln_rt_conv2d_winograd_ft((intptr_t)x.data(), (intptr_t)up.data(), (intptr_t)bias.data(),
+                                   (intptr_t)res.data(), fused.addr(), c.N, c.C, c.H, c.W, c.F, OH, OW, c.PT, c.PL, m,
+                                   0.0f, 0.75f);
         CHECK(residualClampMismatches(fused.data(), got.data(), res, n, 0.0f, 0.75f) == 0);
         CHECK(fused.guardsIntact());
       }

@@ -1,17 +1,19 @@
 /* Winograd F(m x m, 3 x 3) convolution (Lavin and Gray, 2016): the
  * transform matrices and the layout of the transformed weights, shared by
  * the compiler (which transforms and packs constant weights at compile
- * time) and the runtime (kiln_rt_conv2d_winograd). C++ only, header-only.
+ * time) and the runtime (kiln_rt_conv2d_winograd_ft). C++ only, header-only.
  *
  * For each output tile of m x m, the input tile d (a x a, a = m + 2) is
  * transformed to V = B^T d B, multiplied elementwise by U = G g G^T per
  * filter and channel and summed over channels, and transformed back to
  * Y = A^T M A. Position xi = i*a + j of the a x a transformed tile is one
- * GEMM over channels: M_xi[T, F] = V_xi[T, C] * U_xi[C, F] (T tiles).
+ * GEMM over channels, filters by tiles: M_xi[F, T] = U_xi[F, C] * V_xi[C, T]
+ * (T tiles), so the weights are its A, as in every other conv.
  *
- * Transformed weights: for xi = 0 .. a*a-1 in order, U_xi ([C, F]: row c,
- * column f) packed as GEMM operand B (kiln/gemm_layout.h), each
- * gemm::packedBSize(C, F) floats. */
+ * Transformed weights: for xi = 0 .. a*a-1 in order, U_xi ([F, C]: row f,
+ * column c) packed as GEMM operand A (kiln/gemm_layout.h, K blocks of
+ * KC), each gemm::packedASize(F, C) floats. (Before session 23 they were
+ * U_xi^T packed as operand B, for kiln_rt_conv2d_winograd.) */
 #ifndef KILN_WINOGRAD_LAYOUT_H
 #define KILN_WINOGRAD_LAYOUT_H
 
@@ -46,14 +48,14 @@ template <> struct Matrices<4> {
 
 /// Floats of the transformed, packed weights of F filters over C channels.
 inline int64_t packedSize(int m, int64_t F, int64_t C) {
-  return int64_t(m + 2) * (m + 2) * gemm::packedBSize(C, F);
+  return int64_t(m + 2) * (m + 2) * gemm::packedASize(F, C);
 }
 
 /// w: [F, C, 3, 3] (ONNX Conv weights) -> out (packedSize floats).
 template <int M> inline void transformWeights(const float *w, int64_t F, int64_t C, float *out) {
   using Mx = Matrices<M>;
   constexpr int A = Mx::A;
-  std::vector<float> u(std::size_t(A) * A * C * F); // [xi][c][f]
+  std::vector<float> u(std::size_t(A) * A * C * F); // [xi][c][f]: U_xi transposed
   for (int64_t f = 0; f < F; ++f)
     for (int64_t c = 0; c < C; ++c) {
       const float *g = w + (f * C + c) * 9;
@@ -67,8 +69,7 @@ template <int M> inline void transformWeights(const float *w, int64_t F, int64_t
               float(t[i][0] * Mx::G[j][0] + t[i][1] * Mx::G[j][1] + t[i][2] * Mx::G[j][2]);
     }
   for (int xi = 0; xi < A * A; ++xi)
-    gemm::packBFull(u.data() + std::size_t(xi) * C * F, F, false, C, F, out + xi * gemm::packedBSize(C, F),
-                     gemm::KC); // A is packed too: kBlock(true)
+    gemm::packAFull(u.data() + std::size_t(xi) * C * F, F, true, F, C, out + xi * gemm::packedASize(F, C));
 }
 
 inline void transformWeights(int m, const float *w, int64_t F, int64_t C, float *out) {

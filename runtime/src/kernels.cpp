@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <vector>
 #if defined(__x86_64__)
@@ -850,10 +851,24 @@ bool setWideKernels(bool on) {
   return was;
 }
 
-std::vector<float> &scratch(int slot) {
-  static thread_local std::vector<float> bufs[10];
+Buffer &scratch(int slot) {
+  static thread_local Buffer bufs[10];
   return bufs[slot];
 }
+
+void *allocatePages(size_t bytes) {
+  constexpr size_t huge = size_t(2) << 20;
+  const bool pages = bytes >= huge / 2;
+  const size_t align = pages ? huge : 64, size = (std::max<size_t>(bytes, 1) + align - 1) / align * align;
+  void *p = std::aligned_alloc(align, size);
+  if (!p) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+  if (pages) madvise(p, size, MADV_HUGEPAGE); // (advice: nothing to do if refused)
+#endif
+  return p;
+}
+
+void freePages(void *p, size_t) { std::free(p); }
 
 // actTile: applied to a tile just stored (still in cache). Partial vectors
 // go through the same vector code, so every element gets the same
@@ -1013,7 +1028,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
   // BERT's FFN on 2 threads: 2-6 column blocks read one A).
   // pack(k0, kc, r0, rows, out) packs rows [r0, r0 + rows) of K block k0.
   auto packOnce = [&](int slot, int64_t size, int64_t rows, int64_t roundedRows, auto pack) {
-    std::vector<float> &shared = scratch(slot);
+    Buffer &shared = scratch(slot);
     grow(shared, size);
     const int64_t chunks = (rows + 239) / 240;
     parallelFor((K + KB - 1) / KB * chunks, [&](int64_t task) {
@@ -1803,7 +1818,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
   // but 1.07x at 2, its 18 small products each a fork-join.
   const bool chunked = !direct && !banded && packedW && G == 1 && rowsK > gemm::KC && OHW >= 196 &&
                        rowsK * OHW * 4 > (1 << 19);
-  std::vector<float> &col = scratch(2);
+  Buffer &col = scratch(2);
   if (!direct && !banded) grow(col, (chunked ? gemm::KC : rowsK) * OHW);
   std::vector<int32_t> which(chunked ? gemm::KC : 0); // im2col rows of one K block
   for (int64_t n = 0; n < N; ++n) {
@@ -1815,7 +1830,7 @@ void conv2d(intptr_t x, intptr_t w, bool packedW, intptr_t bias, intptr_t residu
         const int64_t R = (512 + OW - 1) / OW, bands = (OH + R - 1) / R;
         parallelFor(bands, [&](int64_t band) {
           const int64_t oh0 = band * R, rows = std::min(R, OH - oh0), nb = rows * OW;
-          std::vector<float> &cb = scratch(2);
+          Buffer &cb = scratch(2);
           grow(cb, rowsK * nb);
           im2col(xg, rowsK, nullptr, cb.data(), H, W, KH, KW, rows, OW, SH, SW, DH, DW, PT - oh0 * SH, PL);
           float *yb = Y + (n * F + g * Fg) * OHW + oh0 * OW;

@@ -9,6 +9,7 @@
 #include "kiln/runtime.h"
 #include "kernels.h"
 #include "opencl.h"
+#include "simd.h"
 #include "thread_pool.h"
 
 #include <dlfcn.h>
@@ -115,13 +116,16 @@ struct kiln_context {
   kiln_model *model = nullptr;
   kiln::rt::opencl::ContextPtr ocl; // OpenCL models only (then arena is null)
   void *arena = nullptr;
+  size_t arenaBytes = 0;
   std::unique_ptr<kiln::rt::ThreadPool> pool;
   int threads = 1;
   std::vector<void *> buffers; // {arena, inputs..., outputs...}, sized at creation
   std::atomic<bool> busy{false};
   bool profiling = false;
   std::vector<double> kernelMs; // of the last profiled run
-  ~kiln_context() { std::free(arena); }
+  ~kiln_context() {
+    if (arena) kiln::rt::freePages(arena, arenaBytes);
+  }
 };
 
 static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
@@ -407,7 +411,12 @@ kiln_status kiln_context_create(kiln_model *m, kiln_context **out) {
   }
   c->buffers.assign(1 + m->inputs.size() + m->outputs.size(), nullptr);
   size_t bytes = (m->arenaBytes + 63) / 64 * 64;
-  c->arena = std::aligned_alloc(64, bytes ? bytes : 64);
+  // (Huge pages from 1 MiB: see allocatePages.)
+  c->arenaBytes = bytes ? bytes : 64;
+  try {
+    c->arena = kiln::rt::allocatePages(c->arenaBytes);
+  } catch (const std::bad_alloc &) {
+  }
   if (!c->arena) {
     delete c;
     return setError(KILN_ERR_OUT_OF_MEMORY, "cannot allocate the %zu-byte arena", bytes);

@@ -210,7 +210,7 @@ void bcrGemm(const uint32_t *blob, int64_t N, const BcrInput &in, const BcrOutpu
   const int64_t ranges = threads > 1 ? std::clamp<int64_t>((4 * threads + groups - 1) / groups, 1, S) : 1;
   const int64_t perRange = (S + ranges - 1) / ranges;
   // 64-byte aligned: a row of the packed input is one or two cache lines.
-  auto aligned = [](std::vector<float> &buf, int64_t n) {
+  auto aligned = [](Buffer &buf, int64_t n) {
     float *d = grow(buf, n + 16);
     return d + ((64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63) / sizeof(float);
   };
@@ -296,7 +296,7 @@ void phased(const bcr::View &v, const float *X, float *Y, const float *bias, con
   // A tile reads up to 48 columns past its first (the last one past Np),
   // at offsets up to (KW-1)*DW/SW past the end of the last phase row.
   const int64_t slack = (KW - 1) * DW / SW + 64;
-  std::vector<float> &Q = scratch(5), &T = scratch(4);
+  Buffer &Q = scratch(5), &T = scratch(4);
   const int64_t qSize = C * SH * SW * phase + slack;
   grow(Q, qSize);
   grow(T, F * Np);
@@ -363,7 +363,7 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
   // (no tap is read twice, so reading in place gains nothing); a strided
   // or padded one first gathers its input pixels into planes of OH x OW.
   if (SH != 1 || SW != 1 || PT != 0 || PL != 0 || OH != H || OW != W) {
-    std::vector<float> &S = scratch(5);
+    Buffer &S = scratch(5);
     grow(S, N * C * OHW);
     parallelRuns(N * C, [&](int64_t nc) {
       for (int64_t oh = 0; oh < OH; ++oh) {
@@ -378,7 +378,7 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
   // Partial sums of several chunks are kept in y: a residual sharing y's
   // memory would be overwritten before the last chunk reads it.
   const float *res = (const float *)residual;
-  std::vector<float> &resCopy = scratch(4);
+  Buffer &resCopy = scratch(4);
   if (res && v.chunks() > 1 && res < Y + N * F * OHW && Y < res + N * F * OHW) {
     resCopy.assign(res, res + N * F * OHW);
     res = resCopy.data();
@@ -409,7 +409,7 @@ void kiln_rt_matmul_bcr_act(intptr_t a, intptr_t blob, intptr_t y, int64_t batch
   // input); op(A) = A^T: it is A[k * lda + m]. Y^T goes to a scratch
   // buffer with whole-vector stores, then is transposed into Y in 4 x 8
   // blocks (storing it transposed directly strides the cache sets).
-  std::vector<float> &t = scratch(4);
+  Buffer &t = scratch(4);
   grow(t, N * M);
   for (int64_t i = 0; i < batch; ++i) {
     BcrInput in{A + i * strideA, lda, v.used(), transA == 0};

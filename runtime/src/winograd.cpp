@@ -113,8 +113,8 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
   const auto spread = [](int64_t floats) { return gemm::roundUp(floats, 1024) + 16; };
   const int64_t UW = gemm::roundUp(TW + 1, 8), plane = M * UW, rowStride = spread(C * plane);
   const int64_t uStride = gemm::packedASize(F, C), vStride = spread(gemm::packedBSize(C, T)), mStride = spread(F * Tp);
-  std::vector<float> &ph = scratch(2);                 // [Hp][C][M][UW] (rows rowStride apart)
-  std::vector<float> &v = scratch(5), &m = scratch(6); // [xi][V_xi packed], [xi][F][Tp] (vStride, mStride apart)
+  Buffer &ph = scratch(2);                 // [Hp][C][M][UW] (rows rowStride apart)
+  Buffer &v = scratch(5), &m = scratch(6); // [xi][V_xi packed], [xi][F][Tp] (vStride, mStride apart)
   // (8 floats of slack: loads of lanes past the last tile reach up to 8
   // floats past the planes, and past M.)
   grow(ph, size_t(Hp) * rowStride + 8);

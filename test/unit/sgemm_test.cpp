@@ -4,6 +4,7 @@
 // operands, serial and on a thread pool.
 #include "kernels.h"
 #include "kiln/gemm_layout.h"
+#include "simd.h"
 #include "test_util.h"
 #include "thread_pool.h"
 
@@ -292,4 +293,27 @@ TEST_CASE("kiln_rt_matmul_packed_act applies GELU to every output as it is store
       CHECK(bad == 0);
       if (M * K > 3) CHECK(std::isnan(got[0]));
     }
+}
+
+TEST_CASE("allocatePages puts large blocks on 2 MiB boundaries and small ones on 64 bytes", "[sgemm]") {
+  // Blocks of 1 MiB and more are whole 2 MiB pages (advised for huge
+  // pages); smaller ones are 64-byte aligned. The scratch buffers use it.
+  const uintptr_t huge = uintptr_t(2) << 20;
+  for (size_t bytes : {size_t(1) << 20, (size_t(3) << 20) + 5}) {
+    auto *p = static_cast<unsigned char *>(kiln::rt::allocatePages(bytes));
+    REQUIRE(p != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(p) % huge == 0);
+    p[0] = 1, p[bytes - 1] = 2; // the whole block is there
+    CHECK(p[0] + p[bytes - 1] == 3);
+    kiln::rt::freePages(p, bytes);
+  }
+  for (size_t bytes : {size_t(0), size_t(100), (size_t(1) << 20) - 1}) {
+    void *p = kiln::rt::allocatePages(bytes);
+    REQUIRE(p != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(p) % 64 == 0);
+    kiln::rt::freePages(p, bytes);
+  }
+  kiln::rt::Buffer &b = kiln::rt::scratch(2);
+  float *d = kiln::rt::grow(b, size_t(1) << 20); // 4 MiB
+  CHECK(reinterpret_cast<uintptr_t>(d) % huge == 0);
 }

@@ -41,7 +41,7 @@ struct ParallelScope {
 } // namespace
 ThreadPool *currentPool() { return tlsPool; }
 void setCurrentPool(ThreadPool *pool) { tlsPool = pool; }
-int currentThreads() { return tlsPool ? tlsPool->size() : 1; }
+int currentThreads() { return tlsPool && !tlsInParallel ? tlsPool->size() : 1; }
 
 void parallelFor(int64_t n, const std::function<void(int64_t)> &fn) {
   ThreadPool *p = tlsPool;

@@ -62,7 +62,8 @@ private:
 ThreadPool *currentPool();
 void setCurrentPool(ThreadPool *pool);
 
-/// Threads that parallelFor uses on this thread now (1 without a pool).
+/// Threads that parallelFor uses on this thread now (1 without a pool,
+/// and inside a parallelFor's task, where a nested one runs serially).
 int currentThreads();
 
 /// parallelFor on the current pool, or serially.

@@ -83,6 +83,7 @@ void ThreadPool::workerLoop(int id) {
   uint64_t seen = 0;
   for (;;) {
     const std::function<void(int64_t)> *job;
+    bool streamed;
     spinUntil([&] { return stop_.load(std::memory_order_relaxed) ||
                            generation_.load(std::memory_order_acquire) != seen; });
     {
@@ -95,9 +96,12 @@ void ThreadPool::workerLoop(int id) {
       // so the next job cannot reset the shares or job_ while it drains.
       if (!job_) continue;
       job = job_;
+      streamed = jobStreamed_;
       ++active_;
     }
+    const bool was = setWeightsStreamed(streamed);
     drain(*job, id);
+    setWeightsStreamed(was);
     {
       std::lock_guard<std::mutex> l(mu_);
       if (--active_ == 0) done_.notify_all();
@@ -109,6 +113,7 @@ void ThreadPool::parallelFor(int64_t n, const std::function<void(int64_t)> &fn) 
   {
     std::lock_guard<std::mutex> l(mu_);
     job_ = &fn;
+    jobStreamed_ = weightsStreamed();
     // Thread t's share is the t-th run of consecutive tasks: kernels of
     // the same shape in a row (and a kernel's phases) then give each thread
     // the same part of the data, which stays in its own cache.

@@ -51,6 +51,9 @@ private:
   std::mutex mu_;
   std::condition_variable wake_, done_;
   const std::function<void(int64_t)> *job_ = nullptr;
+  // The caller's weightsStreamed() for the job, set on the workers while
+  // they run it (it is per thread: kiln_run sets it on its own).
+  bool jobStreamed_ = false;
   std::unique_ptr<Share[]> shares_;
   // Written under mu_; atomic so that waiters can poll them while spinning.
   std::atomic<int> active_{0};

@@ -9,7 +9,10 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <thread>
 
 using kiln::test::PoolScope;
@@ -203,4 +206,34 @@ TEST_CASE("kiln_rt_parallel_for covers [0, n) once in consecutive ranges", "[thr
   RangeHits none;
   kiln_rt_parallel_for(0, countRange, &none);
   CHECK(none.calls == 0);
+}
+
+TEST_CASE("workers run a job with the caller's weightsStreamed and one thread inside a task", "[thread_pool]") {
+  // weightsStreamed() is per thread (kiln_run sets it on its own); a job's
+  // tasks see the caller's setting on every thread, and the workers' own
+  // setting is back afterwards. Inside a task, currentThreads() is 1 (a
+  // nested parallelFor runs serially).
+  kiln::rt::ThreadPool pool(3);
+  PoolScope scope(&pool);
+  REQUIRE(kiln::rt::currentThreads() == 3);
+  for (bool on : {true, false, true}) {
+    const bool was = kiln::rt::setWeightsStreamed(on);
+    std::atomic<int> seen{0}, wrong{0}, nestedThreads{0};
+    std::mutex mu;
+    std::set<std::thread::id> ids;
+    kiln::rt::parallelFor(64, [&](int64_t) {
+      ++seen;
+      if (kiln::rt::weightsStreamed() != on) ++wrong;
+      nestedThreads.fetch_add(kiln::rt::currentThreads() != 1);
+      std::lock_guard<std::mutex> l(mu);
+      ids.insert(std::this_thread::get_id());
+      std::this_thread::sleep_for(std::chrono::microseconds(50)); // let the workers take some
+    });
+    kiln::rt::setWeightsStreamed(was);
+    CHECK(seen == 64);
+    CHECK(wrong == 0);
+    CHECK(nestedThreads == 0);
+    CHECK(ids.size() > 1); // the workers ran some of them
+  }
+  CHECK(kiln::rt::currentThreads() == 3);
 }

@@ -210,8 +210,9 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
     // 3. One GEMM per transformed position (each serial inside), U packed
     // at compile time as A, V packed above as B. (Split by tiles instead,
     // each thread the products of the tiles it transformed and transforms
-    // back, all of U read by each: at 2 threads no faster at 56x56, 1.1-1.3x
-    // the time at 28x28 and 14x14.)
+    // back, all of U read by each: at 2 threads no faster at 56x56, with
+    // the vCPUs close or far apart, and 1.1-1.3x the time at 28x28 and
+    // 14x14.)
     parallelFor(AA, [&](int64_t xi) {
       sgemm(F, T, C, nullptr, 0, false, nullptr, 0, false, m.data() + xi * mStride, Tp, nullptr, U + xi * uStride,
             v.data() + xi * vStride, gemm::KC);

@@ -55,6 +55,7 @@ inline v8f loadRange(const float *p, int64_t off, int from, int to) {
 /// (In pieces of 4, 2 and 1: AMD cores run AVX2's masked store as a
 /// microcoded sequence.)
 inline void storeN(float *p, v8f v, int n) {
+  if (n == 8) return store8(p, v);
 #if defined(__AVX2__)
   __m256 r;
   std::memcpy(&r, &v, sizeof r);

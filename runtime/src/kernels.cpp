@@ -41,15 +41,6 @@ using gemm::MR;
 using gemm::NC;
 using gemm::NR;
 
-/// Lanes Q, Q+2, ..., Q+14 of the 16 floats (a, b).
-template <int Q> inline v8f deinterleave(v8f a, v8f b) {
-#if defined(__clang__)
-  return __builtin_shufflevector(a, b, Q, Q + 2, Q + 4, Q + 6, Q + 8, Q + 10, Q + 12, Q + 14);
-#else
-  typedef int v8i __attribute__((vector_size(32)));
-  return __builtin_shuffle(a, b, v8i{Q, Q + 2, Q + 4, Q + 6, Q + 8, Q + 10, Q + 12, Q + 14});
-#endif
-}
 /// Asks for the lines of a tile's rows of C (to be written) and of the
 /// residual (to be read) while the tile's K loop runs: rows of C are a
 /// plane apart in a conv, so neither stream is one the hardware prefetcher
@@ -610,8 +601,8 @@ void planeWindows(const float *X, const float *Wt, const float *Bs, float *Y, in
           if (x & 1) dst[PS + x / 2] = row[x - PL], ++x;
           for (; x + 16 <= x1; x += 16) {
             v8f lo8 = load8(row + x - PL), hi8 = load8(row + x - PL + 8);
-            store8(dst + x / 2, deinterleave<0>(lo8, hi8));
-            store8(dst + PS + x / 2, deinterleave<1>(lo8, hi8));
+            store8(dst + x / 2, everyOther<0>(lo8, hi8));
+            store8(dst + PS + x / 2, everyOther<1>(lo8, hi8));
           }
           for (; x + 1 < x1; x += 2) dst[x / 2] = row[x - PL], dst[PS + x / 2] = row[x + 1 - PL];
           if (x < x1) dst[x / 2] = row[x - PL];
@@ -868,7 +859,7 @@ void *allocatePages(size_t bytes) {
   return p;
 }
 
-void freePages(void *p, size_t) { std::free(p); }
+void freePages(void *p) { std::free(p); }
 
 // actTile: applied to a tile just stored (still in cache). Partial vectors
 // go through the same vector code, so every element gets the same
@@ -1389,7 +1380,7 @@ void im2col(const float *xg, int64_t rows, const int32_t *which, float *colp, in
         int64_t ow = owLo;
         if (SW == 2) // 8 outputs from 16 inputs, while the 16 lie in the row
           for (; ow + 8 <= owHi && off + 2 * ow + 16 <= W; ow += 8)
-            store8(d + ow, deinterleave<0>(load8(row + 2 * ow), load8(row + 2 * ow + 8)));
+            store8(d + ow, everyOther<0>(load8(row + 2 * ow), load8(row + 2 * ow + 8)));
         for (; ow < owHi; ++ow) d[ow] = row[ow * SW];
       }
       std::fill(d + owHi, d + OW, 0.0f);
@@ -1470,8 +1461,8 @@ void phasePlanes(const float *X, int64_t C, int64_t H, int64_t W, int64_t PT, in
       int64_t j = 0;
       for (; j + 8 <= PW; j += 8) {
         const v8f a = load8(padded + 2 * j), b = load8(padded + 2 * j + 8);
-        store8(d + j, deinterleave<0>(a, b));
-        store8(d + PS + j, deinterleave<1>(a, b));
+        store8(d + j, everyOther<0>(a, b));
+        store8(d + PS + j, everyOther<1>(a, b));
       }
       for (; j < PW; ++j) d[j] = padded[2 * j], d[PS + j] = padded[2 * j + 1];
     }

@@ -116,16 +116,13 @@ struct kiln_context {
   kiln_model *model = nullptr;
   kiln::rt::opencl::ContextPtr ocl; // OpenCL models only (then arena is null)
   void *arena = nullptr;
-  size_t arenaBytes = 0;
   std::unique_ptr<kiln::rt::ThreadPool> pool;
   int threads = 1;
   std::vector<void *> buffers; // {arena, inputs..., outputs...}, sized at creation
   std::atomic<bool> busy{false};
   bool profiling = false;
   std::vector<double> kernelMs; // of the last profiled run
-  ~kiln_context() {
-    if (arena) kiln::rt::freePages(arena, arenaBytes);
-  }
+  ~kiln_context() { kiln::rt::freePages(arena); }
 };
 
 static bool parseMeta(const char *text, kiln_model *m, std::string &err) {
@@ -412,9 +409,8 @@ kiln_status kiln_context_create(kiln_model *m, kiln_context **out) {
   c->buffers.assign(1 + m->inputs.size() + m->outputs.size(), nullptr);
   size_t bytes = (m->arenaBytes + 63) / 64 * 64;
   // (Huge pages from 1 MiB: see allocatePages.)
-  c->arenaBytes = bytes ? bytes : 64;
   try {
-    c->arena = kiln::rt::allocatePages(c->arenaBytes);
+    c->arena = kiln::rt::allocatePages(bytes ? bytes : 64);
   } catch (const std::bad_alloc &) {
   }
   if (!c->arena) {

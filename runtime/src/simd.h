@@ -108,6 +108,12 @@ template <int... I> inline v8f shuffle8(v8f a, v8f b) {
 #endif
 }
 
+/// Lanes Q, Q+2, ..., Q+14 of the 16 floats (a, b): the even (Q = 0) or
+/// odd (Q = 1) ones.
+template <int Q> inline v8f everyOther(v8f a, v8f b) {
+  return shuffle8<Q, Q + 2, Q + 4, Q + 6, Q + 8, Q + 10, Q + 12, Q + 14>(a, b);
+}
+
 /// The 8 x 8 transpose of r (r[i][j] -> r[j][i]), in registers.
 inline void transpose8(v8f (&r)[8]) {
   v8f t[8], u[8];
@@ -190,13 +196,13 @@ inline v8f vgelu(v8f x) {
 /// convs 0.97-0.99x. Smaller blocks are 64-byte aligned. Throws
 /// std::bad_alloc. (kernels.cpp)
 void *allocatePages(size_t bytes);
-void freePages(void *p, size_t bytes);
+void freePages(void *p);
 template <class T> struct PageAllocator {
   using value_type = T;
   PageAllocator() = default;
   template <class U> PageAllocator(const PageAllocator<U> &) {}
   T *allocate(size_t n) { return static_cast<T *>(allocatePages(n * sizeof(T))); }
-  void deallocate(T *p, size_t n) { freePages(p, n * sizeof(T)); }
+  void deallocate(T *p, size_t) { freePages(p); }
   template <class U> bool operator==(const PageAllocator<U> &) const { return true; }
   template <class U> bool operator!=(const PageAllocator<U> &) const { return false; }
 };

@@ -62,8 +62,8 @@ __attribute__((always_inline)) inline void sandwich(const float (&L)[R1][A], con
 /// out[p][u] = float u * M + p, u < 8.
 template <int M> inline void deinterleave(const v8f (&s)[M], v8f (&out)[M]) {
   if constexpr (M == 2) {
-    out[0] = shuffle8<0, 2, 4, 6, 8, 10, 12, 14>(s[0], s[1]);
-    out[1] = shuffle8<1, 3, 5, 7, 9, 11, 13, 15>(s[0], s[1]);
+    out[0] = everyOther<0>(s[0], s[1]);
+    out[1] = everyOther<1>(s[0], s[1]);
   } else {
     static_assert(M == 4, "tiles of 2 or 4");
     v8f t0 = shuffle8<0, 4, 8, 12, 1, 5, 9, 13>(s[0], s[1]), t1 = shuffle8<2, 6, 10, 14, 3, 7, 11, 15>(s[0], s[1]);

@@ -305,13 +305,13 @@ TEST_CASE("allocatePages puts large blocks on 2 MiB boundaries and small ones on
     CHECK(reinterpret_cast<uintptr_t>(p) % huge == 0);
     p[0] = 1, p[bytes - 1] = 2; // the whole block is there
     CHECK(p[0] + p[bytes - 1] == 3);
-    kiln::rt::freePages(p, bytes);
+    kiln::rt::freePages(p);
   }
   for (size_t bytes : {size_t(0), size_t(100), (size_t(1) << 20) - 1}) {
     void *p = kiln::rt::allocatePages(bytes);
     REQUIRE(p != nullptr);
     CHECK(reinterpret_cast<uintptr_t>(p) % 64 == 0);
-    kiln::rt::freePages(p, bytes);
+    kiln::rt::freePages(p);
   }
   kiln::rt::Buffer &b = kiln::rt::scratch(2);
   float *d = kiln::rt::grow(b, size_t(1) << 20); // 4 MiB

@@ -1,8 +1,10 @@
 // A small fixed-size thread pool: parallel_for over [0, n), caller included.
 // Workers spin for a short while (kSpinMicros) after each job before they
-// sleep on a condition variable, as do callers waiting for the last
-// worker: the kernels of one inference follow each other within
-// microseconds, and a futex wake-up costs more than many small kernels.
+// sleep on a condition variable: the kernels of one inference follow each
+// other within microseconds, and a futex wake-up costs more than many
+// small kernels. A caller waiting for the last worker spins, then yields.
+// A worker that comes to a job after the caller has claimed all its tasks
+// is shut out of it, so a sleeping worker never holds a caller up.
 // Tasks are not dealt first come, first served: thread t (the caller is
 // thread 0) owns the t-th run of n / threads consecutive tasks and takes
 // them in order, then helps the others with what is left of theirs. Two
@@ -47,17 +49,28 @@ private:
     std::atomic<int64_t> next{0};
     int64_t end = 0;
   };
+  /// Where worker id stands (its own cache line): 2g + 1 while it runs
+  /// job g, 2g once it has finished job g or the caller has shut it out
+  /// of g (it came too late to take any of g's tasks).
+  struct alignas(64) Slot {
+    std::atomic<uint64_t> state{0};
+  };
   std::vector<std::thread> workers_;
-  std::mutex mu_;
-  std::condition_variable wake_, done_;
-  const std::function<void(int64_t)> *job_ = nullptr;
-  // The caller's weightsStreamed() for the job, set on the workers while
-  // they run it (it is per thread: kiln_run sets it on its own).
-  bool jobStreamed_ = false;
   std::unique_ptr<Share[]> shares_;
-  // Written under mu_; atomic so that waiters can poll them while spinning.
-  std::atomic<int> active_{0};
-  std::atomic<uint64_t> generation_{0};
+  std::unique_ptr<Slot[]> slots_;
+  // The job, written by the caller before it publishes generation_ (one
+  // cache line that the workers only read).
+  struct alignas(64) Job {
+    std::atomic<uint64_t> generation{0};
+    const std::function<void(int64_t)> *fn = nullptr;
+    // The caller's weightsStreamed() for the job, set on the workers while
+    // they run it (it is per thread: kiln_run sets it on its own).
+    bool streamed = false;
+  } job_;
+  // Sleeping workers: they wait on wake_ after spinning for kSpinMicros.
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
 };
 

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <vector>
 
 using kiln::test::PoolScope;
 
@@ -74,6 +75,53 @@ TEST_CASE("ThreadPool survives back-to-back tiny jobs", "[thread_pool]") {
       bad += missedOrRepeated(pool, sizes[rep % 3]);
     INFO("threads=" << threads);
     CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("ThreadPool wakes sleeping workers and does not wait for late ones", "[thread_pool]") {
+  // Between jobs the workers spin for a while, then sleep: a job after a
+  // pause must still run every index once (with the workers woken, or
+  // without them when they come after the caller has taken every task),
+  // and its results must be visible to the caller on return.
+  for (int threads = 2; threads <= 3; ++threads) {
+    kiln::rt::ThreadPool pool(threads);
+    int64_t bad = 0;
+    for (int rep = 0; rep < 40; ++rep) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(rep % 2 ? 2 : 0));
+      const int64_t n = rep % 4 == 0 ? 2 : 64;
+      std::vector<int64_t> out(n, -1);
+      pool.parallelFor(n, [&](int64_t i) {
+        // (about a microsecond first: a worker's last task then often ends
+        // after the caller's last)
+        volatile int64_t spin = 0;
+        for (int k = 0; k < 300; ++k) spin = spin + k;
+        out[i] = 3 * i;
+      });
+      for (int64_t i = 0; i < n; ++i) bad += out[i] != 3 * i;
+      bad += missedOrRepeated(pool, n);
+    }
+    INFO("threads=" << threads);
+    CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("ThreadPool wakes a sleeping worker for the next job", "[thread_pool]") {
+  // Two tasks that each wait (up to a second) for the other to start: the
+  // caller takes task 0, so task 1 starts meanwhile only on a worker, which
+  // has gone to sleep during the pause before the job.
+  kiln::rt::ThreadPool pool(2);
+  for (int rep = 0; rep < 5; ++rep) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::atomic<bool> started[2] = {false, false};
+    std::atomic<int> metPartner{0};
+    pool.parallelFor(2, [&](int64_t i) {
+      started[i] = true;
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      while (!started[1 - i] && std::chrono::steady_clock::now() < until) {
+      }
+      metPartner += started[1 - i] ? 1 : 0;
+    });
+    CHECK(metPartner == 2);
   }
 }
 

@@ -13,6 +13,9 @@
 //   4. each run's Y = A^T M A is computed one filter at a time, its output
 //      rows interleaved from the lanes, with the bias, the residual and
 //      the clamp applied before they are stored.
+// With several threads, each phase is shared out over them (Split::Places),
+// or, where U is small next to V and M, each thread runs all four for its
+// own band of tile rows (Split::Bands: nothing handed between the cores).
 #include "kernels.h"
 #include "kiln/gemm_layout.h"
 #include "kiln/winograd_layout.h"
@@ -20,6 +23,7 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -94,169 +98,245 @@ template <int M> inline void interleave(const v8f (&o)[M], v8f (&w)[M]) {
   }
 }
 
-template <int M>
-void winogradConv(const float *X, const float *U, const float *bias, const float *res, float *Y, int64_t N,
-                  int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL,
-                  float lo, float hi) {
+/// One image's conv, over a part of it: the tile rows [th0, th1), with its
+/// own phase planes, V and M (parts of their rows, or the whole image).
+template <int M> struct WinogradPart {
   using Mx = winograd::Matrices<M>;
-  constexpr int A = Mx::A, AA = A * A;
-  constexpr int64_t NR = gemm::NR;
-  const int64_t TH = (OH + M - 1) / M, TW = (OW + M - 1) / M, T = TH * TW, Tp = gemm::roundUp(T, NR);
-  const int64_t Hp = TH * M + 2; // padded input rows the tiles read
-  // Phase planes: padded row r, channel c, phase p holds the padded
-  // columns u * M + p, u < UW (tile column tw reads u = tw and tw + 1;
-  // UW is rounded up to whole vectors).
-  // The transforms touch a*a (or A rows of) places at once: their
-  // strides are spread over the L1 sets (a multiple of 4 KiB plus a line:
-  // with V_xi 53 KiB apart, a multiple of 4 KiB, ResNet-50's 56x56 input
-  // transform took 2.3x the time).
-  const auto spread = [](int64_t floats) { return gemm::roundUp(floats, 1024) + 16; };
-  const int64_t UW = gemm::roundUp(TW + 1, 8), plane = M * UW, rowStride = spread(C * plane);
-  const int64_t uStride = gemm::packedASize(F, C), vStride = spread(gemm::packedBSize(C, T)), mStride = spread(F * Tp);
-  Buffer &ph = scratch(2);                 // [Hp][C][M][UW] (rows rowStride apart)
-  Buffer &v = scratch(5), &m = scratch(6); // [xi][V_xi packed], [xi][F][Tp] (vStride, mStride apart)
-  // (8 floats of slack: loads of lanes past the last tile reach up to 8
-  // floats past the planes, and past M.)
-  grow(ph, size_t(Hp) * rowStride + 8);
-  grow(v, size_t(AA) * vStride);
-  grow(m, size_t(AA) * mStride + 8);
-  for (int64_t n = 0; n < N; ++n) {
-    const float *x = X + n * C * H * W;
-    // 1. Phase planes with zero padding, by padded rows (all channels).
-    parallelFor(Hp, [&](int64_t r) {
-      float *dst = ph.data() + r * rowStride;
-      const int64_t ih = r - PT;
-      if (ih < 0 || ih >= H) {
-        std::fill(dst, dst + rowStride, 0.0f);
-        return;
+  static constexpr int A = Mx::A, AA = A * A;
+  static constexpr int64_t NR = gemm::NR;
+  const float *x, *U, *bias, *res; // x, res and y: this image's
+  float *y;
+  int64_t C, H, W, F, OH, OW, PT, PL;
+  float lo, hi;
+  int64_t TH, TW, UW, plane, uStride;
+  // The part: tiles T (tile rows th0 .. th1 - 1, row-major), Hp padded
+  // input rows from th0 * M; strides of ph's rows, V_xi and M_xi.
+  int64_t th0 = 0, th1 = 0, T = 0, Tp = 0, Hp = 0, rowStride = 0, vStride = 0, mStride = 0;
+  float *ph = nullptr, *v = nullptr, *m = nullptr;
+
+  WinogradPart(const float *x, const float *U, const float *bias, const float *res, float *y, int64_t C, int64_t H,
+               int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo, float hi)
+      : x(x), U(U), bias(bias), res(res), y(y), C(C), H(H), W(W), F(F), OH(OH), OW(OW), PT(PT), PL(PL), lo(lo),
+        hi(hi), TH((OH + M - 1) / M), TW((OW + M - 1) / M), UW(gemm::roundUp(TW + 1, 8)), plane(M * UW),
+        uStride(gemm::packedASize(F, C)) {}
+
+  /// Takes tile rows [a, b), with buffers in phB, vB and mB (grown).
+  void setPart(int64_t a, int64_t b, Buffer &phB, Buffer &vB, Buffer &mB) {
+    // Phase planes: padded row r, channel c, phase p holds the padded
+    // columns u * M + p, u < UW (tile column tw reads u = tw and tw + 1;
+    // UW is rounded up to whole vectors).
+    // The transforms touch a*a (or A rows of) places at once: their
+    // strides are spread over the L1 sets (a multiple of 4 KiB plus a line:
+    // with V_xi 53 KiB apart, a multiple of 4 KiB, ResNet-50's 56x56 input
+    // transform took 2.3x the time).
+    const auto spread = [](int64_t floats) { return gemm::roundUp(floats, 1024) + 16; };
+    th0 = a, th1 = b, T = (b - a) * TW, Tp = gemm::roundUp(T, NR), Hp = (b - a) * M + 2;
+    rowStride = spread(C * plane), vStride = spread(gemm::packedBSize(C, T)), mStride = spread(F * Tp);
+    // (8 floats of slack: loads of lanes past the last tile reach up to 8
+    // floats past the planes, and past M.)
+    ph = grow(phB, size_t(Hp) * rowStride + 8);
+    v = grow(vB, size_t(AA) * vStride);
+    m = grow(mB, size_t(AA) * mStride + 8);
+  }
+
+  /// 1. The part's padded row r (input row th0 * M + r - PT) as phase
+  /// planes, all channels, zero padded.
+  void phaseRow(int64_t r) const {
+    float *dst = ph + r * rowStride;
+    const int64_t ih = th0 * M + r - PT;
+    if (ih < 0 || ih >= H) {
+      std::fill(dst, dst + rowStride, 0.0f);
+      return;
+    }
+    // Padded columns [qa, qb) read input column q - PL; the others are
+    // 0. Blocks of 8 u (8 vectors of M columns) for every channel in
+    // turn, edges by masked loads.
+    const int64_t qa = std::max<int64_t>(0, PL), qb = std::max(qa, std::min(M * UW, W + PL));
+    const int64_t planeC = H * W, uw = UW, step = plane, cn = C;
+    const float *xrow = x + ih * W; // channel c's padded column q at xrow[c * planeC + q - PL]
+    for (int64_t u = 0; u < uw; u += 8) {
+      int from[M], to[M];
+      bool whole = true;
+      for (int k = 0; k < M; ++k) {
+        const int64_t q = u * M + 8 * k; // columns q .. q+7
+        from[k] = int(std::clamp<int64_t>(qa - q, 0, 8)), to[k] = int(std::clamp<int64_t>(qb - q, 0, 8));
+        whole = whole && from[k] == 0 && to[k] == 8;
       }
-      // Padded columns [qa, qb) read input column q - PL; the others are
-      // 0. Blocks of 8 u (8 vectors of M columns) for every channel in
-      // turn, edges by masked loads.
-      const int64_t qa = std::max<int64_t>(0, PL), qb = std::max(qa, std::min(M * UW, W + PL));
-      const int64_t planeC = H * W, uw = UW, step = plane, cn = C;
-      const float *xrow = x + ih * W; // channel c's padded column q at xrow[c * planeC + q - PL]
-      for (int64_t u = 0; u < uw; u += 8) {
-        int from[M], to[M];
-        bool whole = true;
-        for (int k = 0; k < M; ++k) {
-          const int64_t q = u * M + 8 * k; // columns q .. q+7
-          from[k] = int(std::clamp<int64_t>(qa - q, 0, 8)), to[k] = int(std::clamp<int64_t>(qb - q, 0, 8));
-          whole = whole && from[k] == 0 && to[k] == 8;
-        }
-        float *d = dst + u;
-        for (int64_t c = 0; c < cn; ++c, d += step) {
-          v8f in[M], out[M];
-          for (int k = 0; k < M; ++k)
-            in[k] = whole ? load8(xrow + c * planeC + u * M + 8 * k - PL)
-                          : loadRange(xrow, c * planeC + u * M + 8 * k - PL, from[k], to[k]);
-          deinterleave<M>(in, out);
-          for (int p = 0; p < M; ++p) store8(d + p * uw, out[p]);
-        }
+      float *d = dst + u;
+      for (int64_t c = 0; c < cn; ++c, d += step) {
+        v8f in[M], out[M];
+        for (int k = 0; k < M; ++k)
+          in[k] = whole ? load8(xrow + c * planeC + u * M + 8 * k - PL)
+                        : loadRange(xrow, c * planeC + u * M + 8 * k - PL, from[k], to[k]);
+        deinterleave<M>(in, out);
+        for (int p = 0; p < M; ++p) store8(d + p * uw, out[p]);
       }
-    });
-    // 2. Input transform with the tiles in the lanes: runs of 8 tiles
-    // (t0 = 8r; a run may span rows of tiles), one channel at a time; each
-    // run's V_xi values are one vector store into the packed B panels (NR
-    // = 16 tiles each). A task is one panel (two runs, which fill each
-    // line they store to between them) and up to 64 channels.
+    }
+  }
+
+  /// 2. Input transform with the tiles in the lanes: runs of 8 of the
+  /// part's tiles (t0 = 8r; a run may span rows of tiles), one channel at
+  /// a time; each run's V_xi values are one vector store into the packed B
+  /// panels (NR = 16 tiles each). Panel pn (two runs, which fill each line
+  /// they store to between them), channels [c0, c1).
+  void transform(int64_t pn, int64_t c0, int64_t c1) const {
     static_assert(NR == 16, "two runs of 8 tiles per panel");
-    const int64_t panels = Tp / NR, cGroups = (C + 63) / 64;
-    parallelFor(panels * cGroups, [&](int64_t task) {
-      const int64_t pn = task / cGroups, c1 = std::min(C, (task % cGroups + 1) * 64);
-      const int halves = T > pn * NR + 8 ? 2 : 1;
-      // Each run's segments: lanes [from[s], ...) are tiles of one row of
-      // tiles, read at ph + off[s] + lane; lanes past T belong to the last.
-      int64_t off[2][8];
-      v8i from[2][8];
-      int segs[2] = {0, 0};
+    const int halves = T > pn * NR + 8 ? 2 : 1;
+    // Each run's segments: lanes [from[s], ...) are tiles of one row of
+    // tiles, read at ph + off[s] + lane; lanes past T belong to the last.
+    int64_t off[2][8];
+    v8i from[2][8];
+    int segs[2] = {0, 0};
+    for (int h = 0; h < halves; ++h) {
+      const int64_t t0 = pn * NR + 8 * h;
+      for (int l = 0; l < 8 && (l == 0 || t0 + l < T); ++l) {
+        const int64_t t = t0 + l, th = t / TW, tw = t - th * TW;
+        if (l > 0 && tw != 0) continue;
+        off[h][segs[h]] = th * M * rowStride + tw - l;
+        from[h][segs[h]++] = v8i{} + l;
+      }
+    }
+    const v8i lane{0, 1, 2, 3, 4, 5, 6, 7};
+    for (int64_t c = c0; c < c1; ++c) {
+      const float *base = ph + c * plane;
+      const int64_t k0 = c / gemm::KC * gemm::KC, kc = std::min(gemm::KC, C - k0);
+      float *p = v + k0 * Tp + pn * NR * kc + (c - k0) * NR;
       for (int h = 0; h < halves; ++h) {
-        const int64_t t0 = pn * NR + 8 * h;
-        for (int l = 0; l < 8 && (l == 0 || t0 + l < T); ++l) {
-          const int64_t t = t0 + l, th = t / TW, tw = t - th * TW;
-          if (l > 0 && tw != 0) continue;
-          off[h][segs[h]] = th * M * rowStride + tw - l;
-          from[h][segs[h]++] = v8i{} + l;
-        }
-      }
-      const v8i lane{0, 1, 2, 3, 4, 5, 6, 7};
-      for (int64_t c = task % cGroups * 64; c < c1; ++c) {
-        const float *base = ph.data() + c * plane;
-        const int64_t k0 = c / gemm::KC * gemm::KC, kc = std::min(gemm::KC, C - k0);
-        float *p = v.data() + k0 * Tp + pn * NR * kc + (c - k0) * NR;
-        for (int h = 0; h < halves; ++h) {
-          v8f d[A][A], vv[A][A];
+        v8f d[A][A], vv[A][A];
+#pragma GCC unroll 8
+        for (int i = 0; i < A; ++i)
+#pragma GCC unroll 8
+          for (int j = 0; j < A; ++j) d[i][j] = load8(base + off[h][0] + i * rowStride + (j % M) * UW + j / M);
+        for (int sg = 1; sg < segs[h]; ++sg) {
+          const float *bs = base + off[h][sg];
+          const v8i later = lane >= from[h][sg];
 #pragma GCC unroll 8
           for (int i = 0; i < A; ++i)
 #pragma GCC unroll 8
-            for (int j = 0; j < A; ++j) d[i][j] = load8(base + off[h][0] + i * rowStride + (j % M) * UW + j / M);
-          for (int sg = 1; sg < segs[h]; ++sg) {
-            const float *bs = base + off[h][sg];
-            const v8i later = lane >= from[h][sg];
-#pragma GCC unroll 8
-            for (int i = 0; i < A; ++i)
-#pragma GCC unroll 8
-              for (int j = 0; j < A; ++j)
-                d[i][j] = later ? load8(bs + i * rowStride + (j % M) * UW + j / M) : d[i][j];
-          }
-          sandwich(Mx::BT, d, Mx::BT, vv);
-#pragma GCC unroll 8
-          for (int i = 0; i < A; ++i)
-#pragma GCC unroll 8
-            for (int j = 0; j < A; ++j) store8(p + (i * A + j) * vStride + 8 * h, vv[i][j]);
+            for (int j = 0; j < A; ++j)
+              d[i][j] = later ? load8(bs + i * rowStride + (j % M) * UW + j / M) : d[i][j];
         }
+        sandwich(Mx::BT, d, Mx::BT, vv);
+#pragma GCC unroll 8
+        for (int i = 0; i < A; ++i)
+#pragma GCC unroll 8
+          for (int j = 0; j < A; ++j) store8(p + (i * A + j) * vStride + 8 * h, vv[i][j]);
       }
-    });
-    // 3. One GEMM per transformed position (each serial inside), U packed
-    // at compile time as A, V packed above as B. (Split by tiles instead,
-    // each thread the products of the tiles it transformed and transforms
-    // back, all of U read by each: at 2 threads no faster at 56x56, with
-    // the vCPUs close or far apart, and 1.1-1.3x the time at 28x28 and
-    // 14x14.)
-    parallelFor(AA, [&](int64_t xi) {
-      sgemm(F, T, C, nullptr, 0, false, nullptr, 0, false, m.data() + xi * mStride, Tp, nullptr, U + xi * uStride,
-            v.data() + xi * vStride, gemm::KC);
-    });
-    // 4. Output transform with the tiles in the lanes, one filter at a
-    // time: bias, then each output row's M * 8 columns interleaved from
-    // the lanes, the residual added and the clamp applied as it is
-    // stored. A task is a run of rows of tiles (2 runs per thread) and up
-    // to 64 filters, each filter's rows in turn, so that the lines of M
-    // that two rows share are read once (a task per row took 1.2x the
-    // time at 28x28); tasks write disjoint rows of the output planes.
-    float *y = Y + n * F * OH * OW;
-    const float *rn = res ? res + n * F * OH * OW : nullptr;
-    const int64_t fGroups = (F + 63) / 64, rowRuns = std::min<int64_t>(TH, 2 * currentThreads());
-    parallelFor(rowRuns * fGroups, [&](int64_t task) {
-      const int64_t rr = task / fGroups, th0 = TH * rr / rowRuns, th1 = TH * (rr + 1) / rowRuns;
-      const int64_t f1 = std::min(F, (task % fGroups + 1) * 64);
-      for (int64_t f = task % fGroups * 64; f < f1; ++f) {
-        const v8f b = bias ? splat(bias[f]) : v8f{};
-        for (int64_t th = th0; th < th1; ++th) {
-          const int rows = int(std::min<int64_t>(M, OH - th * M));
-          for (int64_t tw0 = 0; tw0 < TW; tw0 += 8) {
-            const int64_t t = th * TW + tw0, cols = std::min<int64_t>(8 * M, OW - tw0 * M);
-            v8f mm[A][A], yy[M][M];
-            for (int i = 0; i < A; ++i)
-              for (int j = 0; j < A; ++j) mm[i][j] = load8(m.data() + (i * A + j) * mStride + f * Tp + t);
-            sandwich(Mx::AT, mm, Mx::AT, yy);
-            for (int i = 0; i < rows; ++i) {
-              v8f o[M], w[M];
-              for (int j = 0; j < M; ++j) o[j] = yy[i][j] + b;
-              interleave<M>(o, w);
-              const int64_t at = (f * OH + th * M + i) * OW + tw0 * M;
-              for (int k = 0; k < M && 8 * k < cols; ++k) {
-                const int nc = int(std::min<int64_t>(8, cols - 8 * k));
-                v8f val = w[k];
-                if (rn) val = val + (nc == 8 ? load8(rn + at + 8 * k) : loadRange(rn, at + 8 * k, 0, nc));
-                val = vclamp(val, splat(lo), splat(hi));
-                if (nc == 8) store8(y + at + 8 * k, val);
-                else storeN(y + at + 8 * k, val, nc);
-              }
+    }
+  }
+
+  /// 3. The product of place xi, M_xi[F, T] = U_xi[F, C] * V_xi[C, T]
+  /// (serial inside), U packed at compile time as A, V packed above as B.
+  void product(int64_t xi) const {
+    sgemm(F, T, C, nullptr, 0, false, nullptr, 0, false, m + xi * mStride, Tp, nullptr, U + xi * uStride,
+          v + xi * vStride, gemm::KC);
+  }
+
+  /// 4. Output transform with the tiles in the lanes, one filter at a
+  /// time, for tile rows [a, b) of the part and filters [f0, f1): bias,
+  /// then each output row's M * 8 columns interleaved from the lanes, the
+  /// residual added and the clamp applied as it is stored. Each filter's
+  /// rows in turn, so that the lines of M that two rows share are read
+  /// once (a task per row took 1.2x the time at 28x28).
+  void output(int64_t a, int64_t b, int64_t f0, int64_t f1) const {
+    for (int64_t f = f0; f < f1; ++f) {
+      const v8f bv = bias ? splat(bias[f]) : v8f{};
+      for (int64_t th = a; th < b; ++th) {
+        const int rows = int(std::min<int64_t>(M, OH - th * M));
+        for (int64_t tw0 = 0; tw0 < TW; tw0 += 8) {
+          const int64_t t = (th - th0) * TW + tw0, cols = std::min<int64_t>(8 * M, OW - tw0 * M);
+          v8f mm[A][A], yy[M][M];
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j) mm[i][j] = load8(m + (i * A + j) * mStride + f * Tp + t);
+          sandwich(Mx::AT, mm, Mx::AT, yy);
+          for (int i = 0; i < rows; ++i) {
+            v8f o[M], w[M];
+            for (int j = 0; j < M; ++j) o[j] = yy[i][j] + bv;
+            interleave<M>(o, w);
+            const int64_t at = (f * OH + th * M + i) * OW + tw0 * M;
+            for (int k = 0; k < M && 8 * k < cols; ++k) {
+              const int nc = int(std::min<int64_t>(8, cols - 8 * k));
+              v8f val = w[k];
+              if (res) val = val + (nc == 8 ? load8(res + at + 8 * k) : loadRange(res, at + 8 * k, 0, nc));
+              val = vclamp(val, splat(lo), splat(hi));
+              if (nc == 8) store8(y + at + 8 * k, val);
+              else storeN(y + at + 8 * k, val, nc);
             }
           }
         }
       }
+    }
+  }
+
+  /// The whole part on this thread.
+  void runSerial() const {
+    for (int64_t r = 0; r < Hp; ++r) phaseRow(r);
+    for (int64_t pn = 0; pn < Tp / NR; ++pn) transform(pn, 0, C);
+    for (int64_t xi = 0; xi < AA; ++xi) product(xi);
+    output(th0, th1, 0, F);
+  }
+};
+
+/// How the threads share a conv's work (at 2 threads, with the vCPUs of
+/// the Zen 5 VM far apart, every value one core writes and the other reads
+/// costs: ResNet-50's 56x56 convs took as long at 2 threads as at 1 with
+/// every phase cut its own way).
+enum class Split {
+  /// Each phase over all threads, the products by place xi: V and M are
+  /// each read by the other core for half of their values; U is read once.
+  Places,
+  /// Each thread the whole conv for its own band of tile rows: nothing
+  /// crosses but the band's edge rows of the input, but every thread
+  /// reads all of U. Where U is small next to V and M: ResNet-50's 56x56
+  /// convs (U 0.6 MB, V and M 1.9 MB each) took 0.6x the time far apart
+  /// and the same close; its 28x28 ones (U 2.4 MB, V and M 1.2 MB) 1.6x
+  /// the time close (a harness, 2 threads).
+  Bands,
+};
+
+inline Split chooseSplit(int64_t C, int64_t F, int64_t T, int64_t TH, int nt) {
+  if (nt <= 1 || TH < nt) return Split::Places;
+  if (const char *e = getenv("KILN_WINO_SPLIT")) return atoi(e) == 1 ? Split::Bands : Split::Places;
+  return 2 * C * F < (C + F) * T ? Split::Bands : Split::Places; // U smaller than half of V and M
+}
+
+template <int M>
+void winogradConv(const float *X, const float *U, const float *bias, const float *res, float *Y, int64_t N,
+                  int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL,
+                  float lo, float hi) {
+  for (int64_t n = 0; n < N; ++n) {
+    WinogradPart<M> w(X + n * C * H * W, U, bias, res ? res + n * F * OH * OW : nullptr, Y + n * F * OH * OW, C, H,
+                      W, F, OH, OW, PT, PL, lo, hi);
+    const int nt = currentThreads();
+    const Split split = chooseSplit(C, F, w.TH * w.TW, w.TH, nt);
+    if (split == Split::Bands) {
+      // Each thread its band of tile rows, in scratch buffers that only
+      // it ever writes. (In its slots 2, 5 and 6, which the other thread
+      // writes in parallel kernels, ResNet-50's first 56x56 conv took 0.57
+      // ms with the vCPUs far apart, against 0.31 for the other two: it
+      // wrote lines that the last convs of the inference before had left
+      // in the other core. In slots of its own, 0.43.)
+      parallelFor(nt, [&](int64_t b) {
+        WinogradPart<M> part = w;
+        part.setPart(w.TH * b / nt, w.TH * (b + 1) / nt, scratch(10), scratch(11), scratch(12));
+        part.runSerial();
+      });
+      continue;
+    }
+    w.setPart(0, w.TH, scratch(2), scratch(5), scratch(6));
+    parallelFor(w.Hp, [&](int64_t r) { w.phaseRow(r); });
+    const int64_t panels = w.Tp / w.NR, cGroups = (C + 63) / 64;
+    parallelFor(panels * cGroups, [&](int64_t task) {
+      const int64_t c0 = task % cGroups * 64;
+      w.transform(task / cGroups, c0, std::min(C, c0 + 64));
+    });
+    parallelFor(w.AA, [&](int64_t xi) { w.product(xi); });
+    // Tasks: runs of rows of tiles (2 runs per thread) and up to 64
+    // filters; they write disjoint rows of the output planes.
+    const int64_t fGroups = (F + 63) / 64, rowRuns = std::min<int64_t>(w.TH, 2 * nt);
+    parallelFor(rowRuns * fGroups, [&](int64_t task) {
+      const int64_t rr = task / fGroups, f0 = task % fGroups * 64;
+      w.output(w.TH * rr / rowRuns, w.TH * (rr + 1) / rowRuns, f0, std::min(F, f0 + 64));
     });
   }
 }

@@ -537,8 +537,13 @@ TEST_CASE("kiln_rt_conv2d_winograd_ft matches a naive convolution", "[conv][wino
       std::vector<float> up(kiln::winograd::packedSize(m, c.F, c.C));
       kiln::winograd::transformWeights(m, w.data(), c.F, c.C, up.data());
       Reference ref = naiveConv(c, x.data(), w.data(), bias.data());
-      for (kiln::rt::ThreadPool *p : {(kiln::rt::ThreadPool *)nullptr, &pool}) {
-        INFO(c.name << ", m=" << m << ", threads=" << (p ? p->size() : 1));
+      // On the pool, both ways of sharing the work: every phase over the
+      // threads, and each thread a band of tile rows alone
+      // (KILN_WINO_SPLIT, read on each call).
+      for (const char *split : {"", "0", "1"}) {
+        kiln::rt::ThreadPool *p = split[0] ? &pool : nullptr;
+        if (p) setenv("KILN_WINO_SPLIT", split, 1);
+        INFO(c.name << ", m=" << m << ", threads=" << (p ? p->size() : 1) << ", split " << split);
         PoolScope scope(p);
         GuardedBuffer got(n), fused(n);
         kiln_rt_conv2d_winograd_ft((intptr_t)x.data(), (intptr_t)up.data(), (intptr_t)bias.data(), 0, got.addr(),
@@ -551,6 +556,7 @@ TEST_CASE("kiln_rt_conv2d_winograd_ft matches a naive convolution", "[conv][wino
                                    0.0f, 0.75f);
         CHECK(residualClampMismatches(fused.data(), got.data(), res, n, 0.0f, 0.75f) == 0);
         CHECK(fused.guardsIntact());
+        unsetenv("KILN_WINO_SPLIT");
       }
     }
 }

@@ -2,6 +2,7 @@
 #include "kernels.h"
 
 #include <chrono>
+#include <system_error>
 #include <thread>
 
 namespace kiln::rt {
@@ -61,8 +62,16 @@ void parallelFor(int64_t n, const std::function<void(int64_t)> &fn) {
 
 ThreadPool::ThreadPool(int threads)
     : shares_(new Share[std::max(threads, 1)]), slots_(new Slot[std::max(threads, 1)]) {
-  for (int i = 1; i < threads; ++i)
-    workers_.emplace_back([this, i] { workerLoop(i); });
+  // A thread the system will not start leaves the pool smaller (size()
+  // says so) rather than throwing out of a constructor whose workers_
+  // would then be destroyed while joinable.
+  for (int i = 1; i < threads; ++i) {
+    try {
+      workers_.emplace_back([this, i] { workerLoop(i); });
+    } catch (const std::system_error &) {
+      break;
+    }
+  }
 }
 
 ThreadPool::~ThreadPool() {
@@ -126,6 +135,7 @@ void ThreadPool::workerLoop(int id) {
 }
 
 void ThreadPool::parallelFor(int64_t n, const std::function<void(int64_t)> &fn) {
+  if (n <= 0) return;
   // Thread t's share is the t-th run of consecutive tasks: kernels of the
   // same shape in a row (and a kernel's phases) then give each thread the
   // same part of the data, which stays in its own cache.

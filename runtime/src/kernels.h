@@ -58,6 +58,13 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, bool tr
 /// previous setting; not to be called while kernels run.
 bool wideKernels();
 bool setWideKernels(bool on);
+/// How Winograd convs share their work at several threads (winograd.cpp):
+/// -1 as each conv's sizes say, 0 every phase over the threads, 1 each
+/// thread a band of tile rows where there are enough. KILN_WINO_SPLIT (0
+/// or 1) sets it at first use. setWinogradSplit returns the previous
+/// setting; not to be called while kernels run (tests, comparisons).
+int winogradSplit();
+int setWinogradSplit(int mode);
 /// Whether the running model's weights are read from memory on each run
 /// (they outgrow the cache: weightsOutgrowCache), for this thread's
 /// kiln_run (set and restored there; false elsewhere). sgemm then fetches

@@ -296,9 +296,11 @@ enum class Split {
 
 inline Split chooseSplit(int64_t C, int64_t F, int64_t T, int64_t TH, int nt) {
   if (nt <= 1 || TH < nt) return Split::Places;
-  if (const char *e = getenv("KILN_WINO_SPLIT")) return atoi(e) == 1 ? Split::Bands : Split::Places;
+  if (const int mode = winogradSplit(); mode >= 0) return mode == 1 ? Split::Bands : Split::Places;
   return 2 * C * F < (C + F) * T ? Split::Bands : Split::Places; // U smaller than half of V and M
 }
+
+int splitMode = -2; // -2: not read from the environment yet
 
 template <int M>
 void winogradConv(const float *X, const float *U, const float *bias, const float *res, float *Y, int64_t N,
@@ -342,6 +344,21 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
 }
 
 } // namespace
+
+int winogradSplit() {
+  if (splitMode == -2) {
+    const char *e = std::getenv("KILN_WINO_SPLIT");
+    splitMode = e && *e ? (std::atoi(e) == 1 ? 1 : 0) : -1;
+  }
+  return splitMode;
+}
+
+int setWinogradSplit(int mode) {
+  const int was = winogradSplit();
+  splitMode = mode < 0 ? -1 : mode == 1 ? 1 : 0;
+  return was;
+}
+
 } // namespace kiln::rt
 
 extern "C" {

@@ -538,11 +538,10 @@ TEST_CASE("kiln_rt_conv2d_winograd_ft matches a naive convolution", "[conv][wino
       kiln::winograd::transformWeights(m, w.data(), c.F, c.C, up.data());
       Reference ref = naiveConv(c, x.data(), w.data(), bias.data());
       // On the pool, both ways of sharing the work: every phase over the
-      // threads, and each thread a band of tile rows alone
-      // (KILN_WINO_SPLIT, read on each call).
-      for (const char *split : {"", "0", "1"}) {
-        kiln::rt::ThreadPool *p = split[0] ? &pool : nullptr;
-        if (p) setenv("KILN_WINO_SPLIT", split, 1);
+      // threads, and each thread a band of tile rows alone.
+      for (int split : {-1, 0, 1}) {
+        kiln::rt::ThreadPool *p = split >= 0 ? &pool : nullptr;
+        const int was = kiln::rt::setWinogradSplit(split);
         INFO(c.name << ", m=" << m << ", threads=" << (p ? p->size() : 1) << ", split " << split);
         PoolScope scope(p);
         GuardedBuffer got(n), fused(n);
@@ -556,7 +555,7 @@ TEST_CASE("kiln_rt_conv2d_winograd_ft matches a naive convolution", "[conv][wino
                                    0.0f, 0.75f);
         CHECK(residualClampMismatches(fused.data(), got.data(), res, n, 0.0f, 0.75f) == 0);
         CHECK(fused.guardsIntact());
-        unsetenv("KILN_WINO_SPLIT");
+        kiln::rt::setWinogradSplit(was);
       }
     }
 }

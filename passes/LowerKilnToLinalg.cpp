@@ -312,6 +312,7 @@ private:
   Value unaryScalar(Operation *op, OpBuilder &nb, Location l, Value x);
   Value binaryScalar(Operation *op, OpBuilder &nb, Location l, Value x, Value y);
   LogicalResult lowerConv(ConvOp op);
+  LogicalResult lowerConvChain(ConvChainOps c, Value outArg);
   LogicalResult lowerConvTranspose(ConvTransposeOp op);
   LogicalResult lowerGemm(GemmOp op);
   /// Portable forms: one linalg.generic over the output whose body sums
@@ -1208,6 +1209,40 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
     return success();
   }
   call("kiln_rt_conv2d", args);
+  return success();
+}
+
+/// A conv chain: kiln_rt_conv2d_winograd_chain runs the head conv by
+/// Winograd (its weights transformed here, once) and the 1x1 tail conv
+/// (its weights packed as GEMM operand A) on each band of the head's
+/// output rows, with both convs' bias and clamp and the tail's residual.
+LogicalResult BufferLowering::lowerConvChain(ConvChainOps c, Value outArg) {
+  auto xs = cast<ShapedType>(c.head.getInput().getType()).getShape();
+  auto ws = cast<ShapedType>(c.head.getWeight().getType()).getShape();
+  auto ys = cast<ShapedType>(c.tail.getType()).getShape();
+  auto w = constantFloats(c.head.getWeight()), w2 = constantFloats(c.tail.getWeight());
+  const int m = kiln::winogradTile(c.head, winograd);
+  if (!w || !w2 || m == 0) return c.head.emitError("internal error: a conv chain needs constant Winograd weights");
+  const int64_t F = ws[0], C = ws[1], F2 = ys[1];
+  std::vector<float> up(kiln::winograd::packedSize(m, F, C)), packed(kiln::gemm::packedASize(F2, F));
+  kiln::winograd::transformWeights(m, w->data(), F, C, up.data());
+  kiln::gemm::packAFull(w2->data(), F, false, F2, F, packed.data());
+  Value zero = b.create<arith::ConstantIndexOp>(loc, 0).getResult();
+  auto biasOf = [&](ConvOp op) { return op.getBias() ? ptr(buf(op.getBias())) : zero; };
+  float inf = std::numeric_limits<float>::infinity();
+  auto [lo, hi] = c.act ? clampBounds(c.act) : std::pair<float, float>{-inf, inf};
+  auto [lo2, hi2] = c.act2 ? clampBounds(c.act2) : std::pair<float, float>{-inf, inf};
+  auto p = c.head.getPads();
+  Value resid = c.residual ? ptr(buf(c.residual)) : zero;
+  call("kiln_rt_conv2d_winograd_chain",
+       {ptr(buf(c.head.getInput())), ptr(packedConstant(up)), biasOf(c.head), ptr(packedConstant(packed)),
+        biasOf(c.tail), resid, ptr(outArg), ci(xs[0]), ci(C), ci(xs[2]), ci(xs[3]), ci(F), ci(ys[2]), ci(ys[3]),
+        ci(p[0]), ci(p[1]), ci(m), cf(lo), cf(hi), ci(F2), cf(lo2), cf(hi2)});
+  // The tail reads the residual where it writes over one K block (the
+  // runtime copies it otherwise); not where the block reads it elsewhere.
+  if (c.residual && c.residual.hasOneUse() && kiln::gemm::convResidualReadInPlace(F, 1, 1, 1, 1, 0, 0, true, 1))
+    inPlace = {kernel->callArgs[cast<BlockArgument>(outArg).getArgNumber()],
+               kernel->callArgs[cast<BlockArgument>(buf(c.residual)).getArgNumber()]};
   return success();
 }
 
@@ -2526,6 +2561,14 @@ LogicalResult BufferLowering::lowerFused(FusedOp f) {
       headFedInside = false;
     }
   }
+  // A conv chain (kiln-plan-fusion): one runtime call.
+  std::optional<ConvChainOps> chain;
+  if (yield.getNumOperands() == 1 && !portable) chain = matchConvChain(ops, winograd);
+  if (chain) {
+    loc = chain->tail.getLoc();
+    result = lowerConvChain(*chain, outArgs[0]);
+    buffers[yield.getValues()[0]] = outArgs[0];
+  } else
   // The general form (each op into its own buffer) serves single ops, and
   // any block the planner would not make (a head fed from inside the block,
   // several outputs): correct, only not fused.

@@ -31,6 +31,7 @@
 // With `no-fusion`, every op becomes its own block (the unfused baseline).
 #include "kiln/Dialect/KilnDialect.h"
 #include "kiln/Transforms/Passes.h"
+#include "kiln/Transforms/Weights.h"
 
 #include "mlir/Analysis/TopologicalSortUtils.h"
 #include "mlir/IR/Builders.h"
@@ -99,6 +100,33 @@ public:
       blocks.push_back(std::move(blk));
     }
     return blocks;
+  }
+
+  /// kiln's extension of the fusion table (docs/fusion.md): the block of
+  /// a Winograd 3x3 conv (with its Relu/Clip) joins the block of the 1x1
+  /// conv that reads its result, as one kernel that runs the 1x1 conv on
+  /// each band of the first conv's output while it is in cache (a conv
+  /// chain: kiln::matchConvChain). The table says Conv then Conv never
+  /// fuses; kiln makes this pair a "profile" cell: the profiling database
+  /// or the cost model decides. Returns the number of chains.
+  int64_t chainConvs(SmallVector<FusionBlock> &blocks, StringRef winograd) {
+    int64_t chains = 0;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      auto tail = dyn_cast_or_null<ConvOp>(blocks[i].head);
+      Operation *in = tail ? tail.getInput().getDefiningOp() : nullptr;
+      auto j = in ? blockOf.find(in) : blockOf.end();
+      if (j == blockOf.end() || j->second == (int64_t)i) continue;
+      FusionBlock &hb = blocks[j->second], &tb = blocks[i];
+      SmallVector<Operation *> both(hb.ops);
+      both.append(tb.ops);
+      if (!matchConvChain(both, winograd) || !mergeSaysFuse(hb, tb)) continue;
+      for (Operation *op : hb.ops) blockOf[op] = (int64_t)i;
+      tb.ops = std::move(both);
+      hb.ops.clear();
+      hb.head = nullptr;
+      ++chains;
+    }
+    return chains;
   }
 
   int64_t profiled = 0, modelled = 0;
@@ -227,6 +255,29 @@ private:
     alone.ops.push_back(x);
     alone.head = isPointwise(x) ? nullptr : x;
     return blockLatency(b, x) < blockLatency(b, nullptr) + blockLatency(alone, nullptr);
+  }
+
+  /// A "profile" decision on merging whole blocks a and b (a conv chain).
+  bool mergeSaysFuse(const FusionBlock &a, const FusionBlock &b) {
+    SmallVector<Operation *> both(a.ops);
+    both.append(b.ops);
+    if (profiler) {
+      auto f = profiler->latency(both), p = profiler->latency(a.ops), q = profiler->latency(b.ops);
+      if (f && p && q) {
+        ++profiled;
+        return *f <= (*p + *q) * (1 + kProfileNoise);
+      }
+    }
+    ++modelled;
+    FusionBlock merged;
+    merged.ops = both;
+    merged.head = b.head;
+    // Two compute-bound convs tie on the roofline (the FLOPs are the same
+    // fused or not); the merged block moves fewer bytes (the intermediate
+    // is neither written nor read back), so a tie goes to fusion, as it
+    // does within the noise of measured decisions.
+    const double apart = blockLatency(a, nullptr) + blockLatency(b, nullptr);
+    return blockLatency(merged, nullptr) <= apart * (1 + 1e-9);
   }
 
   /// How many ops the Slice / Reshape / Transpose chains (of the ops
@@ -379,10 +430,13 @@ struct PlanFusionPass : kiln::impl::PlanFusionBase<PlanFusionPass> {
     func::FuncOp fn = getOperation();
     Planner planner(fn, maxOps, profiler);
     SmallVector<FusionBlock> blocks = planner.plan(noFusion);
+    const int64_t chains = convChains && !noFusion ? planner.chainConvs(blocks, winograd) : 0;
+    numChains = chains;
     OpBuilder b(fn.getContext());
     int64_t id = 0;
     for (const FusionBlock &blk : blocks) {
-      // A block of Reshapes only is a view: no kernel.
+      // A block of Reshapes only is a view: no kernel (nor is a block
+      // merged into a conv chain, left empty).
       if (llvm::all_of(blk.ops, [](Operation *op) { return isa<ReshapeOp>(op); }))
         continue;
       materialize(fn, blk, id++, b);
@@ -391,6 +445,7 @@ struct PlanFusionPass : kiln::impl::PlanFusionBase<PlanFusionPass> {
     numBlocks = id;
     numProfiled = planner.profiled;
     numModelled = planner.modelled;
+    fn->setAttr("kiln.conv_chains", b.getI64IntegerAttr(chains));
     fn->setAttr("kiln.profile_decisions",
                 b.getDenseI64ArrayAttr({planner.profiled, planner.modelled}));
   }

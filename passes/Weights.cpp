@@ -2,6 +2,7 @@
 #include "kiln/Transforms/Weights.h"
 
 #include "mlir/IR/AsmState.h"
+#include "llvm/ADT/SmallPtrSet.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
 
@@ -118,6 +119,67 @@ int winogradTile(ConvOp op, llvm::StringRef mode) {
   // 7x7: F(4x4) no faster than im2col, F(2x2) 1.4x).
   if (ws[0] < 16 || ws[1] < 16) return 0;
   return ys[2] >= 20 && ys[3] >= 20 ? 4 : 2;
+}
+
+bool sparseLayer(mlir::Operation *op) {
+  auto info = op->getAttrOfType<mlir::DictionaryAttr>("kiln.bcr");
+  auto sparse = info ? info.getAs<mlir::BoolAttr>("sparse") : nullptr;
+  return sparse && sparse.getValue();
+}
+
+bool convChain(ConvOp head, ConvOp tail, llvm::StringRef winograd) {
+  auto f32 = [](ConvOp c) { return llvm::cast<mlir::ShapedType>(c.getType()).getElementType().isF32(); };
+  if (!f32(head) || !f32(tail) || !packsWeights(head) || !packsWeights(tail) || sparseLayer(head) ||
+      sparseLayer(tail) || winogradTile(head, winograd) == 0)
+    return false;
+  auto ws = llvm::cast<mlir::ShapedType>(tail.getWeight().getType()).getShape();
+  auto ys = llvm::cast<mlir::ShapedType>(tail.getType()).getShape();
+  auto xs = llvm::cast<mlir::ShapedType>(tail.getInput().getType()).getShape();
+  if (ws.size() != 4 || ws[2] != 1 || ws[3] != 1 || tail.getGroup() != 1 || ys.size() != 4 || ys[2] != xs[2] ||
+      ys[3] != xs[3] || ys[2] * ys[3] < kChainMinPixels)
+    return false;
+  return llvm::all_of(tail.getStrides(), [](int64_t s) { return s == 1; }) &&
+         llvm::all_of(tail.getPads(), [](int64_t p) { return p == 0; });
+}
+
+std::optional<ConvChainOps> matchConvChain(llvm::ArrayRef<mlir::Operation *> ops, llvm::StringRef winograd) {
+  llvm::SmallPtrSet<mlir::Operation *, 8> in(ops.begin(), ops.end());
+  llvm::SmallVector<ConvOp> convs;
+  for (mlir::Operation *op : ops)
+    if (auto c = llvm::dyn_cast<ConvOp>(op)) convs.push_back(c);
+  if (convs.size() != 2 || in.size() != ops.size()) return std::nullopt;
+  // The one op that reads v, if v has no other use and that op is in ops.
+  auto next = [&](mlir::Value v) -> mlir::Operation * {
+    return v.hasOneUse() && in.count(*v.getUsers().begin()) ? *v.getUsers().begin() : nullptr;
+  };
+  auto isAct = [](mlir::Operation *op) { return op && llvm::isa<ReluOp, ClipOp>(op); };
+  for (int h = 0; h < 2; ++h) {
+    ConvChainOps c;
+    c.head = convs[h];
+    c.tail = convs[1 - h];
+    mlir::Value v = c.head.getResult();
+    size_t seen = 1;
+    mlir::Operation *u = next(v);
+    if (isAct(u)) {
+      c.act = u, v = u->getResult(0), ++seen;
+      u = next(v);
+    }
+    if (u != c.tail.getOperation() || c.tail.getInput() != v) continue;
+    v = c.tail.getResult(), ++seen;
+    u = seen < ops.size() ? next(v) : nullptr;
+    if (u && llvm::isa<AddOp>(u)) {
+      mlir::Value r = u->getOperand(0) == v ? u->getOperand(1) : u->getOperand(0);
+      mlir::Operation *d = r.getDefiningOp();
+      if (r == v || (d && in.count(d)) || r.getType() != v.getType() || u->getResult(0).getType() != v.getType())
+        return std::nullopt;
+      c.add = u, c.residual = r, v = u->getResult(0), ++seen;
+      u = seen < ops.size() ? next(v) : nullptr;
+    }
+    if (isAct(u)) c.act2 = u, ++seen;
+    if (seen != ops.size() || !convChain(c.head, c.tail, winograd)) return std::nullopt;
+    return c;
+  }
+  return std::nullopt;
 }
 
 double winogradSpeedup(ConvOp op, int m) {

@@ -25,6 +25,7 @@ struct CompileOptions {
   bool printIRAfterAll = false;
   bool noRewrite = false;      // --no-rewrite: skip kiln-rewrite
   bool noFusion = false;       // --no-fusion: one kernel per op
+  bool noConvChains = false;   // --no-conv-chains: the fusion table's Conv-Conv "no" kept
   std::string statsJson;       // --stats-json=FILE
   std::string fusionReport;    // --fusion-report=FILE (.dot, .svg, .png, .html)
   std::string profileDb;       // --profile-db=FILE: measure "profile" fusion decisions

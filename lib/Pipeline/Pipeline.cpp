@@ -71,7 +71,7 @@ std::map<std::string, int64_t> opHistogram(ModuleOp m) {
 
 struct FusionStats {
   int64_t onnxNodes = 0, opsAfterRewrite = 0, kernels = 0, intermediateBytesSaved = 0;
-  int64_t profiled = 0, modelled = 0, dbHits = 0, dbMeasured = 0;
+  int64_t profiled = 0, modelled = 0, dbHits = 0, dbMeasured = 0, convChains = 0;
 };
 
 llvm::StringRef hostArch() {
@@ -299,11 +299,28 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
   m.walk([&](Operation *op) {
     if (isa<KilnDialect>(op->getDialect()) && !isa<ConstantOp>(op)) ++fstats.opsAfterRewrite;
   });
+  // Before fusion: a conv chain (kiln-plan-fusion) takes dense convs only.
+  if (failed(runner.stage("sparsity", m, [&] {
+        PassManager pm(&ctx);
+        configure(pm);
+        DetectSparsityOptions so;
+        so.mode = opts.sparsity;
+        so.winograd = opts.winograd;
+        // x86-64 libraries run 16-lane sparse tiles where the CPU has
+        // AVX-512 (the machines we measure on); aarch64 NEON has 8 lanes.
+        so.lanes = opts.target == "x86_64" ? 16 : 8;
+        pm.addPass(createDetectSparsity(so));
+        return pm.run(m);
+      })))
+    return failure();
   if (failed(runner.stage("fusion", m, [&] {
         PassManager pm(&ctx);
         configure(pm);
         PlanFusionOptions fo;
         fo.noFusion = opts.noFusion;
+        // Conv chains run on the CPU runtime's Winograd kernel.
+        fo.convChains = !device && !opts.noConvChains;
+        fo.winograd = opts.winograd;
         // Measured "profile" decisions on the host target only; the
         // analytical model decides otherwise.
         if (!opts.profileDb.empty() && target->name() == hostArch())
@@ -319,6 +336,8 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     fstats.profiled = d[0];
     fstats.modelled = d[1];
   }
+  if (auto c = m.lookupSymbol<func::FuncOp>("main")->getAttrOfType<IntegerAttr>("kiln.conv_chains"))
+    fstats.convChains = c.getInt();
   if (profileDb) {
     fstats.dbHits = profileDb->hits();
     fstats.dbMeasured = profileDb->measured();
@@ -333,19 +352,6 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
           fstats.intermediateBytesSaved += (int64_t)tensorBytes(r);
     }
   });
-  if (failed(runner.stage("sparsity", m, [&] {
-        PassManager pm(&ctx);
-        configure(pm);
-        DetectSparsityOptions so;
-        so.mode = opts.sparsity;
-        so.winograd = opts.winograd;
-        // x86-64 libraries run 16-lane sparse tiles where the CPU has
-        // AVX-512 (the machines we measure on); aarch64 NEON has 8 lanes.
-        so.lanes = opts.target == "x86_64" ? 16 : 8;
-        pm.addPass(createDetectSparsity(so));
-        return pm.run(m);
-      })))
-    return failure();
   std::vector<SparseLayer> sparseLayers = collectSparseLayers(m);
   if (!opts.fusionReport.empty() && failed(writeFusionReport(m, opts.fusionReport)))
     return failure();
@@ -423,9 +429,9 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
                             layers.empty() ? "" : ",", jsonEscape(l.name), l.rows, l.cols, l.sparsity, l.br, l.bc,
                             l.exact, l.sparse, l.denseBytes, l.sparseBytes, l.speedup);
     os << fmt::format("{{\n  \"onnx_nodes\": {},\n  \"ops_after_rewrite\": {},\n  \"kernels\": {},\n"
-                      "  \"intermediate_bytes_saved\": {},\n  \"arena_bytes\": {},\n  \"weight_bytes\": {},\n  \"flops\": {},\n"
+                      "  \"conv_chains\": {},\n  \"intermediate_bytes_saved\": {},\n  \"arena_bytes\": {},\n  \"weight_bytes\": {},\n  \"flops\": {},\n"
                       "  \"sparse_layers\": [{}\n  ]\n}}\n",
-                      fstats.onnxNodes, fstats.opsAfterRewrite, fstats.kernels,
+                      fstats.onnxNodes, fstats.opsAfterRewrite, fstats.kernels, fstats.convChains,
                       fstats.intermediateBytesSaved, summary.arenaBytes, summary.weightBytes, modelFlops, layers);
   }
   if (opts.stats) {
@@ -440,6 +446,8 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     llvm::outs() << fmt::format("kernels (blocks)      {}\n", fstats.kernels);
     llvm::outs() << fmt::format("fusion rate           {:.2f}x (onnx nodes / kernels)\n",
                                 fstats.kernels ? (double)fstats.onnxNodes / fstats.kernels : 0.0);
+    llvm::outs() << fmt::format("conv chains           {} (a Winograd 3x3 conv and the 1x1 conv after it as "
+                                "one kernel; --no-conv-chains: apart)\n", fstats.convChains);
     llvm::outs() << fmt::format("intermediate bytes not written  {}\n", fstats.intermediateBytesSaved);
     llvm::outs() << fmt::format("profile decisions     {} measured ({} answered from the database, {} timed now), "
                                 "{} by the cost model\n",

@@ -843,7 +843,7 @@ bool setWideKernels(bool on) {
 }
 
 Buffer &scratch(int slot) {
-  static thread_local Buffer bufs[13];
+  static thread_local Buffer bufs[14];
   return bufs[slot];
 }
 

@@ -184,6 +184,16 @@ void kiln_rt_conv2d_bcr(intptr_t x, intptr_t blob, intptr_t bias, intptr_t resid
 void kiln_rt_conv2d_winograd_ft(intptr_t x, intptr_t up, intptr_t bias, intptr_t residual, intptr_t y, int64_t N,
                                 int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT,
                                 int64_t PL, int64_t m, float lo, float hi);
+/// A conv chain, one fusion block: t = clamp(conv3x3(x) + bias, lo, hi) as
+/// kiln_rt_conv2d_winograd_ft (up: its weights so transformed), then y =
+/// clamp(conv1x1(t, w2) + bias2 + residual, lo2, hi2), w2 [F2, F] packed
+/// as GEMM operand A. Each band of t's rows is multiplied by w2 while in
+/// cache; t is never stored whole. bias, bias2, residual may be 0, and
+/// residual may be y.
+void kiln_rt_conv2d_winograd_chain(intptr_t x, intptr_t up, intptr_t bias, intptr_t w2, intptr_t bias2,
+                                   intptr_t residual, intptr_t y, int64_t N, int64_t C, int64_t H, int64_t W,
+                                   int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL, int64_t m, float lo,
+                                   float hi, int64_t F2, float lo2, float hi2);
 /// 2-d max pooling of float32 NCHW planes (any window, strides,
 /// dilations; pads and ceil_mode through PT/PL and OH/OW: windows may read
 /// past the input, which counts as -inf).

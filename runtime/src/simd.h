@@ -216,7 +216,8 @@ using Buffer = std::vector<float, PageAllocator<float>>;
 /// Winograd's transformed tiles; 7, 8: a B or A operand packed once for all
 /// of a GEMM's tasks; 9: a sparse kernel's input packed once for all its
 /// tasks; 10-12: Winograd's phase planes and transformed tiles when each
-/// thread runs a band of the conv alone, buffers no other thread writes).
+/// thread runs a band of the conv alone, buffers no other thread writes;
+/// 13: a band of a Winograd conv's output that a fused 1x1 conv reads).
 Buffer &scratch(int slot);
 /// Grows a scratch buffer to at least n floats and returns its data; never
 /// shrinks it. (resize() back up after a smaller resize zero-fills the

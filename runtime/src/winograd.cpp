@@ -113,12 +113,15 @@ template <int M> struct WinogradPart {
   // input rows from th0 * M; strides of ph's rows, V_xi and M_xi.
   int64_t th0 = 0, th1 = 0, T = 0, Tp = 0, Hp = 0, rowStride = 0, vStride = 0, mStride = 0;
   float *ph = nullptr, *v = nullptr, *m = nullptr;
+  // Where output() stores: output row r of filter f at y + f * yPlane +
+  // (r - yRow0) * OW (the whole output, or a band of it: a conv chain).
+  int64_t yPlane = 0, yRow0 = 0;
 
   WinogradPart(const float *x, const float *U, const float *bias, const float *res, float *y, int64_t C, int64_t H,
                int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL, float lo, float hi)
       : x(x), U(U), bias(bias), res(res), y(y), C(C), H(H), W(W), F(F), OH(OH), OW(OW), PT(PT), PL(PL), lo(lo),
         hi(hi), TH((OH + M - 1) / M), TW((OW + M - 1) / M), UW(gemm::roundUp(TW + 1, 8)), plane(M * UW),
-        uStride(gemm::packedASize(F, C)) {}
+        uStride(gemm::packedASize(F, C)), yPlane(OH * OW) {}
 
   /// Takes tile rows [a, b), with buffers in phB, vB and mB (grown).
   void setPart(int64_t a, int64_t b, Buffer &phB, Buffer &vB, Buffer &mB) {
@@ -253,7 +256,7 @@ template <int M> struct WinogradPart {
             v8f o[M], w[M];
             for (int j = 0; j < M; ++j) o[j] = yy[i][j] + bv;
             interleave<M>(o, w);
-            const int64_t at = (f * OH + th * M + i) * OW + tw0 * M;
+            const int64_t at = f * yPlane + (th * M + i - yRow0) * OW + tw0 * M;
             for (int k = 0; k < M && 8 * k < cols; ++k) {
               const int nc = int(std::min<int64_t>(8, cols - 8 * k));
               v8f val = w[k];
@@ -268,12 +271,11 @@ template <int M> struct WinogradPart {
     }
   }
 
-  /// The whole part on this thread.
-  void runSerial() const {
+  /// Phases 1-3 of the whole part on this thread.
+  void runPhases() const {
     for (int64_t r = 0; r < Hp; ++r) phaseRow(r);
     for (int64_t pn = 0; pn < Tp / NR; ++pn) transform(pn, 0, C);
     for (int64_t xi = 0; xi < AA; ++xi) product(xi);
-    output(th0, th1, 0, F);
   }
 };
 
@@ -302,13 +304,69 @@ inline Split chooseSplit(int64_t C, int64_t F, int64_t T, int64_t TH, int nt) {
 
 int splitMode = -2; // -2: not read from the environment yet
 
+/// A 1x1 conv (stride 1, no padding, one group) fused after the Winograd
+/// conv: y2 = clamp(w2 * y + bias2 + res2, lo2, hi2), its weights [F2, F]
+/// packed as the GEMM's A. It runs on each band of the Winograd conv's
+/// output rows as soon as the output transform has stored the band in a
+/// small buffer of this thread's (scratch 13), still in its cache: the
+/// Winograd conv's output is never written out whole.
+struct Tail {
+  const float *w2, *bias2, *res2; // res2: this image's
+  float *y2;                      // this image's
+  int64_t F2;
+  float lo2, hi2;
+};
+
+/// Output rows per band of a chain's tail: whole rows of tiles, about
+/// kBandBytes of the Winograd conv's output (all its filters).
+/// (128, 256 and 512 KiB took the same time within 1% at ResNet-50's
+/// shapes, in a harness; 256 KiB fits L2 with the band's GEMM operands.)
+constexpr int64_t kBandBytes = 256 << 10;
+
+/// Phase 4 with a tail, for output pixels [p0, p1) (row-major in each
+/// plane): band by band of whole rows of tiles, the output transform
+/// stores the band in this thread's buffer (scratch 13), and the tail's
+/// GEMM reads the band's pixels in [p0, p1) from there while they are in
+/// cache. A row of tiles that two threads' ranges share is transformed by
+/// both (the transform is cheap next to the GEMM; ranges of whole rows of
+/// tiles would leave one thread 4 of 7 at 28x28 and 14x14). Serial
+/// inside: called by one task.
+template <int M> void finishPixels(const WinogradPart<M> &part, const Tail &tail, int64_t p0, int64_t p1) {
+  const int64_t OW = part.OW, OHW = part.OH * OW;
+  const int64_t rowBytes = part.F * M * OW * int64_t(sizeof(float));
+  const int64_t step = std::max<int64_t>(1, kBandBytes / rowBytes);
+  for (int64_t t0 = p0 / OW / M; t0 * M * OW < p1; t0 += step) {
+    const int64_t t1 = std::min(part.TH, t0 + step), r0 = t0 * M, r1 = std::min(part.OH, t1 * M);
+    const int64_t n = (r1 - r0) * OW, q0 = std::max(p0, r0 * OW), q1 = std::min(p1, r1 * OW);
+    WinogradPart<M> band = part;
+    band.y = grow(scratch(13), size_t(part.F * n));
+    band.yPlane = n;
+    band.yRow0 = r0;
+    band.output(t0, t1, 0, part.F);
+    Epilogue ep;
+    ep.rowBias = tail.bias2;
+    ep.lo = tail.lo2;
+    ep.hi = tail.hi2;
+    ep.residual = tail.res2 ? tail.res2 + q0 : nullptr;
+    sgemm(tail.F2, q1 - q0, part.F, nullptr, 0, false, band.y + (q0 - r0 * OW), n, false, tail.y2 + q0, OHW, &ep,
+          tail.w2, nullptr, gemm::KC);
+  }
+}
+
 template <int M>
 void winogradConv(const float *X, const float *U, const float *bias, const float *res, float *Y, int64_t N,
                   int64_t C, int64_t H, int64_t W, int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL,
-                  float lo, float hi) {
+                  float lo, float hi, const Tail *chain = nullptr) {
   for (int64_t n = 0; n < N; ++n) {
-    WinogradPart<M> w(X + n * C * H * W, U, bias, res ? res + n * F * OH * OW : nullptr, Y + n * F * OH * OW, C, H,
-                      W, F, OH, OW, PT, PL, lo, hi);
+    WinogradPart<M> w(X + n * C * H * W, U, bias, res ? res + n * F * OH * OW : nullptr,
+                      Y ? Y + n * F * OH * OW : nullptr, C, H, W, F, OH, OW, PT, PL, lo, hi);
+    Tail tail;
+    if (chain) {
+      tail = *chain;
+      tail.y2 += n * tail.F2 * OH * OW;
+      if (tail.res2) tail.res2 += n * tail.F2 * OH * OW;
+    }
+    const Tail *tl = chain ? &tail : nullptr;
     const int nt = currentThreads();
     const Split split = chooseSplit(C, F, w.TH * w.TW, w.TH, nt);
     if (split == Split::Bands) {
@@ -321,7 +379,11 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
       parallelFor(nt, [&](int64_t b) {
         WinogradPart<M> part = w;
         part.setPart(w.TH * b / nt, w.TH * (b + 1) / nt, scratch(10), scratch(11), scratch(12));
-        part.runSerial();
+        part.runPhases();
+        if (tl)
+          finishPixels(part, *tl, part.th0 * M * OW, std::min(OH, part.th1 * M) * OW);
+        else
+          part.output(part.th0, part.th1, 0, F);
       });
       continue;
     }
@@ -333,9 +395,17 @@ void winogradConv(const float *X, const float *U, const float *bias, const float
       w.transform(task / cGroups, c0, std::min(C, c0 + 64));
     });
     parallelFor(w.AA, [&](int64_t xi) { w.product(xi); });
+    if (tl) {
+      // With a tail: each thread an even run of pixels, all filters (the
+      // tail's GEMM reads every filter of a pixel).
+      const int64_t OHW = OH * OW;
+      parallelFor(nt, [&](int64_t t) { finishPixels(w, *tl, OHW * t / nt, OHW * (t + 1) / nt); });
+      continue;
+    }
+    const int64_t rowRuns = std::min<int64_t>(w.TH, 2 * nt);
     // Tasks: runs of rows of tiles (2 runs per thread) and up to 64
     // filters; they write disjoint rows of the output planes.
-    const int64_t fGroups = (F + 63) / 64, rowRuns = std::min<int64_t>(w.TH, 2 * nt);
+    const int64_t fGroups = (F + 63) / 64;
     parallelFor(rowRuns * fGroups, [&](int64_t task) {
       const int64_t rr = task / fGroups, f0 = task % fGroups * 64;
       w.output(w.TH * rr / rowRuns, w.TH * (rr + 1) / rowRuns, f0, std::min(F, f0 + 64));
@@ -371,7 +441,30 @@ void kiln_rt_conv2d_winograd_ft(intptr_t x, intptr_t up, intptr_t bias, intptr_t
                                 int64_t PL, int64_t m, float lo, float hi) {
   auto fn = m == 2 ? kiln::rt::winogradConv<2> : kiln::rt::winogradConv<4>;
   fn((const float *)x, (const float *)up, (const float *)bias, (const float *)residual, (float *)y, N, C, H, W,
-     F, OH, OW, PT, PL, lo, hi);
+     F, OH, OW, PT, PL, lo, hi, nullptr);
+}
+
+/// A conv chain: t = clamp(conv3x3(x, w) + bias, lo, hi) as
+/// kiln_rt_conv2d_winograd_ft (no residual), then y = clamp(conv1x1(t,
+/// w2) + bias2 + residual, lo2, hi2), w2 [F2, F] packed as GEMM operand A
+/// (kiln/gemm_layout.h). t is never stored whole: each band of its rows is
+/// multiplied by w2 while it is in cache. bias, bias2 and residual may be
+/// 0; residual may be y itself.
+void kiln_rt_conv2d_winograd_chain(intptr_t x, intptr_t up, intptr_t bias, intptr_t w2, intptr_t bias2,
+                                   intptr_t residual, intptr_t y, int64_t N, int64_t C, int64_t H, int64_t W,
+                                   int64_t F, int64_t OH, int64_t OW, int64_t PT, int64_t PL, int64_t m, float lo,
+                                   float hi, int64_t F2, float lo2, float hi2) {
+  // The tail's GEMM reads the residual where it writes y only over one K
+  // block (gemm::convResidualReadInPlace); otherwise a copy.
+  static thread_local std::vector<float> residualCopy;
+  if (residual && residual == y && F > kiln::gemm::KC) {
+    residualCopy.assign((const float *)residual, (const float *)residual + N * F2 * OH * OW);
+    residual = (intptr_t)residualCopy.data();
+  }
+  const kiln::rt::Tail tail{(const float *)w2, (const float *)bias2, (const float *)residual, (float *)y, F2, lo2, hi2};
+  auto fn = m == 2 ? kiln::rt::winogradConv<2> : kiln::rt::winogradConv<4>;
+  fn((const float *)x, (const float *)up, (const float *)bias, nullptr, nullptr, N, C, H, W, F, OH, OW, PT, PL, lo,
+     hi, &tail);
 }
 
 } // extern "C"

@@ -560,6 +560,69 @@ TEST_CASE("kiln_rt_conv2d_winograd_ft matches a naive convolution", "[conv][wino
     }
 }
 
+TEST_CASE("kiln_rt_conv2d_winograd_chain matches the two convs run apart", "[conv][winograd]") {
+  // A fusion block Conv 3x3 (+ Relu) -> Conv 1x1 (+ residual Add + Relu)
+  // against the naive convs run apart, within tolerance. Bands of one row
+  // of tiles and of several, the last one short (output rows not a
+  // multiple of m); a batch; the intermediate over two K blocks (the
+  // residual in y's buffer is then copied first); serially and on a pool
+  // under both Winograd splits; the residual in y's buffer (the same bits).
+  kiln::rt::ThreadPool pool(2);
+  struct ChainCase {
+    const char *name;
+    int64_t N, C, H, W, F, F2;
+  };
+  const ChainCase cases[] = {
+      {"small", 1, 8, 8, 8, 8, 16},
+      {"odd sizes, batch", 2, 5, 7, 11, 13, 9},
+      {"ResNet-like 14x14", 1, 32, 14, 14, 48, 64},
+      {"intermediate over two K blocks", 1, 16, 6, 9, 300, 24},
+      {"ResNet-like 56x56", 1, 64, 56, 56, 64, 96},
+  };
+  uint32_t seed = 16000;
+  float inf = std::numeric_limits<float>::infinity();
+  for (const ChainCase &k : cases)
+    for (int m : {2, 4}) {
+      const ConvCase a{"a", k.N, k.C, k.H, k.W, k.F, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+      const int64_t OH = a.convOH(), OW = a.convOW(), nt = k.N * k.F * OH * OW, n = k.N * k.F2 * OH * OW;
+      std::vector<float> x = randomFloats(k.N * k.C * k.H * k.W, seed++), w = randomFloats(k.F * k.C * 9, seed++);
+      std::vector<float> bias = randomFloats(k.F, seed++), w2 = randomFloats(k.F2 * k.F, seed++);
+      std::vector<float> bias2 = randomFloats(k.F2, seed++), res = randomFloats(n, seed++);
+      std::vector<float> up(kiln::winograd::packedSize(m, k.F, k.C)), p2(kiln::gemm::packedASize(k.F2, k.F));
+      kiln::winograd::transformWeights(m, w.data(), k.F, k.C, up.data());
+      kiln::gemm::packAFull(w2.data(), k.F, false, k.F2, k.F, p2.data());
+      // The naive reference: Relu(conv3x3), then conv1x1 + residual, Relu.
+      Reference t = naiveConv(a, x.data(), w.data(), bias.data());
+      std::vector<float> tv(nt);
+      for (int64_t i = 0; i < nt; ++i) tv[i] = (float)std::max(t.value[i], 0.0);
+      const ConvCase b{"b", k.N, k.F, OH, OW, k.F2, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1};
+      Reference ref = naiveConv(b, tv.data(), w2.data(), bias2.data());
+      for (int64_t i = 0; i < n; ++i) {
+        ref.add(i, res[i]);
+        ref.value[i] = std::max(ref.value[i], 0.0);
+      }
+      for (int split : {-1, 0, 1}) {
+        kiln::rt::ThreadPool *p = split >= 0 ? &pool : nullptr;
+        const int was = kiln::rt::setWinogradSplit(split);
+        INFO(k.name << ", m=" << m << ", threads=" << (p ? p->size() : 1) << ", split " << split);
+        PoolScope scope(p);
+        GuardedBuffer got(n), inPlace(n);
+        kiln_rt_conv2d_winograd_chain((intptr_t)x.data(), (intptr_t)up.data(), (intptr_t)bias.data(),
+                                      (intptr_t)p2.data(), (intptr_t)bias2.data(), (intptr_t)res.data(), got.addr(),
+                                      k.N, k.C, k.H, k.W, k.F, OH, OW, 1, 1, m, 0.0f, inf, k.F2, 0.0f, inf);
+        CHECK(mismatches(got.data(), ref, 1e-4) == "");
+        CHECK(got.guardsIntact());
+        std::copy(res.begin(), res.end(), inPlace.data());
+        kiln_rt_conv2d_winograd_chain((intptr_t)x.data(), (intptr_t)up.data(), (intptr_t)bias.data(),
+                                      (intptr_t)p2.data(), (intptr_t)bias2.data(), inPlace.addr(), inPlace.addr(),
+                                      k.N, k.C, k.H, k.W, k.F, OH, OW, 1, 1, m, 0.0f, inf, k.F2, 0.0f, inf);
+        CHECK(std::equal(inPlace.data(), inPlace.data() + n, got.data()));
+        CHECK(inPlace.guardsIntact());
+        kiln::rt::setWinogradSplit(was);
+      }
+    }
+}
+
 TEST_CASE("kiln_rt_maxpool2d matches a naive max over each window", "[conv][pool]") {
   // Windows, strides, dilations and pads of ONNX MaxPool; OH/OW one larger
   // than floor mode gives exercises ceil_mode (the last windows read past

@@ -36,6 +36,10 @@ static cl::opt<int64_t> maxTensorMiB(cl::cat(kilnOptions), "max-tensor-mib",
 static cl::opt<bool> stats(cl::cat(kilnOptions), "kiln-stats", cl::desc("(--stats) Print op counts per stage and the arena size"));
 static cl::opt<bool> noRewrite(cl::cat(kilnOptions), "no-rewrite", cl::desc("Skip graph rewriting (kiln-rewrite), for comparison"));
 static cl::opt<bool> noFusion(cl::cat(kilnOptions), "no-fusion", cl::desc("One kernel per op instead of fusion blocks, for comparison"));
+static cl::opt<bool> noConvChains(
+    cl::cat(kilnOptions), "no-conv-chains",
+    cl::desc("Keep the fusion table's Conv-then-Conv \"no\": no Winograd 3x3 conv fused with the 1x1 conv "
+             "after it (CPU targets)"));
 static cl::opt<std::string> statsJson(cl::cat(kilnOptions), "kiln-stats-json", cl::desc("(--stats-json) Write the --stats figures as JSON to FILE"),
                                       cl::value_desc("FILE"));
 static cl::opt<std::string> fusionReport(
@@ -98,6 +102,7 @@ int main(int argc, char **argv) {
   opts.printIRAfterAll = printIR;
   opts.noRewrite = noRewrite;
   opts.noFusion = noFusion;
+  opts.noConvChains = noConvChains;
   opts.statsJson = statsJson;
   opts.fusionReport = fusionReport;
   opts.profileDb = profileDb;

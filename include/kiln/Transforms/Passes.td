@@ -32,8 +32,14 @@ def PlanFusion : Pass<"kiln-plan-fusion", "mlir::func::FuncOp"> {
   let options = [
     Option<"noFusion", "no-fusion", "bool", "false", "One block per op (the unfused baseline)">,
     Option<"maxOps", "max-ops", "int64_t", "64", "Most ops in one block (register-pressure bound)">,
+    Option<"convChains", "conv-chains", "bool", "false",
+           "Fuse a Winograd 3x3 conv block with the 1x1 conv block after it (kiln's extension of the "
+           "fusion table: a profile cell where the table says no; CPU targets)">,
+    Option<"winograd", "winograd", "std::string", "\"auto\"",
+           "The lowering's Winograd mode (auto, off, 2, 4): which convs can head a chain">,
   ];
   let statistics = [Statistic<"numBlocks", "blocks", "Fusion blocks (kernels)">,
+                    Statistic<"numChains", "chains", "Conv chains fused">,
                     Statistic<"numProfiled", "profiled", "Profile cells decided by measurement">,
                     Statistic<"numModelled", "modelled", "Profile cells decided by the cost model">];
   let dependentDialects = ["::kiln::KilnDialect"];

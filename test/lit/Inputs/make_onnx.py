@@ -56,6 +56,28 @@ def conv_chain():
                  [w("w1", [4, 4, 3, 3]), w("w2", [4, 4, 3, 3], 0.25)])
 
 
+def winograd_chain(scale):
+    # conv3x3 (16 channels, Winograd) -> relu -> conv1x1 -> add(x) -> relu,
+    # 16x16 pixels: a conv chain; `scale` sets the weights' values only.
+    nodes = [h.make_node("Conv", ["x", "w1"], ["c1"], name="conv3x3", pads=[1, 1, 1, 1]),
+             h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             h.make_node("Conv", ["r1", "w2"], ["c2"], name="conv1x1"),
+             h.make_node("Add", ["c2", "x"], ["a"], name="add"),
+             h.make_node("Relu", ["a"], ["y"], name="relu2")]
+    return graph(nodes, [vi("x", [1, 16, 16, 16])], [vi("y", None)],
+                 [w("w1", [16, 16, 3, 3], 0.01 * scale), w("w2", [16, 16, 1, 1], 0.02 * scale)])
+
+
+@case
+def conv_chain_a():
+    return winograd_chain(1.0)
+
+
+@case
+def conv_chain_b():
+    return winograd_chain(2.0)
+
+
 @case
 def matmul_transpose():
     # MatMul -> Transpose(1,0,2) -> Reshape: a "profile" cell of the fusion table.

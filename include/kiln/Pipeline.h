@@ -41,8 +41,11 @@ public:
   virtual int64_t hits() const = 0;     // answers taken from the file
   virtual int64_t measured() const = 0; // blocks compiled and timed now
 };
+/// `winograd`: the lowering's Winograd mode (--winograd), which the
+/// measured blocks are compiled with and keyed by.
 std::unique_ptr<ProfileDatabase> openProfileDatabase(mlir::MLIRContext &ctx, const std::string &path,
-                                                     const std::string &target, bool verbose);
+                                                     const std::string &target, bool verbose,
+                                                     const std::string &winograd = "auto");
 
 /// Draws the fusion plan of a module after kiln-plan-fusion
 /// (lib/Pipeline/FusionReport.cpp).

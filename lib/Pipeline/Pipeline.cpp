@@ -324,7 +324,8 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
         // Measured "profile" decisions on the host target only; the
         // analytical model decides otherwise.
         if (!opts.profileDb.empty() && target->name() == hostArch())
-          profileDb = openProfileDatabase(ctx, opts.profileDb, target->name().str(), opts.verbose);
+          profileDb = openProfileDatabase(ctx, opts.profileDb, target->name().str(), opts.verbose,
+                                          opts.winograd);
         else if (!opts.profileDb.empty())
           llvm::errs() << "kiln-compile: note: --profile-db measures on the host only; target "
                        << target->name() << " uses the analytical cost model\n";

@@ -47,8 +47,8 @@ namespace {
 
 class HostProfiler : public ProfileDatabase {
 public:
-  HostProfiler(MLIRContext &ctx, std::string path, std::string target, bool verbose)
-      : ctx(ctx), path(std::move(path)), target(std::move(target)), verbose(verbose) {
+  HostProfiler(MLIRContext &ctx, std::string path, std::string target, bool verbose, std::string winograd)
+      : ctx(ctx), path(std::move(path)), target(std::move(target)), winograd(std::move(winograd)), verbose(verbose) {
     load();
   }
   ~HostProfiler() override { save(); }
@@ -73,6 +73,9 @@ public:
     std::string names;
     for (Operation *op : ops)
       names += (names.empty() ? "" : "+") + op->getName().getStringRef().drop_front(5).str();
+    // The Winograd mode changes the code of 3x3 convs: it is part of the
+    // key unless it is the default.
+    if (winograd != "auto") text += "winograd=" + winograd;
     std::string key = fmt::format("{}:{}:{:016x}", target, names, llvm::xxh3_64bits(text));
     if (auto it = db.find(key); it != db.end()) {
       ++nHits;
@@ -97,7 +100,7 @@ public:
 private:
   int64_t nHits = 0, nMeasured = 0;
   MLIRContext &ctx;
-  std::string path, target;
+  std::string path, target, winograd;
   bool verbose;
   bool dirty = false;
   std::map<std::string, std::pair<double, std::string>> db;
@@ -198,7 +201,9 @@ private:
     OwningOpRef<ModuleOp> m(original.clone());
     std::unique_ptr<Target> tgt = createCpuTarget(target);
     PassManager pm(&ctx);
-    pm.addPass(createLowerKilnToLinalg());
+    LowerKilnToLinalgOptions lo;
+    lo.winograd = winograd;
+    pm.addPass(createLowerKilnToLinalg(lo));
     pm.addPass(createExtractWeights());
     pm.addPass(createCSEPass());
     pm.addPass(createPlanArena());
@@ -279,8 +284,9 @@ private:
 } // namespace
 
 std::unique_ptr<ProfileDatabase> openProfileDatabase(MLIRContext &ctx, const std::string &path,
-                                                     const std::string &target, bool verbose) {
-  return std::make_unique<HostProfiler>(ctx, path, target, verbose);
+                                                     const std::string &target, bool verbose,
+                                                     const std::string &winograd) {
+  return std::make_unique<HostProfiler>(ctx, path, target, verbose, winograd);
 }
 
 } // namespace kiln

@@ -336,7 +336,8 @@ template <int M> void finishPixels(const WinogradPart<M> &part, const Tail &tail
   const int64_t rowBytes = part.F * M * OW * int64_t(sizeof(float));
   const int64_t step = std::max<int64_t>(1, kBandBytes / rowBytes);
   for (int64_t t0 = p0 / OW / M; t0 * M * OW < p1; t0 += step) {
-    const int64_t t1 = std::min(part.TH, t0 + step), r0 = t0 * M, r1 = std::min(part.OH, t1 * M);
+    // (Not past the part: with bands, M holds only its own rows of tiles.)
+    const int64_t t1 = std::min(part.th1, t0 + step), r0 = t0 * M, r1 = std::min(part.OH, t1 * M);
     const int64_t n = (r1 - r0) * OW, q0 = std::max(p0, r0 * OW), q1 = std::min(p1, r1 * OW);
     WinogradPart<M> band = part;
     band.y = grow(scratch(13), size_t(part.F * n));

@@ -566,8 +566,10 @@ TEST_CASE("kiln_rt_conv2d_winograd_chain matches the two convs run apart", "[con
   // of tiles and of several, the last one short (output rows not a
   // multiple of m); a batch; the intermediate over two K blocks (the
   // residual in y's buffer is then copied first); serially and on a pool
-  // under both Winograd splits; the residual in y's buffer (the same bits).
-  kiln::rt::ThreadPool pool(2);
+  // under both Winograd splits (and on 5 threads, whose bands of 2-3 rows
+  // of tiles are shorter than a band of the tail); the residual in y's
+  // buffer (the same bits).
+  kiln::rt::ThreadPool pool(2), pool5(5);
   struct ChainCase {
     const char *name;
     int64_t N, C, H, W, F, F2;
@@ -601,9 +603,9 @@ TEST_CASE("kiln_rt_conv2d_winograd_chain matches the two convs run apart", "[con
         ref.add(i, res[i]);
         ref.value[i] = std::max(ref.value[i], 0.0);
       }
-      for (int split : {-1, 0, 1}) {
-        kiln::rt::ThreadPool *p = split >= 0 ? &pool : nullptr;
-        const int was = kiln::rt::setWinogradSplit(split);
+      for (int split : {-1, 0, 1, 2}) {
+        kiln::rt::ThreadPool *p = split == 2 ? &pool5 : split >= 0 ? &pool : nullptr;
+        const int was = kiln::rt::setWinogradSplit(split == 2 ? 1 : split);
         INFO(k.name << ", m=" << m << ", threads=" << (p ? p->size() : 1) << ", split " << split);
         PoolScope scope(p);
         GuardedBuffer got(n), inPlace(n);

@@ -313,6 +313,20 @@ private:
   Value binaryScalar(Operation *op, OpBuilder &nb, Location l, Value x, Value y);
   LogicalResult lowerConv(ConvOp op);
   LogicalResult lowerConvChain(ConvChainOps c, Value outArg);
+  /// A conv's constant weights [F, C, 3, 3] transformed for Winograd tile
+  /// m and packed (kiln/winograd_layout.h), as a constant's pointer.
+  Value winogradWeights(ArrayRef<float> w, int m, int64_t F, int64_t C) {
+    std::vector<float> up(kiln::winograd::packedSize(m, F, C));
+    kiln::winograd::transformWeights(m, w.data(), F, C, up.data());
+    return ptr(packedConstant(up));
+  }
+  /// Weights [F, K] packed as GEMM operand A (kiln/gemm_layout.h), as a
+  /// constant's pointer.
+  Value gemmWeights(ArrayRef<float> w, int64_t F, int64_t K) {
+    std::vector<float> packed(kiln::gemm::packedASize(F, K));
+    kiln::gemm::packAFull(w.data(), K, false, F, K, packed.data());
+    return ptr(packedConstant(packed));
+  }
   LogicalResult lowerConvTranspose(ConvTransposeOp op);
   LogicalResult lowerGemm(GemmOp op);
   /// Portable forms: one linalg.generic over the output whose body sums
@@ -1163,24 +1177,16 @@ LogicalResult BufferLowering::lowerConv(ConvOp op) {
       const char *kernelName = packedW ? "kiln_rt_conv2d_bcr" : "kiln_rt_conv2d_packed";
       if (int m = packedW ? 0 : kiln::winogradTile(op, winograd)) {
         // Winograd: weights transformed (G g G^T) and packed here, once.
-        int64_t F = ws[0], C = ws[1];
-        std::vector<float> up(kiln::winograd::packedSize(m, F, C));
-        kiln::winograd::transformWeights(m, w->data(), F, C, up.data());
         Value unpacked = args[1];
         Value resid = convResidual ? ptr(convResidual) : b.create<arith::ConstantIndexOp>(loc, 0).getResult();
         call("kiln_rt_conv2d_winograd_ft",
-             {args[0], ptr(packedConstant(up)), args[2], resid, args[3], ci(xs[0]), ci(xs[1]), ci(xs[2]), ci(xs[3]),
+             {args[0], winogradWeights(*w, m, ws[0], ws[1]), args[2], resid, args[3], ci(xs[0]), ci(xs[1]), ci(xs[2]), ci(xs[3]),
               ci(ws[0]), ci(ys[2]), ci(ys[3]), ci(p[0]), ci(p[1]), ci(m), cf(convAct ? convAct->first : -inf),
               cf(convAct ? convAct->second : inf)});
         if (unpacked.use_empty()) unpacked.getDefiningOp()->erase();
         return success();
       }
-      if (!packedW) {
-        int64_t F = ws[0], K = ws[1] * ws[2] * ws[3];
-        std::vector<float> packed(kiln::gemm::packedASize(F, K));
-        kiln::gemm::packAFull(w->data(), K, false, F, K, packed.data());
-        packedW = ptr(packedConstant(packed));
-      }
+      if (!packedW) packedW = gemmWeights(*w, ws[0], ws[1] * ws[2] * ws[3]);
       args.erase(args.begin() + 19); // the group
       Value unpacked = args[1];
       args[1] = packedW;
@@ -1224,9 +1230,6 @@ LogicalResult BufferLowering::lowerConvChain(ConvChainOps c, Value outArg) {
   const int m = kiln::winogradTile(c.head, winograd);
   if (!w || !w2 || m == 0) return c.head.emitError("internal error: a conv chain needs constant Winograd weights");
   const int64_t F = ws[0], C = ws[1], F2 = ys[1];
-  std::vector<float> up(kiln::winograd::packedSize(m, F, C)), packed(kiln::gemm::packedASize(F2, F));
-  kiln::winograd::transformWeights(m, w->data(), F, C, up.data());
-  kiln::gemm::packAFull(w2->data(), F, false, F2, F, packed.data());
   Value zero = b.create<arith::ConstantIndexOp>(loc, 0).getResult();
   auto biasOf = [&](ConvOp op) { return op.getBias() ? ptr(buf(op.getBias())) : zero; };
   float inf = std::numeric_limits<float>::infinity();
@@ -1235,7 +1238,7 @@ LogicalResult BufferLowering::lowerConvChain(ConvChainOps c, Value outArg) {
   auto p = c.head.getPads();
   Value resid = c.residual ? ptr(buf(c.residual)) : zero;
   call("kiln_rt_conv2d_winograd_chain",
-       {ptr(buf(c.head.getInput())), ptr(packedConstant(up)), biasOf(c.head), ptr(packedConstant(packed)),
+       {ptr(buf(c.head.getInput())), winogradWeights(*w, m, F, C), biasOf(c.head), gemmWeights(*w2, F2, F),
         biasOf(c.tail), resid, ptr(outArg), ci(xs[0]), ci(C), ci(xs[2]), ci(xs[3]), ci(F), ci(ys[2]), ci(ys[3]),
         ci(p[0]), ci(p[1]), ci(m), cf(lo), cf(hi), ci(F2), cf(lo2), cf(hi2)});
   // The tail reads the residual where it writes over one K block (the

@@ -237,19 +237,23 @@ private:
 
   /// A "profile" cell: measured latencies when a profiler is given (the
   /// fused kernel must beat the two apart), else the roofline model.
+  /// The profiling database's answer on fusing ops `a` with ops `b`, when
+  /// it can measure all three blocks.
+  std::optional<bool> measuredSaysFuse(ArrayRef<Operation *> a, ArrayRef<Operation *> b) {
+    if (!profiler) return std::nullopt;
+    SmallVector<Operation *> fused(a);
+    fused.append(b.begin(), b.end());
+    auto f = profiler->latency(fused), p = profiler->latency(a), q = profiler->latency(b);
+    if (!f || !p || !q) return std::nullopt;
+    ++profiled;
+    // Within the measurement noise (a few percent between runs of the same
+    // kernel) a tie goes to fusion: one kernel fewer, and no intermediate
+    // in memory.
+    return *f <= (*p + *q) * (1 + kProfileNoise);
+  }
+
   bool profileSaysFuse(const FusionBlock &b, Operation *x) {
-    if (profiler) {
-      SmallVector<Operation *> fused(b.ops);
-      fused.push_back(x);
-      auto f = profiler->latency(fused), p = profiler->latency(b.ops), q = profiler->latency({x});
-      if (f && p && q) {
-        ++profiled;
-        // Within the measurement noise (a few percent between runs of the
-        // same kernel) a tie goes to fusion: one kernel fewer, and no
-        // intermediate in memory.
-        return *f <= (*p + *q) * (1 + kProfileNoise);
-      }
-    }
+    if (auto measured = measuredSaysFuse(b.ops, {x})) return *measured;
     ++modelled;
     FusionBlock alone;
     alone.ops.push_back(x);
@@ -259,18 +263,11 @@ private:
 
   /// A "profile" decision on merging whole blocks a and b (a conv chain).
   bool mergeSaysFuse(const FusionBlock &a, const FusionBlock &b) {
-    SmallVector<Operation *> both(a.ops);
-    both.append(b.ops);
-    if (profiler) {
-      auto f = profiler->latency(both), p = profiler->latency(a.ops), q = profiler->latency(b.ops);
-      if (f && p && q) {
-        ++profiled;
-        return *f <= (*p + *q) * (1 + kProfileNoise);
-      }
-    }
+    if (auto measured = measuredSaysFuse(a.ops, b.ops)) return *measured;
     ++modelled;
     FusionBlock merged;
-    merged.ops = both;
+    merged.ops = a.ops;
+    merged.ops.append(b.ops);
     merged.head = b.head;
     // Two compute-bound convs tie on the roofline (the FLOPs are the same
     // fused or not); the merged block moves fewer bytes (the intermediate

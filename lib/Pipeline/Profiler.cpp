@@ -68,8 +68,8 @@ public:
     // Keyed by shapes, not by which weights: a dense layer's time does not
     // depend on their values, so the weight blobs (the resources section
     // after "{-#") and their names are left out.
-    text = std::regex_replace(text.substr(0, text.find("{-#")), std::regex("dense_resource<[^>]*>"),
-                              "dense_resource<>");
+    static const std::regex blobName("dense_resource<[^>]*>");
+    text = std::regex_replace(text.substr(0, text.find("{-#")), blobName, "dense_resource<>");
     std::string names;
     for (Operation *op : ops)
       names += (names.empty() ? "" : "+") + op->getName().getStringRef().drop_front(5).str();

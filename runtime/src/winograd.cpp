@@ -458,7 +458,7 @@ void kiln_rt_conv2d_winograd_chain(intptr_t x, intptr_t up, intptr_t bias, intpt
   // The tail's GEMM reads the residual where it writes y only over one K
   // block (gemm::convResidualReadInPlace); otherwise a copy.
   static thread_local std::vector<float> residualCopy;
-  if (residual && residual == y && F > kiln::gemm::KC) {
+  if (residual && residual == y && !kiln::gemm::convResidualReadInPlace(F, 1, 1, 1, 1, 0, 0, true, 1)) {
     residualCopy.assign((const float *)residual, (const float *)residual + N * F2 * OH * OW);
     residual = (intptr_t)residualCopy.data();
   }
